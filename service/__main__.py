@@ -1,0 +1,107 @@
+"""`python -m service [--host H] [--port P] [--model M]`: one uvicorn worker, one model per GPU.
+
+Graceful drain on SIGTERM (what Kubernetes sends before killing a pod):
+1. /ready turns 503 at once, so endpoints controllers and load balancers stop routing here;
+2. requests keep being served for drain_delay_seconds while they do (routing updates take seconds);
+3. the listener closes; everything queued and in flight finishes within drain_timeout_seconds;
+4. the process exits 0. A second SIGTERM, or SIGINT (Ctrl+C), skips the delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from service import logs
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, runtime: Runtime, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+        self._drain_delay_s = drain_delay_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._draining or self._drain_delay_s <= 0:
+            if sig == signal.SIGTERM:
+                # Not re-raised after shutdown (uvicorn's default): a finished drain exits 0.
+                self._begin_drain()
+                self.should_exit = True
+                return
+            super().handle_exit(sig, frame)
+            return
+        self._begin_drain()
+        log.info("SIGTERM: not ready; serving %.1fs more before closing", self._drain_delay_s)
+        # Signal handlers run between bytecodes of the loop thread: schedule, do not act here.
+        loop = self._loop
+        loop.call_soon_threadsafe(loop.call_later, self._drain_delay_s, self._close_listener)
+
+    def _begin_drain(self) -> None:
+        self._draining = True
+        self._runtime.start_draining()
+
+    def _close_listener(self) -> None:
+        if self.should_exit:
+            return
+        log.info("drain delay over: closing the listener, finishing in-flight requests")
+        self.should_exit = True
+
+    async def serve(self, sockets: Any = None) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", help="bind address (EMBED_HOST)")
+    parser.add_argument("--port", type=int, help="HTTP port (EMBED_PORT)")
+    parser.add_argument("--model", help="local folder or Hub model id (EMBED_MODEL)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**overrides)
+    logs.configure(settings.log_level)
+    app = create_app(settings)
+    runtime: Runtime = app.state.runtime
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_config=None,  # ours (service.logs): every line carries the request id
+        access_log=False,  # ours (service.app): with the request id and the duration
+        timeout_graceful_shutdown=int(settings.drain_timeout_seconds) or None,
+        lifespan="on",
+    )
+    server = DrainingServer(config, runtime, settings.drain_delay_seconds)
+
+    def stop_on_load_failure() -> None:
+        server.should_exit = True
+
+    runtime.on_fatal = stop_on_load_failure
+    server.run()
+    if runtime.load_error is not None:
+        log.error("exiting: the model could not be loaded: %s", runtime.load_error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

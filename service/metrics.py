@@ -1,0 +1,89 @@
+"""Prometheus collectors, named once in service/contract.py (infra builds adapter rules and HPA
+metrics from the same names). Each Metrics owns its registry: two apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from service import contract
+
+# Requests range from one short input (milliseconds) to 2048 long ones (tens of seconds on a CPU).
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_BATCH_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """All service metrics; also the batcher's observer (service.batcher.BatchObserver)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # prometheus_client adds the _total suffix of counters itself: give it the bare name so the
+        # exposed name is exactly the contract's.
+        self.requests = Counter(
+            contract.REQUESTS_TOTAL.removesuffix("_total"),
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            contract.REQUEST_DURATION_SECONDS,
+            "HTTP request duration by route.",
+            ["route"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            contract.REQUESTS_IN_FLIGHT,
+            "API requests accepted and not yet answered (the HPA signal).",
+            registry=r,
+        )
+        self.queue_items = Gauge(
+            contract.QUEUE_ITEMS, "Inputs waiting in the batcher queue.", registry=r
+        )
+        self.queue_tokens = Gauge(
+            contract.QUEUE_TOKENS, "Tokens waiting in the batcher queue.", registry=r
+        )
+        self.batch_size = Histogram(
+            contract.BATCH_SIZE,
+            "Inputs per forward pass.",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            contract.BATCH_TOKENS,
+            "Padded tokens per forward pass.",
+            buckets=_BATCH_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            contract.TOKENS_TOTAL.removesuffix("_total"), "Tokens embedded.", registry=r
+        )
+        self.truncated = Counter(
+            contract.TRUNCATED_INPUTS_TOTAL.removesuffix("_total"),
+            "Inputs cut to the model's maximum length.",
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            contract.MODEL_LOAD_SECONDS,
+            "Seconds spent loading and warming up the model.",
+            registry=r,
+        )
+        self.ready = Gauge(contract.READY, "1 when /ready answers 200.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- BatchObserver ----------------------------------------------------------------------------
+    def queue_changed(self, items: int, tokens: int) -> None:
+        self.queue_items.set(items)
+        self.queue_tokens.set(tokens)
+
+    def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None:
+        self.batch_size.observe(items)
+        self.batch_tokens.observe(padded_tokens)
+        self.tokens.inc(tokens)

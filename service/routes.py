@@ -1,0 +1,246 @@
+"""HTTP routes only: parse, call the runtime, serialise. No torch here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from service import __version__, contract
+from service.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    error_response,
+)
+from service.metrics import CONTENT_TYPE
+from service.runtime import Embedded, Runtime
+from service.schemas import EmbeddingRequest, EmbeddingsRequest, Inputs, SimilarityRequest
+from service.settings import MAX_INPUTS_PER_REQUEST
+
+T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+TRUNCATED_HEADER = "X-Truncated-Inputs"
+_JSON = "application/json"
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require_api_key(request: Request) -> None:
+    keys = runtime_of(request).api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("missing API key: send the header 'Authorization: Bearer <key>'")
+    presented = token.strip().encode()
+    # Compare against every key in constant time so timing reveals neither key nor position.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key.encode())
+    if not matched:
+        raise AuthenticationError("invalid API key")
+
+
+api = APIRouter(dependencies=[Depends(require_api_key)])
+probes = APIRouter()
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first, so the batcher drops its inputs
+    instead of spending the device on an answer nobody reads."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise asyncio.CancelledError("client disconnected")
+    return task.result()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def embed_inputs(request: Request, inputs: Inputs) -> Embedded:
+    runtime = runtime_of(request)
+    tokenized = await runtime.tokenize(inputs)
+    limit = runtime.settings.max_request_tokens
+    if tokenized.token_count > limit:
+        raise InvalidRequestError(
+            f"the request has {tokenized.token_count} tokens, over this server's limit of {limit} "
+            "per request: split it into smaller requests",
+            param="input",
+        )
+    return await until_disconnect(request, runtime.embed(tokenized))
+
+
+def check_model(runtime: Runtime, requested: str | None) -> str:
+    encoder, _ = runtime.serving()
+    served = runtime.settings.served_model_name or encoder.info.model_id
+    if requested is None:
+        return served
+    accepted = {served, encoder.info.model_id, *runtime.settings.model_aliases}
+    if requested not in accepted:
+        raise ModelNotFoundError(
+            f"the model {requested!r} does not exist on this server; it serves {served!r}",
+            param="model",
+        )
+    return served
+
+
+def check_dimensions(dimensions: int | None, full: int) -> None:
+    if dimensions is not None and dimensions > full:
+        raise InvalidRequestError(
+            f"dimensions must be between 1 and {full} for this model; got {dimensions}",
+            param="dimensions",
+        )
+
+
+def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """OpenAI `dimensions`: keep the first N components, then re-normalise (Matryoshka style)."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    head = vectors[:, :dimensions]
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    return np.ascontiguousarray(head / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+async def parse_body(request: Request, model: type[B]) -> B:
+    """Validate the raw body with pydantic's own JSON parser, whatever the Content-Type (curl -d
+    sends form encoding); errors become the same envelope as FastAPI's validation errors."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+@api.post(contract.EMBEDDINGS_PATH)
+async def create_embeddings(request: Request) -> Response:
+    body = await parse_body(request, EmbeddingsRequest)
+    runtime = runtime_of(request)
+    served = check_model(runtime, body.model)
+    encoder, _ = runtime.serving()
+    check_dimensions(body.dimensions, encoder.info.dimension)  # before spending compute
+    result = await embed_inputs(request, body.input)
+    vectors = shorten(result.vectors, body.dimensions)
+    if body.encoding_format == "base64":
+        # The openai SDK's default: little-endian float32 bytes, base64 (4 bytes per float,
+        # ~3x smaller than JSON numbers and no float formatting).
+        little = vectors.astype("<f4", copy=False)
+        data: list[dict[str, Any]] = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(row).decode()}
+            for i, row in enumerate(little)
+        ]
+    else:
+        data = [
+            {"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(vectors)
+        ]
+    content = {
+        "object": "list",
+        "data": data,
+        "model": served,
+        "usage": {
+            "prompt_tokens": result.tokens,
+            "total_tokens": result.tokens,
+            # An extension field (the openai SDK keeps unknown fields): inputs cut to max_tokens.
+            "truncated_inputs": result.truncated,
+        },
+    }
+    return json_response(content, headers={TRUNCATED_HEADER: str(result.truncated)})
+
+
+@api.post(contract.EMBEDDING_PATH)
+async def create_embedding(request: Request) -> Response:
+    body = await parse_body(request, EmbeddingRequest)
+    result = await embed_inputs(request, Inputs(texts=[body.text]))
+    content = {"embedding": result.vectors[0], "dimension": int(result.vectors.shape[1])}
+    return json_response(content, headers={TRUNCATED_HEADER: str(result.truncated)})
+
+
+@api.post(contract.SIMILARITY_PATH)
+async def similarity(request: Request) -> Response:
+    body = await parse_body(request, SimilarityRequest)
+    result = await embed_inputs(request, Inputs(texts=[body.source_text, *body.candidates]))
+    # Rows are L2-normalised: cosine similarity is the dot product.
+    scores = result.vectors[1:] @ result.vectors[0]
+    return json_response(
+        {"similarities": scores.astype(np.float64)},
+        headers={TRUNCATED_HEADER: str(result.truncated)},
+    )
+
+
+@probes.get(contract.HEALTH_PATH)
+async def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+@probes.get(contract.READY_PATH)
+async def ready(request: Request) -> Response:
+    runtime = runtime_of(request)
+    if runtime.ready:
+        return json_response({"status": "ready"})
+    return error_response(NotReadyError(f"not ready: {runtime.phase.value}"))
+
+
+@probes.get(contract.INFO_PATH)
+async def info(request: Request) -> Response:
+    runtime = runtime_of(request)
+    encoder, _ = runtime.serving()
+    s = runtime.settings
+    model = encoder.info
+    return json_response(
+        {
+            "model": s.served_model_name or model.model_id,
+            "model_id": model.model_id,
+            "aliases": s.model_aliases,
+            "revision": model.revision,
+            "dimension": model.dimension,
+            "max_tokens": model.max_tokens,
+            "pooling": model.pooling,
+            "device": model.device,
+            "dtype": model.dtype,
+            "attention": model.attention,
+            "phase": runtime.phase.value,
+            "limits": {
+                "max_inputs": MAX_INPUTS_PER_REQUEST,
+                "max_request_tokens": s.max_request_tokens,
+                "max_request_bytes": s.max_request_bytes,
+                "max_batch_tokens": s.max_batch_tokens,
+                "max_batch_size": s.max_batch_size,
+                "max_queue_items": s.max_queue_items,
+                "truncate": s.truncate,
+            },
+            "version": __version__,
+        }
+    )
+
+
+@probes.get(contract.METRICS_PATH)
+async def metrics(request: Request) -> Response:
+    return Response(runtime_of(request).metrics.render(), media_type=CONTENT_TYPE)

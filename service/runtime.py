@@ -1,0 +1,108 @@
+"""What the lifespan builds and the routes use: the encoder, the batcher, the metrics, the phase.
+
+Imports no torch: the encoder is reached through the EncoderLike protocol, so routes stay light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from service.batcher import Batcher
+from service.errors import NotReadyError
+from service.metrics import Metrics
+from service.model_types import ModelInfo, Tokenized
+from service.schemas import Inputs
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EncoderLike(Protocol):
+    info: ModelInfo
+
+    def tokenize(self, texts: list[str]) -> Tokenized: ...
+
+    def tokenize_ids(self, token_ids: list[list[int]]) -> Tokenized: ...
+
+    def encode_ids(self, batch: list[list[int]]) -> np.ndarray: ...
+
+
+class Phase(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray
+    tokens: int
+    truncated: int
+
+
+class Runtime:
+    def __init__(self, settings: Settings, metrics: Metrics, api_keys: frozenset[str]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.api_keys = api_keys
+        self.phase = Phase.LOADING
+        self.encoder: EncoderLike | None = None
+        self.batcher: Batcher | None = None
+        self.load_error: BaseException | None = None
+        # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
+        self.on_fatal: Callable[[], None] = lambda: None
+        self._tokenizer_pool = ThreadPoolExecutor(
+            max_workers=settings.tokenizer_threads, thread_name_prefix="tokenizer"
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
+
+    def set_phase(self, phase: Phase) -> None:
+        if self.phase is not phase:
+            log.info("phase %s -> %s", self.phase.value, phase.value)
+        self.phase = phase
+        self.metrics.ready.set(1 if phase is Phase.READY else 0)
+
+    def start_draining(self) -> None:
+        """SIGTERM: /ready turns 503 at once; requests are still served until the process stops."""
+        if self.phase is not Phase.FAILED:
+            self.set_phase(Phase.DRAINING)
+
+    def serving(self) -> tuple[EncoderLike, Batcher]:
+        """The encoder and batcher, or NotReadyError while the model loads (or failed to)."""
+        if self.encoder is None or self.batcher is None:
+            raise NotReadyError(f"the model is not loaded yet (phase: {self.phase.value})")
+        return self.encoder, self.batcher
+
+    async def tokenize(self, inputs: Inputs) -> Tokenized:
+        """Off the event loop, on threads beside the forward pass (Rust tokenizers run in parallel
+        with torch, which releases the GIL)."""
+        encoder, _ = self.serving()
+        loop = asyncio.get_running_loop()
+        if inputs.texts is not None:
+            return await loop.run_in_executor(self._tokenizer_pool, encoder.tokenize, inputs.texts)
+        assert inputs.token_ids is not None
+        return await loop.run_in_executor(
+            self._tokenizer_pool, encoder.tokenize_ids, inputs.token_ids
+        )
+
+    async def embed(self, tokenized: Tokenized) -> Embedded:
+        _, batcher = self.serving()
+        vectors = await batcher.embed(tokenized.ids)
+        if tokenized.truncated_count:
+            self.metrics.truncated.inc(tokenized.truncated_count)
+        return Embedded(vectors, tokenized.token_count, tokenized.truncated_count)
+
+    def close(self) -> None:
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,103 @@
+"""Request bodies: the OpenAI embeddings contract and the two simple routes of GTE deployments.
+
+Responses are built as dicts and serialised with orjson in service.routes (vectors are numpy rows:
+orjson writes them directly, with no per-float Python objects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+
+from service.settings import MAX_INPUTS_PER_REQUEST
+
+NonEmptyText = Annotated[str, StringConstraints(min_length=1, strict=True)]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A request's inputs in one of two forms: texts, or token ids of this model's tokenizer."""
+
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts if self.texts is not None else self.token_ids or [])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_input(value: Any) -> Inputs:
+    """OpenAI's `input`: a string, a list of strings, a list of token ids, or a list of those."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("input must not be an empty string")
+        return Inputs(texts=[value])
+    if not isinstance(value, list):
+        raise ValueError(
+            "input must be a string, a list of strings, a list of token ids (integers) or a list "
+            f"of lists of token ids; got {type(value).__name__}"
+        )
+    if not value:
+        raise ValueError("input must not be an empty list")
+    if len(value) > MAX_INPUTS_PER_REQUEST:
+        raise ValueError(
+            f"input has {len(value)} items; at most {MAX_INPUTS_PER_REQUEST} are allowed"
+        )
+    if all(isinstance(item, str) for item in value):
+        for index, item in enumerate(value):
+            if not item:
+                raise ValueError(f"input[{index}] must not be an empty string")
+        return Inputs(texts=value)
+    if all(_is_int(item) for item in value):
+        return Inputs(token_ids=[value])
+    if all(isinstance(item, list) for item in value):
+        for index, item in enumerate(value):
+            if not item:
+                raise ValueError(f"input[{index}] must not be an empty list of token ids")
+            if not all(_is_int(token) for token in item):
+                raise ValueError(f"input[{index}] must be a list of integer token ids")
+        return Inputs(token_ids=value)
+    raise ValueError(
+        "input must be all strings, all token ids, or all lists of token ids (not a mix, "
+        "no floats, booleans, nulls or objects)"
+    )
+
+
+class EmbeddingsRequest(BaseModel):
+    """POST /v1/embeddings (https://platform.openai.com/docs/api-reference/embeddings/create)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    input: Inputs
+    # Optional here (OpenAI requires it): a client of a one-model server may leave it out.
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: StrictInt | None = Field(None, ge=1)
+    user: str | None = None  # accepted for compatibility, ignored
+
+    @field_validator("input", mode="plain")
+    @classmethod
+    def _parse_input(cls, value: Any) -> Inputs:
+        return parse_input(value)
+
+
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embedding: {"text": ...} -> {"embedding": [...]}."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: NonEmptyText
+
+
+class SimilarityRequest(BaseModel):
+    """POST /v1/similarity: cosine similarity of each candidate to source_text, in order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source_text: NonEmptyText
+    candidates: list[NonEmptyText] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)

@@ -1,0 +1,160 @@
+"""Server settings: every field is an environment variable EMBED_<FIELD> (see contract.ENV_PREFIX).
+
+`python -m service --host/--port/--model` override the environment. Each field says why it exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service import contract
+
+Pooling = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+
+# OpenAI's own limit on inputs per request; clients are written against it.
+MAX_INPUTS_PER_REQUEST = 2048
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=contract.ENV_PREFIX, extra="ignore", frozen=True, protected_namespaces=()
+    )
+
+    # --- Model -----------------------------------------------------------------------------------
+    model: str | None = Field(
+        None,
+        description="Local folder or Hugging Face model id (read from the local cache). "
+        "Unset: the bundled all-MiniLM-L6-v2, so the server starts with no download at all.",
+    )
+    model_revision: str | None = Field(
+        None,
+        description="Pinned commit of a Hub model, so a rebuild cannot silently change vectors.",
+    )
+    served_model_name: str | None = Field(
+        None, description="The id clients send as `model`; defaults to the model id."
+    )
+    model_aliases: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra accepted `model` values (comma-separated): clients with a fixed name.",
+    )
+    allow_download: bool = Field(
+        False,
+        description="Fetch a model missing from the cache. Off: production pods start from the "
+        "image alone (HF_HUB_OFFLINE semantics), never depend on the Hub at run time.",
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
+    dtype: Dtype = Field("auto", description="auto: float16 on CUDA, float32 on CPU.")
+    pooling: Pooling | None = Field(
+        None, description="Override the pooling read from the model's sentence-transformers files."
+    )
+    max_tokens: int | None = Field(
+        None, ge=2, description="Lower the model's maximum sequence length (inputs are truncated)."
+    )
+    truncate: bool = Field(
+        True,
+        description="Cut over-long inputs to max_tokens and report it (header, usage); "
+        "off: reject them with 400 instead.",
+    )
+    warmup: bool = Field(True, description="Run forward passes before /ready turns 200.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; default torch's own (physical cores)."
+    )
+
+    # --- Batching and admission -------------------------------------------------------------------
+    max_batch_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Padded tokens per forward pass: bounds activation memory and batch latency.",
+    )
+    max_batch_size: int = Field(128, ge=1, description="Inputs per forward pass.")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Wait this long for more work when a batch is not full. 0: never wait when "
+        "the device is free (the default: the queue fills while the device is busy).",
+    )
+    max_queue_items: int = Field(
+        4096, ge=1, description="Inputs waiting for the device before new requests get 429."
+    )
+    max_request_tokens: int = Field(
+        300_000, ge=1, description="Tokens per request (after truncation) before 400."
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Request body size before 413."
+    )
+    tokenizer_threads: int = Field(
+        1, ge=1, description="Threads that tokenise off the event loop, beside the forward pass."
+    )
+
+    # --- Access --------------------------------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted bearer keys (comma-separated). Empty with no file: /v1 is open.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one key per line (a mounted Secret), merged with api_keys."
+    )
+
+    # --- Process ----------------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Bind address; the container must listen on all.")
+    port: int = Field(contract.SERVICE_PORT, ge=1, le=65535, description="The HTTP API port.")
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Also serve /metrics on this port (0: off) so a NetworkPolicy can admit "
+        "only Prometheus to it; /metrics on the main port stays for local use.",
+    )
+    drain_delay_seconds: float = Field(
+        contract.DRAIN_DELAY_SECONDS,
+        ge=0,
+        description="After SIGTERM keep serving (with /ready 503) while load balancers stop "
+        "routing here.",
+    )
+    drain_timeout_seconds: float = Field(
+        contract.DRAIN_TIMEOUT_SECONDS,
+        ge=0,
+        description="Then finish queued and in-flight requests within this bound.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    access_log: bool = Field(True, description="One log line per request, with its request id.")
+
+    @field_validator("model_aliases", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.max_queue_items < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_items ({self.max_queue_items}) must be >= max_batch_size "
+                f"({self.max_batch_size}): a smaller queue can never fill a batch"
+            )
+        return self
+
+    def load_api_keys(self) -> frozenset[str]:
+        """The accepted keys: api_keys plus the non-empty, non-comment lines of api_keys_file."""
+        keys = set(self.api_keys)
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(
+                    f"{contract.ENV_API_KEYS_FILE}={self.api_keys_file}: {exc}"
+                ) from exc
+            keys.update(
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            )
+        return frozenset(keys)
