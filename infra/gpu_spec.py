@@ -1,7 +1,9 @@
 """The one GPU node spec: taint, labels and resource name.
 
-Node group taints and labels, cluster-autoscaler node-template tags, and every toleration and node affinity
-(inference pods, device plugin, DCGM exporter) are derived from the values here, so they cannot drift apart.
+Node group taints and labels, cluster-autoscaler node-template tags, and every toleration and node
+affinity
+(inference pods, device plugin, DCGM exporter) are derived from the values here, so they cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -36,6 +38,28 @@ GPU_NODE_LABELS: Final = {GPU_PRESENT_LABEL: "true", WORKLOAD_LABEL: "gpu-infere
 
 AUTOSCALER_TAG_PREFIX: Final = "k8s.io/cluster-autoscaler/node-template"
 
+ACCELERATOR_LABEL: Final = "k8s.amazonaws.com/accelerator"
+"""cluster-autoscaler's AWS GPU label: a node carrying it counts as a GPU node, so the autoscaler
+waits for the
+device plugin to advertise the GPUs instead of treating the fresh node as unable to run the pending
+pod and
+scaling up a second time; scale-down then judges the node by GPU utilisation."""
+
+SYSTEM_NODE_LABELS: Final = {"gpu-inference.io/node-role": "system"}
+"""The untainted on-demand group for cluster add-ons (autoscaler, Prometheus, controllers). Add-ons
+select it
+with `system_node_selector()` so they never hold a GPU node up or land on a spot node."""
+
+
+def gpu_node_labels(accelerator: str) -> dict[str, str]:
+    """Labels of a GPU node group: the shared GPU labels plus the autoscaler's accelerator label."""
+    return {**GPU_NODE_LABELS, ACCELERATOR_LABEL: accelerator}
+
+
+def system_node_selector() -> dict[str, str]:
+    """nodeSelector for add-ons that belong on the system node group."""
+    return dict(SYSTEM_NODE_LABELS)
+
 
 def toleration() -> dict[str, Any]:
     """The toleration every pod that runs on GPU nodes carries (Kubernetes camelCase)."""
@@ -63,13 +87,17 @@ def node_affinity() -> dict[str, Any]:
     }
 
 
-def autoscaler_node_template_tags(gpus_per_node: int) -> dict[str, str]:
+def autoscaler_node_template_tags(
+    gpus_per_node: int, accelerator: str | None = None
+) -> dict[str, str]:
     """Tags on a node group's Auto Scaling group so cluster-autoscaler can scale it up from zero.
 
-    With no node to look at, the autoscaler learns labels, taints and extended resources from these tags:
+    With no node to look at, the autoscaler learns labels, taints and extended resources from these
+    tags:
     https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/cloudprovider/aws/README.md
     """
-    tags = {f"{AUTOSCALER_TAG_PREFIX}/label/{k}": v for k, v in sorted(GPU_NODE_LABELS.items())}
+    labels = gpu_node_labels(accelerator) if accelerator else GPU_NODE_LABELS
+    tags = {f"{AUTOSCALER_TAG_PREFIX}/label/{k}": v for k, v in sorted(labels.items())}
     tags[f"{AUTOSCALER_TAG_PREFIX}/taint/{GPU_TAINT.key}"] = f"{GPU_TAINT.value}:{GPU_TAINT.effect}"
     tags[f"{AUTOSCALER_TAG_PREFIX}/resources/{GPU_RESOURCE}"] = str(gpus_per_node)
     return tags

@@ -1,0 +1,6 @@
+"""The Pulumi program: EKS with spot GPU node groups and the autoscaled GPU embedding service.
+
+`infra/__main__.py` is the composition root (what `pulumi up` runs); each concern is one module with
+one
+ComponentResource. `infra/mockengine.py` runs the program offline and `infra/synth.py` renders it.
+"""

@@ -1,0 +1,372 @@
+"""The EKS control plane and what every later component needs from it.
+
+`Cluster`: cluster IAM role, KMS key for secrets envelope encryption, control-plane logs with a
+retention,
+the cluster at the pinned version with API-mode authentication and access entries, the add-ons that
+must
+exist before nodes join (vpc-cni with network policy enforcement, kube-proxy, the Pod Identity
+agent), and one
+Kubernetes provider built from the cluster. `ClusterAddons`: the add-ons that need running nodes
+(coredns,
+the EBS CSI driver with its Pod Identity role), created after the node groups.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra import gpu_spec
+from infra.config import StackConfig
+from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
+
+ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+
+
+def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token` (no long-lived credentials)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": cluster_name,
+                    "cluster": {"server": endpoint, "certificate-authority-data": ca_data},
+                }
+            ],
+            "contexts": [
+                {"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}
+            ],
+            "current-context": cluster_name,
+            "users": [
+                {
+                    "name": cluster_name,
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "aws",
+                            "args": [
+                                "eks",
+                                "get-token",
+                                "--cluster-name",
+                                cluster_name,
+                                "--region",
+                                region,
+                                "--output",
+                                "json",
+                            ],
+                        }
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def addon_version(
+    addon: str, kubernetes_version: str, parent: pulumi.Resource
+) -> pulumi.Output[str]:
+    """The version AWS marks default for this add-on on this Kubernetes minor."""
+    return aws.eks.get_addon_version_output(
+        addon_name=addon,
+        kubernetes_version=kubernetes_version,
+        most_recent=False,
+        opts=pulumi.InvokeOptions(parent=parent),
+    ).version
+
+
+def _oidc_issuer(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
+    oidcs = identities[0].oidcs if identities else None
+    return (oidcs[0].issuer or "") if oidcs else ""
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    config: StackConfig
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[list[str]]
+
+
+class Cluster(pulumi.ComponentResource):
+    """The control plane. Attributes are what the other components consume."""
+
+    name: str
+    """The EKS cluster name, a plain string so Kubernetes objects can use it at preview time."""
+    region: str
+    partition: str
+    kubernetes_version: str
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    eks: aws.eks.Cluster
+    arn: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    oidc_issuer: pulumi.Output[str]
+    """Kept for tools that still want IRSA; this program uses Pod Identity (`pod_identity`)."""
+    node_security_group_id: pulumi.Output[str]
+    """The EKS-managed cluster security group, which managed node groups attach to every node."""
+    kms_key_arn: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    """Secret."""
+    provider: k8s.Provider
+    pod_identity: PodIdentityTarget
+    base_addons: list[aws.eks.Addon]
+    """vpc-cni, kube-proxy and the Pod Identity agent: node groups depend on them."""
+
+    def __init__(
+        self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpu-inference:cluster:Cluster", name, None, opts)
+        cfg = args.config
+        cc = cfg.cluster
+        child = pulumi.ResourceOptions(parent=self)
+        self.name = cc.name
+        self.region = cfg.region
+        self.partition = cfg.partition
+        self.kubernetes_version = cc.kubernetes_version
+        self.vpc_id = pulumi.Output.from_input(args.vpc_id)
+        self.private_subnet_ids = pulumi.Output.from_input(args.private_subnet_ids)
+
+        role = aws.iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "eks.amazonaws.com"},
+                            "Action": ["sts:AssumeRole", "sts:TagSession"],
+                        }
+                    ],
+                }
+            ),
+            description=f"EKS control plane of {cc.name}",
+            opts=child,
+        )
+        policy = aws.iam.RolePolicyAttachment(
+            f"{name}-cluster-policy",
+            role=role.name,
+            policy_arn=f"arn:{cfg.partition}:iam::aws:policy/AmazonEKSClusterPolicy",
+            opts=child,
+        )
+        key = aws.kms.Key(
+            f"{name}-secrets-key",
+            description=f"Envelope encryption of Kubernetes secrets in EKS cluster {cc.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-secrets-key-alias",
+            name=f"alias/eks/{cc.name}-secrets",
+            target_key_id=key.key_id,
+            opts=child,
+        )
+        # AmazonEKSClusterPolicy does not cover a customer key; scope the grant to this key only.
+        key_policy = aws.iam.RolePolicy(
+            f"{name}-secrets-key-use",
+            role=role.id,
+            policy=key.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": [
+                                    "kms:Encrypt",
+                                    "kms:Decrypt",
+                                    "kms:ListGrants",
+                                    "kms:DescribeKey",
+                                ],
+                                "Resource": arn,
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        # EKS would create this group with infinite retention; own it so retention is explicit.
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/aws/eks/{cc.name}/cluster",
+            retention_in_days=90 if cfg.production else 14,
+            opts=child,
+        )
+        self.eks = aws.eks.Cluster(
+            f"{name}-eks",
+            name=cc.name,
+            version=cc.kubernetes_version,
+            role_arn=role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=self.private_subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=cc.endpoint_public_access,
+                public_access_cidrs=list(cc.public_access_cidrs) or None,
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode="API",
+                # The deploying identity must administer the cluster for the Kubernetes provider to
+                # work.
+                bootstrap_cluster_creator_admin_permissions=True,
+            ),
+            # vpc-cni, kube-proxy and coredns come as managed add-ons below, so EKS must not also
+            # install
+            # self-managed copies that the add-ons would then have to take over.
+            bootstrap_self_managed_addons=False,
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn),
+                resources=["secrets"],
+            ),
+            enabled_cluster_log_types=list(cc.log_types),
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            tags={"Name": cc.name},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, key_policy, logs]),
+        )
+        self.arn = self.eks.arn
+        self.endpoint = self.eks.endpoint
+        self.kms_key_arn = key.arn
+        self.oidc_issuer = self.eks.identities.apply(_oidc_issuer)
+        self.node_security_group_id = self.eks.vpc_config.apply(
+            lambda v: v.cluster_security_group_id or ""
+        )
+
+        for i, principal in enumerate(cc.admin_principal_arns):
+            entry = aws.eks.AccessEntry(
+                f"{name}-admin-{i}",
+                cluster_name=self.eks.name,
+                principal_arn=principal,
+                type="STANDARD",
+                opts=child,
+            )
+            aws.eks.AccessPolicyAssociation(
+                f"{name}-admin-{i}-policy",
+                cluster_name=self.eks.name,
+                principal_arn=principal,
+                policy_arn=f"arn:{cfg.partition}:eks::aws:cluster-access-policy/{ADMIN_POLICY}",
+                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+            )
+
+        self.base_addons = [
+            managed_addon(name, self, "vpc-cni", {"enableNetworkPolicy": "true"}, parent=self),
+            managed_addon(name, self, "kube-proxy", parent=self),
+            managed_addon(name, self, "eks-pod-identity-agent", parent=self),
+        ]
+        self.pod_identity = PodIdentityTarget(
+            cluster_name=cc.name, partition=cfg.partition, agent=self.base_addons[2]
+        )
+
+        ca_data = self.eks.certificate_authority.apply(lambda ca: ca.data)
+        self.kubeconfig = pulumi.Output.secret(
+            pulumi.Output.all(self.eks.name, self.eks.endpoint, ca_data).apply(
+                lambda a: kubeconfig(a[0], a[1], a[2], cfg.region)
+            )
+        )
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "name": self.name,
+                "arn": self.arn,
+                "endpoint": self.endpoint,
+                "oidcIssuer": self.oidc_issuer,
+                "kubeconfig": self.kubeconfig,
+            }
+        )
+
+
+def managed_addon(
+    name: str,
+    cluster: Cluster,
+    addon: str,
+    configuration: dict[str, Any] | None = None,
+    *,
+    parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource] | None = None,
+    pod_identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None,
+) -> aws.eks.Addon:
+    """An EKS managed add-on at the default version for the cluster's Kubernetes minor."""
+    return aws.eks.Addon(
+        f"{name}-{addon}",
+        cluster_name=cluster.eks.name,
+        addon_name=addon,
+        addon_version=addon_version(addon, cluster.kubernetes_version, parent),
+        configuration_values=json.dumps(configuration, sort_keys=True) if configuration else None,
+        # The configuration here is the truth: overwrite drift on create and on update.
+        resolve_conflicts_on_create="OVERWRITE",
+        resolve_conflicts_on_update="OVERWRITE",
+        pod_identity_associations=pod_identity,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
+    )
+
+
+@dataclass(frozen=True)
+class ClusterAddonsArgs:
+    cluster: Cluster
+    nodes: Sequence[pulumi.Resource]
+    """The node groups: these add-ons run Deployments and only become ACTIVE once nodes exist."""
+
+
+class ClusterAddons(pulumi.ComponentResource):
+    """coredns and the EBS CSI driver (Prometheus' volume), on the system nodes."""
+
+    ebs_csi_identity: WorkloadIdentity
+    addons: list[aws.eks.Addon]
+
+    def __init__(
+        self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpu-inference:cluster:ClusterAddons", name, None, opts)
+        cluster = args.cluster
+        system = gpu_spec.system_node_selector()
+        self.ebs_csi_identity = WorkloadIdentity(
+            f"{name}-ebs-csi",
+            WorkloadIdentityArgs(
+                target=cluster.pod_identity,
+                namespace="kube-system",
+                service_account=EBS_CSI_SERVICE_ACCOUNT,
+                managed_policy_arns=("service-role/AmazonEBSCSIDriverPolicy",),
+                create_association=False,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.addons = [
+            managed_addon(
+                name,
+                cluster,
+                "coredns",
+                {"nodeSelector": system},
+                depends_on=list(args.nodes),
+                parent=self,
+            ),
+            managed_addon(
+                name,
+                cluster,
+                "aws-ebs-csi-driver",
+                {"controller": {"nodeSelector": system}},
+                depends_on=[*args.nodes, self.ebs_csi_identity],
+                pod_identity=[
+                    aws.eks.AddonPodIdentityAssociationArgs(
+                        role_arn=self.ebs_csi_identity.role_arn,
+                        service_account=EBS_CSI_SERVICE_ACCOUNT,
+                    )
+                ],
+                parent=self,
+            ),
+        ]
+        self.register_outputs({"addons": [a.addon_name for a in self.addons]})

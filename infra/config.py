@@ -1,0 +1,839 @@
+"""Stack configuration, parsed once into frozen dataclasses, with every check in one place.
+
+Types, defaults and descriptions live in `Pulumi.yaml` (the CLI fills defaults in before the program
+runs), so
+this module only parses and validates. Components receive these dataclasses and never read
+`pulumi.Config`.
+A bad value raises `ConfigError` naming the stack file, the key, the value and what is allowed,
+before any
+resource is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from infra import versions
+
+PROJECT: Final = "gpu-inference"
+
+
+class ConfigError(Exception):
+    """A stack config value that the program refuses, with everything needed to fix it."""
+
+    def __init__(self, stack_file: str, key: str, value: object, allowed: str) -> None:
+        self.stack_file = stack_file
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{stack_file}: {key} = {value!r} is not allowed: {allowed}")
+
+
+# --- Tables
+# -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuInstanceType:
+    """What the program needs to know of a GPU instance type: autoscaler tags, capacity checks."""
+
+    gpu_model: str
+    """The value of the autoscaler's accelerator label (cluster-autoscaler's GPU label on AWS)."""
+    gpus: int
+    gpu_memory_gib: int
+    """Per GPU."""
+    vcpus: int
+    memory_gib: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """What cluster-autoscaler assumes is identical across a group's instance types when it
+        builds a
+        node template: GPU count, vCPUs and memory. Mixing shapes makes its scale-up simulation
+        wrong."""
+        return (self.gpus, self.vcpus, self.memory_gib)
+
+
+def _family(
+    model: str, gpu_mem: int, sizes: dict[str, tuple[int, int, int]]
+) -> dict[str, GpuInstanceType]:
+    return {
+        size: GpuInstanceType(model, gpus, gpu_mem, vcpus, mem)
+        for size, (gpus, vcpus, mem) in sizes.items()
+    }
+
+
+# https://aws.amazon.com/ec2/instance-types/ (accelerated computing): (GPUs, vCPUs, memory GiB) per
+# size.
+GPU_INSTANCE_TYPES: Final[dict[str, GpuInstanceType]] = {
+    **_family(
+        "nvidia-tesla-t4",
+        16,
+        {
+            "g4dn.xlarge": (1, 4, 16),
+            "g4dn.2xlarge": (1, 8, 32),
+            "g4dn.4xlarge": (1, 16, 64),
+            "g4dn.8xlarge": (1, 32, 128),
+            "g4dn.12xlarge": (4, 48, 192),
+            "g4dn.16xlarge": (1, 64, 256),
+        },
+    ),
+    **_family(
+        "nvidia-a10g",
+        24,
+        {
+            "g5.xlarge": (1, 4, 16),
+            "g5.2xlarge": (1, 8, 32),
+            "g5.4xlarge": (1, 16, 64),
+            "g5.8xlarge": (1, 32, 128),
+            "g5.12xlarge": (4, 48, 192),
+            "g5.16xlarge": (1, 64, 256),
+            "g5.24xlarge": (4, 96, 384),
+            "g5.48xlarge": (8, 192, 768),
+        },
+    ),
+    **_family(
+        "nvidia-l4",
+        24,
+        {
+            "g6.xlarge": (1, 4, 16),
+            "g6.2xlarge": (1, 8, 32),
+            "g6.4xlarge": (1, 16, 64),
+            "g6.8xlarge": (1, 32, 128),
+            "g6.12xlarge": (4, 48, 192),
+            "g6.16xlarge": (1, 64, 256),
+            "g6.24xlarge": (4, 96, 384),
+            "g6.48xlarge": (8, 192, 768),
+        },
+    ),
+    **_family(
+        "nvidia-l40s",
+        48,
+        {
+            "g6e.xlarge": (1, 4, 32),
+            "g6e.2xlarge": (1, 8, 64),
+            "g6e.4xlarge": (1, 16, 128),
+            "g6e.8xlarge": (1, 32, 256),
+            "g6e.12xlarge": (4, 48, 384),
+            "g6e.16xlarge": (1, 64, 512),
+        },
+    ),
+    **_family("nvidia-tesla-v100", 16, {"p3.2xlarge": (1, 8, 61), "p3.8xlarge": (4, 32, 244)}),
+    **_family("nvidia-a100", 40, {"p4d.24xlarge": (8, 96, 1152)}),
+}
+
+# Commercial and China/GovCloud regions that offer EKS and NVIDIA instances.
+REGIONS: Final = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+        "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1",
+        "eu-south-1", "eu-south-2", "ap-south-1", "ap-south-2", "ap-northeast-1", "ap-northeast-2",
+        "ap-northeast-3", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
+        "ap-east-1", "me-south-1", "me-central-1", "il-central-1", "af-south-1",
+        "cn-north-1", "cn-northwest-1", "us-gov-west-1", "us-gov-east-1",
+    }
+)  # fmt: skip
+
+LOG_TYPES: Final = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+CAPACITY_TYPES: Final = ("SPOT", "ON_DEMAND")
+DTYPES: Final = ("float16", "bfloat16", "float32")
+NAT_MODES: Final = ("single", "perAz")
+RESERVED_NAMESPACES: Final = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+# Kubelet, OS and the DaemonSets on every GPU node (aws-node, kube-proxy, pod identity agent, EBS
+# CSI node,
+# NVIDIA device plugin, DCGM exporter) take roughly this much; an inference pod gets the rest.
+NODE_OVERHEAD_CPU: Final = 1.0
+NODE_OVERHEAD_MEMORY_GIB: Final = 3.0
+
+_WORLD: Final = ipaddress.ip_network("0.0.0.0/0")
+_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
+_AUTOSCALER_DURATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_CLUSTER_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_IAM_PRINCIPAL = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[\w+=,.@/-]+$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_IMAGE_BY_DIGEST = re.compile(
+    r"^[a-z0-9][\w.-]*(:[0-9]+)?(/[\w.-]+)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$"
+)
+_CPU = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
+_MEMORY = re.compile(r"^[0-9]+(Mi|Gi)$")
+_AMI_RELEASE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$")
+_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+
+
+# --- Parsed configuration
+# -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistingNetwork:
+    vpc_id: str
+    private_subnet_ids: tuple[str, ...]
+    public_subnet_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    availability_zones: tuple[str, ...]
+    vpc_cidr: str
+    private_subnet_cidrs: tuple[str, ...]
+    """One per AZ, computed from `vpcCidr` and `privateSubnetPrefixLength` (nodes and pods)."""
+    public_subnet_cidrs: tuple[str, ...]
+    """One per AZ, after the private ones (NAT gateways and internet-facing load balancers)."""
+    nat_per_az: bool
+    existing: ExistingNetwork | None
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    kubernetes_version: str
+    endpoint_public_access: bool
+    public_access_cidrs: tuple[str, ...]
+    admin_principal_arns: tuple[str, ...]
+    log_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeGroupConfig:
+    name: str
+    capacity_type: str
+    instance_types: tuple[str, ...]
+    min_size: int
+    desired_size: int
+    max_size: int
+    disk_gib: int
+    gpu: GpuInstanceType | None
+    """The group's GPU shape (its first instance type; all share it). None for the system group."""
+
+    @property
+    def is_spot(self) -> bool:
+        return self.capacity_type == "SPOT"
+
+    @property
+    def accelerator(self) -> str:
+        """Accelerator label value: the GPU model when the group has one, else 'nvidia'."""
+        models = {GPU_INSTANCE_TYPES[t].gpu_model for t in self.instance_types}
+        return models.pop() if len(models) == 1 else "nvidia"
+
+    @property
+    def min_gpu_memory_gib(self) -> int:
+        return min(GPU_INSTANCE_TYPES[t].gpu_memory_gib for t in self.instance_types)
+
+
+@dataclass(frozen=True)
+class NodeGroupsConfig:
+    system: NodeGroupConfig
+    gpu: tuple[NodeGroupConfig, ...]
+    ami_release_version: str | None
+
+
+@dataclass(frozen=True)
+class AutoscalerConfig:
+    scale_down_unneeded_time: str
+    max_node_provision_time: str
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    time_slicing_replicas: int
+    """Pods that share one physical GPU (1 = time-slicing off)."""
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    prometheus_retention: str
+    prometheus_volume_gib: int
+    scrape_interval: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    revision: str | None
+    """A pinned Hub commit, or None: the build takes the current head; the image digest pins it."""
+    embedding_dimension: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class SecretStrings:
+    """Secret config values: readable by the program, masked in every repr, log and error."""
+
+    values: tuple[str, ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"SecretStrings(<{len(self.values)} secret values>)"
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def as_output(self) -> Any:
+        """The values as a Pulumi secret Output[list[str]] (encrypted in state and previews)."""
+        import pulumi
+
+        return pulumi.Output.secret(list(self.values))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    namespace: str
+    image: str | None
+    """A prebuilt image pinned by digest; None builds ./Dockerfile into ECR."""
+    hpa_min_replicas: int
+    hpa_max_replicas: int
+    hpa_target_in_flight: int
+    """Target in-flight requests per pod (the primary HPA signal)."""
+    hpa_target_gpu_utilization: int
+    """Target GPU utilisation in percent (secondary HPA signal)."""
+    max_batch_tokens: int
+    max_batch_size: int
+    max_queue_items: int
+    cpu_request: str
+    memory_request: str
+    internet_facing: bool
+    client_cidrs: tuple[str, ...]
+    """CIDRs admitted to the load balancer; empty: the VPC CIDR only."""
+    api_keys: SecretStrings
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    stack_file: str
+    region: str
+    partition: str
+    production: bool
+    network: NetworkConfig
+    cluster: ClusterConfig
+    node_groups: NodeGroupsConfig
+    autoscaler: AutoscalerConfig
+    gpu: GpuConfig
+    monitoring: MonitoringConfig
+    model: ModelConfig
+    inference: InferenceConfig
+
+
+# --- Reading
+# ------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to the raw config strings, every failure a ConfigError naming the stack file."""
+
+    def __init__(self, values: Mapping[str, str], stack: str, secret_keys: frozenset[str]) -> None:
+        self.values = values
+        self.stack_file = f"Pulumi.{stack}.yaml"
+        self.secret_keys = secret_keys
+
+    @staticmethod
+    def full(key: str) -> str:
+        return key if ":" in key else f"{PROJECT}:{key}"
+
+    def error(self, key: str, value: object, allowed: str) -> ConfigError:
+        full = self.full(key)
+        shown = "[secret]" if full in self.secret_keys else value
+        return ConfigError(self.stack_file, full, shown, allowed)
+
+    def raw(self, key: str) -> str | None:
+        return self.values.get(self.full(key))
+
+    def required(self, key: str, allowed: str) -> str:
+        value = self.raw(key)
+        if value is None or value == "":
+            raise self.error(key, None, f"required; {allowed}")
+        return value
+
+    def string(self, key: str, pattern: re.Pattern[str], allowed: str) -> str:
+        value = self.required(key, allowed)
+        if not pattern.match(value):
+            raise self.error(key, value, allowed)
+        return value
+
+    def optional(self, key: str, pattern: re.Pattern[str], allowed: str) -> str | None:
+        value = self.raw(key)
+        if value is None or value == "":
+            return None
+        if not pattern.match(value):
+            raise self.error(key, value, allowed)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.required(key, f"one of {', '.join(choices)}")
+        if value not in choices:
+            raise self.error(key, value, f"one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.required(key, "true or false")
+        if value not in ("true", "false", "True", "False"):
+            raise self.error(key, value, "true or false")
+        return value.lower() == "true"
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        allowed = f"an integer from {low} to {high}"
+        value = self.required(key, allowed)
+        try:
+            number = int(value)
+        except ValueError:
+            raise self.error(key, value, allowed) from None
+        if not low <= number <= high:
+            raise self.error(key, number, allowed)
+        return number
+
+    def json(self, key: str, allowed: str) -> Any:
+        value = self.raw(key)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise self.error(key, value, allowed) from None
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        allowed = "a list of strings"
+        value = self.json(key, allowed)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, value, allowed)
+        return tuple(value)
+
+    def cidrs(self, key: str) -> tuple[str, ...]:
+        result = []
+        for value in self.strings(key):
+            try:
+                result.append(str(ipaddress.ip_network(value, strict=True)))
+            except ValueError:
+                raise self.error(
+                    key, value, "IPv4 CIDRs like 203.0.113.0/24 (host bits zero)"
+                ) from None
+        return tuple(result)
+
+
+# --- Parsing
+# ------------------------------------------------------------------------------------------
+
+
+def parse(
+    values: Mapping[str, str], stack: str, secret_keys: frozenset[str] = frozenset()
+) -> StackConfig:
+    """Parses and validates the raw config (full keys like `gpu-inference:vpcCidr`, values as the
+    CLI
+    passes them: strings, JSON for lists and objects)."""
+    r = _Reader(values, stack, secret_keys)
+    region = r.required("aws:region", "an AWS region, e.g. us-west-2")
+    if region not in REGIONS:
+        raise r.error("aws:region", region, f"one of {', '.join(sorted(REGIONS))}")
+    production = r.boolean("production")
+    network = _network(r, region)
+    cluster = _cluster(r, stack, production)
+    node_groups = _node_groups(r)
+    gpu = GpuConfig(time_slicing_replicas=r.integer("timeSlicingReplicas", 1, 16))
+    inference = _inference(r, network, node_groups, gpu)
+    return StackConfig(
+        project=PROJECT,
+        stack=stack,
+        stack_file=r.stack_file,
+        region=region,
+        partition=_partition(region),
+        production=production,
+        network=network,
+        cluster=cluster,
+        node_groups=node_groups,
+        autoscaler=AutoscalerConfig(
+            scale_down_unneeded_time=r.string(
+                "autoscalerScaleDownUnneededTime", _AUTOSCALER_DURATION, "a duration like 10m"
+            ),
+            max_node_provision_time=r.string(
+                "autoscalerMaxNodeProvisionTime", _AUTOSCALER_DURATION, "a duration like 15m"
+            ),
+        ),
+        gpu=gpu,
+        monitoring=MonitoringConfig(
+            prometheus_retention=r.string(
+                "prometheusRetention", _DURATION, "a Prometheus duration like 15d"
+            ),
+            prometheus_volume_gib=r.integer("prometheusVolumeGiB", 10, 16384),
+            scrape_interval=r.string(
+                "prometheusScrapeInterval", _DURATION, "a Prometheus duration like 15s"
+            ),
+        ),
+        model=_model(r),
+        inference=inference,
+    )
+
+
+def load() -> StackConfig:
+    """Reads the running stack's config through Pulumi (what `infra/__main__.py` calls)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    stack = pulumi.get_stack()
+    raw = dict(runtime_config.CONFIG.get())
+    secret = frozenset(k for k in raw if runtime_config.is_config_secret(k))
+    return parse(raw, stack, secret)
+
+
+def _partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def _network(r: _Reader, region: str) -> NetworkConfig:
+    zones = r.strings("availabilityZones")
+    zone_pattern = re.compile(rf"^{re.escape(region)}[a-z]$")
+    if not 2 <= len(zones) <= 6 or len(set(zones)) != len(zones):
+        raise r.error("availabilityZones", list(zones), "2 to 6 distinct zones (EKS needs two)")
+    for zone in zones:
+        if not zone_pattern.match(zone):
+            raise r.error("availabilityZones", zone, f"zones of {region}, e.g. {region}a")
+
+    vpc_text = r.required("vpcCidr", "a private IPv4 CIDR from /16 to /24")
+    try:
+        vpc = ipaddress.IPv4Network(vpc_text, strict=True)
+    except ValueError:
+        raise r.error("vpcCidr", vpc_text, "a private IPv4 CIDR from /16 to /24") from None
+    if not (vpc.is_private and 16 <= vpc.prefixlen <= 24):
+        raise r.error("vpcCidr", vpc_text, "a private (RFC 1918) IPv4 CIDR from /16 to /24")
+
+    private_len = r.integer("privateSubnetPrefixLength", vpc.prefixlen + 1, 28)
+    public_len = r.integer("publicSubnetPrefixLength", vpc.prefixlen + 1, 28)
+    subnets = _allocate(vpc, [private_len] * len(zones) + [public_len] * len(zones))
+    if subnets is None:
+        raise r.error(
+            "privateSubnetPrefixLength",
+            private_len,
+            f"{len(zones)} private /{private_len} and {len(zones)} public /{public_len} subnets "
+            f"must fit in vpcCidr {vpc}: use longer prefixes or a larger VPC",
+        )
+
+    existing = None
+    vpc_id = r.optional("existingVpcId", _VPC_ID, "a VPC id like vpc-0123456789abcdef0")
+    if vpc_id is not None:
+        private_ids = r.strings("existingPrivateSubnetIds")
+        public_ids = r.strings("existingPublicSubnetIds")
+        for key, ids in (
+            ("existingPrivateSubnetIds", private_ids),
+            ("existingPublicSubnetIds", public_ids),
+        ):
+            bad = [i for i in ids if not _SUBNET_ID.match(i)]
+            if bad:
+                raise r.error(key, bad[0], "subnet ids like subnet-0123456789abcdef0")
+        if len(private_ids) < 2:
+            raise r.error(
+                "existingPrivateSubnetIds",
+                list(private_ids),
+                "at least two private subnets in different AZs when existingVpcId is set",
+            )
+        existing = ExistingNetwork(vpc_id, private_ids, public_ids)
+
+    n = len(zones)
+    return NetworkConfig(
+        availability_zones=zones,
+        vpc_cidr=str(vpc),
+        private_subnet_cidrs=tuple(str(s) for s in subnets[:n]),
+        public_subnet_cidrs=tuple(str(s) for s in subnets[n:]),
+        nat_per_az=r.choice("natGateways", NAT_MODES) == "perAz",
+        existing=existing,
+    )
+
+
+def _allocate(
+    vpc: ipaddress.IPv4Network, prefixes: list[int]
+) -> list[ipaddress.IPv4Network] | None:
+    """Packs subnets of the given prefix lengths into the VPC in order, each aligned to its size."""
+    cursor = int(vpc.network_address)
+    end = int(vpc.broadcast_address) + 1
+    result = []
+    for prefix in prefixes:
+        size = 1 << (32 - prefix)
+        start = -(-cursor // size) * size
+        if start + size > end:
+            return None
+        result.append(ipaddress.IPv4Network((start, prefix)))
+        cursor = start + size
+    return result
+
+
+def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
+    name = r.raw("clusterName") or f"{PROJECT}-{stack}"
+    if not _CLUSTER_NAME.match(name):
+        raise r.error(
+            "clusterName", name, "letters, digits and '-', starting with a letter, at most 100"
+        )
+    version = r.required("kubernetesVersion", "a Kubernetes minor like 1.34")
+    if version not in versions.SUPPORTED_KUBERNETES_VERSIONS:
+        raise r.error(
+            "kubernetesVersion",
+            version,
+            f"one of {', '.join(versions.SUPPORTED_KUBERNETES_VERSIONS)}",
+        )
+    public = r.boolean("endpointPublicAccess")
+    cidrs = r.cidrs("publicAccessCidrs")
+    if public and not cidrs:
+        raise r.error(
+            "publicAccessCidrs",
+            [],
+            "the CIDRs allowed to reach the public API endpoint (your office or VPN egress) when "
+            "endpointPublicAccess is true; nothing is open to the world by default",
+        )
+    world = any(ipaddress.ip_network(c) == _WORLD for c in cidrs)
+    if world and production and not r.boolean("allowWorldApiAccess"):
+        raise r.error(
+            "publicAccessCidrs",
+            list(cidrs),
+            "no 0.0.0.0/0 in a production stack unless allowWorldApiAccess is true",
+        )
+    admins = r.strings("adminPrincipalArns")
+    for arn in admins:
+        if not _IAM_PRINCIPAL.match(arn):
+            raise r.error(
+                "adminPrincipalArns", arn, "IAM role or user ARNs (arn:aws:iam::<account>:role/...)"
+            )
+    logs = r.strings("controlPlaneLogTypes")
+    for log in logs:
+        if log not in LOG_TYPES:
+            raise r.error("controlPlaneLogTypes", log, f"a subset of {', '.join(LOG_TYPES)}")
+    return ClusterConfig(
+        name=name,
+        kubernetes_version=version,
+        endpoint_public_access=public,
+        public_access_cidrs=cidrs if public else (),
+        admin_principal_arns=admins,
+        log_types=logs,
+    )
+
+
+def _node_groups(r: _Reader) -> NodeGroupsConfig:
+    system_raw = r.json("systemNodeGroup", "an object")
+    if not isinstance(system_raw, dict):
+        raise r.error("systemNodeGroup", system_raw, "an object with instanceTypes and sizes")
+    system = _node_group(r, "systemNodeGroup", {"name": "system", **system_raw}, gpu=False)
+    if system.min_size < 1:
+        raise r.error("systemNodeGroup", system_raw, "minSize >= 1: add-ons always need a node")
+
+    groups_raw = r.json("gpuNodeGroups", "a list of objects")
+    if not isinstance(groups_raw, list) or not groups_raw:
+        raise r.error("gpuNodeGroups", groups_raw, "a non-empty list of GPU node group objects")
+    groups = tuple(_node_group(r, "gpuNodeGroups", g, gpu=True) for g in groups_raw)
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names) or "system" in names:
+        raise r.error("gpuNodeGroups", names, "unique group names other than 'system'")
+    if not any(g.is_spot for g in groups):
+        raise r.error("gpuNodeGroups", names, "at least one SPOT group (on-demand is the fallback)")
+    return NodeGroupsConfig(
+        system=system,
+        gpu=groups,
+        ami_release_version=r.optional(
+            "amiReleaseVersion", _AMI_RELEASE, "an EKS AMI release like 1.34.2-20251112"
+        )
+        or versions.AMI_RELEASE_VERSION,
+    )
+
+
+_GROUP_KEYS: Final = frozenset(
+    {"name", "capacityType", "instanceTypes", "minSize", "desiredSize", "maxSize", "diskGiB"}
+)
+
+
+def _node_group(r: _Reader, key: str, raw: Any, gpu: bool) -> NodeGroupConfig:
+    if not isinstance(raw, dict):
+        raise r.error(key, raw, "objects with name, capacityType, instanceTypes and sizes")
+    unknown = sorted(set(raw) - _GROUP_KEYS)
+    if unknown:
+        raise r.error(key, unknown, f"only the fields {', '.join(sorted(_GROUP_KEYS))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40:
+        raise r.error(f"{key}.name", name, "a lowercase DNS label of at most 40 characters")
+    where = f"{key}[{name}]"
+    capacity = raw.get("capacityType", "ON_DEMAND" if not gpu else None)
+    if capacity not in CAPACITY_TYPES:
+        raise r.error(f"{where}.capacityType", capacity, f"one of {', '.join(CAPACITY_TYPES)}")
+    types = raw.get("instanceTypes")
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        raise r.error(f"{where}.instanceTypes", types, "a non-empty list of EC2 instance types")
+    sizes = {}
+    for field_name in ("minSize", "desiredSize", "maxSize"):
+        value = raw.get(field_name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
+            raise r.error(f"{where}.{field_name}", value, "an integer from 0 to 1000")
+        sizes[field_name] = value
+    if not sizes["minSize"] <= sizes["desiredSize"] <= sizes["maxSize"] or sizes["maxSize"] < 1:
+        raise r.error(where, sizes, "minSize <= desiredSize <= maxSize and maxSize >= 1")
+    disk = raw.get("diskGiB", 150 if gpu else 50)
+    if not isinstance(disk, int) or isinstance(disk, bool) or not 20 <= disk <= 2000:
+        raise r.error(f"{where}.diskGiB", disk, "an integer from 20 to 2000")
+
+    shape = None
+    if gpu:
+        unknown_types = [t for t in types if t not in GPU_INSTANCE_TYPES]
+        if unknown_types:
+            raise r.error(
+                f"{where}.instanceTypes",
+                unknown_types[0],
+                f"a GPU instance type known to infra/config.py: {', '.join(GPU_INSTANCE_TYPES)}",
+            )
+        shapes = {GPU_INSTANCE_TYPES[t].shape for t in types}
+        if len(shapes) != 1:
+            raise r.error(
+                f"{where}.instanceTypes",
+                types,
+                "instance types of one GPU shape (same GPU count, vCPUs and memory), so the "
+                "autoscaler's node template is right for every type; put other shapes in "
+                "another group",
+            )
+        shape = GPU_INSTANCE_TYPES[types[0]]
+        if disk < 100:
+            raise r.error(f"{where}.diskGiB", disk, "at least 100 GiB: CUDA images are many GB")
+    else:
+        for t in types:
+            if not _INSTANCE_TYPE.match(t) or t in GPU_INSTANCE_TYPES:
+                raise r.error(
+                    f"{where}.instanceTypes", t, "general-purpose (non-GPU) instance types"
+                )
+    return NodeGroupConfig(
+        name=name,
+        capacity_type=capacity,
+        instance_types=tuple(types),
+        min_size=sizes["minSize"],
+        desired_size=sizes["desiredSize"],
+        max_size=sizes["maxSize"],
+        disk_gib=disk,
+        gpu=shape,
+    )
+
+
+def _model(r: _Reader) -> ModelConfig:
+    revision = r.raw("modelRevision") or None
+    if revision is not None and not _COMMIT.match(revision):
+        raise r.error(
+            "modelRevision",
+            revision,
+            "a 40-character commit hash from the model's Hub history (branches and tags move)",
+        )
+    return ModelConfig(
+        id=r.string("modelId", _MODEL_ID, "a Hugging Face model id like thenlper/gte-large-zh"),
+        revision=revision,
+        embedding_dimension=r.integer("embeddingDimension", 1, 8192),
+        dtype=r.choice("dtype", DTYPES),
+    )
+
+
+def _cpu(value: str) -> float:
+    return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def _gib(value: str) -> float:
+    return int(value[:-2]) / (1024 if value.endswith("Mi") else 1)
+
+
+def _inference(
+    r: _Reader, network: NetworkConfig, node_groups: NodeGroupsConfig, gpu: GpuConfig
+) -> InferenceConfig:
+    namespace = r.string("namespace", _NAME, "a lowercase DNS label")
+    if namespace in RESERVED_NAMESPACES or len(namespace) > 63:
+        raise r.error("namespace", namespace, "a dedicated namespace (not a system one)")
+    image = r.optional(
+        "image",
+        _IMAGE_BY_DIGEST,
+        "an image pinned by digest, like 123456789012.dkr.ecr.us-west-2.amazonaws.com/embed@sha256:"
+        "<64 hex>; leave it unset to build ./Dockerfile into ECR",
+    )
+    hpa_min = r.integer("hpaMinReplicas", 1, 1000)
+    hpa_max = r.integer("hpaMaxReplicas", 1, 1000)
+    if hpa_max < hpa_min:
+        raise r.error("hpaMaxReplicas", hpa_max, f">= hpaMinReplicas ({hpa_min})")
+    capacity = sum(g.max_size * (g.gpu.gpus if g.gpu else 0) for g in node_groups.gpu)
+    capacity *= gpu.time_slicing_replicas
+    if hpa_max > capacity:
+        raise r.error(
+            "hpaMaxReplicas",
+            hpa_max,
+            f"at most {capacity}: the GPU node groups' maxSize x GPUs per node x "
+            "timeSlicingReplicas; "
+            "more replicas could never be scheduled",
+        )
+    max_batch_size = r.integer("maxBatchSize", 1, 4096)
+    max_queue_items = r.integer("maxQueueItems", 1, 1_000_000)
+    if max_queue_items < max_batch_size:
+        raise r.error("maxQueueItems", max_queue_items, f">= maxBatchSize ({max_batch_size})")
+
+    cpu = r.string("podCpuRequest", _CPU, "a Kubernetes CPU quantity like 2 or 1500m")
+    memory = r.string("podMemoryRequest", _MEMORY, "a Kubernetes memory quantity like 8Gi")
+    for group in node_groups.gpu:
+        assert group.gpu is not None
+        free_cpu = group.gpu.vcpus - NODE_OVERHEAD_CPU
+        free_mem = group.gpu.memory_gib - NODE_OVERHEAD_MEMORY_GIB
+        if _cpu(cpu) > free_cpu:
+            raise r.error(
+                "podCpuRequest",
+                cpu,
+                f"at most {free_cpu:g} to fit a {group.instance_types[0]} node",
+            )
+        if _gib(memory) > free_mem:
+            raise r.error(
+                "podMemoryRequest",
+                memory,
+                f"at most {free_mem:g}Gi to fit a {group.instance_types[0]} node",
+            )
+
+    internet_facing = r.boolean("internetFacing")
+    clients = r.cidrs("clientCidrs")
+    if any(ipaddress.ip_network(c) == _WORLD for c in clients) and not (
+        internet_facing and r.boolean("allowWorldClients")
+    ):
+        raise r.error(
+            "clientCidrs",
+            list(clients),
+            "0.0.0.0/0 only when internetFacing and allowWorldClients are both true",
+        )
+    keys = _api_keys(r)
+    if internet_facing and not keys:
+        raise r.error(
+            "apiKeys",
+            [],
+            "at least one key when internetFacing is true "
+            "(pulumi config set --secret --path 'apiKeys[0]' <key>)",
+        )
+    return InferenceConfig(
+        namespace=namespace,
+        image=image,
+        hpa_min_replicas=hpa_min,
+        hpa_max_replicas=hpa_max,
+        hpa_target_in_flight=r.integer("hpaTargetInFlight", 1, 10_000),
+        hpa_target_gpu_utilization=r.integer("hpaTargetGpuUtilization", 1, 100),
+        max_batch_tokens=r.integer("maxBatchTokens", 512, 1_048_576),
+        max_batch_size=max_batch_size,
+        max_queue_items=max_queue_items,
+        cpu_request=cpu,
+        memory_request=memory,
+        internet_facing=internet_facing,
+        client_cidrs=clients or (network.vpc_cidr,),
+        api_keys=keys,
+    )
+
+
+def _api_keys(r: _Reader) -> SecretStrings:
+    allowed = "a list of secret strings of at least 16 characters (set with --secret)"
+    value = r.json("apiKeys", allowed)
+    if value is None:
+        return SecretStrings(())
+    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) >= 16 for v in value):
+        raise r.error("apiKeys", "[secret]", allowed)
+    if r.full("apiKeys") not in r.secret_keys:
+        raise r.error("apiKeys", "[redacted]", "a secret: set it with pulumi config set --secret")
+    return SecretStrings(tuple(value))

@@ -1,0 +1,435 @@
+"""Runs the Pulumi program (or any function that builds resources) under Pulumi's mock engine.
+
+The Pulumi CLI and provider plugins cannot run offline, so tests and the synth run the real program
+the way
+Pulumi documents for unit tests (`pulumi.runtime.set_mocks`) and record every registered resource.
+The mocks
+answer like AWS would (ids, ARNs, the EKS endpoint, CA data and OIDC issuer) so that everything
+computed from
+outputs (kubeconfig, policies, ASG tags) is exercised too. The run is a preview: values the mocks do
+not
+produce stay unknown, as in `pulumi preview`.
+
+Stack config is read from `Pulumi.yaml` (defaults) and `Pulumi.<stack>.yaml`, passed as the CLI
+passes it
+(strings; lists and objects as JSON). Secure values cannot be decrypted offline; they become
+placeholders that
+stay marked secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import runpy
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pulumi
+import yaml
+from pulumi.output import Unknown
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+PROGRAM: Final = ROOT / "infra" / "__main__.py"
+PROJECT: Final = "gpu-inference"
+ACCOUNT: Final = "123456789012"
+UNKNOWN: Final = "<computed>"
+"""How values unknown at preview time appear in an Inventory."""
+
+HELM_TYPES: Final = ("kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Release")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value as the engine saw it; the synth prints it masked."""
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
+    """As the engine received them: Kubernetes fields camelCased, integral floats back to ints,
+    secrets as
+    `Secret`, unknown values as `UNKNOWN`."""
+    provider: str | None
+    """URN of the explicit provider (None: the default provider)."""
+    parent: str | None
+
+    @property
+    def is_kubernetes_object(self) -> bool:
+        return (
+            self.type.startswith("kubernetes:")
+            and self.type not in HELM_TYPES
+            and "apiVersion" in self.inputs
+            and "kind" in self.inputs
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    resources: tuple[Resource, ...]
+    outputs: dict[str, Any]
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Resource:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        if len(found) == 1:
+            return found[0]
+        names = [r.name for r in self.of_type(type_)]
+        what = f"{type_} named {name!r}" if name else type_
+        raise LookupError(f"expected exactly one {what}, found {len(found)}; {type_}: {names}")
+
+    def by_urn(self, urn: str) -> Resource:
+        for r in self.resources:
+            if r.urn == urn:
+                return r
+        raise LookupError(f"no resource with URN {urn}")
+
+    def children(self, parent: Resource) -> list[Resource]:
+        return [r for r in self.resources if r.parent == parent.urn]
+
+    def k8s_resources(self) -> list[Resource]:
+        return [r for r in self.resources if r.is_kubernetes_object]
+
+    def k8s_manifests(self) -> list[dict[str, Any]]:
+        """Every native Kubernetes object as applied (apiVersion, kind, metadata first)."""
+        return [manifest(r) for r in self.k8s_resources()]
+
+    def charts(self) -> list[Resource]:
+        return [r for r in self.resources if r.type in HELM_TYPES]
+
+
+def manifest(resource: Resource) -> dict[str, Any]:
+    inputs = dict(resource.inputs)
+    head: dict[str, Any] = {}
+    for key in ("apiVersion", "kind", "metadata"):
+        if key in inputs:
+            head[key] = inputs.pop(key)
+    return {**head, **dict(sorted(inputs.items()))}
+
+
+# --- Mocks ---------------------------------------------------------------------------------------
+
+
+def _hex(seed: str, length: int) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:length]
+
+
+def _uuid(seed: str) -> str:
+    h = _hex(seed, 32)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_EC2_ID_PREFIX: Final = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": "rtbassoc",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
+    "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+}
+
+
+class AwsLikeMocks(pulumi.runtime.Mocks):
+    """Answers registrations and invokes the way AWS and Kubernetes would, deterministically."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        inputs = dict(args.inputs)
+        type_, name = args.typ, args.name
+        seed = f"{type_}::{name}"
+        outputs: dict[str, Any] = dict(inputs)
+        resource_id = f"{name}-{_hex(seed, 8)}"
+
+        if type_ in _EC2_ID_PREFIX:
+            resource_id = f"{_EC2_ID_PREFIX[type_]}-{_hex(seed, 17)}"
+            outputs["arn"] = (
+                f"arn:aws:ec2:{self.region}:{ACCOUNT}:{type_.split(':')[-1]}/{resource_id}"
+            )
+        if type_ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs.update(latestVersion=1, defaultVersion=1)
+        elif type_ == "aws:ec2/eip:Eip":
+            outputs["publicIp"] = f"198.18.{int(_hex(seed, 2), 16)}.{int(_hex(seed + 'b', 2), 16)}"
+        elif type_ == "aws:ec2/vpc:Vpc":
+            outputs["defaultSecurityGroupId"] = f"sg-{_hex(seed + 'sg', 17)}"
+        elif type_ == "aws:iam/role:Role":
+            role = inputs.get("name") or f"{name}-{_hex(seed, 7)}"
+            resource_id = role
+            outputs.update(
+                name=role, arn=f"arn:aws:iam::{ACCOUNT}:role/{role}", uniqueId=_hex(seed, 21)
+            )
+        elif type_ == "aws:iam/policy:Policy":
+            policy = inputs.get("name") or f"{name}-{_hex(seed, 7)}"
+            resource_id = f"arn:aws:iam::{ACCOUNT}:policy/{policy}"
+            outputs.update(name=policy, arn=resource_id)
+        elif type_ == "aws:kms/key:Key":
+            resource_id = _uuid(seed)
+            outputs.update(
+                keyId=resource_id, arn=f"arn:aws:kms:{self.region}:{ACCOUNT}:key/{resource_id}"
+            )
+        elif type_ == "aws:eks/cluster:Cluster":
+            outputs.update(self._eks_cluster(inputs, name, seed))
+            resource_id = outputs["name"]
+        elif type_ == "aws:eks/nodeGroup:NodeGroup":
+            cluster, group = inputs.get("clusterName", "cluster"), inputs.get("nodeGroupName", name)
+            resource_id = f"{cluster}:{group}"
+            asg = f"eks-{group}-{_uuid(seed)}"
+            outputs.update(
+                arn=f"arn:aws:eks:{self.region}:{ACCOUNT}:nodegroup/{cluster}/{group}/{_uuid(seed)}",
+                status="ACTIVE",
+                resources=[
+                    {"autoscalingGroups": [{"name": asg}], "remoteAccessSecurityGroupId": ""}
+                ],
+            )
+        elif type_.startswith("aws:eks/"):
+            outputs.setdefault(
+                "arn", f"arn:aws:eks:{self.region}:{ACCOUNT}:{type_.split(':')[-1].lower()}/{name}"
+            )
+        elif type_.startswith("kubernetes:") and isinstance(inputs.get("metadata"), dict):
+            meta = inputs["metadata"]
+            resource_id = "/".join(p for p in (meta.get("namespace"), meta.get("name", name)) if p)
+        elif type_.startswith("aws:"):
+            outputs.setdefault(
+                "arn", f"arn:aws:{type_.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{name}"
+            )
+        return resource_id, outputs
+
+    def _eks_cluster(self, inputs: dict, name: str, seed: str) -> dict[str, Any]:
+        cluster = inputs.get("name") or name
+        ident = _hex(seed, 32).upper()
+        vpc_config = dict(inputs.get("vpcConfig") or {})
+        vpc_config.update(
+            clusterSecurityGroupId=f"sg-{_hex(seed + 'cluster-sg', 17)}",
+            vpcId=f"vpc-{_hex(seed, 17)}",
+        )
+        ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMOCK\n-----END CERTIFICATE-----\n")
+        return {
+            "name": cluster,
+            "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{cluster}",
+            "endpoint": f"https://{ident}.gr7.{self.region}.eks.amazonaws.com",
+            "certificateAuthority": {"data": ca.decode()},
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/{ident}"}]}
+            ],
+            "vpcConfig": vpc_config,
+            "platformVersion": "eks.1",
+            "status": "ACTIVE",
+        }
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+        token, a = args.token, dict(args.args)
+        if token == "aws:eks/getAddonVersion:getAddonVersion":
+            return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "userId": "AIDAMOCK",
+                "id": ACCOUNT,
+            }
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:ec2/getVpc:getVpc":
+            return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
+        raise NotImplementedError(
+            f"the mock engine does not answer the invoke {token}: add it to mocks"
+        )
+
+
+# Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
+# version).
+_ADDON_VERSIONS: Final = {
+    "vpc-cni": "v1.20.4-eksbuild.1",
+    "kube-proxy": "v1.34.0-eksbuild.4",
+    "coredns": "v1.12.3-eksbuild.1",
+    "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
+    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+}
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, also recording parent, provider and URN of every registration."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.records: list[Resource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+            provider = request.provider.rsplit("::", 1)[0] if request.provider else None
+            self.records.append(
+                Resource(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    inputs=_clean(inputs),
+                    provider=provider or None,
+                    parent=request.parent or None,
+                )
+            )
+        return response
+
+
+def _clean(value: Any) -> Any:
+    if rpc.is_rpc_secret(value):
+        return Secret(_clean(rpc.unwrap_rpc_secret(value)))
+    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# --- Stack config
+# ----------------------------------------------------------------------------------------
+
+
+def stack_config(
+    stack: str, overrides: Mapping[str, Any] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """The config map the CLI would hand the program: Pulumi.yaml defaults, then the stack file,
+    then
+    overrides (short keys mean the project namespace; a None value removes the key)."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        raise FileNotFoundError(f"no stack file {stack_file.name} (stacks: {', '.join(stacks())})")
+    merged: dict[str, Any] = {}
+    schema: dict[str, dict] = {}
+    for key, decl in (project.get("config") or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        schema[full] = decl if isinstance(decl, dict) else {"value": decl}
+        if "default" in schema[full]:
+            merged[full] = schema[full]["default"]
+        elif "value" in schema[full]:
+            merged[full] = schema[full]["value"]
+    merged.update((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {})
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            merged.pop(full, None)
+        else:
+            merged[full] = value
+    secret_keys = []
+    values = {}
+    for key, value in merged.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            # Encrypted offline-unreadable value: a typed placeholder that stays secret.
+            is_array = schema.get(key, {}).get("type") == "array"
+            value = ["mock-secret-value-0000"] if is_array else "mock-secret-value-0000"
+            secret_keys.append(key)
+        elif schema.get(key, {}).get("secret"):
+            secret_keys.append(key)
+        values[key] = _cli_string(value)
+    return values, secret_keys
+
+
+def _cli_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def stacks() -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+# --- Running
+# ---------------------------------------------------------------------------------------------
+
+
+def run_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Inventory:
+    """Runs infra/__main__.py for a stack under the mocks: what it registered and exported."""
+    values, secret_keys = stack_config(stack, overrides)
+    return _run(
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), stack, values, secret_keys
+    )
+
+
+def run_function(
+    fn: Callable[[], None], config: Mapping[str, Any] | None = None, stack: str = "test"
+) -> Inventory:
+    """Runs any function that builds resources (e.g. one component) under the same mocks."""
+    values = {
+        (k if ":" in k else f"{PROJECT}:{k}"): _cli_string(v) for k, v in (config or {}).items()
+    }
+    values.setdefault("aws:region", "us-west-2")
+    return _run(fn, stack, values, [])
+
+
+def _run(
+    fn: Callable[[], Any], stack: str, values: dict[str, str], secret_keys: list[str]
+) -> Inventory:
+    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"))
+    monitor = _RecordingMonitor(mocks)
+    # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
+    settings.ROOT.set(None)
+    pulumi.runtime.set_all_config(values, secret_keys)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=True, monitor=monitor)
+    outputs: dict[str, Any] = {}
+
+    def body() -> Any:
+        fn()
+        return _collect_outputs(outputs)
+
+    try:
+        _sync_await(run_pulumi_func(body))
+    finally:
+        settings.ROOT.set(None)
+    resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
+    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())))
+
+
+async def _collect_outputs(into: dict[str, Any]) -> None:
+    root = settings.get_root_resource()
+    exported = getattr(root, "outputs", {}) or {}
+    for key, value in exported.items():
+        output = pulumi.Output.from_input(value)
+        known = await output.is_known()
+        secret = await output.is_secret()
+        resolved = _clean(await output.future(with_unknowns=True)) if known else UNKNOWN
+        into[key] = Secret(resolved) if secret else resolved
+
+
+def walk(value: Any) -> Iterator[Any]:
+    """Every scalar inside nested inputs (for checks like 'no 0.0.0.0/0 anywhere')."""
+    if isinstance(value, Secret):
+        yield from walk(value.value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from walk(v)
+    else:
+        yield value

@@ -1,0 +1,161 @@
+"""The VPC: a public and a private subnet per AZ, NAT, routes and the subnet tags EKS load balancers
+need.
+
+Nodes and pods live in the private subnets (the VPC CNI gives pods VPC addresses, hence large
+private
+subnets). Public subnets hold only the NAT gateways and internet-facing load balancers, and never
+assign
+public IPs to instances. With `existingVpcId` nothing is created and the given subnets are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import NetworkConfig
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    config: NetworkConfig
+    cluster_name: str
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    vpc_cidr: pulumi.Output[str]
+    private_subnet_ids: pulumi.Output[list[str]]
+    public_subnet_ids: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpu-inference:network:Network", name, None, opts)
+        cfg = args.config
+        if cfg.existing is not None:
+            existing = cfg.existing
+            self.vpc_id = pulumi.Output.from_input(existing.vpc_id)
+            self.vpc_cidr = aws.ec2.get_vpc_output(
+                id=existing.vpc_id, opts=pulumi.InvokeOptions(parent=self)
+            ).cidr_block
+            self.private_subnet_ids = pulumi.Output.from_input(list(existing.private_subnet_ids))
+            self.public_subnet_ids = pulumi.Output.from_input(list(existing.public_subnet_ids))
+        else:
+            self._build(name, cfg, args.cluster_name)
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "privateSubnetIds": self.private_subnet_ids,
+                "publicSubnetIds": self.public_subnet_ids,
+            }
+        )
+
+    def _build(self, name: str, cfg: NetworkConfig, cluster_name: str) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=cfg.vpc_cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": f"{cluster_name}-vpc"},
+            opts=child,
+        )
+        # The default security group admits all traffic between its members; strip it so nothing can
+        # use it.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=vpc.id,
+            ingress=[],
+            egress=[],
+            tags={"Name": f"{cluster_name}-default-unused"},
+            opts=child,
+        )
+        igw = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"{cluster_name}-igw"}, opts=child
+        )
+        public_rt = aws.ec2.RouteTable(
+            f"{name}-public-rt", vpc_id=vpc.id, tags={"Name": f"{cluster_name}-public"}, opts=child
+        )
+        aws.ec2.Route(
+            f"{name}-public-default-route",
+            route_table_id=public_rt.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=child,
+        )
+        cluster_tag = f"kubernetes.io/cluster/{cluster_name}"
+        public, private, nats = [], [], []
+        for i, zone in enumerate(cfg.availability_zones):
+            pub = aws.ec2.Subnet(
+                f"{name}-public-{zone}",
+                vpc_id=vpc.id,
+                availability_zone=zone,
+                cidr_block=cfg.public_subnet_cidrs[i],
+                map_public_ip_on_launch=False,
+                tags={
+                    "Name": f"{cluster_name}-public-{zone}",
+                    "kubernetes.io/role/elb": "1",
+                    cluster_tag: "shared",
+                },
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{zone}-rta",
+                subnet_id=pub.id,
+                route_table_id=public_rt.id,
+                opts=child,
+            )
+            public.append(pub)
+            if cfg.nat_per_az or i == 0:
+                eip = aws.ec2.Eip(
+                    f"{name}-nat-{zone}-eip",
+                    domain="vpc",
+                    tags={"Name": f"{cluster_name}-nat-{zone}"},
+                    opts=child,
+                )
+                nats.append(
+                    aws.ec2.NatGateway(
+                        f"{name}-nat-{zone}",
+                        allocation_id=eip.id,
+                        subnet_id=pub.id,
+                        tags={"Name": f"{cluster_name}-nat-{zone}"},
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                    )
+                )
+        for i, zone in enumerate(cfg.availability_zones):
+            priv = aws.ec2.Subnet(
+                f"{name}-private-{zone}",
+                vpc_id=vpc.id,
+                availability_zone=zone,
+                cidr_block=cfg.private_subnet_cidrs[i],
+                tags={
+                    "Name": f"{cluster_name}-private-{zone}",
+                    "kubernetes.io/role/internal-elb": "1",
+                    cluster_tag: "shared",
+                },
+                opts=child,
+            )
+            rt = aws.ec2.RouteTable(
+                f"{name}-private-{zone}-rt",
+                vpc_id=vpc.id,
+                tags={"Name": f"{cluster_name}-private-{zone}"},
+                opts=child,
+            )
+            aws.ec2.Route(
+                f"{name}-private-{zone}-default-route",
+                route_table_id=rt.id,
+                destination_cidr_block="0.0.0.0/0",
+                nat_gateway_id=nats[i if cfg.nat_per_az else 0].id,
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{zone}-rta", subnet_id=priv.id, route_table_id=rt.id, opts=child
+            )
+            private.append(priv)
+        self.vpc_id = vpc.id
+        self.vpc_cidr = vpc.cidr_block
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
