@@ -1,0 +1,213 @@
+"""Prometheus, prometheus-adapter and metrics-server: the metrics half of the autoscaling chain.
+
+Chart choice: the prometheus-community `prometheus` chart (server, kube-state-metrics,
+Alertmanager), not kube-prometheus-stack. Scrape jobs here are plain Prometheus configuration
+(infra/scrape.py), so the metrics-chain test can run the very same jobs on a real Prometheus;
+kube-prometheus-stack would express them as ServiceMonitor/PodMonitor objects that only the Operator
+turns into configuration, adds CRDs and an operator to every cluster, and leaves the rendered scrape
+config untestable offline.
+
+metrics-server comes from its chart (pinned in infra/versions.py) for `kubectl top` and CPU/memory
+HPA metrics; prometheus-adapter serves only `custom.metrics.k8s.io` (no resource rules), so the two
+APIServices never conflict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from infra import adapter_rules, scrape, versions
+from infra.charts import chart_args
+from infra.namespaces import pod_security_namespace
+
+PROMETHEUS_RELEASE: Final = versions.PROMETHEUS.chart
+PROMETHEUS_SERVER_NAME: Final = "prometheus-server"
+"""fullnameOverride of the server, so its Service name does not depend on the release name."""
+PROMETHEUS_SERVICE_PORT: Final = 80
+"""The chart's server Service port (it forwards to the container's 9090)."""
+STORAGE_CLASS: Final = "gp3-encrypted"
+ALERT_RULES_FILE: Final = "alerting_rules.yml"
+"""A file the chart's default prometheus.yml already lists under rule_files."""
+DASHBOARD_LABEL: Final = {"grafana_dashboard": "1"}
+"""What the Grafana chart's dashboard sidecar watches for (its default
+`sidecar.dashboards.label`)."""
+
+
+def prometheus_server_pod_labels() -> dict[str, str]:
+    """Labels of the Prometheus server pods (chart helper `prometheus.server.matchLabels`).
+
+    The inference NetworkPolicy admits exactly these pods to the metrics port.
+    """
+    return {
+        "app.kubernetes.io/name": "prometheus",
+        "app.kubernetes.io/instance": PROMETHEUS_RELEASE,
+        "app.kubernetes.io/component": "server",
+    }
+
+
+def prometheus_url(namespace: str) -> str:
+    return (
+        f"http://{PROMETHEUS_SERVER_NAME}.{namespace}.svc.cluster.local:{PROMETHEUS_SERVICE_PORT}"
+    )
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    namespace: str
+    system_node_selector: Mapping[str, str]
+    retention: str
+    """Prometheus duration, e.g. "15d"."""
+    volume_size_gib: int
+    scrape: scrape.ScrapeSettings
+    alert_rules: Mapping[str, Any] | None = None
+    """A Prometheus rule file ({"groups": [...]}) deployed with the server."""
+    dashboards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Grafana dashboards by file name, each deployed as a ConfigMap for the Grafana sidecar."""
+    adapter_replicas: int = 2
+    """The HPA is blind while the adapter is down: two replicas and a PDB keep one through node
+    drains."""
+
+    def __post_init__(self) -> None:
+        if self.volume_size_gib < 1:
+            raise ValueError(f"volume_size_gib={self.volume_size_gib}: must be >= 1")
+        if self.adapter_replicas < 1:
+            raise ValueError(f"adapter_replicas={self.adapter_replicas}: must be >= 1")
+
+
+def _retention_size(volume_size_gib: int) -> str:
+    # Size-based retention below the volume size, so a burst of series cannot fill the disk before
+    # time-based retention catches up (a full TSDB volume stops ingestion: the HPA would go blind).
+    return f"{max(1, int(volume_size_gib * 0.8))}GB"
+
+
+def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
+    on_system = {"nodeSelector": dict(args.system_node_selector)}
+    values: dict[str, Any] = {
+        "server": {
+            **on_system,
+            "fullnameOverride": PROMETHEUS_SERVER_NAME,
+            "retention": args.retention,
+            "retentionSize": _retention_size(args.volume_size_gib),
+            "global": {
+                "scrape_interval": args.scrape.scrape_interval,
+                "evaluation_interval": args.scrape.scrape_interval,
+            },
+            "persistentVolume": {
+                "enabled": True,
+                "size": f"{args.volume_size_gib}Gi",
+                "storageClass": STORAGE_CLASS,
+            },
+            # A ReadWriteOnce EBS volume cannot attach to a second pod: replace, never surge.
+            "strategy": {"type": "Recreate"},
+            "resources": {
+                "requests": {"cpu": "250m", "memory": "1Gi"},
+                "limits": {"memory": "2Gi"},
+            },
+        },
+        # The chart passes this string through `tpl`; the jobs contain no template braces.
+        "extraScrapeConfigs": yaml.safe_dump(scrape.scrape_jobs(args.scrape), sort_keys=False),
+        # Deployment, HPA, pod and node state for the alert rules (replicas at max, pods pending).
+        "kube-state-metrics": {"enabled": True, **on_system},
+        "alertmanager": {
+            "enabled": True,
+            **on_system,
+            "persistence": {"enabled": True, "size": "2Gi", "storageClass": STORAGE_CLASS},
+        },
+        # node-exporter needs the host network and PID namespace (Pod Security `privileged`) on
+        # every node; container metrics come from the kubelet's cAdvisor, GPU metrics from DCGM.
+        "prometheus-node-exporter": {"enabled": False},
+        "prometheus-pushgateway": {"enabled": False},
+    }
+    if args.alert_rules is not None:
+        values["serverFiles"] = {ALERT_RULES_FILE: dict(args.alert_rules)}
+    return values
+
+
+def adapter_values(args: MonitoringArgs) -> dict[str, Any]:
+    return {
+        "nodeSelector": dict(args.system_node_selector),
+        "replicas": args.adapter_replicas,
+        "podDisruptionBudget": {"enabled": args.adapter_replicas > 1, "maxUnavailable": 1},
+        "prometheus": {
+            "url": f"http://{PROMETHEUS_SERVER_NAME}.{args.namespace}.svc",
+            "port": PROMETHEUS_SERVICE_PORT,
+        },
+        "metricsRelistInterval": adapter_rules.RELIST_INTERVAL,
+        "rules": adapter_rules.adapter_rules(),
+    }
+
+
+def metrics_server_values(args: MonitoringArgs) -> dict[str, Any]:
+    return {
+        "nodeSelector": dict(args.system_node_selector),
+        "replicas": 2,
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Prometheus with alert rules, prometheus-adapter, metrics-server, dashboards."""
+
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpu-inference:monitoring:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # The charts' pods do not all set seccomp profiles and drop capabilities, which `restricted`
+        # requires; `baseline` still forbids host access and privilege.
+        self.namespace = pod_security_namespace(
+            f"{name}-namespace", args.namespace, "baseline", opts=child, audit="restricted"
+        )
+        self.storage_class = k8s.storage.v1.StorageClass(
+            f"{name}-gp3",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+            # Bind in the zone the pod is scheduled in; an EBS volume cannot follow a pod across
+            # zones.
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Delete",
+            opts=child,
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.prometheus = k8s.helm.v4.Chart(
+            f"{name}-prometheus",
+            chart_args(versions.PROMETHEUS, args.namespace, prometheus_values(args)),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.namespace, self.storage_class]
+            ),
+        )
+        self.adapter = k8s.helm.v4.Chart(
+            f"{name}-prometheus-adapter",
+            chart_args(versions.PROMETHEUS_ADAPTER, args.namespace, adapter_values(args)),
+            opts=in_namespace,
+        )
+        self.metrics_server = k8s.helm.v4.Chart(
+            f"{name}-metrics-server",
+            # kube-system: where `kubectl top` users and the chart's own docs expect it.
+            chart_args(versions.METRICS_SERVER, "kube-system", metrics_server_values(args)),
+            opts=child,
+        )
+        self.dashboards = [
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard-{file_name.removesuffix('.json')}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"dashboard-{file_name.removesuffix('.json')}",
+                    namespace=args.namespace,
+                    labels=DASHBOARD_LABEL,
+                ),
+                data={file_name: json.dumps(dashboard, indent=2, sort_keys=True)},
+                opts=in_namespace,
+            )
+            for file_name, dashboard in sorted(args.dashboards.items())
+        ]
+        self.prometheus_url = prometheus_url(args.namespace)
+        self.register_outputs({"prometheusUrl": self.prometheus_url})

@@ -1,0 +1,139 @@
+"""The GPU component under the mock engine: device plugin and DCGM exporter charts, placement,
+time-slicing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from infra import gpu, gpu_spec, scrape, versions
+from infra.mockengine import Inventory, Resource, run_function
+
+CHART = "kubernetes:helm.sh/v4:Chart"
+
+
+def build(replicas: int) -> Inventory:
+    def program() -> None:
+        gpu.GpuStack(
+            "gpu", gpu.GpuStackArgs(namespace="gpu-system", time_slicing_replicas=replicas)
+        )
+
+    return run_function(program)
+
+
+@pytest.fixture(scope="module")
+def plain() -> Inventory:
+    return build(1)
+
+
+@pytest.fixture(scope="module")
+def sliced() -> Inventory:
+    return build(4)
+
+
+def chart(inventory: Inventory, name: str) -> Resource:
+    return inventory.one(CHART, f"gpu-{name}")
+
+
+def values(inventory: Inventory, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = chart(inventory, name).inputs["values"]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "pinned"),
+    [("device-plugin", versions.NVIDIA_DEVICE_PLUGIN), ("dcgm-exporter", versions.DCGM_EXPORTER)],
+)
+def test_charts_are_the_pinned_upstream_ones(
+    plain: Inventory, name: str, pinned: versions.HelmChart
+) -> None:
+    inputs = chart(plain, name).inputs
+    assert inputs["chart"] == pinned.chart
+    assert inputs["version"] == pinned.version
+    assert inputs["repositoryOpts"]["repo"] == pinned.repository
+    assert inputs["namespace"] == "gpu-system"
+
+
+@pytest.mark.parametrize("name", ["device-plugin", "dcgm-exporter"])
+def test_daemonsets_run_on_gpu_nodes_only_and_tolerate_the_taint(
+    plain: Inventory, name: str
+) -> None:
+    chart_values = values(plain, name)
+    assert chart_values["tolerations"] == [gpu_spec.toleration()], name
+    assert chart_values["affinity"] == {"nodeAffinity": gpu_spec.node_affinity()}, name
+    taint = gpu_spec.GPU_TAINT
+    (toleration,) = chart_values["tolerations"]
+    assert (toleration["key"], toleration["value"], toleration["effect"]) == (
+        taint.key,
+        taint.value,
+        taint.effect,
+    )
+
+
+def test_namespace_allows_the_host_access_the_daemonsets_need(plain: Inventory) -> None:
+    namespace = plain.one("kubernetes:core/v1:Namespace")
+    assert namespace.inputs["metadata"]["name"] == "gpu-system"
+    assert namespace.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == (
+        "privileged"
+    )
+
+
+def test_dcgm_exporter_attributes_gpus_to_pods_and_is_scraped_by_our_job(plain: Inventory) -> None:
+    dcgm = values(plain, "dcgm-exporter")
+    assert dcgm["kubeletPath"] == "/var/lib/kubelet/pod-resources"
+    # The ServiceMonitor CRD does not exist without the Prometheus Operator: rendering it would
+    # fail.
+    assert dcgm["serviceMonitor"] == {"enabled": False}
+    assert dcgm["extraEnv"] == []
+    # scrape.dcgm_job keeps pods by the chart's app name and `metrics` port name.
+    assert versions.DCGM_EXPORTER.chart == scrape.DCGM_APP_NAME
+    assert chart(plain, "dcgm-exporter").inputs["name"] == versions.DCGM_EXPORTER.chart
+
+
+def test_no_time_slicing_config_with_one_replica(plain: Inventory) -> None:
+    assert "config" not in values(plain, "device-plugin")
+
+
+def test_time_slicing_shares_each_gpu_among_the_configured_replicas(sliced: Inventory) -> None:
+    config = values(sliced, "device-plugin")["config"]
+    assert config["default"] == gpu.DEVICE_PLUGIN_CONFIG_NAME
+    parsed = yaml.safe_load(config["map"][gpu.DEVICE_PLUGIN_CONFIG_NAME])
+    assert parsed["version"] == "v1"
+    sharing = parsed["sharing"]["timeSlicing"]
+    assert sharing["resources"] == [{"name": gpu_spec.GPU_RESOURCE, "replicas": 4}]
+    assert sharing["renameByDefault"] is False
+    assert sharing["failRequestsGreaterThanOne"] is True
+    # ...and DCGM maps the shared replicas back to pods.
+    assert {"name": "KUBERNETES_VIRTUAL_GPUS", "value": "true"} in values(sliced, "dcgm-exporter")[
+        "extraEnv"
+    ]
+
+
+def test_children_are_parented_to_the_component(plain: Inventory) -> None:
+    component = plain.one("gpu-inference:gpu:GpuStack")
+    children = {r.name for r in plain.children(component)}
+    assert children == {"gpu-namespace", "gpu-device-plugin", "gpu-dcgm-exporter"}
+
+
+def test_invalid_replicas_fail_with_the_value() -> None:
+    with pytest.raises(ValueError, match="time_slicing_replicas=0"):
+        gpu.GpuStackArgs(namespace="gpu-system", time_slicing_replicas=0)
+
+
+def test_kubernetes_provider_comes_through_opts() -> None:
+    def program() -> None:
+        provider = pulumi.ProviderResource("kubernetes", "k8s-test", {})
+        gpu.GpuStack(
+            "gpu",
+            gpu.GpuStackArgs(namespace="gpu-system", time_slicing_replicas=1),
+            opts=pulumi.ResourceOptions(providers={"kubernetes": provider}),
+        )
+
+    inventory = run_function(program)
+    for resource in inventory.resources:
+        if resource.type.startswith("kubernetes:"):
+            assert resource.provider is not None, resource.name
+            assert resource.provider.endswith("k8s-test"), resource.name
