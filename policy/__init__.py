@@ -1,0 +1,1 @@
+"""The gpu-inference Pulumi policy pack (`pulumi preview --policy-pack policy`)."""
