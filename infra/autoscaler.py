@@ -11,7 +11,6 @@ https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/cloudpro
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,8 @@ BALANCING_IGNORED_LABELS = (
 
 def asg_pattern(group_name: str) -> str:
     """Managed node group ASGs are named eks-<nodegroup>-<uuid>; match exactly one group."""
-    return f"^eks-{re.escape(group_name)}-[0-9a-f]{{8}}(-[0-9a-f]{{4}}){{3}}-[0-9a-f]{{12}}$"
+    # Group names are validated DNS labels: nothing in them needs escaping in RE2.
+    return f"^eks-{group_name}-[0-9a-f]{{8}}(-[0-9a-f]{{4}}){{3}}-[0-9a-f]{{12}}$"
 
 
 def expander_priorities(groups: tuple[NodeGroupConfig, ...]) -> dict[str, list[str]]:
@@ -147,6 +147,8 @@ class ClusterAutoscaler(pulumi.ComponentResource):
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
             chart=chart.chart,
+            # The release is named after the chart, so in-cluster names are the chart's own.
+            name=chart.chart,
             version=chart.version,
             repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
             namespace=NAMESPACE,

@@ -68,6 +68,9 @@ class Resource:
     provider: str | None
     """URN of the explicit provider (None: the default provider)."""
     parent: str | None
+    depends_on: tuple[str, ...] = ()
+    """URNs of explicit dependencies (depends_on, expanded to a component's children)."""
+    ignore_changes: tuple[str, ...] = ()
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -289,6 +292,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     inputs=_clean(inputs),
                     provider=provider or None,
                     parent=request.parent or None,
+                    depends_on=tuple(sorted(request.dependencies)),
+                    ignore_changes=tuple(request.ignoreChanges),
                 )
             )
         return response
@@ -346,8 +351,6 @@ def stack_config(
             is_array = schema.get(key, {}).get("type") == "array"
             value = ["mock-secret-value-0000"] if is_array else "mock-secret-value-0000"
             secret_keys.append(key)
-        elif schema.get(key, {}).get("secret"):
-            secret_keys.append(key)
         values[key] = _cli_string(value)
     return values, secret_keys
 
@@ -404,6 +407,10 @@ def _run(
 
     try:
         _sync_await(run_pulumi_func(body))
+    except BaseException as error:
+        # Lets tests prove that a config error stopped the program before anything was registered.
+        error.registered_resources = tuple(monitor.records)  # type: ignore[attr-defined]
+        raise
     finally:
         settings.ROOT.set(None)
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
