@@ -118,10 +118,12 @@ class Batcher:
         """Stop accepting work, finish what is queued within `drain_s`, then fail the rest."""
         self._stopping = True
         self._has_work.set()
+        timed_out = False
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), drain_s)
             except TimeoutError:
+                timed_out = True
                 log.error("drain timeout (%.1fs): %d inputs not run", drain_s, self.queued_items)
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -131,7 +133,8 @@ class Batcher:
             self._fail(item.request, stopped)
         self._queue.items.clear()
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # After a timeout the device thread may be stuck in a batch: do not wait for it.
+            self._executor.shutdown(wait=not timed_out, cancel_futures=True)
 
     async def embed(self, token_ids: list[list[int]]) -> np.ndarray:
         """Embed the inputs (rows in input order). Raises Overloaded, BatcherStopped, or what the

