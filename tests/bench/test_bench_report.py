@@ -1,0 +1,160 @@
+"""Report writer, corpus, the limit's batch selection and the /metrics reader: pure logic."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+
+from bench import scrape
+from bench.corpus import Item, make_corpus, make_texts
+from bench.limit import BatchLimits, _Pending, take_batch
+from bench.report import Report, render_markdown, write_report
+from bench.stats import LevelStats, percentiles_ms
+
+
+def _level(system: str, concurrency: int, inputs_per_s: float, p50_ms: float) -> LevelStats:
+    return LevelStats(
+        system=system,
+        concurrency=concurrency,
+        requests=100,
+        ok=98,
+        rejected=2 if system == "server" else 0,
+        errors=0,
+        elapsed_s=100 / inputs_per_s,
+        inputs=100,
+        tokens=1400,
+        p50_ms=p50_ms,
+        p95_ms=p50_ms * 2,
+        p99_ms=p50_ms * 3,
+        mean_batch_size=None if system == "naive" else 8.0,
+    )
+
+
+@pytest.fixture
+def report() -> Report:
+    levels = [
+        _level("limit", 1, 90.0, 11.0),
+        _level("limit", 64, 300.0, 200.0),
+        _level("server", 1, 80.0, 13.5),
+        _level("server", 64, 285.0, 220.0),
+        _level("naive", 1, 70.0, 14.0),
+        _level("naive", 64, 60.0, 1000.0),
+    ]
+    meta = {
+        "model_name": "tiny",
+        "cores": 2,
+        "load_average_start": [0.5, 0.4, 0.3],
+        "load_average_end": [2.1, 1.0, 0.5],
+        "corpus": {"description": "short (10 seeded inputs)"},
+    }
+    return Report(
+        machine="test-machine",
+        meta=meta,
+        levels=levels,
+        cold_start={"server_ready_s": 5.5, "bare_total_s": 4.0, "naive_ready_s": None},
+    )
+
+
+def test_ratios_are_read_at_the_reference_concurrency(report: Report) -> None:
+    by_name = {r.name.split(" at ")[0]: r for r in report.ratios()}
+    assert by_name["server / limit throughput"].value == pytest.approx(285 / 300)
+    assert by_name["server / limit throughput"].met
+    assert by_name["server / naive throughput"].value == pytest.approx(285 / 60)
+    assert by_name["server / naive throughput"].met
+    assert by_name["server p50 - limit p50 latency"].value == pytest.approx(2.5)
+    assert by_name["server p50 - limit p50 latency"].met
+
+
+def test_missing_levels_give_unmeasured_ratios_not_passes(report: Report) -> None:
+    report.levels = [s for s in report.levels if s.system != "naive"]
+    naive_ratio = next(r for r in report.ratios() if "naive" in r.name)
+    assert math.isnan(naive_ratio.value)
+    assert not naive_ratio.met
+    assert "| not measured |" in render_markdown(report)
+
+
+def test_write_report_writes_json_markdown_and_png(report: Report, tmp_path: Path) -> None:
+    paths = write_report(report, tmp_path / "out")
+
+    data = json.loads(paths["json"].read_text())
+    assert Report.from_dict(data).levels == report.levels
+    assert data["levels"][2]["inputs_per_s"] == pytest.approx(80.0)
+    assert data["levels"][2]["share_429"] == pytest.approx(0.02)
+    assert [r["met"] for r in data["ratios"]] == [True, True, True]
+
+    markdown = paths["markdown"].read_text()
+    assert "| server | 64 | 285.0 | 3990 | 220.0 | 440.0 | 660.0 | 2.0% | 8.0 | 0 |" in markdown
+    assert "| naive | 64 | 60.0 |" in markdown
+    assert "![throughput and p95 latency vs concurrency](plot.png)" in markdown
+    assert "| our server: process start to /ready 200 | 5.50 |" in markdown
+    assert "naive server: process start" not in markdown  # None: not measured, not 0
+    assert "load average 0.50 at the start and 2.10 at the end" in markdown
+
+    assert paths["plot"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_percentiles_of_nothing_are_nan() -> None:
+    assert all(math.isnan(p) for p in percentiles_ms([]))
+    assert percentiles_ms([0.001] * 10) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_corpus_is_fixed_by_seed_and_mixes_lengths() -> None:
+    assert make_texts("short", 50, seed=1) == make_texts("short", 50, seed=1)
+    assert make_texts("short", 50, seed=1) != make_texts("short", 50, seed=2)
+    mixed = make_texts("mixed", 200, seed=0)
+    word_counts = [len(text.split()) for text in mixed]
+    assert min(word_counts) <= 16 < 100 <= max(word_counts)
+    assert all(len(text.split()) <= 16 for text in make_texts("short", 200, seed=0))
+    with pytest.raises(ValueError, match="corpus kind 'huge'"):
+        make_texts("huge", 10, seed=0)  # type: ignore[arg-type]
+
+
+def test_corpus_carries_the_counted_tokens() -> None:
+    corpus = make_corpus("short", 5, 0, lambda texts: [len(t.split()) + 2 for t in texts])
+    assert [item.tokens for item in corpus] == [len(item.text.split()) + 2 for item in corpus]
+
+
+def test_limit_batches_take_the_shortest_inputs_within_both_limits() -> None:
+    lengths = [30, 10, 20, 10, 50]
+    queue = deque(_Pending(Item(f"t{i}", n), 0.0) for i, n in enumerate(lengths))
+
+    batch = take_batch(queue, BatchLimits(max_batch_size=3, max_batch_tokens=100))
+    assert [p.item.tokens for p in batch] == [10, 10, 20]  # 3 x 20 = 60 padded tokens
+    assert [p.item.tokens for p in queue] == [30, 50]  # the rest keeps its arrival order
+
+    batch = take_batch(queue, BatchLimits(max_batch_size=3, max_batch_tokens=40))
+    assert [p.item.tokens for p in batch] == [30]  # 2 x 50 > 40 padded tokens
+    assert [p.item.tokens for p in take_batch(queue, BatchLimits(3, 40))] == [50]  # over: alone
+
+
+def test_histogram_mean_between_two_scrapes_of_a_real_exposition() -> None:
+    registry = CollectorRegistry()
+    batch_size = Histogram("inference_batch_size", "inputs per pass", registry=registry)
+    Gauge("inference_model_load_seconds", "load", registry=registry).set(3.25)
+    batch_size.observe(1)
+    before = scrape.histogram_totals(generate_latest(registry).decode(), "inference_batch_size")
+    for size in (8, 16, 24):
+        batch_size.observe(size)
+    text = generate_latest(registry).decode()
+    after = scrape.histogram_totals(text, "inference_batch_size")
+
+    assert scrape.mean_between(before, after) == pytest.approx(16.0)
+    assert scrape.mean_between(after, after) is None
+    assert scrape.gauge_value(text, "inference_model_load_seconds") == pytest.approx(3.25)
+    assert scrape.histogram_totals(text, "inference_absent") == (0.0, 0.0)
+
+
+def test_embedding_body_check_rejects_what_is_not_a_unit_vector() -> None:
+    good = json.dumps({"data": [{"embedding": [0.6, 0.8]}]}).encode()
+    assert scrape.check_embedding_body(good, 2, "float") == pytest.approx([0.6, 0.8])
+    with pytest.raises(scrape.BadEmbeddingResponseError, match="expected 3 dimensions"):
+        scrape.check_embedding_body(good, 3, "float")
+    with pytest.raises(scrape.BadEmbeddingResponseError, match="unit vector"):
+        scrape.check_embedding_body(b'{"data": [{"embedding": [1.0, 1.0]}]}', 2, "float")
+    with pytest.raises(scrape.BadEmbeddingResponseError, match="not an embeddings response"):
+        scrape.check_embedding_body(b'{"error": {}}', 2, "float")
