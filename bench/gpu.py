@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ GTE_LARGE_ZH: Final = BertShape()
 """thenlper/gte-large-zh's config.json, the production model (contract.PRODUCTION_MODEL)."""
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, in TFLOP/s. The first name
-# that occurs in torch.cuda.get_device_name() wins, so the more specific names come first.
+# found (as whole words) in torch.cuda.get_device_name() wins: specific names come first.
 PEAK_BF16_DENSE_TFLOPS: Final = (
     ("H200 NVL", 835.5),
     ("H200", 989.4),  # SXM: the same GH100 silicon and clocks as H100 SXM
@@ -66,7 +67,8 @@ def peak_tflops(device_name: str, override: float | None = None) -> tuple[float,
     if override is not None:
         return override, "--peak-tflops"
     for name, peak in PEAK_BF16_DENSE_TFLOPS:
-        if name.lower() in device_name.lower():
+        # Whole words only: "A10" must not match "A10G", nor "L4" match "L40S".
+        if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", device_name, re.IGNORECASE):
             return peak, f"datasheet dense bf16 peak of {name}"
     known = ", ".join(name for name, _ in PEAK_BF16_DENSE_TFLOPS)
     raise GpuUnavailableError(
