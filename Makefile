@@ -14,7 +14,7 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: setup serve test lint fmt synth bench check checkov
+.PHONY: setup serve test lint fmt synth bench bench-gpu check checkov
 
 setup: $(STAMP)
 
@@ -44,6 +44,15 @@ fmt: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m infra.synth $(STACK) --out build/synth/$(STACK)
+
+# The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients):
+# report, table and plot in bench/results/<machine>/ (bench/NOTES.md). Extra flags: BENCH_ARGS='--corpus mixed'.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# tokens/s and MFU of the gte-large-zh architecture on a CUDA GPU (needs a CUDA build of torch: TORCH_SPEC).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m bench --gpu $(BENCH_ARGS)
 
 # The pre-deploy gate: renders both stacks offline, then schema, security, lint, rule, dashboard, policy and
 # workflow checks on the result (python -m checks; README "Verification gate and CI/CD").
