@@ -105,12 +105,14 @@ def check_checkov(targets: list[Target], skips_path: Path = SKIPS_FILE) -> Check
 def _scan(
     checkov: Path, target: Target, skips: list[Skip], used: set[Skip], result: CheckResult
 ) -> None:
-    flag = "-d" if target.path.is_dir() else "-f"
+    # A file is scanned from its own folder: checkov names the resource after the path it was given
+    # (`Dockerfile.FROM`), and skips must not depend on where the repository is checked out.
+    is_dir = target.path.is_dir()
     run = tools.run(
         [
             checkov,
-            flag,
-            target.path,
+            "-d" if is_dir else "-f",
+            target.path if is_dir else target.path.name,
             "--framework",
             target.framework,
             "--skip-download",
@@ -119,6 +121,7 @@ def _scan(
             "--compact",
             "--quiet",
         ],
+        cwd=target.path if is_dir else target.path.parent,
         timeout=600,
     )
     reports = _parse_reports(run.stdout)

@@ -75,9 +75,12 @@ def node_label_allowlist(render: StackRender) -> set[str] | None:
 
 
 def ksm_label_name(key: str) -> str:
-    """kube-state-metrics' metric label for a Kubernetes label key (non-alphanumerics become
-    `_`)."""
-    return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    """kube-state-metrics' metric label for a Kubernetes label key: invalid characters become `_`,
+    then camelCase becomes snake_case (labelName() in internal/store/utils.go of
+    kubernetes/kube-state-metrics), so eks.amazonaws.com/capacityType is exported as
+    label_eks_amazonaws_com_capacity_type."""
+    sanitized = re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    return "label_" + re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", sanitized).lower()
 
 
 def check_deployed_observability(renders: list[StackRender], out_dir: Path) -> CheckResult:

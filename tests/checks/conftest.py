@@ -1,0 +1,52 @@
+"""Shared fixtures of the gate's tests: the external tools, located the way the gate locates
+them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from checks import tools
+from checks.policy_check import stack_info
+from infra.mockengine import Inventory, run_stack, stacks
+from policy.policies import StackInfo
+
+
+def require(tool: tools.Tool) -> Path:
+    """The tool's path; a missing tool skips locally and fails in CI (CI=true), where it must
+    exist."""
+    path = tool.locate()
+    if path is None:
+        message = tool.missing_message()
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def promtool() -> Path:
+    return require(tools.PROMTOOL)
+
+
+@pytest.fixture
+def hadolint() -> Path:
+    return require(tools.HADOLINT)
+
+
+@pytest.fixture
+def actionlint() -> Path:
+    return require(tools.ACTIONLINT)
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    return require(tools.CHECKOV)
+
+
+@pytest.fixture(scope="session")
+def stack_inventories() -> dict[str, tuple[StackInfo, Inventory]]:
+    """Each stack's real program under the mock engine, with its production flag from its config."""
+    return {stack: (stack_info(stack), run_stack(stack)) for stack in stacks()}
