@@ -380,7 +380,7 @@ def run_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Invento
 
 
 def run_function(
-    fn: Callable[[], None], config: Mapping[str, Any] | None = None, stack: str = "test"
+    fn: Callable[[], object], config: Mapping[str, Any] | None = None, stack: str = "test"
 ) -> Inventory:
     """Runs any function that builds resources (e.g. one component) under the same mocks."""
     values = {

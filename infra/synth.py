@@ -59,14 +59,20 @@ def dump(data: Any) -> str:
     )
 
 
-def masked(value: Any) -> Any:
-    """Secrets masked, dict keys sorted (so the text does not depend on registration order)."""
+def masked(value: Any, secret: bool = False) -> Any:
+    """Secrets masked, dict keys sorted (so the text does not depend on registration order).
+
+    A secret object or list keeps its shape with every leaf masked, so a manifest whose
+    `stringData` is secret still validates against the Kubernetes schema.
+    """
     if isinstance(value, Secret):
-        return MASK
+        return masked(value.value, secret=True)
     if isinstance(value, dict):
-        return {k: masked(value[k]) for k in sorted(value)}
+        return {k: masked(value[k], secret) for k in sorted(value)}
     if isinstance(value, list):
-        return [masked(v) for v in value]
+        return [masked(v, secret) for v in value]
+    if secret:
+        return MASK
     return value
 
 

@@ -1,0 +1,162 @@
+"""The EKS control plane: pinned version, encryption, logs, endpoint access, access entries,
+add-ons,
+the Kubernetes provider and the kubeconfig."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from infra import config, versions
+from infra.mockengine import ROOT, Inventory, Secret, stack_config
+
+CLUSTER = "aws:eks/cluster:Cluster"
+ADDON = "aws:eks/addon:Addon"
+
+
+def cfg(stack: str) -> config.StackConfig:
+    values, secrets = stack_config(stack)
+    return config.parse(values, stack, frozenset(secrets))
+
+
+def eks(inventory: Inventory) -> dict:
+    return inventory.one(CLUSTER).inputs
+
+
+def test_cluster_runs_the_pinned_version_in_private_subnets(
+    inventory: Inventory, stack: str
+) -> None:
+    inputs = eks(inventory)
+    assert inputs["version"] == versions.KUBERNETES_VERSION
+    assert inputs["name"] == cfg(stack).cluster.name
+    assert inputs["vpcConfig"]["subnetIds"] == inventory.outputs["privateSubnetIds"]
+    assert inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+
+
+def test_endpoint_is_private_and_public_only_for_configured_cidrs(
+    inventory: Inventory, stack: str
+) -> None:
+    vpc = eks(inventory)["vpcConfig"]
+    assert vpc["endpointPrivateAccess"] is True
+    assert vpc["endpointPublicAccess"] is True
+    assert vpc["publicAccessCidrs"] == list(cfg(stack).cluster.public_access_cidrs)
+    assert "0.0.0.0/0" not in vpc["publicAccessCidrs"]
+
+
+def test_secrets_are_envelope_encrypted_with_a_rotated_key(inventory: Inventory) -> None:
+    key = inventory.one("aws:kms/key:Key")
+    assert key.inputs["enableKeyRotation"] is True
+    encryption = eks(inventory)["encryptionConfig"]
+    assert encryption["resources"] == ["secrets"]
+    assert ":kms:" in encryption["provider"]["keyArn"]
+    assert ":key/" in encryption["provider"]["keyArn"]
+    (grant_policy,) = [
+        r
+        for r in inventory.of_type("aws:iam/rolePolicy:RolePolicy")
+        if r.name.endswith("-secrets-key-use")
+    ]
+    grant = json.loads(grant_policy.inputs["policy"])
+    assert grant["Statement"][0]["Resource"] == encryption["provider"]["keyArn"], (
+        "scoped to this key"
+    )
+
+
+def test_control_plane_logs_are_on_with_a_retention(inventory: Inventory, stack: str) -> None:
+    c = cfg(stack)
+    assert eks(inventory)["enabledClusterLogTypes"] == list(c.cluster.log_types)
+    group = inventory.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    assert group["name"] == f"/aws/eks/{c.cluster.name}/cluster"
+    assert group["retentionInDays"] == (90 if c.production else 14)
+
+
+def test_authentication_uses_access_entries(inventory: Inventory, stack: str) -> None:
+    assert eks(inventory)["accessConfig"]["authenticationMode"] == "API"
+    admins = cfg(stack).cluster.admin_principal_arns
+    entries = inventory.of_type("aws:eks/accessEntry:AccessEntry")
+    assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins)
+    policies = inventory.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert len(policies) == len(admins)
+    for p in policies:
+        assert p.inputs["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")
+        assert p.inputs["accessScope"] == {"type": "cluster"}
+
+
+def test_prod_grants_its_admin_role(prod: Inventory) -> None:
+    (entry,) = prod.of_type("aws:eks/accessEntry:AccessEntry")
+    assert entry.inputs["principalArn"] == "arn:aws:iam::111122223333:role/platform-admin"
+
+
+def test_managed_addons_are_all_there_at_resolved_versions(inventory: Inventory) -> None:
+    addons = {a.inputs["addonName"]: a.inputs for a in inventory.of_type(ADDON)}
+    assert sorted(addons) == sorted(versions.EKS_ADDONS)
+    assert eks(inventory)["bootstrapSelfManagedAddons"] is False, "managed add-ons own vpc-cni etc."
+    for name, addon in addons.items():
+        assert addon["addonVersion"].startswith("v"), name
+        assert addon["resolveConflictsOnUpdate"] == "OVERWRITE", name
+
+
+def test_vpc_cni_enforces_network_policies(inventory: Inventory) -> None:
+    (cni,) = [a for a in inventory.of_type(ADDON) if a.inputs["addonName"] == "vpc-cni"]
+    assert json.loads(cni.inputs["configurationValues"]) == {"enableNetworkPolicy": "true"}
+
+
+def test_ebs_csi_driver_gets_its_role_through_pod_identity(inventory: Inventory) -> None:
+    (ebs,) = [a for a in inventory.of_type(ADDON) if a.inputs["addonName"] == "aws-ebs-csi-driver"]
+    (association,) = ebs.inputs["podIdentityAssociations"]
+    assert association["serviceAccount"] == "ebs-csi-controller-sa"
+    role = next(
+        r for r in inventory.of_type("aws:iam/role:Role") if r.name.endswith("-ebs-csi-role")
+    )
+    assert association["roleArn"].split("/")[-1].startswith(role.name)
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert (
+        trust["Condition"]["StringEquals"]["aws:RequestTag/kubernetes-service-account"]
+        == "ebs-csi-controller-sa"
+    )
+
+
+def test_addons_that_run_deployments_wait_for_nodes(inventory: Inventory) -> None:
+    node_groups = {r.urn for r in inventory.of_type("aws:eks/nodeGroup:NodeGroup")}
+    for addon in inventory.of_type(ADDON):
+        waits = node_groups <= set(addon.depends_on)
+        assert waits == (addon.inputs["addonName"] in {"coredns", "aws-ebs-csi-driver"}), addon.name
+
+
+def test_kubeconfig_is_secret_and_uses_aws_eks_get_token(inventory: Inventory, stack: str) -> None:
+    exported = inventory.outputs["kubeconfig"]
+    assert isinstance(exported, Secret)
+    kubeconfig = yaml.safe_load(exported.value)
+    c = cfg(stack)
+    (user,) = kubeconfig["users"]
+    exec_ = user["user"]["exec"]
+    assert exec_["command"] == "aws"
+    assert exec_["args"] == [
+        "eks",
+        "get-token",
+        "--cluster-name",
+        c.cluster.name,
+        "--region",
+        c.region,
+        "--output",
+        "json",
+    ]
+    (cluster,) = kubeconfig["clusters"]
+    assert cluster["cluster"]["server"].startswith("https://")
+    assert cluster["cluster"]["certificate-authority-data"]
+
+
+def test_one_kubernetes_provider_built_from_the_kubeconfig(inventory: Inventory) -> None:
+    (provider,) = inventory.of_type("pulumi:providers:kubernetes")
+    assert isinstance(provider.inputs["kubeconfig"], Secret)
+    assert provider.inputs["kubeconfig"].value == inventory.outputs["kubeconfig"].value
+
+
+@pytest.mark.parametrize("path", ["Pulumi.yaml"])
+def test_project_runs_infra_with_the_repository_virtualenv(path: str) -> None:
+    project = yaml.safe_load((ROOT / path).read_text())
+    assert project["name"] == config.PROJECT
+    assert project["main"] == "infra/"
+    assert project["runtime"]["name"] == "python"
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"

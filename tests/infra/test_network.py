@@ -1,0 +1,106 @@
+"""The VPC component: subnets per AZ with computed CIDRs, NAT per the stack, EKS subnet tags."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import config
+from infra.mockengine import Inventory, run_function, stack_config
+from infra.network import Network, NetworkArgs
+
+SUBNET = "aws:ec2/subnet:Subnet"
+NAT = "aws:ec2/natGateway:NatGateway"
+ROUTE = "aws:ec2/route:Route"
+
+
+def cfg(stack: str) -> config.StackConfig:
+    values, secrets = stack_config(stack)
+    return config.parse(values, stack, frozenset(secrets))
+
+
+def subnets(inventory: Inventory, kind: str) -> list[dict]:
+    return [r.inputs for r in inventory.of_type(SUBNET) if f"-{kind}-" in r.name]
+
+
+def test_one_private_and_one_public_subnet_per_az_with_the_computed_cidrs(
+    inventory: Inventory, stack: str
+) -> None:
+    net = cfg(stack).network
+    private, public = subnets(inventory, "private"), subnets(inventory, "public")
+    by_zone = {s["availabilityZone"]: s["cidrBlock"] for s in private}
+    assert by_zone == dict(zip(net.availability_zones, net.private_subnet_cidrs, strict=True))
+    by_zone = {s["availabilityZone"]: s["cidrBlock"] for s in public}
+    assert by_zone == dict(zip(net.availability_zones, net.public_subnet_cidrs, strict=True))
+
+
+def test_subnets_carry_the_load_balancer_role_tags(inventory: Inventory, stack: str) -> None:
+    cluster_tag = f"kubernetes.io/cluster/{cfg(stack).cluster.name}"
+    for s in subnets(inventory, "private"):
+        assert s["tags"]["kubernetes.io/role/internal-elb"] == "1"
+        assert "kubernetes.io/role/elb" not in s["tags"]
+        assert s["tags"][cluster_tag] == "shared"
+    for s in subnets(inventory, "public"):
+        assert s["tags"]["kubernetes.io/role/elb"] == "1"
+        assert s["tags"][cluster_tag] == "shared"
+
+
+def test_no_instance_gets_a_public_ip(inventory: Inventory) -> None:
+    for s in inventory.of_type(SUBNET):
+        assert s.inputs.get("mapPublicIpOnLaunch", False) is False, s.name
+
+
+def test_dev_has_one_nat_gateway_prod_one_per_az(dev: Inventory, prod: Inventory) -> None:
+    assert len(dev.of_type(NAT)) == 1
+    assert len(prod.of_type(NAT)) == 3
+    nat_subnets = {r.inputs["subnetId"] for r in prod.of_type(NAT)}
+    public_ids = {r.name for r in prod.of_type(SUBNET) if "-public-" in r.name}
+    assert len(nat_subnets) == 3
+    assert len(public_ids) == 3
+
+
+def test_every_private_route_table_defaults_to_a_nat_gateway(inventory: Inventory) -> None:
+    routes = [r for r in inventory.of_type(ROUTE) if "-private-" in r.name]
+    assert routes
+    assert all(r.inputs.get("natGatewayId", "").startswith("nat-") for r in routes)
+    public = [r for r in inventory.of_type(ROUTE) if "-public-" in r.name]
+    assert [r.inputs["gatewayId"][:4] for r in public] == ["igw-"]
+
+
+def test_the_default_security_group_is_emptied(inventory: Inventory) -> None:
+    group = inventory.one("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+    assert group.inputs.get("ingress", []) == []
+    assert group.inputs.get("egress", []) == []
+
+
+def test_an_existing_vpc_creates_nothing() -> None:
+    values, _ = stack_config(
+        "dev",
+        {
+            "existingVpcId": "vpc-0123456789abcdef0",
+            "existingPrivateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+        },
+    )
+    net = config.parse(values, "dev").network
+    seen: dict[str, object] = {}
+
+    def program() -> None:
+        network = Network("net", NetworkArgs(config=net, cluster_name="c"))
+        network.private_subnet_ids.apply(lambda ids: seen.setdefault("private", ids))
+        network.vpc_cidr.apply(lambda cidr: seen.setdefault("cidr", cidr))
+
+    inventory = run_function(program)
+    assert [r.type for r in inventory.resources] == ["gpu-inference:network:Network"]
+    assert seen == {
+        "private": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+        "cidr": "10.0.0.0/16",
+    }
+
+
+@pytest.mark.parametrize("resource_type", [SUBNET, NAT, ROUTE, "aws:ec2/vpc:Vpc"])
+def test_network_resources_are_children_of_the_component(
+    inventory: Inventory, resource_type: str
+) -> None:
+    component = inventory.one("gpu-inference:network:Network")
+    for r in inventory.of_type(resource_type):
+        assert r.parent == component.urn, r.name
+        assert r.name.startswith(f"{component.name}-"), r.name
