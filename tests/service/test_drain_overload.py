@@ -1,0 +1,121 @@
+"""Backpressure and shutdown on the real MiniLM: overload answers 429 at once and the server
+recovers; SIGTERM under load loses no accepted request, /ready is 503 during the drain, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from service_testkit import LiveServer, free_port, wait_ready
+
+from service import contract
+from service.encoder import Encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG_TEXT = "The quick brown fox jumps over the lazy dog while the band plays on. " * 3
+pytestmark = pytest.mark.anyio
+
+
+async def timed_post(client: httpx.AsyncClient, body: dict) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    response = await client.post(contract.EMBEDDINGS_PATH, json=body)
+    return response, time.perf_counter() - start
+
+
+async def test_overload_gets_fast_429s_and_the_server_recovers(
+    start_server: Callable[..., LiveServer], minilm_encoder: Encoder
+) -> None:
+    server = start_server(minilm_encoder, max_queue_items=32, max_batch_size=16)
+    body = {"input": [LONG_TEXT] * 16}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
+        results = await asyncio.gather(*(timed_post(client, body) for _ in range(16)))
+        ok = [seconds for response, seconds in results if response.status_code == 200]
+        rejected = [(r, seconds) for r, seconds in results if r.status_code == 429]
+        assert ok, "no request was served"
+        assert rejected, "the queue limit never triggered"
+        assert len(ok) + len(rejected) == len(results)
+        for response, _ in rejected:
+            assert response.json()["error"]["code"] == "overloaded"
+            assert response.headers["retry-after"] == "1"
+        # Rejection does not wait for the device: every 429 came back before the slowest answer.
+        assert max(seconds for _, seconds in rejected) < max(ok)
+        assert (await client.get(contract.READY_PATH)).status_code == 200
+        again, _ = await timed_post(client, body)
+        assert again.status_code == 200
+    labels = {"route": contract.EMBEDDINGS_PATH, "status": "429"}
+    assert server.metric(contract.REQUESTS_TOTAL, labels) == len(rejected)
+    assert server.metric(contract.QUEUE_ITEMS) == 0
+    assert server.metric(contract.REQUESTS_IN_FLIGHT) == 0
+
+
+async def test_sigterm_under_load_drains_without_losing_requests() -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        contract.ENV_DRAIN_DELAY_SECONDS: "2",
+        contract.ENV_DRAIN_TIMEOUT_SECONDS: "30",
+    }
+    env.pop(contract.ENV_MODEL, None)  # the bundled MiniLM: what `make serve` runs
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await asyncio.to_thread(wait_ready, base_url, 90)
+        statuses, ready_during_drain = await _load_through_sigterm(process, base_url)
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert statuses, "no request completed"
+    assert set(statuses) == {200}, f"{statuses} / {output[-2000:]}"
+    assert 503 in ready_during_drain
+    assert 200 not in ready_during_drain
+    assert "SIGTERM" in output
+
+
+async def _load_through_sigterm(
+    process: asyncio.subprocess.Process, base_url: str
+) -> tuple[list[int], list[int]]:
+    """Clients keep sending through the drain delay; a few large requests start just before the
+    listener closes, so they are still in flight (and queued) when it does."""
+    statuses: list[int] = []
+    ready_during_drain: list[int] = []
+    stop_sending = asyncio.Event()
+    limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection per request
+
+    async def steady(client: httpx.AsyncClient) -> None:
+        while not stop_sending.is_set():
+            response = await client.post(contract.EMBEDDINGS_PATH, json={"input": ["hi"] * 8})
+            statuses.append(response.status_code)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        workers = [asyncio.create_task(steady(client)) for _ in range(6)]
+        await asyncio.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        for _ in range(8):  # ~1.6 s of the 2 s delay
+            await asyncio.sleep(0.2)
+            ready_during_drain.append((await client.get(contract.READY_PATH)).status_code)
+        big = [
+            asyncio.create_task(
+                client.post(contract.EMBEDDINGS_PATH, json={"input": [LONG_TEXT] * 32})
+            )
+            for _ in range(3)
+        ]
+        stop_sending.set()
+        await asyncio.gather(*workers)
+        statuses.extend(response.status_code for response in await asyncio.gather(*big))
+    return statuses, ready_during_drain
