@@ -1,0 +1,433 @@
+"""The inference workload: namespace, service account, API keys, Deployment, Services, HPA, PDB,
+policy.
+
+Everything the pods need to agree with the server comes from service/contract.py (ports, paths, env
+names, drain timings) and everything they need to agree with the GPU nodes from infra/gpu_spec.py.
+The HPA scales on per-pod custom metrics that prometheus-adapter serves (infra/adapter_rules.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import adapter_rules, gpu_spec
+from infra.config import InferenceConfig, ModelConfig
+from infra.loadbalancer import LOAD_BALANCER_CLASS, READINESS_GATE_LABEL
+from infra.namespaces import pod_security_namespace
+from service import contract
+
+APP_NAME: Final = "embeddings"
+"""Name of the Deployment, Services, HPA and PDB, and the pods' `app.kubernetes.io/name`."""
+CONTAINER: Final = "server"
+SELECTOR: Final = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/component": CONTAINER}
+LABELS: Final = {**SELECTOR, "app.kubernetes.io/part-of": "gpu-inference"}
+
+SERVICE_PORT: Final = 80
+"""Port of the ClusterIP Service and the NLB (both forward to the container's contract port)."""
+API_KEYS_DIR: Final = "/etc/embed/api-keys"
+API_KEYS_FILE_KEY: Final = "keys"
+SCRATCH_DIR: Final = "/tmp"
+
+SPOT_NOTICE_SECONDS: Final = 120
+"""EC2 gives a spot instance two minutes between the interruption notice and reclaiming it."""
+NODE_DRAIN_ALLOWANCE_SECONDS: Final = 20
+"""Of the notice, the time before the kubelet gets to our pod (notice delivery, cordon,
+eviction)."""
+SHUTDOWN_MARGIN_SECONDS: Final = 5
+"""After the drain timeout, time for the process to exit before SIGKILL."""
+STARTUP_BUDGET_SECONDS: Final = 600
+"""How long a new pod may take to load and warm up the model before the kubelet restarts it (image
+pull is not counted: probes start with the container)."""
+STARTUP_PERIOD_SECONDS: Final = 10
+
+
+def termination_grace_seconds() -> int:
+    """Long enough for the preStop delay plus the server's drain, short enough for a spot notice."""
+    grace = math.ceil(
+        contract.DRAIN_DELAY_SECONDS + contract.DRAIN_TIMEOUT_SECONDS + SHUTDOWN_MARGIN_SECONDS
+    )
+    budget = SPOT_NOTICE_SECONDS - NODE_DRAIN_ALLOWANCE_SECONDS
+    if grace > budget:
+        raise ValueError(
+            f"contract drain delay + timeout + {SHUTDOWN_MARGIN_SECONDS}s = {grace}s exceeds the "
+            f"{budget}s a spot interruption leaves a pod; shorten the drain in service/contract.py"
+        )
+    return grace
+
+
+@dataclass(frozen=True)
+class InferenceArgs:
+    inference: InferenceConfig
+    model: ModelConfig
+    image: pulumi.Input[str]
+    """Pinned by digest (infra/image.py)."""
+    prometheus_namespace: str
+    prometheus_pod_labels: Mapping[str, str]
+    """The only pods admitted to the metrics port."""
+    depends_on: tuple[pulumi.Resource, ...] = ()
+    """The load balancer controller (its webhook injects readiness gates; it owns the NLB) and the
+    GPU stack."""
+
+
+def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
+    inference, model = args.inference, args.model
+    env = {
+        contract.ENV_MODEL: model.id,
+        contract.ENV_SERVED_MODEL_NAME: model.id,
+        contract.ENV_DTYPE: model.dtype,
+        contract.ENV_MAX_BATCH_TOKENS: str(inference.max_batch_tokens),
+        contract.ENV_MAX_BATCH_SIZE: str(inference.max_batch_size),
+        contract.ENV_MAX_QUEUE_ITEMS: str(inference.max_queue_items),
+        contract.ENV_METRICS_PORT: str(contract.METRICS_PORT),
+        # The preStop hook already kept the pod serving for the drain delay while endpoints and the
+        # NLB stopped routing here; repeating it after SIGTERM would only eat into the spot notice.
+        contract.ENV_DRAIN_DELAY_SECONDS: "0",
+        contract.ENV_DRAIN_TIMEOUT_SECONDS: f"{contract.DRAIN_TIMEOUT_SECONDS:g}",
+        # Read-only root filesystem: anything a library caches goes to the scratch emptyDir.
+        "HOME": SCRATCH_DIR,
+        "TMPDIR": SCRATCH_DIR,
+    }
+    if model.revision is not None:
+        env[contract.ENV_MODEL_REVISION] = model.revision
+    if inference.api_keys:
+        env[contract.ENV_API_KEYS_FILE] = f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"
+    return [{"name": key, "value": value} for key, value in sorted(env.items())]
+
+
+def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": contract.PORT_NAME},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def container(args: InferenceArgs) -> dict[str, Any]:
+    gpu = {gpu_spec.GPU_RESOURCE: "1"}
+    memory = args.inference.memory_request
+    mounts = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    if args.inference.api_keys:
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+    return {
+        "name": CONTAINER,
+        "image": args.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(contract.COMMAND),
+        "env": container_env(args),
+        "ports": [
+            {"name": contract.PORT_NAME, "containerPort": contract.SERVICE_PORT, "protocol": "TCP"},
+            {
+                "name": contract.METRICS_PORT_NAME,
+                "containerPort": contract.METRICS_PORT,
+                "protocol": "TCP",
+            },
+        ],
+        "resources": {
+            # No CPU limit: throttling a tokenizer thread shows up as tail latency, not as savings.
+            "requests": {"cpu": args.inference.cpu_request, "memory": memory, **gpu},
+            "limits": {"memory": memory, **gpu},
+        },
+        # The model load can take minutes; until it succeeds liveness and readiness do not run.
+        "startupProbe": _http_probe(
+            contract.READY_PATH,
+            STARTUP_PERIOD_SECONDS,
+            STARTUP_BUDGET_SECONDS // STARTUP_PERIOD_SECONDS,
+            5,
+        ),
+        "readinessProbe": _http_probe(contract.READY_PATH, 5, 2, 3),
+        "livenessProbe": _http_probe(contract.HEALTH_PATH, 10, 3, 5),
+        "lifecycle": {"preStop": {"sleep": {"seconds": math.ceil(contract.DRAIN_DELAY_SECONDS)}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def pod_spec(args: InferenceArgs) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": "2Gi"}}]
+    if args.inference.api_keys:
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": f"{APP_NAME}-api-keys",
+                    "items": [{"key": API_KEYS_FILE_KEY, "path": API_KEYS_FILE_KEY}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            # ScheduleAnyway: a zone (or node) without spot capacity must not block scale-up;
+            # the scheduler still prefers the spread.
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(SELECTOR)},
+            # Spread each rollout's pods on their own, not counting the old ReplicaSet's.
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+    return {
+        "serviceAccountName": APP_NAME,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": termination_grace_seconds(),
+        "tolerations": [gpu_spec.toleration()],
+        "affinity": {"nodeAffinity": gpu_spec.node_affinity()},
+        "topologySpreadConstraints": spread,
+        "securityContext": {
+            # The image's `app` user (Dockerfile: useradd --uid 10001).
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container(args)],
+        "volumes": volumes,
+    }
+
+
+def nlb_annotations(inference: InferenceConfig) -> dict[str, str]:
+    """AWS Load Balancer Controller annotations (docs: guide/service/annotations.md)."""
+    prefix = "service.beta.kubernetes.io/aws-load-balancer"
+    drain = math.ceil(contract.DRAIN_DELAY_SECONDS + contract.DRAIN_TIMEOUT_SECONDS)
+    return {
+        f"{prefix}-scheme": "internet-facing" if inference.internet_facing else "internal",
+        # Pods are targets (no NodePort hop, no cross-node SNAT); readiness gates follow them.
+        f"{prefix}-nlb-target-type": "ip",
+        f"{prefix}-ip-address-type": "ipv4",
+        f"{prefix}-healthcheck-protocol": "http",
+        f"{prefix}-healthcheck-path": contract.READY_PATH,
+        f"{prefix}-healthcheck-port": "traffic-port",
+        f"{prefix}-healthcheck-interval": "10",
+        f"{prefix}-healthcheck-timeout": "5",
+        f"{prefix}-healthcheck-healthy-threshold": "2",
+        f"{prefix}-healthcheck-unhealthy-threshold": "2",
+        # Connections to a deregistering pod may finish within its drain, then are closed.
+        f"{prefix}-target-group-attributes": (
+            f"deregistration_delay.timeout_seconds={drain},"
+            "deregistration_delay.connection_termination.enabled=true"
+        ),
+        f"{prefix}-attributes": "load_balancing.cross_zone.enabled=true",
+    }
+
+
+def hpa_spec(inference: InferenceConfig) -> dict[str, Any]:
+    def pods_metric(name: str, average: int) -> dict[str, Any]:
+        return {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": name},
+                "target": {"type": "AverageValue", "averageValue": str(average)},
+            },
+        }
+
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP_NAME},
+        "minReplicas": inference.hpa_min_replicas,
+        "maxReplicas": inference.hpa_max_replicas,
+        "metrics": [
+            # Primary: work accepted and not yet answered, per pod. Rises the moment load does.
+            pods_metric(contract.REQUESTS_IN_FLIGHT, inference.hpa_target_in_flight),
+            # Secondary: catches load made of few, large requests that in-flight counts miss.
+            pods_metric(adapter_rules.GPU_UTILIZATION_METRIC, inference.hpa_target_gpu_utilization),
+        ],
+        "behavior": {
+            # A new GPU pod can take minutes (node, image, model): ask for capacity at once.
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "selectPolicy": "Max",
+                "policies": [
+                    {"type": "Percent", "value": 100, "periodSeconds": 30},
+                    {"type": "Pods", "value": 4, "periodSeconds": 30},
+                ],
+            },
+            # Give capacity back slowly: a pod removed too early is minutes to get back.
+            "scaleDown": {
+                "stabilizationWindowSeconds": 300,
+                "selectPolicy": "Min",
+                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+            },
+        },
+    }
+
+
+def network_policy_spec(args: InferenceArgs) -> dict[str, Any]:
+    return {
+        "podSelector": {"matchLabels": dict(SELECTOR)},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            # Clients (through the NLB, whose source ranges and security group do the admission,
+            # or in-cluster) and kubelet probes reach the API port; API keys guard the routes.
+            {"ports": [{"port": contract.PORT_NAME, "protocol": "TCP"}]},
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {
+                                "kubernetes.io/metadata.name": args.prometheus_namespace
+                            }
+                        },
+                        "podSelector": {"matchLabels": dict(args.prometheus_pod_labels)},
+                    }
+                ],
+                "ports": [{"port": contract.METRICS_PORT_NAME, "protocol": "TCP"}],
+            },
+        ],
+    }
+
+
+def _hostname(status: Any) -> str | None:
+    """The NLB's DNS name from the Service status (absent until the controller provisions it)."""
+    balancer = getattr(status, "load_balancer", None)
+    ingress = getattr(balancer, "ingress", None)
+    if not ingress:
+        return None
+    hostname: str | None = ingress[0].hostname
+    return hostname
+
+
+class Inference(pulumi.ComponentResource):
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    load_balancer: k8s.core.v1.Service
+    hpa: k8s.autoscaling.v2.HorizontalPodAutoscaler
+    endpoint_url: pulumi.Output[str | None]
+    """http://<NLB hostname> once the controller has provisioned it."""
+
+    def __init__(
+        self, name: str, args: InferenceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("gpu-inference:inference:Inference", name, None, opts)
+        inference = args.inference
+        ns = inference.namespace
+        child = pulumi.ResourceOptions(parent=self)
+        # Readiness gates (label): a rollout waits for new pods to be healthy *in the NLB* before
+        # old ones go.
+        self.namespace = pod_security_namespace(
+            f"{name}-namespace", ns, "restricted", opts=child, extra_labels=READINESS_GATE_LABEL
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+
+        def meta(object_name: str = APP_NAME) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=dict(LABELS))
+
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata=meta(),
+            automount_service_account_token=False,
+            opts=in_ns,
+        )
+        template_annotations: dict[str, pulumi.Input[str]] = {}
+        secrets: list[pulumi.Resource] = []
+        if inference.api_keys:
+            keys_file = inference.api_keys.as_output().apply(lambda keys: "\n".join(keys) + "\n")
+            secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-api-keys",
+                    metadata=meta(f"{APP_NAME}-api-keys"),
+                    type="Opaque",
+                    string_data={API_KEYS_FILE_KEY: keys_file},
+                    opts=in_ns,
+                )
+            )
+            # The server reads the keys at start: a changed Secret must roll the pods. A SHA-256 of
+            # high-entropy keys reveals nothing, so it may stay visible in the preview.
+            template_annotations["gpu-inference.io/api-keys-sha256"] = pulumi.Output.unsecret(
+                keys_file.apply(lambda text: hashlib.sha256(text.encode()).hexdigest())
+            )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(),
+            spec={
+                # No `replicas`: the HPA owns the count; a value here would reset it on every
+                # update.
+                "selector": {"matchLabels": dict(SELECTOR)},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                },
+                # A new pod may wait for a spot GPU node, a multi-GB image pull and the model load.
+                "progressDeadlineSeconds": 1800,
+                "revisionHistoryLimit": 5,
+                "template": {
+                    "metadata": {"labels": dict(LABELS), "annotations": template_annotations},
+                    "spec": pod_spec(args),
+                },
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.namespace, self.service_account, *secrets, *args.depends_on],
+            ),
+        )
+        port = {
+            "name": contract.PORT_NAME,
+            "port": SERVICE_PORT,
+            "targetPort": contract.PORT_NAME,
+            "protocol": "TCP",
+        }
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(),
+            spec={"type": "ClusterIP", "selector": dict(SELECTOR), "ports": [port]},
+            opts=in_ns,
+        )
+        self.load_balancer = k8s.core.v1.Service(
+            f"{name}-nlb",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=f"{APP_NAME}-nlb",
+                namespace=ns,
+                labels=dict(LABELS),
+                annotations=nlb_annotations(inference),
+            ),
+            spec={
+                "type": "LoadBalancer",
+                "loadBalancerClass": LOAD_BALANCER_CLASS,
+                "loadBalancerSourceRanges": list(inference.client_cidrs),
+                "selector": dict(SELECTOR),
+                "ports": [port],
+            },
+            # The controller must outlive the Service on destroy, or the NLB is orphaned.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *args.depends_on]),
+        )
+        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa", metadata=meta(), spec=hpa_spec(inference), opts=in_ns
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(),
+            spec={
+                # maxUnavailable, not minAvailable: with one replica a node drain must still
+                # proceed.
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": dict(SELECTOR)},
+                # A pod that is not ready serves nothing; never let it block a drain.
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            },
+            opts=in_ns,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy", metadata=meta(), spec=network_policy_spec(args), opts=in_ns
+        )
+        hostname = self.load_balancer.status.apply(_hostname)
+        self.endpoint_url = hostname.apply(lambda host: f"http://{host}" if host else None)
+        self.namespace_name = ns
+        self.hpa_name = APP_NAME
+        self.register_outputs(
+            {"endpointUrl": self.endpoint_url, "namespace": ns, "hpaName": APP_NAME}
+        )

@@ -1,0 +1,128 @@
+"""The image component: ECR repository settings, the build (or a prebuilt image), the context
+digest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import image
+from infra.mockengine import ROOT, Inventory, run_function
+
+PREBUILT = "123456789012.dkr.ecr.us-west-2.amazonaws.com/embeddings@sha256:" + "cd" * 32
+REPOSITORY = "aws:ecr/repository:Repository"
+DOCKER_IMAGE = "docker-build:index:Image"
+
+
+def build(prebuilt: str | None, revision: str | None = "a" * 40) -> tuple[Inventory, list[Any]]:
+    """The inventory, and what the component exposes: [image_ref, tag]."""
+    refs: list[Any] = []
+
+    def program() -> None:
+        component = image.InferenceImage(
+            "img",
+            image.ImageArgs(
+                repository_name="gpu-inference-dev",
+                model_id="thenlper/gte-large-zh",
+                model_revision=revision,
+                prebuilt_image=prebuilt,
+                context=ROOT,
+            ),
+        )
+        component.image_ref.apply(refs.append)
+        refs.append(component.tag)
+
+    return run_function(program), refs
+
+
+@pytest.fixture(scope="module")
+def built() -> Inventory:
+    return build(None)[0]
+
+
+def test_repository_is_immutable_scanned_and_encrypted(built: Inventory) -> None:
+    repo = built.one(REPOSITORY).inputs
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
+
+
+def test_lifecycle_policy_expires_untagged_and_old_images(built: Inventory) -> None:
+    policy = json.loads(built.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
+    rules = sorted(policy["rules"], key=lambda rule: rule["rulePriority"])
+    assert rules[0]["selection"]["tagStatus"] == "untagged"
+    # ECR requires the `any` rule to come last.
+    assert rules[-1]["selection"] == {
+        "tagStatus": "any",
+        "countType": "imageCountMoreThan",
+        "countNumber": image.KEEP_IMAGES,
+    }
+
+
+def test_image_is_built_for_amd64_with_the_model_as_build_args(built: Inventory) -> None:
+    docker = built.one(DOCKER_IMAGE).inputs
+    assert docker["platforms"] == ["linux/amd64"]
+    assert docker["buildArgs"] == {"MODEL_ID": "thenlper/gte-large-zh", "MODEL_REVISION": "a" * 40}
+    assert docker["push"] is True
+    assert docker["dockerfile"]["location"] == str(ROOT / "Dockerfile")
+    assert docker["context"]["location"] == str(ROOT)
+    assert len(docker["tags"]) == 1
+
+
+def test_tag_is_the_model_and_the_content_digest() -> None:
+    _, (tag,) = build(None)
+    dockerfile = ROOT / "Dockerfile"
+    digest = image.context_digest(
+        ROOT, dockerfile, {"MODEL_ID": "thenlper/gte-large-zh", "MODEL_REVISION": "a" * 40}
+    )
+    assert tag == f"thenlper-gte-large-zh-{digest[:12]}"
+
+
+def test_unpinned_revision_leaves_the_dockerfile_default() -> None:
+    inventory, _ = build(None, revision=None)
+    assert inventory.one(DOCKER_IMAGE).inputs["buildArgs"] == {"MODEL_ID": "thenlper/gte-large-zh"}
+
+
+def test_prebuilt_image_skips_the_build_and_is_used_as_is() -> None:
+    inventory, refs = build(PREBUILT)
+    assert inventory.of_type(DOCKER_IMAGE) == []
+    assert refs == [None, PREBUILT]
+    assert inventory.one(REPOSITORY).inputs["imageTagMutability"] == "IMMUTABLE"
+
+
+def test_context_is_what_dockerignore_lets_through() -> None:
+    files = list(image.context_files(ROOT))
+    assert "pyproject.toml" in files
+    assert "service/contract.py" in files
+    assert not any(f.startswith(("infra/", "tests/", ".venv/", ".git/")) for f in files)
+    assert not any("__pycache__" in f for f in files)
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_tag_follows_content_and_build_args(tmp_path: Path) -> None:
+    write(tmp_path / ".dockerignore", "*\n!app/\napp/**/*.pyc\n")
+    write(tmp_path / "Dockerfile", "FROM scratch\n")
+    write(tmp_path / "app" / "main.py", "print(1)\n")
+    write(tmp_path / "notes.txt", "not in the context\n")
+    dockerfile = tmp_path / "Dockerfile"
+    first = image.context_digest(tmp_path, dockerfile, {"MODEL_ID": "m"})
+    assert image.context_digest(tmp_path, dockerfile, {"MODEL_ID": "m"}) == first
+    write(tmp_path / "notes.txt", "changed, still ignored\n")
+    write(tmp_path / "app" / "cache" / "x.pyc", "ignored by pattern\n")
+    assert image.context_digest(tmp_path, dockerfile, {"MODEL_ID": "m"}) == first
+    assert image.context_digest(tmp_path, dockerfile, {"MODEL_ID": "other"}) != first
+    write(tmp_path / "app" / "main.py", "print(2)\n")
+    assert image.context_digest(tmp_path, dockerfile, {"MODEL_ID": "m"}) != first
+
+
+def test_tag_is_a_valid_docker_tag() -> None:
+    tag = image.image_tag("Org/Some_Model.v2", "0123456789abcdef")
+    assert tag == "org-some_model.v2-0123456789ab"
+    assert len(image.image_tag("x" * 300, "f" * 64)) <= 128
