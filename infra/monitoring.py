@@ -35,6 +35,7 @@ PROMETHEUS_SERVICE_PORT: Final = 80
 STORAGE_CLASS: Final = "gp3-encrypted"
 ALERT_RULES_FILE: Final = "alerting_rules.yml"
 """A file the chart's default prometheus.yml already lists under rule_files."""
+CAPACITY_TYPE_NODE_LABEL: Final = "eks.amazonaws.com/capacityType"
 DASHBOARD_LABEL: Final = {"grafana_dashboard": "1"}
 """What the Grafana chart's dashboard sidecar watches for (its default
 `sidecar.dashboards.label`)."""
@@ -114,7 +115,13 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
         # The chart passes this string through `tpl`; the jobs contain no template braces.
         "extraScrapeConfigs": yaml.safe_dump(scrape.scrape_jobs(args.scrape), sort_keys=False),
         # Deployment, HPA, pod and node state for the alert rules (replicas at max, pods pending).
-        "kube-state-metrics": {"enabled": True, **on_system},
+        "kube-state-metrics": {
+            "enabled": True,
+            **on_system,
+            # kube_node_labels exposes only allowlisted labels: the dashboard counts spot vs
+            # on-demand GPU nodes by capacity type.
+            "metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_NODE_LABEL}]"],
+        },
         "alertmanager": {
             "enabled": True,
             **on_system,

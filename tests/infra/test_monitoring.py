@@ -187,6 +187,11 @@ def test_prometheus_runs_exactly_the_scrape_jobs_from_scrape_py(inventory: Inven
     assert prometheus["server"]["global"]["scrape_interval"] == "15s"
 
 
+def test_kube_state_metrics_exposes_the_node_capacity_type(inventory: Inventory) -> None:
+    ksm = values(inventory, "prometheus")["kube-state-metrics"]
+    assert ksm["metricLabelsAllowlist"] == ["nodes=[eks.amazonaws.com/capacityType]"]
+
+
 def test_prometheus_deploys_the_alert_rules(inventory: Inventory) -> None:
     server_files = values(inventory, "prometheus")["serverFiles"]
     assert server_files == {monitoring.ALERT_RULES_FILE: ALERTS}
