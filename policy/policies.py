@@ -242,7 +242,9 @@ def eks_secrets_encrypted_with_kms(
     """Kubernetes Secrets are envelope-encrypted with a KMS key, so an etcd snapshot does not reveal
     them."""
     config = props.get("encryptionConfig")
-    configs = config if isinstance(config, list) else [config] if config else []
+    # pulumi-aws 7 takes one object; older providers took a list of them. Under the policy SDK the
+    # values are Mapping/Sequence proxies, never dict/list.
+    configs = [config] if isinstance(config, Mapping) else list(config or [])
     for entry in configs:
         if not isinstance(entry, Mapping):
             continue
