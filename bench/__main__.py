@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--encoding-format", choices=("float", "base64"), default="float")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument(
+        "--level-budget",
+        type=float,
+        default=90.0,
+        help="seconds per system and concurrency before no more requests are sent",
+    )
     gpu = parser.add_argument_group("GPU mode")
     gpu.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16")
     gpu.add_argument("--seq-lens", type=_int_list, default=(128, 512))
@@ -101,6 +107,7 @@ def _run_cpu(args: argparse.Namespace, command: str) -> int:
         requests=args.requests,
         encoding_format=args.encoding_format,
         timeout_s=args.timeout,
+        level_budget_s=args.level_budget,
         command=command,
     )
     report = run_suite(options)

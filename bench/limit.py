@@ -10,6 +10,7 @@ Tokenisation is inside the measured time (the server must tokenise too) and repo
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -75,11 +76,15 @@ def run_limit_level(
     warmup: int,
     start: int = 0,
     label: str | None = None,
+    budget_s: float | None = None,
 ) -> LimitLevel:
-    """Embed `requests` inputs with `concurrency` simulated clients, after `warmup`."""
+    """Embed `requests` inputs with `concurrency` simulated clients, after `warmup`; after
+    `budget_s` seconds no client sends again (like the HTTP load generator)."""
     if warmup:
-        _closed_loop(encoder, corpus, limits, concurrency, warmup, start, None)
-    return _closed_loop(encoder, corpus, limits, concurrency, requests, start + warmup, label)
+        _closed_loop(encoder, corpus, limits, concurrency, warmup, start, None, None)
+    return _closed_loop(
+        encoder, corpus, limits, concurrency, requests, start + warmup, label, budget_s
+    )
 
 
 def _closed_loop(
@@ -90,9 +95,12 @@ def _closed_loop(
     requests: int,
     start: int,
     label: str | None,
+    budget_s: float | None,
 ) -> LimitLevel:
     progress = tqdm(total=requests, desc=label, unit="req", mininterval=0.5, disable=label is None)
     began = time.perf_counter()
+    cpu_began = time.process_time()
+    deadline = math.inf if budget_s is None else began + budget_s
     queue = deque(
         _Pending(corpus[(start + i) % len(corpus)], began)
         for i in range(min(concurrency, requests))
@@ -112,17 +120,18 @@ def _closed_loop(
         for pending in batch:
             latencies.append(done - pending.submitted_at)
             tokens += pending.item.tokens
-            if issued < requests:
+            if issued < requests and done < deadline:
                 queue.append(_Pending(corpus[(start + issued) % len(corpus)], done))
                 issued += 1
         progress.update(len(batch))
     elapsed = time.perf_counter() - began
+    cpu_s = time.process_time() - cpu_began
     progress.close()
     p50, p95, p99 = percentiles_ms(latencies)
     stats = LevelStats(
         system="limit",
         concurrency=concurrency,
-        requests=requests,
+        requests=issued,
         ok=len(latencies),
         rejected=0,
         errors=0,
@@ -133,5 +142,7 @@ def _closed_loop(
         p95_ms=p95,
         p99_ms=p99,
         mean_batch_size=len(latencies) / batches if batches else None,
+        cpu_ms_per_input=1000 * cpu_s / len(latencies) if latencies else None,
+        cut_short=issued < requests,
     )
     return LimitLevel(stats, tokenize_s / elapsed if elapsed > 0 else 0.0)

@@ -9,6 +9,7 @@ before the clock starts."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ def make_payloads(
 class PhaseResult:
     concurrency: int
     requests: int
+    """Requests sent: the number asked, or fewer when the phase ran out of time."""
     elapsed_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     """Latencies of successful (2xx) requests only."""
@@ -82,9 +84,15 @@ class ClosedLoop:
             connection.close()
 
     async def run(
-        self, payloads: Sequence[Payload], requests: int, start: int = 0, label: str | None = None
+        self,
+        payloads: Sequence[Payload],
+        requests: int,
+        start: int = 0,
+        label: str | None = None,
+        budget_s: float | None = None,
     ) -> PhaseResult:
-        """Send `requests` requests, cycling through `payloads` from index `start`."""
+        """Send `requests` requests, cycling through `payloads` from index `start`; after `budget_s`
+        seconds send no more (what was sent still completes), so a starved run stays bounded."""
         if not payloads:
             raise ValueError("no payloads to send")
         result = PhaseResult(concurrency=self.concurrency, requests=requests)
@@ -92,10 +100,11 @@ class ClosedLoop:
             total=requests, desc=label, unit="req", mininterval=0.5, disable=label is None
         )
         issued = 0
+        deadline = math.inf if budget_s is None else time.perf_counter() + budget_s
 
         async def client(connection: Connection) -> None:
             nonlocal issued
-            while issued < requests:
+            while issued < requests and time.perf_counter() < deadline:
                 payload = payloads[(start + issued) % len(payloads)]
                 issued += 1
                 await self._one(connection, payload, result)
@@ -107,6 +116,7 @@ class ClosedLoop:
             await asyncio.gather(*(client(c) for c in self._connections[:workers]))
         finally:
             result.elapsed_s = time.perf_counter() - began
+            result.requests = issued
             progress.close()
         return result
 

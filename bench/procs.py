@@ -75,6 +75,14 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the server process so far (all threads); None off Linux."""
+        return None if self.pid is None else process_cpu_seconds(self.pid)
+
+    @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -157,6 +165,16 @@ class ServerProcess:
         except OSError:
             return f"(no log at {self.log_path})"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime from /proc/<pid>/stat (fields 14 and 15, after the parenthesised name)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -215,19 +215,31 @@ def _noise_note(meta: dict[str, Any]) -> str:
 
 def _results_table(levels: Sequence[LevelStats]) -> list[str]:
     rows = [
-        "| system | clients | inputs/s | tokens/s | p50 ms | p95 ms | p99 ms | 429 share | "
-        "mean batch | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | clients | requests | inputs/s | tokens/s | p50 ms | p95 ms | p99 ms | "
+        "429 share | errors | mean batch | CPU ms/input |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = {system: i for i, system in enumerate(SYSTEMS)}
     for s in sorted(levels, key=lambda s: (order.get(s.system, 99), s.concurrency)):
-        batch = "" if s.mean_batch_size is None else f"{s.mean_batch_size:.1f}"
+        batch = _optional(s.mean_batch_size, ".1f")
+        cpu = _optional(s.cpu_ms_per_input, ".2f")
+        requests = f"{s.requests}{' (cut short)' if s.cut_short else ''}"
         rows.append(
-            f"| {s.system} | {s.concurrency} | {s.inputs_per_s:.1f} | {s.tokens_per_s:.0f} | "
-            f"{s.p50_ms:.1f} | {s.p95_ms:.1f} | {s.p99_ms:.1f} | {s.share_429:.1%} | {batch} | "
-            f"{s.errors} |"
+            f"| {s.system} | {s.concurrency} | {requests} | {s.inputs_per_s:.1f} | "
+            f"{s.tokens_per_s:.0f} | {s.p50_ms:.1f} | {s.p95_ms:.1f} | {s.p99_ms:.1f} | "
+            f"{s.share_429:.1%} | {s.errors} | {batch} | {cpu} |"
         )
+    rows += [
+        "",
+        "CPU ms/input: CPU time of the system under test (every thread of the server process; "
+        "the benchmark process for the limit) per embedded input. It includes torch's threads "
+        "waiting for each other, so it is less, not entirely, immune to other load on the machine.",
+    ]
     return rows
+
+
+def _optional(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
 
 
 _COLD_START_LABELS = {

@@ -38,6 +38,11 @@ class LevelStats:
     p99_ms: float
     mean_batch_size: float | None
     """Inputs per forward pass (server: its /metrics; limit: exact; naive: 1 by design)."""
+    cpu_ms_per_input: float | None = None
+    """CPU time of the system under test per embedded input (all its threads; limit: this process).
+    Less sensitive to other load on the machine than wall time: the cost of HTTP and batching."""
+    cut_short: bool = False
+    """The level hit its time budget and sent fewer requests than planned."""
 
     @property
     def inputs_per_s(self) -> float:
@@ -62,7 +67,7 @@ class LevelStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LevelStats:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 def percentiles_ms(latencies_s: Sequence[float]) -> tuple[float, float, float]:

@@ -48,6 +48,8 @@ class SuiteOptions:
     """Requests per client at least, so that the high-concurrency levels reach a steady state."""
     encoding_format: str = "float"
     timeout_s: float = 120.0
+    level_budget_s: float = 90.0
+    """Per level: no new requests after this long, so a starved machine cannot stall a run."""
     command: str = "python -m bench"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -110,6 +112,7 @@ def _run_limit(ctx: _Context) -> None:
             requests=ctx.options.requests_for(c),
             warmup=ctx.options.warmup_for(c),
             label=f"limit  c={c}",
+            budget_s=ctx.options.level_budget_s,
         )
         ctx.report.levels.append(level.stats)
         tokenize_shares[str(c)] = level.tokenize_share
@@ -209,28 +212,33 @@ async def _http_level(
 ) -> LevelStats:
     options = ctx.options
     warmup, requests = options.warmup_for(concurrency), options.requests_for(concurrency)
+    budget = options.level_budget_s
     batch_before = batch_after = (0.0, 0.0)
     async with ClosedLoop(HOST, server.port, concurrency, options.timeout_s) as loop:
-        warm = await loop.run(payloads, warmup)
+        warm = await loop.run(payloads, warmup, budget_s=budget)
         _check(warm, ctx, system)
         if with_metrics:
             batch_before = _batch_totals(server)
-        result = await loop.run(
-            payloads, requests, start=warmup, label=f"{system:6} c={concurrency}"
-        )
+        cpu_before = server.cpu_seconds()
+        label = f"{system:6} c={concurrency}"
+        result = await loop.run(payloads, requests, start=warmup, label=label, budget_s=budget)
+        cpu_after = server.cpu_seconds()
         if with_metrics:
             batch_after = _batch_totals(server)
     _check(result, ctx, system)
     p50, p95, p99 = percentiles_ms(result.latencies_s)
     ok = len(result.latencies_s)
     rejected = result.statuses.get(429, 0)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and result.inputs:
+        cpu_ms = 1000 * (cpu_after - cpu_before) / result.inputs
     return LevelStats(
         system=system,
         concurrency=concurrency,
-        requests=requests,
+        requests=result.requests,
         ok=ok,
         rejected=rejected,
-        errors=requests - ok - rejected,
+        errors=result.requests - ok - rejected,
         elapsed_s=result.elapsed_s,
         inputs=result.inputs,
         tokens=result.tokens,
@@ -238,6 +246,8 @@ async def _http_level(
         p95_ms=p95,
         p99_ms=p99,
         mean_batch_size=scrape.mean_between(batch_before, batch_after) if with_metrics else 1.0,
+        cpu_ms_per_input=cpu_ms,
+        cut_short=result.requests < requests,
     )
 
 

@@ -115,6 +115,21 @@ def test_closed_loop_sends_exactly_the_requests_asked(
     assert result.elapsed_s > 0
 
 
+def test_closed_loop_stops_sending_when_its_time_budget_is_spent(
+    naive: ServerProcess, corpus: list[Item]
+) -> None:
+    bodies = [(json.dumps({"input": item.text}).encode(), 1, item.tokens) for item in corpus]
+    payloads = make_payloads(HOST, naive.port, "/v1/embeddings", bodies)
+
+    async def run() -> PhaseResult:
+        async with ClosedLoop(HOST, naive.port, 2, timeout_s=30) as loop:
+            return await loop.run(payloads, 100_000, budget_s=0.3)
+
+    result = asyncio.run(run())
+    assert 0 < result.requests < 100_000
+    assert result.statuses[200] == result.requests  # what was sent still completed
+
+
 def test_closed_loop_counts_failures_apart_from_successes(naive: ServerProcess) -> None:
     bad = make_payloads(HOST, naive.port, "/v1/embeddings", [(b'{"input": []}', 1, 1)])
 

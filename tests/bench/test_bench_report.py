@@ -32,6 +32,8 @@ def _level(system: str, concurrency: int, inputs_per_s: float, p50_ms: float) ->
         p95_ms=p50_ms * 2,
         p99_ms=p50_ms * 3,
         mean_batch_size=None if system == "naive" else 8.0,
+        cpu_ms_per_input=1.25 if system == "server" else None,
+        cut_short=(system, concurrency) == ("naive", 64),
     )
 
 
@@ -88,8 +90,9 @@ def test_write_report_writes_json_markdown_and_png(report: Report, tmp_path: Pat
     assert [r["met"] for r in data["ratios"]] == [True, True, True]
 
     markdown = paths["markdown"].read_text()
-    assert "| server | 64 | 285.0 | 3990 | 220.0 | 440.0 | 660.0 | 2.0% | 8.0 | 0 |" in markdown
-    assert "| naive | 64 | 60.0 |" in markdown
+    row = "| server | 64 | 100 | 285.0 | 3990 | 220.0 | 440.0 | 660.0 | 2.0% | 0 | 8.0 | 1.25 |"
+    assert row in markdown
+    assert "| naive | 64 | 100 (cut short) | 60.0 |" in markdown
     assert "![throughput and p95 latency vs concurrency](plot.png)" in markdown
     assert "| our server: process start to /ready 200 | 5.50 |" in markdown
     assert "naive server: process start" not in markdown  # None: not measured, not 0
