@@ -20,6 +20,8 @@ from infra import gpu_spec, scrape, versions
 from infra.charts import chart_args
 from infra.namespaces import pod_security_namespace
 
+NAMESPACE: Final = "gpu-system"
+"""Where the device plugin and the DCGM exporter run."""
 DEVICE_PLUGIN_CONFIG_NAME: Final = "default"
 KUBELET_POD_RESOURCES_PATH: Final = "/var/lib/kubelet/pod-resources"
 """Where the kubelet's pod-resources socket lives on EKS AL2023 nodes; dcgm-exporter reads it to map

@@ -373,6 +373,9 @@ class Inference(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.namespace, self.service_account, *secrets, *args.depends_on],
+                # Pulumi waits for the rollout; a first pod may need a new spot GPU node, a
+                # multi-GB image pull and a model load (the default wait is 10 minutes).
+                custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
             ),
         )
         port = {

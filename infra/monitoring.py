@@ -27,6 +27,8 @@ from infra import adapter_rules, scrape, versions
 from infra.charts import chart_args
 from infra.namespaces import pod_security_namespace
 
+NAMESPACE: Final = "monitoring"
+"""Prometheus, Alertmanager, kube-state-metrics, prometheus-adapter and the dashboards."""
 PROMETHEUS_RELEASE: Final = versions.PROMETHEUS.chart
 PROMETHEUS_SERVER_NAME: Final = "prometheus-server"
 """fullnameOverride of the server, so its Service name does not depend on the release name."""
