@@ -36,6 +36,8 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.config import StackConfig, parse
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROGRAM: Final = ROOT / "infra" / "__main__.py"
 PROJECT: Final = "gpu-inference"
@@ -254,6 +256,17 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             }
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            registry = f"{a.get('registryId') or ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com"
+            return {
+                **a,
+                "authorizationToken": base64.b64encode(b"AWS:mock-ecr-password").decode(),
+                "proxyEndpoint": f"https://{registry}",
+                "userName": "AWS",
+                "password": "mock-ecr-password",
+                "expiresAt": "2030-01-01T00:00:00Z",
+                "id": registry,
+            }
         if token == "aws:ec2/getVpc:getVpc":
             return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
         raise NotImplementedError(
@@ -353,6 +366,12 @@ def stack_config(
             secret_keys.append(key)
         values[key] = _cli_string(value)
     return values, secret_keys
+
+
+def load_stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> StackConfig:
+    """The parsed StackConfig of a stack, exactly as the program sees it (no engine needed)."""
+    values, secret_keys = stack_config(stack, overrides)
+    return parse(values, stack, frozenset(secret_keys))
 
 
 def _cli_string(value: Any) -> str:

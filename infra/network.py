@@ -17,6 +17,9 @@ import pulumi_aws as aws
 
 from infra.config import NetworkConfig
 
+ROLE_TAGS = {"public": "kubernetes.io/role/elb", "private": "kubernetes.io/role/internal-elb"}
+"""Internet-facing load balancers go to subnets tagged elb, internal ones to internal-elb."""
+
 
 @dataclass(frozen=True)
 class NetworkArgs:
@@ -86,27 +89,10 @@ class Network(pulumi.ComponentResource):
             gateway_id=igw.id,
             opts=child,
         )
-        cluster_tag = f"kubernetes.io/cluster/{cluster_name}"
         public, private, nats = [], [], []
         for i, zone in enumerate(cfg.availability_zones):
-            pub = aws.ec2.Subnet(
-                f"{name}-public-{zone}",
-                vpc_id=vpc.id,
-                availability_zone=zone,
-                cidr_block=cfg.public_subnet_cidrs[i],
-                map_public_ip_on_launch=False,
-                tags={
-                    "Name": f"{cluster_name}-public-{zone}",
-                    "kubernetes.io/role/elb": "1",
-                    cluster_tag: "shared",
-                },
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{zone}-rta",
-                subnet_id=pub.id,
-                route_table_id=public_rt.id,
-                opts=child,
+            pub = self._subnet(
+                name, vpc, zone, cfg.public_subnet_cidrs[i], "public", cluster_name, public_rt
             )
             public.append(pub)
             if cfg.nat_per_az or i == 0:
@@ -126,18 +112,6 @@ class Network(pulumi.ComponentResource):
                     )
                 )
         for i, zone in enumerate(cfg.availability_zones):
-            priv = aws.ec2.Subnet(
-                f"{name}-private-{zone}",
-                vpc_id=vpc.id,
-                availability_zone=zone,
-                cidr_block=cfg.private_subnet_cidrs[i],
-                tags={
-                    "Name": f"{cluster_name}-private-{zone}",
-                    "kubernetes.io/role/internal-elb": "1",
-                    cluster_tag: "shared",
-                },
-                opts=child,
-            )
             rt = aws.ec2.RouteTable(
                 f"{name}-private-{zone}-rt",
                 vpc_id=vpc.id,
@@ -151,11 +125,45 @@ class Network(pulumi.ComponentResource):
                 nat_gateway_id=nats[i if cfg.nat_per_az else 0].id,
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{zone}-rta", subnet_id=priv.id, route_table_id=rt.id, opts=child
+            private.append(
+                self._subnet(
+                    name, vpc, zone, cfg.private_subnet_cidrs[i], "private", cluster_name, rt
+                )
             )
-            private.append(priv)
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
+
+    def _subnet(
+        self,
+        name: str,
+        vpc: aws.ec2.Vpc,
+        zone: str,
+        cidr: str,
+        tier: str,
+        cluster_name: str,
+        route_table: aws.ec2.RouteTable,
+    ) -> aws.ec2.Subnet:
+        """A subnet with the tag the AWS Load Balancer Controller uses to pick it for its tier."""
+        child = pulumi.ResourceOptions(parent=self)
+        subnet = aws.ec2.Subnet(
+            f"{name}-{tier}-{zone}",
+            vpc_id=vpc.id,
+            availability_zone=zone,
+            cidr_block=cidr,
+            map_public_ip_on_launch=False,
+            tags={
+                "Name": f"{cluster_name}-{tier}-{zone}",
+                ROLE_TAGS[tier]: "1",
+                f"kubernetes.io/cluster/{cluster_name}": "shared",
+            },
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-{tier}-{zone}-rta",
+            subnet_id=subnet.id,
+            route_table_id=route_table.id,
+            opts=child,
+        )
+        return subnet

@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-from infra import autoscaler, config, gpu_spec, versions
-from infra.mockengine import Inventory, Resource, stack_config
+from infra import autoscaler, gpu_spec, versions
+from infra.mockengine import Inventory, Resource, load_stack_config
 
 CHART = "kubernetes:helm.sh/v4:Chart"
-
-
-def cfg(stack: str) -> config.StackConfig:
-    values, secrets = stack_config(stack)
-    return config.parse(values, stack, frozenset(secrets))
 
 
 def chart(inventory: Inventory) -> Resource:
@@ -31,7 +26,7 @@ def test_chart_is_the_pinned_upstream_one(inventory: Inventory) -> None:
 
 def test_autodiscovers_this_cluster_in_its_region(inventory: Inventory, stack: str) -> None:
     values = chart(inventory).inputs["values"]
-    c = cfg(stack)
+    c = load_stack_config(stack)
     assert values["autoDiscovery"] == {"clusterName": c.cluster.name}
     assert values["awsRegion"] == c.region
     assert values["cloudProvider"] == "aws"
@@ -43,7 +38,7 @@ def test_spot_groups_come_first_on_demand_last(inventory: Inventory, stack: str)
     priorities = {int(k): v for k, v in values["expanderPriorities"].items()}
     asg_names = {
         g.name: f"eks-{g.name}-12345678-90ab-cdef-1234-567890abcdef"
-        for g in cfg(stack).node_groups.gpu
+        for g in load_stack_config(stack).node_groups.gpu
     }
 
     def priority(asg: str) -> int:
@@ -51,7 +46,7 @@ def test_spot_groups_come_first_on_demand_last(inventory: Inventory, stack: str)
             p for p, patterns in priorities.items() if any(re.match(x, asg) for x in patterns)
         )
 
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         expected = autoscaler.SPOT_PRIORITY if group.is_spot else autoscaler.ON_DEMAND_PRIORITY
         assert priority(asg_names[group.name]) == expected, group.name
     assert (
@@ -78,8 +73,14 @@ def test_gpu_aware_scale_down_and_balancing(inventory: Inventory, stack: str) ->
     assert args["balance-similar-node-groups"] == "true"
     assert args["skip-nodes-with-local-storage"] == "false"
     assert args["ignore-daemonsets-utilization"] == "true"
-    assert args["scale-down-unneeded-time"] == cfg(stack).autoscaler.scale_down_unneeded_time
-    assert args["max-node-provision-time"] == cfg(stack).autoscaler.max_node_provision_time
+    assert (
+        args["scale-down-unneeded-time"]
+        == load_stack_config(stack).autoscaler.scale_down_unneeded_time
+    )
+    assert (
+        args["max-node-provision-time"]
+        == load_stack_config(stack).autoscaler.max_node_provision_time
+    )
     ignored = {v for k, v in args.items() if k.startswith("balancing-ignore-label_")}
     assert ignored == set(autoscaler.BALANCING_IGNORED_LABELS)
 
@@ -116,7 +117,7 @@ def policy(inventory: Inventory) -> dict:
 
 def test_role_can_only_scale_this_clusters_groups(inventory: Inventory, stack: str) -> None:
     statements = {s["Sid"]: s for s in policy(inventory)["Statement"]}
-    name = cfg(stack).cluster.name
+    name = load_stack_config(stack).cluster.name
     scale = statements["ScaleOwnGroups"]
     assert sorted(scale["Action"]) == [
         "autoscaling:SetDesiredCapacity",
@@ -140,7 +141,7 @@ def test_role_trusts_only_the_autoscaler_service_account(inventory: Inventory, s
         "StringEquals"
     ]
     assert condition == {
-        "aws:RequestTag/eks-cluster-name": cfg(stack).cluster.name,
+        "aws:RequestTag/eks-cluster-name": load_stack_config(stack).cluster.name,
         "aws:RequestTag/kubernetes-namespace": "kube-system",
         "aws:RequestTag/kubernetes-service-account": "cluster-autoscaler",
     }

@@ -10,15 +10,10 @@ import pytest
 import yaml
 
 from infra import config, versions
-from infra.mockengine import ROOT, Inventory, Secret, stack_config
+from infra.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 CLUSTER = "aws:eks/cluster:Cluster"
 ADDON = "aws:eks/addon:Addon"
-
-
-def cfg(stack: str) -> config.StackConfig:
-    values, secrets = stack_config(stack)
-    return config.parse(values, stack, frozenset(secrets))
 
 
 def eks(inventory: Inventory) -> dict:
@@ -30,7 +25,7 @@ def test_cluster_runs_the_pinned_version_in_private_subnets(
 ) -> None:
     inputs = eks(inventory)
     assert inputs["version"] == versions.KUBERNETES_VERSION
-    assert inputs["name"] == cfg(stack).cluster.name
+    assert inputs["name"] == load_stack_config(stack).cluster.name
     assert inputs["vpcConfig"]["subnetIds"] == inventory.outputs["privateSubnetIds"]
     assert inputs["upgradePolicy"] == {"supportType": "STANDARD"}
 
@@ -41,7 +36,7 @@ def test_endpoint_is_private_and_public_only_for_configured_cidrs(
     vpc = eks(inventory)["vpcConfig"]
     assert vpc["endpointPrivateAccess"] is True
     assert vpc["endpointPublicAccess"] is True
-    assert vpc["publicAccessCidrs"] == list(cfg(stack).cluster.public_access_cidrs)
+    assert vpc["publicAccessCidrs"] == list(load_stack_config(stack).cluster.public_access_cidrs)
     assert "0.0.0.0/0" not in vpc["publicAccessCidrs"]
 
 
@@ -64,7 +59,7 @@ def test_secrets_are_envelope_encrypted_with_a_rotated_key(inventory: Inventory)
 
 
 def test_control_plane_logs_are_on_with_a_retention(inventory: Inventory, stack: str) -> None:
-    c = cfg(stack)
+    c = load_stack_config(stack)
     assert eks(inventory)["enabledClusterLogTypes"] == list(c.cluster.log_types)
     group = inventory.one("aws:cloudwatch/logGroup:LogGroup").inputs
     assert group["name"] == f"/aws/eks/{c.cluster.name}/cluster"
@@ -73,7 +68,7 @@ def test_control_plane_logs_are_on_with_a_retention(inventory: Inventory, stack:
 
 def test_authentication_uses_access_entries(inventory: Inventory, stack: str) -> None:
     assert eks(inventory)["accessConfig"]["authenticationMode"] == "API"
-    admins = cfg(stack).cluster.admin_principal_arns
+    admins = load_stack_config(stack).cluster.admin_principal_arns
     entries = inventory.of_type("aws:eks/accessEntry:AccessEntry")
     assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins)
     policies = inventory.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
@@ -128,7 +123,7 @@ def test_kubeconfig_is_secret_and_uses_aws_eks_get_token(inventory: Inventory, s
     exported = inventory.outputs["kubeconfig"]
     assert isinstance(exported, Secret)
     kubeconfig = yaml.safe_load(exported.value)
-    c = cfg(stack)
+    c = load_stack_config(stack)
     (user,) = kubeconfig["users"]
     exec_ = user["user"]["exec"]
     assert exec_["command"] == "aws"

@@ -11,15 +11,14 @@ import yaml
 
 from infra import config
 from infra.config import ConfigError, StackConfig
-from infra.mockengine import ROOT, run_stack, stack_config, stacks
+from infra.mockengine import ROOT, load_stack_config, run_stack, stacks
 
 WORLD = "0.0.0.0/0"
 GOOD_KEYS = ["k" * 24]
 
 
 def parse(overrides: dict[str, Any] | None = None, stack: str = "dev") -> StackConfig:
-    values, secret_keys = stack_config(stack, overrides)
-    return config.parse(values, stack, frozenset(secret_keys))
+    return load_stack_config(stack, overrides)
 
 
 def group(**fields: Any) -> dict[str, Any]:

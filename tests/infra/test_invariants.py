@@ -6,16 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from infra import config, gpu_spec
-from infra.mockengine import ROOT, Inventory, Secret, stack_config
+from infra import gpu_spec
+from infra.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 WORLD = ("0.0.0.0/0", "::/0")
 TAG = "aws:autoscaling/tag:Tag"
-
-
-def cfg(stack: str) -> config.StackConfig:
-    values, secrets = stack_config(stack)
-    return config.parse(values, stack, frozenset(secrets))
 
 
 def occurrences(value: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -66,7 +61,7 @@ def test_node_taints_labels_and_autoscaler_tags_agree(inventory: Inventory, stac
         "NO_EXECUTE": "NoExecute",
         "PREFER_NO_SCHEDULE": "PreferNoSchedule",
     }
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         assert group.gpu is not None
         node_group = next(
             r
@@ -123,7 +118,8 @@ def test_nothing_is_open_to_the_world(inventory: Inventory, stack: str) -> None:
     """0.0.0.0/0 may only be the destination of egress routes (to the IGW or a NAT gateway), or the
     source range of the one internet-facing load balancer when the stack explicitly allows it."""
     allow_lb = (
-        cfg(stack).inference.internet_facing and "0.0.0.0/0" in cfg(stack).inference.client_cidrs
+        load_stack_config(stack).inference.internet_facing
+        and "0.0.0.0/0" in load_stack_config(stack).inference.client_cidrs
     )
     for r in inventory.resources:
         for path, value in occurrences(r.inputs):

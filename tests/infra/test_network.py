@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 
 from infra import config
-from infra.mockengine import Inventory, run_function, stack_config
+from infra.mockengine import Inventory, load_stack_config, run_function, stack_config
 from infra.network import Network, NetworkArgs
 
 SUBNET = "aws:ec2/subnet:Subnet"
 NAT = "aws:ec2/natGateway:NatGateway"
 ROUTE = "aws:ec2/route:Route"
-
-
-def cfg(stack: str) -> config.StackConfig:
-    values, secrets = stack_config(stack)
-    return config.parse(values, stack, frozenset(secrets))
 
 
 def subnets(inventory: Inventory, kind: str) -> list[dict]:
@@ -25,7 +20,7 @@ def subnets(inventory: Inventory, kind: str) -> list[dict]:
 def test_one_private_and_one_public_subnet_per_az_with_the_computed_cidrs(
     inventory: Inventory, stack: str
 ) -> None:
-    net = cfg(stack).network
+    net = load_stack_config(stack).network
     private, public = subnets(inventory, "private"), subnets(inventory, "public")
     by_zone = {s["availabilityZone"]: s["cidrBlock"] for s in private}
     assert by_zone == dict(zip(net.availability_zones, net.private_subnet_cidrs, strict=True))
@@ -34,7 +29,7 @@ def test_one_private_and_one_public_subnet_per_az_with_the_computed_cidrs(
 
 
 def test_subnets_carry_the_load_balancer_role_tags(inventory: Inventory, stack: str) -> None:
-    cluster_tag = f"kubernetes.io/cluster/{cfg(stack).cluster.name}"
+    cluster_tag = f"kubernetes.io/cluster/{load_stack_config(stack).cluster.name}"
     for s in subnets(inventory, "private"):
         assert s["tags"]["kubernetes.io/role/internal-elb"] == "1"
         assert "kubernetes.io/role/elb" not in s["tags"]

@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 
 from infra import config, gpu_spec, versions
-from infra.mockengine import Inventory, Resource, stack_config
+from infra.mockengine import Inventory, Resource, load_stack_config
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 TAG = "aws:autoscaling/tag:Tag"
-
-
-def cfg(stack: str) -> config.StackConfig:
-    values, secrets = stack_config(stack)
-    return config.parse(values, stack, frozenset(secrets))
 
 
 def groups(inventory: Inventory) -> dict[str, Resource]:
@@ -22,7 +17,7 @@ def groups(inventory: Inventory) -> dict[str, Resource]:
 
 
 def test_one_group_per_configured_group(inventory: Inventory, stack: str) -> None:
-    c = cfg(stack)
+    c = load_stack_config(stack)
     assert sorted(groups(inventory)) == sorted(["system", *(g.name for g in c.node_groups.gpu)])
 
 
@@ -32,12 +27,14 @@ def test_system_group_is_on_demand_untainted_and_labelled(inventory: Inventory, 
     assert system["amiType"] == versions.SYSTEM_AMI_TYPE
     assert system.get("taints", []) == []
     assert system["labels"] == gpu_spec.SYSTEM_NODE_LABELS
-    assert system["instanceTypes"] == list(cfg(stack).node_groups.system.instance_types)
+    assert system["instanceTypes"] == list(
+        load_stack_config(stack).node_groups.system.instance_types
+    )
 
 
 def test_gpu_groups_follow_the_config(inventory: Inventory, stack: str) -> None:
     by_name = groups(inventory)
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         inputs = by_name[group.name].inputs
         assert inputs["capacityType"] == group.capacity_type
         assert inputs["instanceTypes"] == list(group.instance_types)
@@ -58,7 +55,7 @@ def test_dev_gpu_group_is_spot_with_several_types_of_one_shape(dev: Inventory) -
 
 
 def test_gpu_groups_carry_the_gpu_spec_taint_and_labels(inventory: Inventory, stack: str) -> None:
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         inputs = groups(inventory)[group.name].inputs
         assert inputs["taints"] == [
             {
@@ -98,7 +95,7 @@ def test_each_group_has_its_own_launch_template(inventory: Inventory) -> None:
 def test_gpu_root_volumes_fit_cuda_images(inventory: Inventory, stack: str) -> None:
     templates = {r.name: r for r in inventory.of_type(TEMPLATE)}
     by_name = groups(inventory)
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         template = templates[f"{by_name[group.name].name}-lt"]
         (device,) = template.inputs["blockDeviceMappings"]
         assert device["deviceName"] == "/dev/xvda"
@@ -120,7 +117,7 @@ def test_node_role_has_only_the_minimal_managed_policies(inventory: Inventory) -
 @pytest.mark.parametrize("kind", ["label", "taint", "resources"])
 def test_every_gpu_asg_has_node_template_tags(inventory: Inventory, stack: str, kind: str) -> None:
     tags = inventory.of_type(TAG)
-    for group in cfg(stack).node_groups.gpu:
+    for group in load_stack_config(stack).node_groups.gpu:
         assert group.gpu is not None
         asg = [
             t.inputs
