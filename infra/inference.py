@@ -366,7 +366,10 @@ class Inference(pulumi.ComponentResource):
                 "progressDeadlineSeconds": 1800,
                 "revisionHistoryLimit": 5,
                 "template": {
-                    "metadata": {"labels": dict(LABELS), "annotations": template_annotations},
+                    "metadata": {
+                        "labels": dict(LABELS),
+                        **({"annotations": template_annotations} if template_annotations else {}),
+                    },
                     "spec": pod_spec(args),
                 },
             },

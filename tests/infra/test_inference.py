@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import adapter_rules, config, gpu_spec, inference, loadbalancer, monitoring
-from infra.mockengine import Inventory, Secret, run_function, stack_config
+from infra.mockengine import Inventory, Secret, load_stack_config, run_function
 from service import contract
 
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/embeddings@sha256:" + "ab" * 32
@@ -21,8 +21,7 @@ PUBLIC = {
 
 
 def stack(name: str, overrides: Mapping[str, Any] | None = None) -> config.StackConfig:
-    values, secret_keys = stack_config(name, overrides)
-    return config.parse(values, name, frozenset(secret_keys))
+    return load_stack_config(name, overrides)
 
 
 @functools.cache
