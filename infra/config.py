@@ -830,7 +830,7 @@ def _inference(
 def _api_keys(r: _Reader) -> SecretStrings:
     allowed = "a list of secret strings of at least 16 characters (set with --secret)"
     value = r.json("apiKeys", allowed)
-    if value is None:
+    if not value:
         return SecretStrings(())
     if not isinstance(value, list) or not all(isinstance(v, str) and len(v) >= 16 for v in value):
         raise r.error("apiKeys", "[secret]", allowed)

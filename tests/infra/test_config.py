@@ -510,3 +510,13 @@ def test_stack_files_use_only_declared_keys(stack_file: Path) -> None:
     for key in keys:
         namespace, _, short = key.partition(":")
         assert key == "aws:region" or (namespace == config.PROJECT and short in decls), key
+
+
+@pytest.mark.parametrize("stack_file", sorted(ROOT.glob("Pulumi.*.yaml")), ids=lambda p: p.name)
+def test_keys_without_a_default_are_set_in_every_stack(stack_file: Path) -> None:
+    """The CLI refuses to run a stack that lacks a declared key with no default."""
+    keys = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {})
+    assert "aws:region" in keys
+    for key, decl in declared().items():
+        if "default" not in decl and "value" not in decl:
+            assert f"{config.PROJECT}:{key}" in keys, f"{stack_file.name} must set {key}"
