@@ -6,7 +6,6 @@ hadolint's JSON so that each finding names its line, rule and the rule's own exp
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -33,13 +32,9 @@ def check_hadolint(dockerfile: Path = DOCKERFILE, config: Path = CONFIG) -> Chec
     args: list[str | Path] = [hadolint, "--no-color", "--format", "json"]
     if config.is_file():
         args += ["--config", config]
-    run = tools.run([*args, dockerfile])
-    try:
-        findings = json.loads(run.stdout or "[]")
-    except json.JSONDecodeError:
-        result.fail(
-            tools.relative(dockerfile), f"hadolint failed: {(run.stderr or run.stdout).strip()}"
-        )
+    findings, run = tools.run_json([*args, dockerfile])
+    if findings is None:
+        result.fail(tools.relative(dockerfile), f"hadolint failed: {tools.output_of(run)}")
         return result
     result.inspected = 1
     for finding in findings:

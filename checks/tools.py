@@ -7,12 +7,14 @@ silent skip.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _VENV_BIN = Path(sys.executable).parent
@@ -68,6 +70,22 @@ def run(
         timeout=timeout,
         check=False,
     )
+
+
+def run_json(
+    args: list[str | Path], cwd: Path | None = None
+) -> tuple[Any, subprocess.CompletedProcess[str]]:
+    """Run a tool that reports JSON on stdout: (the parsed report, None without JSON; the run)."""
+    completed = run(args, cwd=cwd)
+    try:
+        return json.loads(completed.stdout or "[]"), completed
+    except json.JSONDecodeError:
+        return None, completed
+
+
+def output_of(completed: subprocess.CompletedProcess[str]) -> str:
+    """What a failed tool said, for a finding: stderr if any, else stdout."""
+    return (completed.stderr or completed.stdout).strip()
 
 
 def relative(path: Path) -> str:

@@ -7,7 +7,6 @@ upstream PyPI wrapper downloads its binary when installed, which cannot work off
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -48,16 +47,12 @@ def check_workflows(directory: Path = WORKFLOWS_DIR) -> CheckResult:
         return result
     # -no-color + JSON: one finding per problem; `-shellcheck=` keeps results independent of the
     # host.
-    run = tools.run(
+    problems, run = tools.run_json(
         [actionlint, "-format", "{{json .}}", "-shellcheck=", "-pyflakes=", *files],
         cwd=directory.parent.parent,
     )
-    try:
-        problems = json.loads(run.stdout or "[]")
-    except json.JSONDecodeError:
-        result.fail(
-            tools.relative(directory), f"actionlint failed: {(run.stderr or run.stdout).strip()}"
-        )
+    if problems is None:
+        result.fail(tools.relative(directory), f"actionlint failed: {tools.output_of(run)}")
         return result
     for problem in problems or []:
         result.fail(
