@@ -39,8 +39,8 @@ def _render_problems(renders: list[StackRender]) -> CheckResult:
         if not render.problems() and render.kubernetes_version() is None:
             result.fail(
                 tools.relative(render.inventory_path),
-                f"no {tools.relative(render.inventory_path)} entry for the EKS cluster's version: "
-                "cannot pick the Kubernetes schema to validate against",
+                "no aws:eks/cluster:Cluster with inputs.version in it: cannot pick the Kubernetes "
+                "schema to validate the manifests against",
             )
     return result
 
