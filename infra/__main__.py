@@ -1,9 +1,7 @@
-"""Composition root: load the stack config, build the components in dependency order, export
-outputs.
+"""Composition root: load the stack config, build the components in dependency order, export.
 
-No resource is created here directly; each concern lives in its own component module. Config is
-parsed and
-validated first, so a bad value stops the run before anything is registered.
+No resource is created here directly; each concern lives in its own component module. The config is
+parsed and validated first, so a bad value stops the run before anything is registered.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from infra.nodegroups import NodeGroups, NodeGroupsArgs
 cfg = config.load()
 name = cfg.cluster.name
 
-# --- Platform (issue 3)
-# ------------------------------------------------------------------------------
+# --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
 network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))
 cluster = Cluster(
     name,
@@ -45,13 +42,11 @@ autoscaler = ClusterAutoscaler(
     ),
 )
 
-# --- GPU stack, monitoring, image and inference workload (issue 4) build on `cluster`,
-# `node_groups`,
-# `addons` (EBS CSI for Prometheus' volume) and `cfg` here.
-# ----------------------------------------------
+# --- Workload: GPU stack, monitoring, image, inference ------------------------------------------
+# Built on `cluster` (provider, pod_identity, name, region), `node_groups` (system nodes first),
+# `addons` (EBS CSI driver for Prometheus' volume) and `cfg` (gpu, monitoring, model, inference).
 
-# --- Stack outputs
-# ------------------------------------------------------------------------------------
+# --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
 pulumi.export("region", cfg.region)
 pulumi.export("kubernetesVersion", cfg.cluster.kubernetes_version)

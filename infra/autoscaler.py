@@ -1,10 +1,8 @@
 """cluster-autoscaler from its upstream chart, with a least-privilege Pod Identity role.
 
 It discovers the managed node groups by the tags EKS puts on their Auto Scaling groups, prefers spot
-GPU
-groups through the priority expander (on-demand groups are the fallback when spot capacity is
-short),
-balances similar groups across AZs, and runs on the system nodes.
+GPU groups through the priority expander (on-demand groups are the fallback when spot capacity is
+short), balances similar groups across AZs, and runs on the system nodes.
 https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/cloudprovider/aws/README.md
 """
 
@@ -61,10 +59,8 @@ def expander_priorities(groups: tuple[NodeGroupConfig, ...]) -> dict[str, list[s
 
 def iam_policy(cluster_name: str, cluster_arn: str) -> str:
     """Reads are unscoped (AWS offers no resource scoping for Describe*); writes only on ASGs tagged
-    as
-    owned by this cluster; DescribeNodegroup only on this cluster's node groups (for labels and
-    taints of
-    groups that are scaled to zero)."""
+    as owned by this cluster; DescribeNodegroup only on this cluster's node groups (for labels and
+    taints of groups that are scaled to zero)."""
     nodegroups = cluster_arn.replace(":cluster/", ":nodegroup/") + "/*/*"
     return json.dumps(
         {

@@ -1,15 +1,11 @@
 """The EKS control plane and what every later component needs from it.
 
 `Cluster`: cluster IAM role, KMS key for secrets envelope encryption, control-plane logs with a
-retention,
-the cluster at the pinned version with API-mode authentication and access entries, the add-ons that
-must
-exist before nodes join (vpc-cni with network policy enforcement, kube-proxy, the Pod Identity
-agent), and one
-Kubernetes provider built from the cluster. `ClusterAddons`: the add-ons that need running nodes
-(coredns,
-the EBS CSI driver with its Pod Identity role), created after the node groups.
-"""
+retention, the cluster at the pinned version with API-mode authentication and access entries, the
+add-ons that must exist before nodes join (vpc-cni with network policy enforcement, kube-proxy, the
+Pod Identity agent), and one Kubernetes provider built from the cluster. `ClusterAddons`: the
+add-ons that need running nodes (coredns, the EBS CSI driver with its Pod Identity role), created
+after the node groups."""
 
 from __future__ import annotations
 
@@ -221,8 +217,7 @@ class Cluster(pulumi.ComponentResource):
                 bootstrap_cluster_creator_admin_permissions=True,
             ),
             # vpc-cni, kube-proxy and coredns come as managed add-ons below, so EKS must not also
-            # install
-            # self-managed copies that the add-ons would then have to take over.
+            # install self-managed copies that the add-ons would then have to take over.
             bootstrap_self_managed_addons=False,
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn),

@@ -1,13 +1,9 @@
 """Stack configuration, parsed once into frozen dataclasses, with every check in one place.
 
 Types, defaults and descriptions live in `Pulumi.yaml` (the CLI fills defaults in before the program
-runs), so
-this module only parses and validates. Components receive these dataclasses and never read
-`pulumi.Config`.
-A bad value raises `ConfigError` naming the stack file, the key, the value and what is allowed,
-before any
-resource is registered.
-"""
+runs), so this module only parses and validates. Components receive these dataclasses and never read
+`pulumi.Config`. A bad value raises `ConfigError` naming the stack file, the key, the value and what
+is allowed, before any resource is registered."""
 
 from __future__ import annotations
 
@@ -34,8 +30,7 @@ class ConfigError(Exception):
         super().__init__(f"{stack_file}: {key} = {value!r} is not allowed: {allowed}")
 
 
-# --- Tables
-# -------------------------------------------------------------------------------------------
+# --- Tables ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -53,9 +48,8 @@ class GpuInstanceType:
     @property
     def shape(self) -> tuple[int, int, int]:
         """What cluster-autoscaler assumes is identical across a group's instance types when it
-        builds a
-        node template: GPU count, vCPUs and memory. Mixing shapes makes its scale-up simulation
-        wrong."""
+        builds a node template: GPU count, vCPUs and memory. Mixing shapes makes its scale-up
+        simulation wrong."""
         return (self.gpus, self.vcpus, self.memory_gib)
 
 
@@ -146,8 +140,8 @@ NAT_MODES: Final = ("single", "perAz")
 RESERVED_NAMESPACES: Final = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 # Kubelet, OS and the DaemonSets on every GPU node (aws-node, kube-proxy, pod identity agent, EBS
-# CSI node,
-# NVIDIA device plugin, DCGM exporter) take roughly this much; an inference pod gets the rest.
+# CSI node, NVIDIA device plugin, DCGM exporter) take roughly this much; an inference pod gets the
+# rest.
 NODE_OVERHEAD_CPU: Final = 1.0
 NODE_OVERHEAD_MEMORY_GIB: Final = 3.0
 
@@ -170,8 +164,7 @@ _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 
 
-# --- Parsed configuration
-# -----------------------------------------------------------------------------
+# --- Parsed configuration -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -324,8 +317,7 @@ class StackConfig:
     inference: InferenceConfig
 
 
-# --- Reading
-# ------------------------------------------------------------------------------------------
+# --- Reading --------------------------------------------------------------------------------------
 
 
 class _Reader:
@@ -421,16 +413,14 @@ class _Reader:
         return tuple(result)
 
 
-# --- Parsing
-# ------------------------------------------------------------------------------------------
+# --- Parsing --------------------------------------------------------------------------------------
 
 
 def parse(
     values: Mapping[str, str], stack: str, secret_keys: frozenset[str] = frozenset()
 ) -> StackConfig:
     """Parses and validates the raw config (full keys like `gpu-inference:vpcCidr`, values as the
-    CLI
-    passes them: strings, JSON for lists and objects)."""
+    CLI passes them: strings, JSON for lists and objects)."""
     r = _Reader(values, stack, secret_keys)
     region = r.required("aws:region", "an AWS region, e.g. us-west-2")
     if region not in REGIONS:

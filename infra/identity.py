@@ -1,21 +1,14 @@
 """AWS credentials for Kubernetes service accounts, through EKS Pod Identity.
 
 Why Pod Identity rather than IRSA: the role trusts one service principal (`pods.eks.amazonaws.com`)
-instead of
-a per-cluster OIDC provider, so there is no OIDC provider to create, no thumbprint to track and no
-account-wide
-limit of 100 OIDC providers; the trust policy is plain, reviewable JSON known at preview time; and
-the binding
-of role to service account is an EKS API object (`PodIdentityAssociation`) rather than an annotation
-that any
-chart value can get wrong. cluster-autoscaler, the EBS CSI driver and the AWS Load Balancer
-Controller all
-use AWS SDKs that support it. The cost: the `eks-pod-identity-agent` add-on must run on every node
-(the
-cluster installs it), and an association must exist before the pod starts, so charts depend on this
-component.
-https://docs.aws.amazon.com/eks/latest/userguide/pod-identities.html
-"""
+instead of a per-cluster OIDC provider, so there is no OIDC provider to create, no thumbprint to
+track and no account-wide limit of 100 OIDC providers; the trust policy is plain, reviewable JSON
+known at preview time; and the binding of role to service account is an EKS API object
+(`PodIdentityAssociation`) rather than an annotation that any chart value can get wrong.
+cluster-autoscaler, the EBS CSI driver and the AWS Load Balancer Controller all use AWS SDKs that
+support it. The cost: the `eks-pod-identity-agent` add-on must run on every node (the cluster
+installs it), and an association must exist before the pod starts, so charts depend on this
+component. https://docs.aws.amazon.com/eks/latest/userguide/pod-identities.html"""
 
 from __future__ import annotations
 

@@ -1,21 +1,14 @@
 """Runs the Pulumi program (or any function that builds resources) under Pulumi's mock engine.
 
 The Pulumi CLI and provider plugins cannot run offline, so tests and the synth run the real program
-the way
-Pulumi documents for unit tests (`pulumi.runtime.set_mocks`) and record every registered resource.
-The mocks
-answer like AWS would (ids, ARNs, the EKS endpoint, CA data and OIDC issuer) so that everything
-computed from
-outputs (kubeconfig, policies, ASG tags) is exercised too. The run is a preview: values the mocks do
-not
-produce stay unknown, as in `pulumi preview`.
+the way Pulumi documents for unit tests (`pulumi.runtime.set_mocks`) and record every registered
+resource. The mocks answer like AWS would (ids, ARNs, the EKS endpoint, CA data and OIDC issuer) so
+that everything computed from outputs (kubeconfig, policies, ASG tags) is exercised too. The run is
+a preview: values the mocks do not produce stay unknown, as in `pulumi preview`.
 
 Stack config is read from `Pulumi.yaml` (defaults) and `Pulumi.<stack>.yaml`, passed as the CLI
-passes it
-(strings; lists and objects as JSON). Secure values cannot be decrypted offline; they become
-placeholders that
-stay marked secret.
-"""
+passes it (strings; lists and objects as JSON). Secure values cannot be decrypted offline; they
+become placeholders that stay marked secret."""
 
 from __future__ import annotations
 
@@ -65,8 +58,7 @@ class Resource:
     urn: str
     inputs: dict[str, Any]
     """As the engine received them: Kubernetes fields camelCased, integral floats back to ints,
-    secrets as
-    `Secret`, unknown values as `UNKNOWN`."""
+    secrets as `Secret`, unknown values as `UNKNOWN`."""
     provider: str | None
     """URN of the explicit provider (None: the default provider)."""
     parent: str | None
@@ -326,16 +318,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-# --- Stack config
-# ----------------------------------------------------------------------------------------
+# --- Stack config ---------------------------------------------------------------------------------
 
 
 def stack_config(
     stack: str, overrides: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, str], list[str]]:
     """The config map the CLI would hand the program: Pulumi.yaml defaults, then the stack file,
-    then
-    overrides (short keys mean the project namespace; a None value removes the key)."""
+    then overrides (short keys mean the project namespace; a None value removes the key)."""
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     stack_file = ROOT / f"Pulumi.{stack}.yaml"
     if not stack_file.exists():
@@ -386,8 +376,7 @@ def stacks() -> list[str]:
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 
 
-# --- Running
-# ---------------------------------------------------------------------------------------------
+# --- Running --------------------------------------------------------------------------------------
 
 
 def run_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Inventory:

@@ -2,11 +2,9 @@
 need.
 
 Nodes and pods live in the private subnets (the VPC CNI gives pods VPC addresses, hence large
-private
-subnets). Public subnets hold only the NAT gateways and internet-facing load balancers, and never
-assign
-public IPs to instances. With `existingVpcId` nothing is created and the given subnets are used.
-"""
+private subnets). Public subnets hold only the NAT gateways and internet-facing load balancers, and
+never assign public IPs to instances. With `existingVpcId` nothing is created and the given subnets
+are used."""
 
 from __future__ import annotations
 

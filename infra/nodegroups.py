@@ -2,14 +2,11 @@
 first).
 
 Every group gets its own launch template (IMDSv2 only with a hop limit of 1, so pods cannot reach
-the node's
-credentials; an encrypted gp3 root volume sized for multi-GB CUDA images). GPU groups carry the
-labels and
-taint from `infra/gpu_spec.py`, and the same spec is written as cluster-autoscaler node-template
-tags on each
-group's Auto Scaling group, so the autoscaler can scale an empty group up from zero. Pulumi ignores
-`desiredSize` after creation: the autoscaler owns it.
-"""
+the node's credentials; an encrypted gp3 root volume sized for multi-GB CUDA images). GPU groups
+carry the labels and taint from `infra/gpu_spec.py`, and the same spec is written as
+cluster-autoscaler node-template tags on each group's Auto Scaling group, so the autoscaler can
+scale an empty group up from zero. Pulumi ignores `desiredSize` after creation: the autoscaler owns
+it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Every pinned version the program deploys, in one table.
 
 Bumping a version is a one-line change here, and a reviewer sees it in the synth diff
-(`charts/*.yaml`).
-Chart versions pin the images too: each chart's default image tag is its appVersion.
-"""
+(`charts/*.yaml`). Chart versions pin the images too: each chart's default image tag is its
+appVersion."""
 
 from __future__ import annotations
 
@@ -14,9 +13,8 @@ KUBERNETES_VERSION: Final = "1.34"
 """EKS control plane and node minor version.
 
 1.34 reached EKS on 2025-10-06, standard support until 2026-12-02
-(https://endoflife.date/amazon-eks).
-cluster-autoscaler must match this minor (see CLUSTER_AUTOSCALER below).
-"""
+(https://endoflife.date/amazon-eks). cluster-autoscaler must match this minor (see
+CLUSTER_AUTOSCALER below)."""
 
 SUPPORTED_KUBERNETES_VERSIONS: Final = ("1.32", "1.33", "1.34", "1.35")
 """EKS minors this program is tested against (https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html)."""
@@ -25,19 +23,16 @@ GPU_AMI_TYPE: Final = "AL2023_x86_64_NVIDIA"
 """EKS-optimised Amazon Linux 2023 with the NVIDIA driver and container toolkit preinstalled.
 
 Chosen over BOTTLEROCKET_x86_64_NVIDIA because Bottlerocket ships its own built-in device plugin,
-while this
-program deploys the upstream NVIDIA device plugin chart (time-slicing config, pinned version, same
-DaemonSet on
-every GPU node). AL2 NVIDIA AMIs are not published for Kubernetes 1.33+.
+while this program deploys the upstream NVIDIA device plugin chart (time-slicing config, pinned
+version, same DaemonSet on every GPU node). AL2 NVIDIA AMIs are not published for Kubernetes 1.33+.
 """
 
 SYSTEM_AMI_TYPE: Final = "AL2023_x86_64_STANDARD"
 
 AMI_RELEASE_VERSION: Final[str | None] = None
 """Managed node group AMI release. None: the latest release when a group is created; Pulumi then
-records the
-release in state and never changes it silently. A stack can pin one with the `amiReleaseVersion`
-key."""
+records the release in state and never changes it silently. A stack can pin one with the
+`amiReleaseVersion` key."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +69,8 @@ DCGM_EXPORTER: Final = HelmChart(
     version="4.8.3",
     app_version="4.6.0-4.8.3",
     # Held below 4.9.0 on purpose: 4.9.0 renames the default DCGM fields and changes units
-    # (utilisation
-    # becomes a 0..1 ratio), which would silently change the HPA's GPU utilisation target.
+    # (utilisation becomes a 0..1 ratio), which would silently change the HPA's GPU utilisation
+    # target.
     source="https://docs.nvidia.com/datacenter/dcgm/latest/release-notes/dcgm-exporter.html",
 )
 
@@ -109,9 +104,8 @@ METRICS_SERVER: Final = HelmChart(
     version="3.13.0",
     app_version="v0.8.0",
     # The chart rather than the EKS community add-on: the chart lets us pin the version in this
-    # table, put
-    # it on system nodes with the same nodeSelector as every other add-on, and the preview shows its
-    # objects.
+    # table, put it on system nodes with the same nodeSelector as every other add-on, and the
+    # preview shows its objects.
     source="https://github.com/kubernetes-sigs/metrics-server/releases/tag/metrics-server-helm-chart-3.13.0",
 )
 
@@ -133,7 +127,6 @@ EKS_ADDONS: Final = (
     "aws-ebs-csi-driver",
 )
 """Managed add-ons. Their versions are resolved per Kubernetes version with
-`aws.eks.get_addon_version`
-(most_recent=False: the version AWS marks default for that minor) so an upgrade of
-KUBERNETES_VERSION moves
-them in the same preview; the resolved version is recorded in state and shown in the diff."""
+`aws.eks.get_addon_version` (most_recent=False: the version AWS marks default for that minor) so an
+upgrade of KUBERNETES_VERSION moves them in the same preview; the resolved version is recorded in
+state and shown in the diff."""

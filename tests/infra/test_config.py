@@ -351,8 +351,7 @@ def test_secret_values_never_appear_in_errors() -> None:
     assert "mock-secret-value" not in repr(keys)
 
 
-# --- What the rules allow
-# ----------------------------------------------------------------------------
+# --- What the rules allow -------------------------------------------------------------------------
 
 
 def test_world_api_access_is_allowed_in_dev_and_when_production_opts_in() -> None:
@@ -404,8 +403,7 @@ def test_existing_vpc_is_used_as_given() -> None:
     )
 
 
-# --- The stacks as committed
-# -------------------------------------------------------------------------
+# --- The stacks as committed ----------------------------------------------------------------------
 
 
 def test_dev_is_small_and_spot_only() -> None:
@@ -465,8 +463,7 @@ def test_defaults_come_from_pulumi_yaml() -> None:
     assert cfg.cluster.name == "gpu-inference-dev"
 
 
-# --- The schema
-# ----------------------------------------------------------------------------------------
+# --- The schema -----------------------------------------------------------------------------------
 
 
 def declared() -> dict[str, dict[str, Any]]:
