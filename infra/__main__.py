@@ -15,11 +15,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import config
+from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
+from infra.gpu import GpuStack, GpuStackArgs
+from infra.image import ImageArgs, InferenceImage
+from infra.inference import Inference, InferenceArgs
+from infra.loadbalancer import LoadBalancerController, LoadBalancerControllerArgs
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.scrape import ScrapeSettings
+from service import contract
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+"""The image's build context (its .dockerignore selects what is sent)."""
 
 cfg = config.load()
 name = cfg.cluster.name
@@ -43,8 +53,73 @@ autoscaler = ClusterAutoscaler(
 )
 
 # --- Workload: GPU stack, monitoring, image, inference ------------------------------------------
-# Built on `cluster` (provider, pod_identity, name, region), `node_groups` (system nodes first),
-# `addons` (EBS CSI driver for Prometheus' volume) and `cfg` (gpu, monitoring, model, inference).
+on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
+gpu_stack = GpuStack(
+    f"{name}-gpu",
+    GpuStackArgs(namespace=gpu.NAMESPACE, time_slicing_replicas=cfg.gpu.time_slicing_replicas),
+    opts=on_cluster,
+)
+metrics = Monitoring(
+    f"{name}-monitoring",
+    MonitoringArgs(
+        namespace=monitoring.NAMESPACE,
+        system_node_selector=gpu_spec.system_node_selector(),
+        retention=cfg.monitoring.prometheus_retention,
+        volume_size_gib=cfg.monitoring.prometheus_volume_gib,
+        scrape=ScrapeSettings(
+            inference_namespace=cfg.inference.namespace,
+            inference_app_name=inference.APP_NAME,
+            dcgm_namespace=gpu.NAMESPACE,
+            scrape_interval=cfg.monitoring.scrape_interval,
+        ),
+        alert_rules=alerts.alert_rule_groups(
+            namespace=cfg.inference.namespace,
+            deployment=inference.APP_NAME,
+            hpa=inference.APP_NAME,
+        ),
+        dashboards={
+            "gpu-inference.json": dashboard.dashboard(
+                namespace=cfg.inference.namespace, hpa=inference.APP_NAME
+            )
+        },
+    ),
+    # Prometheus' volume needs the EBS CSI driver (an add-on, which waits for the system nodes).
+    opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[addons]),
+)
+lb_controller = LoadBalancerController(
+    f"{name}-lb-controller",
+    LoadBalancerControllerArgs(
+        target=cluster.pod_identity,
+        cluster_name=name,
+        region=cfg.region,
+        vpc_id=network.vpc_id,
+        system_node_selector=gpu_spec.system_node_selector(),
+        depends_on=(node_groups.system,),
+    ),
+    opts=on_cluster,
+)
+model_image = InferenceImage(
+    f"{name}-image",
+    ImageArgs(
+        repository_name=f"{name}/embeddings",
+        model_id=cfg.model.id,
+        model_revision=cfg.model.revision,
+        prebuilt_image=cfg.inference.image,
+        context=REPOSITORY_ROOT,
+    ),
+)
+workload = Inference(
+    f"{name}-inference",
+    InferenceArgs(
+        inference=cfg.inference,
+        model=cfg.model,
+        image=model_image.image_ref,
+        prometheus_namespace=monitoring.NAMESPACE,
+        prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
+        depends_on=(lb_controller, gpu_stack),
+    ),
+    opts=on_cluster,
+)
 
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
@@ -54,3 +129,20 @@ pulumi.export("kubeconfig", cluster.kubeconfig)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("gpuNodeGroups", [g.name for g in cfg.node_groups.gpu])
+
+# Clients (README "Using the endpoint"): where to send requests, with which model, to which paths.
+pulumi.export("endpointUrl", workload.endpoint_url)
+pulumi.export(
+    "openaiBaseUrl",
+    workload.endpoint_url.apply(lambda url: f"{url}{contract.OPENAI_BASE_PATH}" if url else None),
+)
+pulumi.export("modelId", cfg.model.id)
+pulumi.export("embeddingDimension", cfg.model.embedding_dimension)
+pulumi.export("apiPaths", dict(contract.API_PATHS))
+pulumi.export("namespace", cfg.inference.namespace)
+pulumi.export("hpaName", inference.APP_NAME)
+pulumi.export("prometheusUrl", metrics.prometheus_url)
+pulumi.export("imageRef", model_image.image_ref)
+pulumi.export("ecrRepositoryUrl", model_image.repository_url)
+if cfg.inference.api_keys:
+    pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))

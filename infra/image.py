@@ -159,6 +159,10 @@ def image_tag(model_id: str, digest: str) -> str:
     return f"{slug[:100]}-{digest[:12]}"
 
 
+def _relative(path: Path) -> str:
+    return os.path.relpath(path, Path.cwd())
+
+
 class InferenceImage(pulumi.ComponentResource):
     repository: aws.ecr.Repository
     repository_url: pulumi.Output[str]
@@ -209,8 +213,10 @@ class InferenceImage(pulumi.ComponentResource):
         token = aws.ecr.get_authorization_token_output(registry_id=self.repository.registry_id)
         image = docker_build.Image(
             f"{name}-image",
-            context=docker_build.BuildContextArgs(location=str(args.context)),
-            dockerfile=docker_build.DockerfileArgs(location=str(dockerfile)),
+            # Relative to the working directory (the project root under `pulumi up` and the
+            # synth), so the preview and the synth do not depend on where the checkout lives.
+            context=docker_build.BuildContextArgs(location=_relative(args.context)),
+            dockerfile=docker_build.DockerfileArgs(location=_relative(dockerfile)),
             platforms=[PLATFORM],
             build_args=build_args,
             push=True,

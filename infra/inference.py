@@ -113,7 +113,7 @@ def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str
 def container(args: InferenceArgs) -> dict[str, Any]:
     gpu = {gpu_spec.GPU_RESOURCE: "1"}
     memory = args.inference.memory_request
-    mounts = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     if args.inference.api_keys:
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
     return {

@@ -181,6 +181,19 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             policy = inputs.get("name") or f"{name}-{_hex(seed, 7)}"
             resource_id = f"arn:aws:iam::{ACCOUNT}:policy/{policy}"
             outputs.update(name=policy, arn=resource_id)
+        elif type_ == "aws:ecr/repository:Repository":
+            repo = inputs.get("name") or name
+            outputs.update(
+                registryId=ACCOUNT,
+                repositoryUrl=f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{repo}",
+                arn=f"arn:aws:ecr:{self.region}:{ACCOUNT}:repository/{repo}",
+            )
+        elif type_ == "docker-build:index:Image":
+            # The digest of what was built: deterministic in the build's inputs, as a real build is
+            # in its context.
+            built = {k: inputs.get(k) for k in ("buildArgs", "platforms", "tags")}
+            digest = hashlib.sha256(json.dumps(built, sort_keys=True, default=str).encode())
+            outputs["digest"] = f"sha256:{digest.hexdigest()}"
         elif type_ == "aws:kms/key:Key":
             resource_id = _uuid(seed)
             outputs.update(

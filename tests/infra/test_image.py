@@ -4,6 +4,7 @@ digest."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,16 @@ REPOSITORY = "aws:ecr/repository:Repository"
 DOCKER_IMAGE = "docker-build:index:Image"
 
 
-def build(prebuilt: str | None, revision: str | None = "a" * 40) -> tuple[Inventory, list[Any]]:
-    """The inventory, and what the component exposes: [image_ref, tag]."""
-    refs: list[Any] = []
+@dataclass
+class Built:
+    inventory: Inventory
+    tag: str | None = None
+    refs: list[Any] = field(default_factory=list)
+    """What image_ref resolved to (nothing when unknown)."""
+
+
+def build(prebuilt: str | None, revision: str | None = "a" * 40) -> Built:
+    built = Built(Inventory((), {}))
 
     def program() -> None:
         component = image.InferenceImage(
@@ -32,15 +40,16 @@ def build(prebuilt: str | None, revision: str | None = "a" * 40) -> tuple[Invent
                 context=ROOT,
             ),
         )
-        component.image_ref.apply(refs.append)
-        refs.append(component.tag)
+        built.tag = component.tag
+        component.image_ref.apply(built.refs.append)
 
-    return run_function(program), refs
+    built.inventory = run_function(program)
+    return built
 
 
 @pytest.fixture(scope="module")
 def built() -> Inventory:
-    return build(None)[0]
+    return build(None).inventory
 
 
 def test_repository_is_immutable_scanned_and_encrypted(built: Inventory) -> None:
@@ -67,29 +76,35 @@ def test_image_is_built_for_amd64_with_the_model_as_build_args(built: Inventory)
     assert docker["platforms"] == ["linux/amd64"]
     assert docker["buildArgs"] == {"MODEL_ID": "thenlper/gte-large-zh", "MODEL_REVISION": "a" * 40}
     assert docker["push"] is True
-    assert docker["dockerfile"]["location"] == str(ROOT / "Dockerfile")
-    assert docker["context"]["location"] == str(ROOT)
+    cwd = Path.cwd()
+    assert (cwd / docker["dockerfile"]["location"]).resolve() == ROOT / "Dockerfile"
+    assert (cwd / docker["context"]["location"]).resolve() == ROOT
     assert len(docker["tags"]) == 1
 
 
 def test_tag_is_the_model_and_the_content_digest() -> None:
-    _, (tag,) = build(None)
+    built = build(None)
     dockerfile = ROOT / "Dockerfile"
     digest = image.context_digest(
         ROOT, dockerfile, {"MODEL_ID": "thenlper/gte-large-zh", "MODEL_REVISION": "a" * 40}
     )
-    assert tag == f"thenlper-gte-large-zh-{digest[:12]}"
+    assert built.tag == f"thenlper-gte-large-zh-{digest[:12]}"
+    (tag,) = built.inventory.one(DOCKER_IMAGE).inputs["tags"]
+    assert tag.endswith(f":{built.tag}")
+    (ref,) = built.refs
+    assert ref.startswith(tag.rsplit(":", 1)[0] + "@sha256:"), ref
 
 
 def test_unpinned_revision_leaves_the_dockerfile_default() -> None:
-    inventory, _ = build(None, revision=None)
+    inventory = build(None, revision=None).inventory
     assert inventory.one(DOCKER_IMAGE).inputs["buildArgs"] == {"MODEL_ID": "thenlper/gte-large-zh"}
 
 
 def test_prebuilt_image_skips_the_build_and_is_used_as_is() -> None:
-    inventory, refs = build(PREBUILT)
+    built = build(PREBUILT)
+    inventory = built.inventory
     assert inventory.of_type(DOCKER_IMAGE) == []
-    assert refs == [None, PREBUILT]
+    assert (built.tag, built.refs) == (None, [PREBUILT])
     assert inventory.one(REPOSITORY).inputs["imageTagMutability"] == "IMMUTABLE"
 
 
