@@ -39,7 +39,8 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
+    # async: FastAPI runs sync dependencies on a worker thread, a hop per request for nothing.
     keys = runtime_of(request).api_keys
     if not keys:
         return

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -86,16 +87,20 @@ class Runtime:
         return self.encoder, self.batcher
 
     async def tokenize(self, inputs: Inputs) -> Tokenized:
-        """Off the event loop, on threads beside the forward pass (Rust tokenizers run in parallel
-        with torch, which releases the GIL)."""
+        """Off the event loop on threads beside the forward pass (the Rust tokenizer runs in
+        parallel with torch, which releases the GIL), except for small requests (see
+        Settings.tokenize_inline_max)."""
         encoder, _ = self.serving()
-        loop = asyncio.get_running_loop()
         if inputs.texts is not None:
-            return await loop.run_in_executor(self._tokenizer_pool, encoder.tokenize, inputs.texts)
-        assert inputs.token_ids is not None
-        return await loop.run_in_executor(
-            self._tokenizer_pool, encoder.tokenize_ids, inputs.token_ids
-        )
+            size = sum(map(len, inputs.texts))
+            call: Callable[[], Tokenized] = partial(encoder.tokenize, inputs.texts)
+        else:
+            assert inputs.token_ids is not None
+            size = sum(map(len, inputs.token_ids))
+            call = partial(encoder.tokenize_ids, inputs.token_ids)
+        if size <= self.settings.tokenize_inline_max:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, call)
 
     async def embed(self, tokenized: Tokenized) -> Embedded:
         _, batcher = self.serving()

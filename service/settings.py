@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     tokenizer_threads: int = Field(
         1, ge=1, description="Threads that tokenise off the event loop, beside the forward pass."
     )
+    tokenize_inline_max: int = Field(
+        512,
+        ge=0,
+        description="Requests of at most this many characters (or token ids) are tokenised on the "
+        "event loop: a thread hop costs more than tokenising a sentence, and the loop stalls for "
+        "microseconds only. Larger requests go to the tokenizer threads. 0: always the threads.",
+    )
 
     # --- Access --------------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
