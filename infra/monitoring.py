@@ -15,6 +15,7 @@ APIServices never conflict.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -90,6 +91,21 @@ def _retention_size(volume_size_gib: int) -> str:
     return f"{max(1, int(volume_size_gib * 0.8))}GB"
 
 
+_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DEFAULT_SCRAPE_TIMEOUT_MS: Final = 10_000
+
+
+def scrape_timeout(interval: str) -> str:
+    """The chart's 10 s scrape timeout, or the interval when that is shorter: Prometheus refuses a
+    configuration whose timeout exceeds its interval."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h|d)", interval)
+    if match is None:
+        raise ValueError(f"scrape interval {interval!r}: expected a duration like 15s or 1m")
+    interval_ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    timeout_ms = min(interval_ms, DEFAULT_SCRAPE_TIMEOUT_MS)
+    return f"{timeout_ms // 1000}s" if timeout_ms % 1000 == 0 else f"{timeout_ms}ms"
+
+
 def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
     on_system = {"nodeSelector": dict(args.system_node_selector)}
     values: dict[str, Any] = {
@@ -100,6 +116,7 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
             "retentionSize": _retention_size(args.volume_size_gib),
             "global": {
                 "scrape_interval": args.scrape.scrape_interval,
+                "scrape_timeout": scrape_timeout(args.scrape.scrape_interval),
                 "evaluation_interval": args.scrape.scrape_interval,
             },
             "persistentVolume": {

@@ -8,6 +8,11 @@ service /metrics (live `python -m service` under a held load) and a DCGM exporte
     pods
     -> the per-pod values the HPA would read from the custom metrics API.
 
+Discovery is the one substitution: Debian's Prometheus is built without Kubernetes service discovery
+(`kubernetes_sd_configs` does not even parse), so each job runs unchanged except that static targets
+carrying the `__meta_kubernetes_*` labels pod discovery would set replace its discovery block; the
+relabelling, `honor_labels` and paths are the deployed ones.
+
 The test skips when the `prometheus` binary is missing, unless REQUIRE_PROMETHEUS=1 (set by
 .ci/run): then it fails, so CI can never pass without having run the chain.
 """

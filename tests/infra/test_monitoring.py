@@ -192,6 +192,13 @@ def test_kube_state_metrics_exposes_the_node_capacity_type(inventory: Inventory)
     assert ksm["metricLabelsAllowlist"] == ["nodes=[eks.amazonaws.com/capacityType]"]
 
 
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [("15s", "10s"), ("1m", "10s"), ("5s", "5s"), ("500ms", "500ms")]
+)
+def test_scrape_timeout_never_exceeds_the_interval(interval: str, timeout: str) -> None:
+    assert monitoring.scrape_timeout(interval) == timeout
+
+
 def test_prometheus_deploys_the_alert_rules(inventory: Inventory) -> None:
     server_files = values(inventory, "prometheus")["serverFiles"]
     assert server_files == {monitoring.ALERT_RULES_FILE: ALERTS}
