@@ -1,11 +1,8 @@
-"""The metrics chain against a real Prometheus, with the program's own scrape jobs and adapter
-rules.
+"""The metrics chain against a real Prometheus, with the program's own jobs and adapter rules.
 
-service /metrics (live `python -m service` under a held load) and a DCGM exporter stand-in
-    -> Prometheus (the Debian binary) running infra/scrape.py's jobs, static targets standing in for
-    discovery
-    -> each adapter rule's metricsQuery, expanded as prometheus-adapter expands it for the HPA's
-    pods
+    live `python -m service` under a held load, and a DCGM exporter stand-in
+    -> Prometheus (the Debian binary) running infra/scrape.py's jobs
+    -> each adapter rule's metricsQuery, expanded as prometheus-adapter expands it for the pods
     -> the per-pod values the HPA would read from the custom metrics API.
 
 Discovery is the one substitution: Debian's Prometheus is built without Kubernetes service discovery
