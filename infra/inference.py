@@ -1,5 +1,4 @@
-"""The inference workload: namespace, service account, API keys, Deployment, Services, HPA, PDB,
-policy.
+"""The inference workload: namespace, API keys, Deployment, Services, HPA, PDB, NetworkPolicy.
 
 Everything the pods need to agree with the server comes from service/contract.py (ports, paths, env
 names, drain timings) and everything they need to agree with the GPU nodes from infra/gpu_spec.py.
@@ -38,8 +37,7 @@ SCRATCH_DIR: Final = "/tmp"
 SPOT_NOTICE_SECONDS: Final = 120
 """EC2 gives a spot instance two minutes between the interruption notice and reclaiming it."""
 NODE_DRAIN_ALLOWANCE_SECONDS: Final = 20
-"""Of the notice, the time before the kubelet gets to our pod (notice delivery, cordon,
-eviction)."""
+"""Of the notice, the time before the kubelet gets to our pod (delivery, cordon, eviction)."""
 SHUTDOWN_MARGIN_SECONDS: Final = 5
 """After the drain timeout, time for the process to exit before SIGKILL."""
 STARTUP_BUDGET_SECONDS: Final = 600

@@ -29,9 +29,9 @@ CLUSTER_TAG: Final = "elbv2.k8s.aws/cluster"
 
 
 def iam_policy(partition: str) -> str:
-    """The controller's IAM policy (docs/install/iam_policy.json of
-    kubernetes-sigs/aws-load-balancer- controller, v2.12+ shape, plus the read/modify actions
-    v2.13-v2.17 added).
+    """The controller's IAM policy: docs/install/iam_policy.json of
+    kubernetes-sigs/aws-load-balancer-controller (v2.12 shape) plus the actions later releases up
+    to v2.17 added (IPAM pools, route tables, IP pools, rule priorities).
 
     Mutations are limited to resources carrying the controller's cluster tag; creation requires the
     request to carry it.

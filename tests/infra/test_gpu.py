@@ -1,5 +1,4 @@
-"""The GPU component under the mock engine: device plugin and DCGM exporter charts, placement,
-time-slicing."""
+"""The GPU component under the mock engine: device plugin and DCGM exporter, placement, sharing."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The image component: ECR repository settings, the build (or a prebuilt image), the context
-digest."""
+"""The image component: ECR repository, the build (or a prebuilt image), the context digest."""
 
 from __future__ import annotations
 
