@@ -67,7 +67,9 @@ def default_encoder_factory(settings: Settings) -> EncoderFactory:
             )
         )
         if settings.warmup:
-            encoder.warm_up(settings.max_batch_size)
+            # The largest batch the budget allows at full length: an out-of-memory shows at start.
+            rows = settings.max_batch_tokens // encoder.info.max_tokens
+            encoder.warm_up(max(1, min(settings.max_batch_size, rows)))
         return encoder
 
     return load

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from service_testkit import LiveServer, build_tiny_bert, free_port, wait_ready
+from service_testkit import LiveServer, build_tiny_bert, free_port, wait_listening, wait_ready
 
 from service.app import create_app
 from service.encoder import Encoder, EncoderConfig
@@ -44,14 +44,18 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
     """Start a real uvicorn on 127.0.0.1 (free port) in a thread; every one is stopped at the end.
 
     `encoder` is a loaded encoder served as is (the lifespan still builds the batcher and metrics),
-    so servers share the session's models instead of loading them again.
+    so servers share the session's models instead of loading them again; or a factory (a callable
+    that returns one) to control the loading phase, with wait=False to return before /ready is 200.
     """
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(encoder: EncoderLike, **settings: Any) -> LiveServer:
+    def start(
+        encoder: EncoderLike | Callable[[], EncoderLike], wait: bool = True, **settings: Any
+    ) -> LiveServer:
         port = free_port()
         config_settings = Settings(host="127.0.0.1", port=port, access_log=False, **settings)
-        app = create_app(config_settings, encoder_factory=lambda: encoder)
+        factory = encoder if callable(encoder) else lambda: encoder
+        app = create_app(config_settings, encoder_factory=factory)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
         )
@@ -60,7 +64,10 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         thread.start()
         started.append((server, thread))
         base_url = f"http://127.0.0.1:{port}"
-        wait_ready(base_url)
+        if wait:
+            wait_ready(base_url)
+        else:
+            wait_listening(base_url)
         return LiveServer(base_url, app, server, config_settings)
 
     yield start

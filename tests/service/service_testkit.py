@@ -107,6 +107,17 @@ def wait_ready(base_url: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{base_url} not ready after {timeout}s")
 
 
+def wait_listening(base_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base_url}/health", timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{base_url} not listening after {timeout}s")
+
+
 @dataclass
 class LiveServer:
     base_url: str
