@@ -51,6 +51,10 @@ class MethodNotAllowedError(ApiError):
     pass
 
 
+class ClientDisconnectedError(ApiError):
+    """The client closed the connection before the answer (nobody reads the 499)."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -70,6 +74,8 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     MethodNotAllowedError: ErrorKind(405, "invalid_request_error", "method_not_allowed"),
     RequestTooLargeError: ErrorKind(413, "invalid_request_error", "request_too_large"),
     Overloaded: ErrorKind(429, "rate_limit_error", "overloaded"),
+    # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
+    ClientDisconnectedError: ErrorKind(499, "invalid_request_error", "client_disconnected"),
     NotReadyError: ErrorKind(503, "server_error", "not_ready"),
     BatcherStopped: ErrorKind(503, "server_error", "shutting_down"),
 }

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from service import __version__, contract
 from service.errors import (
     AuthenticationError,
+    ClientDisconnectedError,
     InvalidRequestError,
     ModelNotFoundError,
     NotReadyError,
@@ -79,7 +80,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
     if not task.done():
         task.cancel()
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientDisconnectedError("the client closed the connection")
     return task.result()
 
 

@@ -4,6 +4,7 @@ recovers; SIGTERM under load loses no accepted request, /ready is 503 during the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -119,3 +120,37 @@ async def _load_through_sigterm(
         await asyncio.gather(*workers)
         statuses.extend(response.status_code for response in await asyncio.gather(*big))
     return statuses, ready_during_drain
+
+
+async def test_a_client_that_goes_away_has_its_queued_inputs_dropped(
+    start_server: Callable[..., LiveServer], minilm_encoder: Encoder
+) -> None:
+    server = start_server(minilm_encoder, max_batch_size=8)
+    texts = [LONG_TEXT] * 256
+    full_tokens = minilm_encoder.tokenize(texts).token_count
+    before = server.metric(contract.TOKENS_TOTAL)
+    body = json.dumps({"input": texts}).encode()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {contract.EMBEDDINGS_PATH} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # a few batches run, most of the request is still queued
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if (
+            server.metric(contract.QUEUE_ITEMS) == 0
+            and server.metric(contract.REQUESTS_IN_FLIGHT) == 0
+        ):
+            break
+    await asyncio.sleep(0.3)  # let a batch that was already running finish
+    embedded = server.metric(contract.TOKENS_TOTAL) - before
+    assert embedded < full_tokens / 2, (embedded, full_tokens)
+    assert server.metric(contract.QUEUE_ITEMS) == 0
+    labels = {"route": contract.EMBEDDINGS_PATH, "status": "499"}
+    assert server.metric(contract.REQUESTS_TOTAL, labels) == 1
