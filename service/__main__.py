@@ -10,7 +10,9 @@ Graceful drain on SIGTERM (what Kubernetes sends before killing a pod):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import math
 import signal
 import sys
 from types import FrameType
@@ -32,17 +34,19 @@ class DrainingServer(uvicorn.Server):
         self._runtime = runtime
         self._drain_delay_s = drain_delay_s
         self._draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self._draining or self._drain_delay_s <= 0:
-            if sig == signal.SIGTERM:
-                # Not re-raised after shutdown (uvicorn's default): a finished drain exits 0.
-                self._begin_drain()
-                self.should_exit = True
-                return
-            super().handle_exit(sig, frame)
-            return
+        first = not self._draining
         self._begin_drain()
+        if sig != signal.SIGTERM:
+            super().handle_exit(sig, frame)  # SIGINT (Ctrl+C): uvicorn's own behaviour
+            return
+        # SIGTERM is not recorded for uvicorn to re-raise after shutdown (its default, which ends
+        # the process with -15): a completed drain exits 0.
+        if not first or self._drain_delay_s <= 0 or self._loop is None:
+            self.should_exit = True
+            return
         log.info("SIGTERM: not ready; serving %.1fs more before closing", self._drain_delay_s)
         # Signal handlers run between bytecodes of the loop thread: schedule, do not act here.
         loop = self._loop
@@ -59,8 +63,6 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
     async def serve(self, sockets: Any = None) -> None:
-        import asyncio
-
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=1,
         log_config=None,  # ours (service.logs): every line carries the request id
         access_log=False,  # ours (service.app): with the request id and the duration
-        timeout_graceful_shutdown=int(settings.drain_timeout_seconds) or None,
+        # Whole seconds (uvicorn's type); 0 stays 0 (do not wait), never None (wait forever).
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds),
         lifespan="on",
     )
     server = DrainingServer(config, runtime, settings.drain_delay_seconds)
