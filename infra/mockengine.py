@@ -12,6 +12,7 @@ become placeholders that stay marked secret."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -411,9 +412,20 @@ def run_function(
     return _run(fn, stack, values, [])
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's engine runs on the thread's current event loop. `asyncio.run` elsewhere in the same
+    process (server and benchmark tests) leaves none behind, which makes every later run fail with
+    "There is no current event loop"."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def _run(
     fn: Callable[[], Any], stack: str, values: dict[str, str], secret_keys: list[str]
 ) -> Inventory:
+    _ensure_event_loop()
     mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"))
     monitor = _RecordingMonitor(mocks)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
