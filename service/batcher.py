@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # Batches planned at once, in multiples of max_batch_size: large enough to sort usefully, small
 # enough that a newly queued input waits at most a few batches.
 _WINDOW_BATCHES = 4
+# Event-loop iterations a request needs from "bytes received" to "inputs queued" (parse, validate,
+# tokenise inline, enqueue), with one to spare.
+_ARRIVAL_YIELDS = 3
 
 RunBatch = Callable[[list[list[int]]], np.ndarray]
 
@@ -189,14 +192,24 @@ class Batcher:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            if self._batch_wait_s and self._queue.live_items < self._max_batch_size:
-                await asyncio.sleep(self._batch_wait_s)
+            await self._gather_arrivals()
             self._window = self._take_window()
             for batch in self._plan(self._window):
                 live = [item for item in batch if not item.request.future.done()]
                 if live:
                     await self._execute(live)
             self._window = []
+
+    async def _gather_arrivals(self) -> None:
+        """Before a batch that is not full: let the event loop run a few iterations, so requests
+        whose bytes have already arrived reach the queue (microseconds, no timer). Without this a
+        burst of clients is served as one input, then the rest. Then the optional timed wait."""
+        for _ in range(_ARRIVAL_YIELDS):
+            if self._queue.live_items >= self._max_batch_size:
+                return
+            await asyncio.sleep(0)
+        if self._batch_wait_s and self._queue.live_items < self._max_batch_size:
+            await asyncio.sleep(self._batch_wait_s)
 
     def _take_window(self) -> list[_Item]:
         queue = self._queue

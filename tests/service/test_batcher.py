@@ -223,3 +223,18 @@ async def test_batch_wait_collects_more_items_when_configured() -> None:
     assert len(device.batches) == 1
     assert len(device.batches[0]) == 2
     await batcher.stop(5)
+
+
+async def test_a_burst_that_already_arrived_is_one_batch_without_a_timer() -> None:
+    device = Device()
+    batcher = make(device, max_batch_size=16, batch_wait_s=0.0)
+
+    async def client(steps: int) -> np.ndarray:
+        for _ in range(steps):  # e.g. body parsing, validation: a few loop iterations each
+            await asyncio.sleep(0)
+        return await batcher.embed([[steps + 1]])
+
+    results = await asyncio.gather(*(client(k % 3) for k in range(8)))
+    assert len(results) == 8
+    assert [len(batch) for batch in device.batches] == [8]
+    await batcher.stop(5)
