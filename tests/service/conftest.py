@@ -53,7 +53,7 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         encoder: EncoderLike | Callable[[], EncoderLike], wait: bool = True, **settings: Any
     ) -> LiveServer:
         port = free_port()
-        config_settings = Settings(host="127.0.0.1", port=port, access_log=False, **settings)
+        config_settings = Settings(**{"access_log": False, **settings}, host="127.0.0.1", port=port)
         factory = encoder if callable(encoder) else lambda: encoder
         app = create_app(config_settings, encoder_factory=factory)
         config = uvicorn.Config(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, free_port
 
 from service import contract
 from service.encoder import Encoder
+from service.logs import RequestIdFilter
 
 ALIAS = "text-embedding-3-small"
 KEY = "sk-test-123"
@@ -269,3 +272,26 @@ def test_valid_key_and_open_probes(keyed: LiveServer, tiny_encoder: Encoder) -> 
         client("nope").embeddings.create(input="x", model=model)
     for path in (contract.HEALTH_PATH, contract.READY_PATH, contract.METRICS_PATH):
         assert httpx.get(f"{keyed.base_url}{path}").status_code == 200
+
+
+def test_log_lines_carry_the_request_id(
+    start_server: Callable[..., LiveServer],
+    tiny_encoder: Encoder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logged = start_server(tiny_encoder, access_log=True)
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        post(logged, contract.EMBEDDINGS_PATH, {"input": "hi"}, headers={"x-request-id": "trace-7"})
+        post(logged, contract.EMBEDDINGS_PATH, {"input": ""}, headers={"x-request-id": "trace-8"})
+        # The access line is written after the response went out: give the server thread a moment.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            lines = {
+                r.request_id: r.getMessage() for r in caplog.records if r.name == "service.access"
+            }
+            if {"trace-7", "trace-8"} <= set(lines):
+                break
+            time.sleep(0.02)
+    assert lines["trace-7"].startswith(f"POST {contract.EMBEDDINGS_PATH} 200 ")
+    assert lines["trace-8"].startswith(f"POST {contract.EMBEDDINGS_PATH} 400 ")
