@@ -40,7 +40,14 @@ cluster = Cluster(
     name,
     ClusterArgs(config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids),
 )
-node_groups = NodeGroups(name, NodeGroupsArgs(config=cfg.node_groups, cluster=cluster))
+node_groups = NodeGroups(
+    name,
+    NodeGroupsArgs(
+        config=cfg.node_groups,
+        cluster=cluster,
+        time_slicing_replicas=cfg.gpu.time_slicing_replicas,
+    ),
+)
 addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(cluster=cluster, nodes=node_groups.all))
 autoscaler = ClusterAutoscaler(
     f"{name}-autoscaler",

@@ -51,6 +51,9 @@ def _asg_name(resources: Sequence[aws.eks.outputs.NodeGroupResource]) -> str:
 class NodeGroupsArgs:
     config: NodeGroupsConfig
     cluster: Cluster
+    time_slicing_replicas: int = 1
+    """Schedulable nvidia.com/gpu per physical GPU (device plugin time-slicing): what an empty
+    group's node template must advertise, or cluster-autoscaler plans one pod per new GPU."""
 
 
 class NodeGroups(pulumi.ComponentResource):
@@ -66,6 +69,7 @@ class NodeGroups(pulumi.ComponentResource):
     ) -> None:
         super().__init__("gpu-inference:nodegroups:NodeGroups", name, None, opts)
         cluster = args.cluster
+        self._time_slicing_replicas = args.time_slicing_replicas
         child = pulumi.ResourceOptions(parent=self)
         self.node_role = aws.iam.Role(
             f"{name}-node-role",
@@ -209,7 +213,9 @@ class NodeGroups(pulumi.ComponentResource):
         """Node-template tags on the group's ASG: what a node of this empty group looks like."""
         assert group.gpu is not None
         asg_name = node_group.resources.apply(_asg_name)
-        tags = gpu_spec.autoscaler_node_template_tags(group.gpu.gpus, group.accelerator)
+        tags = gpu_spec.autoscaler_node_template_tags(
+            group.gpu.gpus * self._time_slicing_replicas, group.accelerator
+        )
         for key, value in tags.items():
             aws.autoscaling.Tag(
                 f"{name}-{group.name}-asg-{tag_resource_name(key)}",

@@ -363,11 +363,6 @@ def test_api_key_output_is_secret_when_keys_are_set() -> None:
     assert isinstance(inv.outputs["apiKey"], Secret)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infra/nodegroups.py tags resources/nvidia.com/gpu with physical GPUs per node, not "
-    "GPUs x timeSlicingReplicas: cluster-autoscaler then plans one pod per GPU node from zero",
-)
 def test_time_sliced_capacity_reaches_the_autoscaler_node_templates() -> None:
     replicas = 4
     inv = run_stack("dev", {"timeSlicingReplicas": replicas})
