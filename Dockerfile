@@ -41,9 +41,11 @@ COPY service ./service
 RUN /opt/venv/bin/pip install ".[serve]"
 
 # ---- model: fetched once at build time into a Hugging Face cache laid out for offline use
+# MODEL_REVISION: the gte-large-zh commit that MTEB's model registry pins (embeddings-benchmark/mteb,
+# gte_models.py) and the stacks' gpu-inference:modelRevision; the build fails if it does not exist.
 FROM build AS model
 ARG MODEL_ID=thenlper/gte-large-zh
-ARG MODEL_REVISION=main
+ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 ENV HF_HOME=/opt/hf
 RUN /opt/venv/bin/python -c "import sys; from huggingface_hub import snapshot_download; \
 print(snapshot_download(sys.argv[1], revision=sys.argv[2], \
@@ -53,7 +55,7 @@ allow_patterns=['*.json', '*.txt', '*.safetensors', '1_Pooling/*', 'tokenizer*',
 # ---- runtime: no compilers, no pip cache, non-root
 FROM base AS runtime
 ARG MODEL_ID=thenlper/gte-large-zh
-ARG MODEL_REVISION=main
+ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=model --chown=10001:10001 /opt/hf /opt/hf
