@@ -89,7 +89,9 @@ def test_runtime_is_offline_non_root_with_a_healthcheck() -> None:
 
 def test_model_build_args() -> None:
     assert args()["MODEL_ID"] == contract.PRODUCTION_MODEL
-    assert "MODEL_REVISION" in args()
+    assert re.fullmatch(r"[0-9a-f]{40}", args()["MODEL_REVISION"]), "pin the model to a commit"
+    revisions = {rest for k, rest in instructions() if k == "ARG" and rest.startswith("MODEL_REV")}
+    assert len(revisions) == 1, f"stages disagree on the model revision: {revisions}"
 
 
 def test_hadolint_is_clean() -> None:
