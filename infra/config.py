@@ -162,6 +162,10 @@ _MEMORY = re.compile(r"^[0-9]+(Mi|Gi)$")
 _AMI_RELEASE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_ACM_CERTIFICATE = re.compile(
+    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):acm:(?P<region>[a-z0-9-]+):[0-9]{12}:"
+    r"certificate/[A-Za-z0-9-]+$"
+)
 
 
 # --- Parsed configuration -------------------------------------------------------------------------
@@ -297,6 +301,8 @@ class InferenceConfig:
     client_cidrs: tuple[str, ...]
     """CIDRs admitted to the load balancer; empty: the VPC CIDR only."""
     api_keys: SecretStrings
+    tls_certificate_arn: str | None
+    """ACM certificate the NLB terminates TLS with; None: plain HTTP (internal or non-prod)."""
 
 
 @dataclass(frozen=True)
@@ -431,6 +437,7 @@ def parse(
     node_groups = _node_groups(r)
     gpu = GpuConfig(time_slicing_replicas=r.integer("timeSlicingReplicas", 1, 16))
     inference = _inference(r, network, node_groups, gpu)
+    _check_tls(r, inference, region, production)
     return StackConfig(
         project=PROJECT,
         stack=stack,
@@ -814,7 +821,37 @@ def _inference(
         internet_facing=internet_facing,
         client_cidrs=clients or (network.vpc_cidr,),
         api_keys=keys,
+        tls_certificate_arn=r.optional(
+            "tlsCertificateArn",
+            _ACM_CERTIFICATE,
+            "an ACM certificate ARN like "
+            "arn:aws:acm:<region>:<12-digit account>:certificate/<id>, or unset for plain HTTP",
+        ),
     )
+
+
+def _check_tls(r: _Reader, inference: InferenceConfig, region: str, production: bool) -> None:
+    arn = inference.tls_certificate_arn
+    if arn is None:
+        if inference.internet_facing and production:
+            raise r.error(
+                "tlsCertificateArn",
+                None,
+                "an ACM certificate ARN when a production stack is internetFacing: API keys must "
+                "not cross the internet in clear text",
+            )
+        return
+    # An NLB listener can only use an ACM certificate of its own region and partition.
+    match = _ACM_CERTIFICATE.match(arn)
+    assert match is not None  # the reader checked the format
+    partition = _partition(region)
+    if match["partition"] != partition or match["region"] != region:
+        raise r.error(
+            "tlsCertificateArn",
+            arn,
+            f"a certificate of the stack's region: arn:{partition}:acm:{region}:<account>:"
+            "certificate/<id> (an NLB uses ACM certificates of its own region only)",
+        )
 
 
 def _api_keys(r: _Reader) -> SecretStrings:

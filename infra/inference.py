@@ -29,7 +29,13 @@ SELECTOR: Final = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/compon
 LABELS: Final = {**SELECTOR, "app.kubernetes.io/part-of": "gpu-inference"}
 
 SERVICE_PORT: Final = 80
-"""Port of the ClusterIP Service and the NLB (both forward to the container's contract port)."""
+"""Port of the ClusterIP Service, and of the NLB without TLS (both forward to the contract port)."""
+TLS_PORT: Final = 443
+"""The NLB's only listener when `tlsCertificateArn` is set: no clear-text port next to it."""
+TLS_PORT_NAME: Final = "https"
+TLS_NEGOTIATION_POLICY: Final = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+"""TLS 1.3 and 1.2 only, the policy of the controller docs' example (its own default,
+ELBSecurityPolicy-2016-08, still admits TLS 1.0 and 1.1)."""
 API_KEYS_DIR: Final = "/etc/embed/api-keys"
 API_KEYS_FILE_KEY: Final = "keys"
 SCRATCH_DIR: Final = "/tmp"
@@ -204,6 +210,18 @@ def nlb_annotations(inference: InferenceConfig) -> dict[str, str]:
     """AWS Load Balancer Controller annotations (docs: guide/service/annotations.md)."""
     prefix = "service.beta.kubernetes.io/aws-load-balancer"
     drain = math.ceil(contract.DRAIN_DELAY_SECONDS + contract.DRAIN_TIMEOUT_SECONDS)
+    tls: dict[str, str] = {}
+    if inference.tls_certificate_arn is not None:
+        # The "TLS" section of kubernetes-sigs/aws-load-balancer-controller
+        # docs/guide/service/annotations.md: ssl-cert takes ACM ARNs, ssl-ports the frontend ports
+        # (names or numbers) that get TLS listeners, ssl-negotiation-policy the ELB security
+        # policy. backend-protocol stays at its default, tcp: the NLB decrypts and forwards plain
+        # TCP to the pod IP, so the server and its NetworkPolicy are the same with or without TLS.
+        tls = {
+            f"{prefix}-ssl-cert": inference.tls_certificate_arn,
+            f"{prefix}-ssl-ports": str(TLS_PORT),
+            f"{prefix}-ssl-negotiation-policy": TLS_NEGOTIATION_POLICY,
+        }
     return {
         f"{prefix}-scheme": "internet-facing" if inference.internet_facing else "internal",
         # Pods are targets (no NodePort hop, no cross-node SNAT); readiness gates follow them.
@@ -222,7 +240,28 @@ def nlb_annotations(inference: InferenceConfig) -> dict[str, str]:
             "deregistration_delay.connection_termination.enabled=true"
         ),
         f"{prefix}-attributes": "load_balancing.cross_zone.enabled=true",
+        **tls,
     }
+
+
+def nlb_port(inference: InferenceConfig) -> dict[str, Any]:
+    """The NLB Service's one port: 443 with TLS, else the plain service port; always to the pod's
+    contract port (IP targets: the listener's port never reaches the pod)."""
+    tls = inference.tls_certificate_arn is not None
+    return {
+        "name": TLS_PORT_NAME if tls else contract.PORT_NAME,
+        "port": TLS_PORT if tls else SERVICE_PORT,
+        "targetPort": contract.PORT_NAME,
+        "protocol": "TCP",
+    }
+
+
+def endpoint_url(hostname: str | None, inference: InferenceConfig) -> str | None:
+    """The URL clients use; each scheme's default port (443, 80) is the listener's, so no port."""
+    if not hostname:
+        return None
+    scheme = "https" if inference.tls_certificate_arn is not None else "http"
+    return f"{scheme}://{hostname}"
 
 
 def hpa_spec(inference: InferenceConfig) -> dict[str, Any]:
@@ -306,7 +345,8 @@ class Inference(pulumi.ComponentResource):
     load_balancer: k8s.core.v1.Service
     hpa: k8s.autoscaling.v2.HorizontalPodAutoscaler
     endpoint_url: pulumi.Output[str | None]
-    """http://<NLB hostname> once the controller has provisioned it."""
+    """https://<NLB hostname> with tlsCertificateArn, else http://, once the controller has
+    provisioned the NLB."""
 
     def __init__(
         self, name: str, args: InferenceArgs, opts: pulumi.ResourceOptions | None = None
@@ -404,7 +444,7 @@ class Inference(pulumi.ComponentResource):
                 "loadBalancerClass": LOAD_BALANCER_CLASS,
                 "loadBalancerSourceRanges": list(inference.client_cidrs),
                 "selector": dict(SELECTOR),
-                "ports": [port],
+                "ports": [nlb_port(inference)],
             },
             # The controller must outlive the Service on destroy, or the NLB is orphaned.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, *args.depends_on]),
@@ -429,7 +469,7 @@ class Inference(pulumi.ComponentResource):
             f"{name}-network-policy", metadata=meta(), spec=network_policy_spec(args), opts=in_ns
         )
         hostname = self.load_balancer.status.apply(_hostname)
-        self.endpoint_url = hostname.apply(lambda host: f"http://{host}" if host else None)
+        self.endpoint_url = hostname.apply(lambda host: endpoint_url(host, inference))
         self.namespace_name = ns
         self.hpa_name = APP_NAME
         self.register_outputs(

@@ -221,6 +221,16 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         elif type_.startswith("kubernetes:") and isinstance(inputs.get("metadata"), dict):
             meta = inputs["metadata"]
             resource_id = "/".join(p for p in (meta.get("namespace"), meta.get("name", name)) if p)
+            if type_ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == (
+                "LoadBalancer"
+            ):
+                # What the AWS Load Balancer Controller writes back once the NLB exists.
+                host = f"k8s-{resource_id.replace('/', '-')[:24]}-{_hex(seed, 10)}"
+                outputs["status"] = {
+                    "loadBalancer": {
+                        "ingress": [{"hostname": f"{host}.elb.{self.region}.amazonaws.com"}]
+                    }
+                }
         elif type_.startswith("aws:"):
             outputs.setdefault(
                 "arn", f"arn:aws:{type_.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{name}"

@@ -15,6 +15,10 @@ from infra.mockengine import ROOT, load_stack_config, run_stack, stacks
 
 WORLD = "0.0.0.0/0"
 GOOD_KEYS = ["k" * 24]
+SECRET_KEYS = {"secure": "v1:x"}
+PROD_CERT = "arn:aws:acm:us-east-1:111122223333:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+"""An ACM certificate in prod's region (us-east-1)."""
+DEV_CERT = PROD_CERT.replace("us-east-1", "us-west-2")
 
 
 def parse(overrides: dict[str, Any] | None = None, stack: str = "dev") -> StackConfig:
@@ -310,6 +314,48 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "allowWorldClients",
     ),
     ("api-keys-secret", "dev", {"apiKeys": GOOD_KEYS}, "apiKeys", "--secret"),
+    (
+        "tls-cert-not-acm",
+        "dev",
+        {"tlsCertificateArn": "arn:aws:iam::111122223333:server-certificate/embeddings"},
+        "tlsCertificateArn",
+        "ACM certificate ARN",
+    ),
+    (
+        "tls-cert-not-an-arn",
+        "dev",
+        {"tlsCertificateArn": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"},
+        "tlsCertificateArn",
+        "ACM certificate ARN",
+    ),
+    (
+        "tls-cert-short-account",
+        "dev",
+        {"tlsCertificateArn": DEV_CERT.replace("111122223333", "1111")},
+        "tlsCertificateArn",
+        "12-digit account",
+    ),
+    (
+        "tls-cert-other-region",
+        "dev",
+        {"tlsCertificateArn": PROD_CERT},
+        "tlsCertificateArn",
+        "arn:aws:acm:us-west-2:",
+    ),
+    (
+        "tls-cert-other-partition",
+        "dev",
+        {"tlsCertificateArn": DEV_CERT.replace("arn:aws:", "arn:aws-cn:")},
+        "tlsCertificateArn",
+        "region only",
+    ),
+    (
+        "prod-internet-facing-needs-tls",
+        "prod",
+        {"internetFacing": True, "apiKeys": SECRET_KEYS},
+        "tlsCertificateArn",
+        "clear text",
+    ),
 ]
 
 
@@ -376,6 +422,24 @@ def test_internet_facing_with_keys_and_explicit_world_clients_is_allowed() -> No
     )
     assert cfg.inference.internet_facing
     assert cfg.inference.client_cidrs == (WORLD,)
+
+
+def test_tls_is_off_unless_a_certificate_is_set(stack: str) -> None:
+    assert parse(stack=stack).inference.tls_certificate_arn is None
+
+
+def test_a_certificate_of_the_stack_region_turns_tls_on() -> None:
+    assert parse({"tlsCertificateArn": DEV_CERT}).inference.tls_certificate_arn == DEV_CERT
+    public = {"internetFacing": True, "apiKeys": SECRET_KEYS, "tlsCertificateArn": PROD_CERT}
+    cfg = parse(public, "prod")
+    assert (cfg.production, cfg.inference.internet_facing) == (True, True)
+    assert cfg.inference.tls_certificate_arn == PROD_CERT
+
+
+def test_tls_is_optional_where_no_key_crosses_the_internet_in_production() -> None:
+    # Internal NLBs (any stack) and internet-facing non-production stacks may stay plain HTTP.
+    assert parse({"internetFacing": True, "apiKeys": SECRET_KEYS}).inference.internet_facing
+    assert not parse(stack="prod").inference.internet_facing
 
 
 def test_time_slicing_raises_the_replica_ceiling() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import adapter_rules, config, gpu_spec, inference, loadbalancer, monitoring
-from infra.mockengine import Inventory, Secret, load_stack_config, run_function
+from infra.mockengine import Inventory, Secret, load_stack_config, run_function, run_stack
 from service import contract
 
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/embeddings@sha256:" + "ab" * 32
@@ -18,15 +18,26 @@ PUBLIC = {
     "clientCidrs": ["203.0.113.0/24"],
     "apiKeys": {"secure": "encrypted"},
 }
+CERTIFICATES = {
+    "dev": "arn:aws:acm:us-west-2:111122223333:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+    "prod": "arn:aws:acm:us-east-1:111122223333:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+}
+"""An ACM certificate in each stack's region."""
+ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
+TLS_ANNOTATIONS = {f"{ANNOTATION}{a}" for a in ("ssl-cert", "ssl-ports", "ssl-negotiation-policy")}
 
 
 def stack(name: str, overrides: Mapping[str, Any] | None = None) -> config.StackConfig:
     return load_stack_config(name, overrides)
 
 
+def tls(name: str) -> dict[str, Any]:
+    return {"tlsCertificateArn": CERTIFICATES[name]}
+
+
 @functools.cache
-def build(name: str, public: bool = False) -> Inventory:
-    cfg = stack(name, PUBLIC if public else None)
+def build(name: str, public: bool = False, with_tls: bool = False) -> Inventory:
+    cfg = stack(name, tls(name) if with_tls else PUBLIC if public else None)
 
     def program() -> None:
         inference.Inference(
@@ -309,3 +320,99 @@ def test_no_api_key_secret_without_keys() -> None:
     assert inv.of_type("kubernetes:core/v1:Secret") == []
     volumes = {v["name"] for v in pod(inv)["volumes"]}
     assert volumes == {"scratch"}
+
+
+# --- TLS at the NLB -------------------------------------------------------------------------------
+
+
+def nlb(inventory: Inventory) -> dict[str, Any]:
+    return kind(inventory, "kubernetes:core/v1:Service", "inf-nlb")
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_nlb_without_a_certificate_is_plain_http_on_the_service_port(name: str) -> None:
+    for inv in (build(name), build("dev", public=True)):
+        service = nlb(inv)
+        assert not TLS_ANNOTATIONS & service["metadata"]["annotations"].keys()
+        assert service["spec"]["ports"] == [
+            {
+                "name": contract.PORT_NAME,
+                "port": inference.SERVICE_PORT,
+                "targetPort": contract.PORT_NAME,
+                "protocol": "TCP",
+            }
+        ]
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_nlb_with_a_certificate_terminates_tls_on_443_only(name: str) -> None:
+    service = nlb(build(name, with_tls=True))
+    annotations = service["metadata"]["annotations"]
+    assert annotations[f"{ANNOTATION}ssl-cert"] == CERTIFICATES[name]
+    assert (
+        annotations[f"{ANNOTATION}ssl-negotiation-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    )
+    # The NLB decrypts and forwards plain TCP: no TLS between the NLB and the pods.
+    assert f"{ANNOTATION}backend-protocol" not in annotations
+    (port,) = service["spec"]["ports"]
+    assert port == {
+        "name": "https",
+        "port": 443,
+        "targetPort": contract.PORT_NAME,
+        "protocol": "TCP",
+    }
+    # Every listener is a TLS listener: no clear-text port where API keys could be sent.
+    assert annotations[f"{ANNOTATION}ssl-ports"].split(",") == [str(port["port"])]
+    # Health checks still go to the pod's plain HTTP readiness path.
+    assert annotations[f"{ANNOTATION}healthcheck-port"] == "traffic-port"
+    assert annotations[f"{ANNOTATION}healthcheck-protocol"] == "http"
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_tls_changes_only_the_nlb_not_the_pods_or_their_network_policy(name: str) -> None:
+    """IP targets: the NLB connects to the pod's contract port whatever its listener port, so the
+    pod-side objects must be identical with and without TLS."""
+    plain, secure = build(name), build(name, with_tls=True)
+    for type_, resource in (
+        ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "inf-network-policy"),
+        ("kubernetes:apps/v1:Deployment", "inf-deployment"),
+        ("kubernetes:core/v1:Service", "inf-service"),
+    ):
+        assert kind(plain, type_, resource) == kind(secure, type_, resource), resource
+    (port,) = nlb(secure)["spec"]["ports"]
+    container_ports = {p["name"] for p in server(secure)["ports"]}
+    assert port["targetPort"] in container_ports
+    policy = kind(secure, "kubernetes:networking.k8s.io/v1:NetworkPolicy", "inf-network-policy")
+    admitted = {
+        rule["ports"][0]["port"] for rule in policy["spec"]["ingress"] if "from" not in rule
+    }
+    assert admitted == {port["targetPort"]}
+
+
+def test_endpoint_outputs_are_https_with_a_certificate() -> None:
+    inv = run_stack("prod", {**PUBLIC, **tls("prod")})
+    url = inv.outputs["endpointUrl"]
+    assert url.startswith("https://"), url
+    assert url.endswith(".elb.us-east-1.amazonaws.com"), url
+    assert ":" not in url.removeprefix("https://"), "443 is https' default port: no port in the URL"
+    assert inv.outputs["openaiBaseUrl"] == f"{url}{contract.OPENAI_BASE_PATH}"
+    (service,) = [
+        s for s in inv.of_type("kubernetes:core/v1:Service") if s.name.endswith("inference-nlb")
+    ]
+    annotations = service.inputs["metadata"]["annotations"]
+    assert annotations[f"{ANNOTATION}scheme"] == "internet-facing"
+    assert annotations[f"{ANNOTATION}ssl-cert"] == CERTIFICATES["prod"]
+
+
+def test_endpoint_outputs_stay_http_without_a_certificate(dev: Inventory) -> None:
+    url = dev.outputs["endpointUrl"]
+    assert url.startswith("http://"), url
+    assert url.endswith(".elb.us-west-2.amazonaws.com"), url
+    assert dev.outputs["openaiBaseUrl"] == f"{url}{contract.OPENAI_BASE_PATH}"
+
+
+def test_inference_endpoint_url_is_none_until_the_nlb_has_a_hostname() -> None:
+    cfg = stack("dev", tls("dev")).inference
+    assert inference.endpoint_url(None, cfg) is None
+    assert inference.endpoint_url("nlb.example", cfg) == "https://nlb.example"
+    assert inference.endpoint_url("nlb.example", stack("dev").inference) == "http://nlb.example"
