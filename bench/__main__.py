@@ -54,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=_int_list, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--systems", type=_systems, default=SYSTEMS)
     parser.add_argument(
-        "--requests", type=int, help="measured requests per level (default: max(600, 12 x clients))"
+        "--requests", type=int, help="measured requests per level (default: max(500, 8 x clients))"
     )
     parser.add_argument("--encoding-format", choices=("float", "base64"), default="float")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument(
         "--level-budget",
         type=float,
-        default=90.0,
+        default=60.0,
         help="seconds per system and concurrency before no more requests are sent",
     )
     gpu = parser.add_argument_group("GPU mode")

@@ -43,12 +43,12 @@ class SuiteOptions:
     systems: Sequence[str] = ("limit", "server", "naive")
     requests: int | None = None
     """Measured requests per level; None: max(min_requests, rounds * concurrency)."""
-    min_requests: int = 600
-    rounds: int = 12
+    min_requests: int = 500
+    rounds: int = 8
     """Requests per client at least, so that the high-concurrency levels reach a steady state."""
     encoding_format: str = "float"
     timeout_s: float = 120.0
-    level_budget_s: float = 90.0
+    level_budget_s: float = 60.0
     """Per level: no new requests after this long, so a starved machine cannot stall a run."""
     command: str = "python -m bench"
     extra_env: dict[str, str] = field(default_factory=dict)
