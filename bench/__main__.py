@@ -49,10 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--machine", help="results folder name (default: derived from the hardware)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results root folder")
-    parser.add_argument("--corpus", choices=CORPUS_KINDS, default="short")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--concurrency", type=_int_list, default=DEFAULT_CONCURRENCY)
-    parser.add_argument("--systems", type=_systems, default=SYSTEMS)
+    parser.add_argument(
+        "--corpus", choices=CORPUS_KINDS, default="short", help="input lengths (bench/corpus.py)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+    parser.add_argument(
+        "--concurrency",
+        type=_int_list,
+        default=DEFAULT_CONCURRENCY,
+        help="comma-separated client counts (default: 1,4,16,64,256)",
+    )
+    parser.add_argument(
+        "--systems",
+        type=_systems,
+        default=SYSTEMS,
+        help="comma-separated subset of limit,server,naive (default: all)",
+    )
     parser.add_argument(
         "--requests", type=int, help="measured requests per level (default: max(500, 8 x clients))"
     )
