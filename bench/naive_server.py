@@ -5,8 +5,8 @@ It is what the benchmark compares our server with, so it is deliberately the usu
 worse: a sync route (FastAPI runs it in its thread pool, so requests overlap but are never batched
 together), plain transformers with the same model, pooling and truncation as our server, L2
 normalisation, and the OpenAI request/response shape so the load generator sends both servers
-identical bytes. Its uvicorn access log is off (our server's is too), so the comparison measures
-batching, not logging.
+identical bytes. Its uvicorn access log is off while our server's is on by default: any doubt about
+logging cost goes in the baseline's favour, and the comparison measures batching.
 
     python -m bench.naive_server --host 127.0.0.1 --port 8001 [--model PATH]
 """
