@@ -18,6 +18,7 @@ import pulumi
 from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
+from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.image import ImageArgs, InferenceImage
 from infra.inference import Inference, InferenceArgs
@@ -127,6 +128,17 @@ workload = Inference(
     ),
     opts=on_cluster,
 )
+if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname is not None:
+    # The name clients call (and the certificate covers) -> the NLB; AWS resources use the default
+    # (stack-region) provider.
+    EndpointDns(
+        f"{name}-endpoint-dns",
+        EndpointDnsArgs(
+            zone_id=cfg.inference.route53_zone_id,
+            hostname=cfg.inference.endpoint_hostname,
+            target=workload.load_balancer_hostname.apply(require_hostname),
+        ),
+    )
 
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
@@ -139,6 +151,9 @@ pulumi.export("gpuNodeGroups", [g.name for g in cfg.node_groups.gpu])
 
 # Clients (README "Using the endpoint"): where to send requests, with which model, to which paths.
 pulumi.export("endpointUrl", workload.endpoint_url)
+# What endpointHostname must point at when the program does not manage the record (no
+# route53ZoneId).
+pulumi.export("loadBalancerHostname", workload.load_balancer_hostname)
 pulumi.export(
     "openaiBaseUrl",
     workload.endpoint_url.apply(lambda url: f"{url}{contract.OPENAI_BASE_PATH}" if url else None),

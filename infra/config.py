@@ -166,6 +166,15 @@ _ACM_CERTIFICATE = re.compile(
     r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):acm:(?P<region>[a-z0-9-]+):[0-9]{12}:"
     r"certificate/[A-Za-z0-9-]+$"
 )
+# RFC 1123 labels (letters lowercase), at least two of them, at most 253 characters in all; the last
+# label must hold a letter so an IPv4 address is never taken for a name.
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+"
+    r"(?=[-a-z0-9]*[a-z])[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
+# Route 53 hosted zone ids, as the console and `aws route53 list-hosted-zones` show them (without
+# the "/hostedzone/" prefix).
+_ROUTE53_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,32}$")
 
 
 # --- Parsed configuration -------------------------------------------------------------------------
@@ -303,6 +312,11 @@ class InferenceConfig:
     api_keys: SecretStrings
     tls_certificate_arn: str | None
     """ACM certificate the NLB terminates TLS with; None: plain HTTP (internal or non-prod)."""
+    endpoint_hostname: str | None
+    """The DNS name clients use (one the certificate covers); None: the NLB's own AWS hostname."""
+    route53_zone_id: str | None
+    """Hosted zone in which the program points `endpoint_hostname` at the NLB; None: the operator
+    creates that record."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +452,7 @@ def parse(
     gpu = GpuConfig(time_slicing_replicas=r.integer("timeSlicingReplicas", 1, 16))
     inference = _inference(r, network, node_groups, gpu)
     _check_tls(r, inference, region, production)
+    _check_endpoint(r, inference, production)
     return StackConfig(
         project=PROJECT,
         stack=stack,
@@ -827,7 +842,41 @@ def _inference(
             "an ACM certificate ARN like "
             "arn:aws:acm:<region>:<12-digit account>:certificate/<id>, or unset for plain HTTP",
         ),
+        endpoint_hostname=r.optional(
+            "endpointHostname",
+            _HOSTNAME,
+            "a lowercase fully qualified DNS name like embeddings.example.com (RFC 1123 labels, "
+            "no scheme, port, path or trailing dot), or unset to use the NLB's hostname",
+        ),
+        route53_zone_id=r.optional(
+            "route53ZoneId",
+            _ROUTE53_ZONE_ID,
+            "a Route 53 hosted zone id like Z0123456789ABCDEFGHIJ, or unset to create the DNS "
+            "record yourself",
+        ),
     )
+
+
+def _check_endpoint(r: _Reader, inference: InferenceConfig, production: bool) -> None:
+    if inference.route53_zone_id is not None and inference.endpoint_hostname is None:
+        raise r.error(
+            "route53ZoneId",
+            inference.route53_zone_id,
+            "set only together with endpointHostname: the zone gets a record for that name",
+        )
+    if (
+        inference.tls_certificate_arn is not None
+        and inference.internet_facing
+        and production
+        and inference.endpoint_hostname is None
+    ):
+        raise r.error(
+            "endpointHostname",
+            None,
+            "a DNS name the tlsCertificateArn certificate covers when a production stack is "
+            "internetFacing with TLS: the NLB's own AWS hostname is not on the certificate, so "
+            "https clients would fail name verification",
+        )
 
 
 def _check_tls(r: _Reader, inference: InferenceConfig, region: str, production: bool) -> None:

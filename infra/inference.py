@@ -256,8 +256,11 @@ def nlb_port(inference: InferenceConfig) -> dict[str, Any]:
     }
 
 
-def endpoint_url(hostname: str | None, inference: InferenceConfig) -> str | None:
-    """The URL clients use; each scheme's default port (443, 80) is the listener's, so no port."""
+def endpoint_url(nlb_hostname: str | None, inference: InferenceConfig) -> str | None:
+    """The URL clients use: `endpointHostname` when configured (the name on the certificate), else
+    the NLB's own hostname once it exists. Each scheme's default port (443, 80) is the listener's,
+    so no port."""
+    hostname = inference.endpoint_hostname or nlb_hostname
     if not hostname:
         return None
     scheme = "https" if inference.tls_certificate_arn is not None else "http"
@@ -344,9 +347,12 @@ class Inference(pulumi.ComponentResource):
     service: k8s.core.v1.Service
     load_balancer: k8s.core.v1.Service
     hpa: k8s.autoscaling.v2.HorizontalPodAutoscaler
+    load_balancer_hostname: pulumi.Output[str | None]
+    """The NLB's AWS DNS name, once the controller has provisioned it (the target of the
+    endpointHostname record)."""
     endpoint_url: pulumi.Output[str | None]
-    """https://<NLB hostname> with tlsCertificateArn, else http://, once the controller has
-    provisioned the NLB."""
+    """https:// with tlsCertificateArn, else http://, then endpointHostname when configured, else
+    the NLB hostname."""
 
     def __init__(
         self, name: str, args: InferenceArgs, opts: pulumi.ResourceOptions | None = None
@@ -468,10 +474,17 @@ class Inference(pulumi.ComponentResource):
         k8s.networking.v1.NetworkPolicy(
             f"{name}-network-policy", metadata=meta(), spec=network_policy_spec(args), opts=in_ns
         )
-        hostname = self.load_balancer.status.apply(_hostname)
-        self.endpoint_url = hostname.apply(lambda host: endpoint_url(host, inference))
+        self.load_balancer_hostname = self.load_balancer.status.apply(_hostname)
+        self.endpoint_url = self.load_balancer_hostname.apply(
+            lambda host: endpoint_url(host, inference)
+        )
         self.namespace_name = ns
         self.hpa_name = APP_NAME
         self.register_outputs(
-            {"endpointUrl": self.endpoint_url, "namespace": ns, "hpaName": APP_NAME}
+            {
+                "endpointUrl": self.endpoint_url,
+                "loadBalancerHostname": self.load_balancer_hostname,
+                "namespace": ns,
+                "hpaName": APP_NAME,
+            }
         )

@@ -19,6 +19,8 @@ SECRET_KEYS = {"secure": "v1:x"}
 PROD_CERT = "arn:aws:acm:us-east-1:111122223333:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
 """An ACM certificate in prod's region (us-east-1)."""
 DEV_CERT = PROD_CERT.replace("us-east-1", "us-west-2")
+HOSTNAME = "embeddings.example.com"
+"""A name the certificates above would cover."""
 
 
 def parse(overrides: dict[str, Any] | None = None, stack: str = "dev") -> StackConfig:
@@ -356,6 +358,118 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "tlsCertificateArn",
         "clear text",
     ),
+    (
+        "prod-internet-facing-tls-needs-a-hostname",
+        "prod",
+        {"internetFacing": True, "apiKeys": SECRET_KEYS, "tlsCertificateArn": PROD_CERT},
+        "endpointHostname",
+        "name verification",
+    ),
+    (
+        "hostname-with-scheme",
+        "dev",
+        {"endpointHostname": "https://embed.example.com"},
+        "endpointHostname",
+        "no scheme",
+    ),
+    (
+        "hostname-with-port",
+        "dev",
+        {"endpointHostname": "embed.example.com:443"},
+        "endpointHostname",
+        "port",
+    ),
+    (
+        "hostname-with-path",
+        "dev",
+        {"endpointHostname": "embed.example.com/v1"},
+        "endpointHostname",
+        "path",
+    ),
+    (
+        "hostname-uppercase",
+        "dev",
+        {"endpointHostname": "Embed.Example.com"},
+        "endpointHostname",
+        "lowercase",
+    ),
+    (
+        "hostname-single-label",
+        "dev",
+        {"endpointHostname": "embeddings"},
+        "endpointHostname",
+        "fully qualified",
+    ),
+    (
+        "hostname-trailing-dot",
+        "dev",
+        {"endpointHostname": "embed.example.com."},
+        "endpointHostname",
+        "trailing dot",
+    ),
+    (
+        "hostname-label-hyphen",
+        "dev",
+        {"endpointHostname": "-embed.example.com"},
+        "endpointHostname",
+        "RFC 1123",
+    ),
+    (
+        "hostname-label-too-long",
+        "dev",
+        {"endpointHostname": "a" * 64 + ".example.com"},
+        "endpointHostname",
+        "RFC 1123",
+    ),
+    (
+        "hostname-too-long",
+        "dev",
+        {"endpointHostname": ".".join(["a" * 63] * 4) + ".com"},
+        "endpointHostname",
+        "RFC 1123",
+    ),
+    (
+        "hostname-wildcard",
+        "dev",
+        {"endpointHostname": "*.example.com"},
+        "endpointHostname",
+        "RFC 1123",
+    ),
+    (
+        "hostname-ip-address",
+        "dev",
+        {"endpointHostname": "10.0.0.1"},
+        "endpointHostname",
+        "RFC 1123",
+    ),
+    (
+        "zone-id-lowercase",
+        "dev",
+        {"endpointHostname": "embed.example.com", "route53ZoneId": "z0123456789abc"},
+        "route53ZoneId",
+        "hosted zone id",
+    ),
+    (
+        "zone-id-with-prefix",
+        "dev",
+        {"endpointHostname": "embed.example.com", "route53ZoneId": "/hostedzone/Z0123456789ABC"},
+        "route53ZoneId",
+        "hosted zone id",
+    ),
+    (
+        "zone-id-too-long",
+        "dev",
+        {"endpointHostname": "embed.example.com", "route53ZoneId": "Z" + "A" * 33},
+        "route53ZoneId",
+        "hosted zone id",
+    ),
+    (
+        "zone-id-needs-a-hostname",
+        "dev",
+        {"route53ZoneId": "Z0123456789ABC"},
+        "route53ZoneId",
+        "together with endpointHostname",
+    ),
 ]
 
 
@@ -430,7 +544,12 @@ def test_tls_is_off_unless_a_certificate_is_set(stack: str) -> None:
 
 def test_a_certificate_of_the_stack_region_turns_tls_on() -> None:
     assert parse({"tlsCertificateArn": DEV_CERT}).inference.tls_certificate_arn == DEV_CERT
-    public = {"internetFacing": True, "apiKeys": SECRET_KEYS, "tlsCertificateArn": PROD_CERT}
+    public = {
+        "internetFacing": True,
+        "apiKeys": SECRET_KEYS,
+        "tlsCertificateArn": PROD_CERT,
+        "endpointHostname": HOSTNAME,
+    }
     cfg = parse(public, "prod")
     assert (cfg.production, cfg.inference.internet_facing) == (True, True)
     assert cfg.inference.tls_certificate_arn == PROD_CERT
@@ -440,6 +559,29 @@ def test_tls_is_optional_where_no_key_crosses_the_internet_in_production() -> No
     # Internal NLBs (any stack) and internet-facing non-production stacks may stay plain HTTP.
     assert parse({"internetFacing": True, "apiKeys": SECRET_KEYS}).inference.internet_facing
     assert not parse(stack="prod").inference.internet_facing
+
+
+def test_the_endpoint_name_and_its_zone_are_optional(stack: str) -> None:
+    inference = parse(stack=stack).inference
+    assert (inference.endpoint_hostname, inference.route53_zone_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    [HOSTNAME, "a.b", "embed-1.eu-west-1.ml.example.co.uk", "x" * 63 + ".example.com", "1a.io"],
+)
+def test_lowercase_fully_qualified_names_are_accepted(hostname: str) -> None:
+    inference = parse({"endpointHostname": hostname, "route53ZoneId": "Z0123456789ABCDEFGHIJ"})
+    assert inference.inference.endpoint_hostname == hostname
+    assert inference.inference.route53_zone_id == "Z0123456789ABCDEFGHIJ"
+
+
+def test_a_hostname_is_needed_only_where_https_clients_cross_the_internet_in_production() -> None:
+    # The rule guards https clients on the internet in production; internal and non-production
+    # stacks may use the NLB's own name (e.g. behind their own DNS) and are not refused.
+    assert parse({"tlsCertificateArn": PROD_CERT}, "prod").inference.endpoint_hostname is None
+    public_tls = {"internetFacing": True, "apiKeys": SECRET_KEYS, "tlsCertificateArn": DEV_CERT}
+    assert parse(public_tls).inference.endpoint_hostname is None
 
 
 def test_time_slicing_raises_the_replica_ceiling() -> None:
@@ -537,7 +679,7 @@ def declared() -> dict[str, dict[str, Any]]:
 
 def keys_read_by_config_py() -> set[str]:
     source = (ROOT / "infra" / "config.py").read_text()
-    return {k for k in re.findall(r'r\.\w+\(\s*"([A-Za-z:]+)"', source) if ":" not in k}
+    return {k for k in re.findall(r'r\.\w+\(\s*"([A-Za-z0-9:]+)"', source) if ":" not in k}
 
 
 def test_every_key_the_program_reads_is_declared_with_a_description() -> None:

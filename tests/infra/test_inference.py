@@ -390,10 +390,10 @@ def test_tls_changes_only_the_nlb_not_the_pods_or_their_network_policy(name: str
 
 
 def test_endpoint_outputs_are_https_with_a_certificate() -> None:
-    inv = run_stack("prod", {**PUBLIC, **tls("prod")})
+    inv = run_stack("prod", {**PUBLIC, **tls("prod"), "endpointHostname": "embed.example.com"})
     url = inv.outputs["endpointUrl"]
-    assert url.startswith("https://"), url
-    assert url.endswith(".elb.us-east-1.amazonaws.com"), url
+    assert url == "https://embed.example.com", "the name on the certificate, not the NLB's"
+    assert inv.outputs["loadBalancerHostname"].endswith(".elb.us-east-1.amazonaws.com")
     assert ":" not in url.removeprefix("https://"), "443 is https' default port: no port in the URL"
     assert inv.outputs["openaiBaseUrl"] == f"{url}{contract.OPENAI_BASE_PATH}"
     (service,) = [
