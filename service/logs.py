@@ -17,6 +17,12 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure(level: str) -> None:
+    # FORMAT uses none of these record fields; collecting them costs a frame walk and three lookups
+    # per line, i.e. per request with the access log on (logging HOWTO, "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RequestIdFilter())
