@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _systems(text: str) -> tuple[str, ...]:
@@ -66,7 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of limit,server,naive (default: all)",
     )
     parser.add_argument(
-        "--requests", type=int, help="measured requests per level (default: max(500, 8 x clients))"
+        "--rounds",
+        type=_positive_int,
+        default=5,
+        help="paired rounds per concurrency: each round runs every system once, back to back, "
+        "and the key ratios are the median over rounds (default: 5)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=_positive_int,
+        help="measured requests per round, after max(32, 2 x clients) warm-up requests "
+        "(default: max(100, 4 x clients)); rounded up to a multiple of the clients",
     )
     parser.add_argument("--encoding-format", choices=("float", "base64"), default="float")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -74,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--level-budget",
         type=float,
         default=60.0,
-        help="seconds per system and concurrency before no more requests are sent",
+        help="seconds per system and concurrency, split evenly over the rounds: a round's "
+        "warm-up and then its measured part each stop sending after that share (default: 60)",
     )
     gpu = parser.add_argument_group("GPU mode")
     gpu.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16")
@@ -116,6 +136,7 @@ def _run_cpu(args: argparse.Namespace, command: str) -> int:
         seed=args.seed,
         concurrency=args.concurrency,
         systems=args.systems,
+        rounds=args.rounds,
         requests=args.requests,
         encoding_format=args.encoding_format,
         timeout_s=args.timeout,
@@ -128,7 +149,7 @@ def _run_cpu(args: argparse.Namespace, command: str) -> int:
     _print_cold_start(report.cold_start)
     print("\nkey ratios:")
     for ratio in report.ratios():
-        if not math.isnan(ratio.value):
+        if ratio.measured:
             print("  " + ratio.line())
     return 0
 

@@ -10,17 +10,15 @@ Tokenisation is inside the measured time (the server must tokenise too) and repo
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from bench.corpus import Item
-from bench.stats import LevelStats, percentiles_ms
+from bench.segment import Segment, SegmentPlan, progress_bar
+from bench.stats import RoundResult
 
 if TYPE_CHECKING:
     from service.encoder import Encoder
@@ -33,16 +31,18 @@ class BatchLimits:
 
 
 @dataclass(frozen=True)
-class LimitLevel:
-    stats: LevelStats
+class LimitRound:
+    result: RoundResult
     tokenize_share: float
-    """Share of the measured time spent tokenising."""
+    """Share of the segment's time spent tokenising."""
 
 
 @dataclass
 class _Pending:
     item: Item
     submitted_at: float
+    number: int
+    """The request's number in its segment (bench/segment.py)."""
 
 
 def take_batch(queue: deque[_Pending], limits: BatchLimits) -> list[_Pending]:
@@ -66,48 +66,27 @@ def take_batch(queue: deque[_Pending], limits: BatchLimits) -> list[_Pending]:
     return batch
 
 
-def run_limit_level(
+def run_limit_round(
     encoder: Encoder,
     corpus: Sequence[Item],
     limits: BatchLimits,
     *,
     concurrency: int,
-    requests: int,
-    warmup: int,
+    plan: SegmentPlan,
     start: int = 0,
     label: str | None = None,
-    budget_s: float | None = None,
-) -> LimitLevel:
-    """Embed `requests` inputs with `concurrency` simulated clients, after `warmup`; after
-    `budget_s` seconds no client sends again (like the HTTP load generator)."""
-    if warmup:
-        _closed_loop(encoder, corpus, limits, concurrency, warmup, start, None, None)
-    return _closed_loop(
-        encoder, corpus, limits, concurrency, requests, start + warmup, label, budget_s
-    )
-
-
-def _closed_loop(
-    encoder: Encoder,
-    corpus: Sequence[Item],
-    limits: BatchLimits,
-    concurrency: int,
-    requests: int,
-    start: int,
-    label: str | None,
-    budget_s: float | None,
-) -> LimitLevel:
-    progress = tqdm(total=requests, desc=label, unit="req", mininterval=0.5, disable=label is None)
+) -> LimitRound:
+    """One steady-state segment with `concurrency` simulated clients, cycling through `corpus` from
+    index `start`: `plan.warmup` unrecorded inputs, `plan.measured` recorded ones and the closing
+    one, without a pause between them (like the HTTP load generator, bench/segment.py)."""
+    progress = progress_bar(plan, label)
     began = time.perf_counter()
     cpu_began = time.process_time()
-    deadline = math.inf if budget_s is None else began + budget_s
-    queue = deque(
-        _Pending(corpus[(start + i) % len(corpus)], began)
-        for i in range(min(concurrency, requests))
-    )
-    issued = len(queue)
+    segment = Segment(plan, began)
+    queue: deque[_Pending] = deque()
+    _submit(queue, segment, corpus, start, began, concurrency)
     latencies: list[float] = []
-    tokens = batches = 0
+    batches = 0
     tokenize_s = 0.0
     while queue:
         batch = take_batch(queue, limits)
@@ -118,31 +97,40 @@ def _closed_loop(
         done = time.perf_counter()
         batches += 1
         for pending in batch:
-            latencies.append(done - pending.submitted_at)
-            tokens += pending.item.tokens
-            if issued < requests and done < deadline:
-                queue.append(_Pending(corpus[(start + issued) % len(corpus)], done))
-                issued += 1
+            segment.succeeded(done, inputs=1, tokens=pending.item.tokens)
+            if segment.is_measured(pending.number):
+                latencies.append(done - pending.submitted_at)
+        _submit(queue, segment, corpus, start, done, len(batch))
         progress.update(len(batch))
     elapsed = time.perf_counter() - began
     cpu_s = time.process_time() - cpu_began
     progress.close()
-    p50, p95, p99 = percentiles_ms(latencies)
-    stats = LevelStats(
-        system="limit",
-        concurrency=concurrency,
-        requests=issued,
+    result = RoundResult(
+        requests=segment.measured_sent,
         ok=len(latencies),
         rejected=0,
         errors=0,
-        elapsed_s=elapsed,
-        inputs=len(latencies),
-        tokens=tokens,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_batch_size=len(latencies) / batches if batches else None,
-        cpu_ms_per_input=1000 * cpu_s / len(latencies) if latencies else None,
-        cut_short=issued < requests,
+        window=segment.window(),
+        latencies_s=tuple(latencies),
+        cpu_s=cpu_s,
+        segment_inputs=segment.completed_inputs,
+        batch_totals=(segment.completed_inputs, batches),
+        cut_short=segment.cut_short,
     )
-    return LimitLevel(stats, tokenize_s / elapsed if elapsed > 0 else 0.0)
+    return LimitRound(result, tokenize_s / elapsed if elapsed > 0 else 0.0)
+
+
+def _submit(
+    queue: deque[_Pending],
+    segment: Segment,
+    corpus: Sequence[Item],
+    start: int,
+    now: float,
+    clients: int,
+) -> None:
+    """The next input of each of `clients` clients, as far as the segment still sends."""
+    for _ in range(clients):
+        number = segment.next(now)
+        if number is None:
+            return
+        queue.append(_Pending(corpus[(start + number) % len(corpus)], now, number))

@@ -9,16 +9,15 @@ before the clock starts."""
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from tqdm import tqdm
-
-from bench.httpclient import Connection, HttpError, build_request
+from bench.httpclient import Connection, HttpError, Response, build_request
+from bench.segment import NO_WINDOW, Segment, SegmentPlan, Window, progress_bar
+from bench.stats import RoundResult
 
 TRANSPORT_ERROR = 0
 """Status recorded for a timeout or a broken connection."""
@@ -44,22 +43,48 @@ def make_payloads(
 
 @dataclass
 class PhaseResult:
+    """One steady-state segment (bench/segment.py): only its measured requests are recorded."""
+
     concurrency: int
     requests: int
-    """Requests sent: the number asked, or fewer when the phase ran out of time."""
-    elapsed_s: float = 0.0
+    """Measured requests sent: the number asked, or fewer when the segment ran out of time."""
+    window: Window = NO_WINDOW
     latencies_s: list[float] = field(default_factory=list)
     """Latencies of successful (2xx) requests only."""
     statuses: Counter[int] = field(default_factory=Counter)
     inputs: int = 0
     tokens: int = 0
+    """Inputs and tokens of the measured requests that succeeded."""
+    segment_inputs: int = 0
+    segment_requests: int = 0
+    """Inputs and requests that succeeded over the whole segment, warm-up and closing request
+    included."""
+    cut_short: bool = False
+    """The segment ran out of time before it sent every measured request."""
     sample_body: bytes | None = None
     """The first successful response body, kept for a correctness check."""
     error_samples: list[str] = field(default_factory=list)
 
+    def to_round(self, cpu_s: float | None, batch_totals: tuple[float, float]) -> RoundResult:
+        """The round's numbers, with the server's CPU time and batch counters over the segment."""
+        ok = len(self.latencies_s)
+        rejected = self.statuses.get(429, 0)
+        return RoundResult(
+            requests=self.requests,
+            ok=ok,
+            rejected=rejected,
+            errors=self.requests - ok - rejected,
+            window=self.window,
+            latencies_s=tuple(self.latencies_s),
+            cpu_s=cpu_s,
+            segment_inputs=self.segment_inputs,
+            batch_totals=batch_totals,
+            cut_short=self.cut_short,
+        )
+
 
 class ClosedLoop:
-    """`concurrency` persistent connections to one server, reused by each phase."""
+    """`concurrency` persistent connections to one server, reused by each run."""
 
     def __init__(self, host: str, port: int, concurrency: int, timeout_s: float) -> None:
         if concurrency < 1:
@@ -86,59 +111,70 @@ class ClosedLoop:
     async def run(
         self,
         payloads: Sequence[Payload],
-        requests: int,
+        plan: SegmentPlan,
         start: int = 0,
         label: str | None = None,
-        budget_s: float | None = None,
     ) -> PhaseResult:
-        """Send `requests` requests, cycling through `payloads` from index `start`; after `budget_s`
-        seconds send no more (what was sent still completes), so a starved run stays bounded."""
+        """One continuous loop: `plan.warmup` requests, `plan.measured` recorded ones and the
+        closing request (bench/segment.py), cycling through `payloads` from index `start`."""
         if not payloads:
             raise ValueError("no payloads to send")
-        result = PhaseResult(concurrency=self.concurrency, requests=requests)
-        progress = tqdm(
-            total=requests, desc=label, unit="req", mininterval=0.5, disable=label is None
-        )
-        issued = 0
-        deadline = math.inf if budget_s is None else time.perf_counter() + budget_s
+        result = PhaseResult(concurrency=self.concurrency, requests=plan.measured)
+        progress = progress_bar(plan, label)
+        segment = Segment(plan, time.perf_counter())
 
         async def client(connection: Connection) -> None:
-            nonlocal issued
-            while issued < requests and time.perf_counter() < deadline:
-                payload = payloads[(start + issued) % len(payloads)]
-                issued += 1
-                await self._one(connection, payload, result)
+            while (number := segment.next(time.perf_counter())) is not None:
+                payload = payloads[(start + number) % len(payloads)]
+                await self._one(connection, payload, number, segment, result)
                 progress.update()
 
-        began = time.perf_counter()
         try:
-            workers = min(self.concurrency, requests)
-            await asyncio.gather(*(client(c) for c in self._connections[:workers]))
+            await asyncio.gather(*(client(c) for c in self._connections))
         finally:
-            result.elapsed_s = time.perf_counter() - began
-            result.requests = issued
+            result.requests = segment.measured_sent
+            result.cut_short = segment.cut_short
+            result.window = segment.window()
+            result.segment_inputs = segment.completed_inputs
+            result.segment_requests = segment.completed_requests
             progress.close()
         return result
 
-    async def _one(self, connection: Connection, payload: Payload, result: PhaseResult) -> None:
+    async def _one(
+        self,
+        connection: Connection,
+        payload: Payload,
+        number: int,
+        segment: Segment,
+        result: PhaseResult,
+    ) -> None:
         sent = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await connection.send(payload.request)
         except (TimeoutError, OSError, HttpError) as exc:
-            result.statuses[TRANSPORT_ERROR] += 1
-            _keep_sample(result, f"{type(exc).__name__}: {exc}")
+            if segment.is_measured(number):
+                result.statuses[TRANSPORT_ERROR] += 1
+                _keep_sample(result, f"{type(exc).__name__}: {exc}")
             return
-        latency = time.perf_counter() - sent
-        result.statuses[response.status] += 1
+        done = time.perf_counter()
         if 200 <= response.status < 300:
-            result.latencies_s.append(latency)
-            result.inputs += payload.inputs
-            result.tokens += payload.tokens
-            if result.sample_body is None:
-                result.sample_body = response.body
-        elif response.status != 429:
-            _keep_sample(result, f"HTTP {response.status}: {response.body[:300]!r}")
+            segment.succeeded(done, inputs=payload.inputs, tokens=payload.tokens)
+        if segment.is_measured(number):
+            _record(result, payload, response, done - sent)
+
+
+def _record(result: PhaseResult, payload: Payload, response: Response, latency_s: float) -> None:
+    """A measured request's answer."""
+    result.statuses[response.status] += 1
+    if 200 <= response.status < 300:
+        result.latencies_s.append(latency_s)
+        result.inputs += payload.inputs
+        result.tokens += payload.tokens
+        if result.sample_body is None:
+            result.sample_body = response.body
+    elif response.status != 429:
+        _keep_sample(result, f"HTTP {response.status}: {response.body[:300]!r}")
 
 
 def _keep_sample(result: PhaseResult, message: str, limit: int = 5) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import operator
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,23 +23,48 @@ SINGLE_LATENCY_GAP_TARGET_MS = 5.0
 
 @dataclass(frozen=True)
 class Ratio:
+    """A target read as paired rounds: each round compares numbers measured seconds apart, and the
+    value is the median of the rounds (this VM's speed drifts by +-30 % over tens of seconds)."""
+
     name: str
-    value: float
+    rounds: tuple[float, ...]
+    """The value in each round (NaN where a round has nothing to compare)."""
     target: float
     higher_is_better: bool
     unit: str = "x"
 
     @property
+    def measured(self) -> bool:
+        return bool(self.rounds) and not any(math.isnan(v) for v in self.rounds)
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.rounds) if self.measured else math.nan
+
+    @property
+    def low(self) -> float:
+        return min(self.rounds) if self.measured else math.nan
+
+    @property
+    def high(self) -> float:
+        return max(self.rounds) if self.measured else math.nan
+
+    @property
     def met(self) -> bool:
-        if math.isnan(self.value):
+        if not self.measured:
             return False
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def spread(self) -> str:
+        """The rounds in words: 'median of R paired rounds (range a to b)'."""
+        low, high = f"{self.low:.2f}", f"{self.high:.2f}{self.unit}"
+        return f"median of {len(self.rounds)} paired rounds (range {low} to {high})"
 
     def line(self) -> str:
         sign = ">=" if self.higher_is_better else "<="
         verdict = "met" if self.met else "MISSED"
         value, target = f"{self.value:.2f}{self.unit}", f"{self.target:g}{self.unit}"
-        return f"{self.name}: {value} (target {sign} {target}: {verdict})"
+        return f"{self.name}: {value} (target {sign} {target}: {verdict}); {self.spread()}"
 
 
 @dataclass
@@ -55,32 +82,44 @@ class Report:
         return None
 
     def ratios(self) -> list[Ratio]:
-        """The issue's targets, from the measured levels (NaN where one is missing)."""
-        nan = float("nan")
+        """The issue's targets, paired round by round (no rounds where a level is missing)."""
         c = REFERENCE_CONCURRENCY
-        server, limit, naive = (self.level(s, c) for s in ("server", "limit", "naive"))
-        server_1, limit_1 = self.level("server", 1), self.level("limit", 1)
         return [
             Ratio(
                 f"server / limit throughput at concurrency {c}",
-                _ratio(server.inputs_per_s, limit.inputs_per_s) if server and limit else nan,
+                self._paired("server", "limit", c, "rounds_inputs_per_s", _ratio),
                 SERVER_VS_LIMIT_TARGET,
                 higher_is_better=True,
             ),
             Ratio(
                 f"server / naive throughput at concurrency {c}",
-                _ratio(server.inputs_per_s, naive.inputs_per_s) if server and naive else nan,
+                self._paired("server", "naive", c, "rounds_inputs_per_s", _ratio),
                 SERVER_VS_NAIVE_TARGET,
                 higher_is_better=True,
             ),
             Ratio(
                 "server p50 - limit p50 latency at concurrency 1",
-                server_1.p50_ms - limit_1.p50_ms if server_1 and limit_1 else nan,
+                self._paired("server", "limit", 1, "rounds_p50_ms", operator.sub),
                 SINGLE_LATENCY_GAP_TARGET_MS,
                 higher_is_better=False,
                 unit=" ms",
             ),
         ]
+
+    def _paired(
+        self,
+        system: str,
+        baseline: str,
+        concurrency: int,
+        field_name: str,
+        compare: Callable[[float, float], float],
+    ) -> tuple[float, ...]:
+        """`compare(system's round r, baseline's round r)` for every round."""
+        ours, theirs = self.level(system, concurrency), self.level(baseline, concurrency)
+        if ours is None or theirs is None:
+            return ()
+        pairs = zip(getattr(ours, field_name), getattr(theirs, field_name), strict=True)
+        return tuple(compare(a, b) for a, b in pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +131,9 @@ class Report:
                 {
                     "name": r.name,
                     "value": r.value,
+                    "rounds": list(r.rounds),
+                    "low": r.low,
+                    "high": r.high,
                     "target": r.target,
                     "higher_is_better": r.higher_is_better,
                     "unit": r.unit.strip(),
@@ -146,7 +188,11 @@ def write_plot(report: Report, path: Path) -> None:
             continue
         xs = [s.concurrency for s in points]
         label = SYSTEM_LABELS[system]
-        throughput_ax.plot(xs, [s.inputs_per_s for s in points], marker="o", label=label)
+        (line,) = throughput_ax.plot(xs, [s.inputs_per_s for s in points], marker="o", label=label)
+        if all(s.rounds_inputs_per_s for s in points):  # the spread over rounds, as a band
+            lows = [min(s.rounds_inputs_per_s) for s in points]
+            highs = [max(s.rounds_inputs_per_s) for s in points]
+            throughput_ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
         latency_ax.plot(xs, [s.p95_ms for s in points], marker="o", label=label)
     concurrencies = sorted({s.concurrency for s in report.levels})
     for ax in (throughput_ax, latency_ax):
@@ -184,24 +230,50 @@ def render_markdown(report: Report, plot_name: str = "plot.png") -> str:
         "",
         f"Corpus: {meta.get('corpus', {}).get('description', '?')}. Closed loop: each client "
         "sends its next request when the last is answered, one input per request, "
-        f"`encoding_format={meta.get('encoding_format', 'float')}`. Warm-up is not counted.",
+        f"`encoding_format={meta.get('encoding_format', 'float')}`. {_rounds_note(meta)}",
         "",
         f"![throughput and p95 latency vs concurrency]({plot_name})",
         "",
         "## Targets",
         "",
-        "| ratio | value | target | |",
-        "|---|---:|---:|---|",
+        *_targets_table(report.ratios()),
+        "",
+        "## Results",
+        "",
+        *_results_table(report.levels),
+        "",
     ]
-    for r in report.ratios():
-        sign = ">=" if r.higher_is_better else "<="
-        measured = not math.isnan(r.value)
-        value = f"{r.value:.2f}{r.unit}" if measured else "not measured"
-        verdict = ("met" if r.met else "**missed**") if measured else ""
-        lines.append(f"| {r.name} | {value} | {sign} {r.target:g}{r.unit} | {verdict} |")
-    lines += ["", "## Results", "", *_results_table(report.levels), ""]
     lines += ["## Cold start", "", *_cold_start_table(report.cold_start), ""]
     return "\n".join(lines)
+
+
+def _rounds_note(meta: dict[str, Any]) -> str:
+    rounds = meta.get("rounds", "?")
+    return (
+        f"Each concurrency runs {rounds} rounds; in each round the limit, our server and the naive "
+        "server run one after another, each one continuous loop of warm-up requests (not counted) "
+        "and then measured ones, so that a round's systems see the same machine speed. Throughput "
+        "is read over the steady-state window from the first measured request sent to the one "
+        "after the last measured request sent (bench/segment.py); the table pools the rounds."
+    )
+
+
+def _targets_table(ratios: Sequence[Ratio]) -> list[str]:
+    rows = ["| ratio | value | range over rounds | target | |", "|---|---:|---:|---:|---|"]
+    for r in ratios:
+        sign = ">=" if r.higher_is_better else "<="
+        value = f"{r.value:.2f}{r.unit}" if r.measured else "not measured"
+        spread = f"{r.low:.2f} to {r.high:.2f}{r.unit}" if r.measured else ""
+        verdict = ("met" if r.met else "**missed**") if r.measured else ""
+        rows.append(f"| {r.name} | {value} | {spread} | {sign} {r.target:g}{r.unit} | {verdict} |")
+    measured = [r for r in ratios if r.measured]
+    if measured:
+        rows += [
+            "",
+            f"Each value is the median of {len(measured[0].rounds)} paired rounds (range: the "
+            "lowest and highest round): a round's ratio compares systems measured seconds apart.",
+        ]
+    return rows
 
 
 def _noise_note(meta: dict[str, Any]) -> str:
@@ -217,9 +289,9 @@ def _noise_note(meta: dict[str, Any]) -> str:
 
 def _results_table(levels: Sequence[LevelStats]) -> list[str]:
     rows = [
-        "| system | clients | requests | inputs/s | tokens/s | p50 ms | p95 ms | p99 ms | "
-        "429 share | errors | mean batch | CPU ms/input |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | clients | requests | inputs/s | inputs/s by round | tokens/s | p50 ms | "
+        "p95 ms | p99 ms | 429 share | errors | mean batch | CPU ms/input |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = {system: i for i, system in enumerate(SYSTEMS)}
     for s in sorted(levels, key=lambda s: (order.get(s.system, 99), s.concurrency)):
@@ -228,16 +300,23 @@ def _results_table(levels: Sequence[LevelStats]) -> list[str]:
         requests = f"{s.requests}{' (cut short)' if s.cut_short else ''}"
         rows.append(
             f"| {s.system} | {s.concurrency} | {requests} | {s.inputs_per_s:.1f} | "
-            f"{s.tokens_per_s:.0f} | {s.p50_ms:.1f} | {s.p95_ms:.1f} | {s.p99_ms:.1f} | "
-            f"{s.share_429:.1%} | {s.errors} | {batch} | {cpu} |"
+            f"{_round_range(s.rounds_inputs_per_s)} | {s.tokens_per_s:.0f} | {s.p50_ms:.1f} | "
+            f"{s.p95_ms:.1f} | {s.p99_ms:.1f} | {s.share_429:.1%} | {s.errors} | {batch} | {cpu} |"
         )
     rows += [
+        "",
+        "requests, inputs/s, tokens/s and the percentiles pool all rounds; inputs/s by round is "
+        "the lowest and highest round.",
         "",
         "CPU ms/input: CPU time of the system under test (every thread of the server process; "
         "the benchmark process for the limit) per embedded input. It includes torch's threads "
         "waiting for each other, so it is less, not entirely, immune to other load on the machine.",
     ]
     return rows
+
+
+def _round_range(values: Sequence[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}" if values else ""
 
 
 def _optional(value: float | None, spec: str) -> str:

@@ -1,10 +1,15 @@
-"""The CPU benchmark run: the limit, our server and the naive server at each concurrency, then the
-report."""
+"""The CPU benchmark run: the limit, our server and the naive server at each concurrency in paired
+rounds, then the report.
+
+All three systems stay up for the whole run (the limit's encoder in this process, the servers as
+child processes; an idle one costs no CPU). Each concurrency runs `rounds` rounds, and each round
+runs every system once, limit, server, naive, one right after the other: this VM's speed drifts by
++-30 % over tens of seconds, so only numbers measured seconds apart compare (bench/NOTES.md)."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import json
 import os
 import platform
@@ -14,16 +19,20 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench import coldstart, machine, scrape
 from bench.corpus import CorpusKind, Item, make_corpus, tokenizer_counter
-from bench.limit import BatchLimits, run_limit_level
+from bench.limit import BatchLimits, run_limit_round
 from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads
 from bench.procs import ServerProcess, free_port
 from bench.report import Report
-from bench.stats import LevelStats, percentiles_ms
+from bench.segment import SegmentPlan
+from bench.stats import SYSTEMS, RoundResult, pool
 from service import contract
+
+if TYPE_CHECKING:
+    from service.encoder import Encoder
 
 HOST = "127.0.0.1"
 
@@ -40,26 +49,48 @@ class SuiteOptions:
     corpus_size: int = 4096
     seed: int = 0
     concurrency: Sequence[int] = (1, 4, 16, 64, 256)
-    systems: Sequence[str] = ("limit", "server", "naive")
+    systems: Sequence[str] = SYSTEMS
+    rounds: int = 5
+    """Paired rounds per concurrency: every system runs once in each."""
     requests: int | None = None
-    """Measured requests per level; None: max(min_requests, rounds * concurrency)."""
-    min_requests: int = 500
-    rounds: int = 8
-    """Requests per client at least, so that the high-concurrency levels reach a steady state."""
+    """Measured requests per round, before measured_for rounds them up; None: its default."""
     encoding_format: str = "float"
     timeout_s: float = 120.0
     level_budget_s: float = 60.0
-    """Per level: no new requests after this long, so a starved machine cannot stall a run."""
+    """Per system and concurrency, split evenly over the rounds: a round's warm-up, and then its
+    measured requests, send nothing new after level_budget_s / rounds, so a starved machine cannot
+    stall a run."""
     command: str = "python -m bench"
     extra_env: dict[str, str] = field(default_factory=dict)
 
-    def requests_for(self, concurrency: int) -> int:
-        return self.requests or max(self.min_requests, self.rounds * concurrency)
-
     @staticmethod
     def warmup_for(concurrency: int) -> int:
-        """Every client once, and enough passes to reach torch's steady state at low concurrency."""
-        return max(concurrency, 32)
+        """Two requests per client, so the loop is in its steady rotation before anything is
+        recorded, and enough forward passes to reach torch's steady state at low concurrency."""
+        return max(32, 2 * concurrency)
+
+    def measured_for(self, concurrency: int) -> int:
+        """Four requests per client at least, so the window spans several rotations of the clients,
+        rounded up to whole rotations: then the window starts and ends at the same point of the
+        rotation, and a system that answers all clients in one batch is read exactly
+        (bench/segment.py)."""
+        wanted = self.requests or max(100, 4 * concurrency)
+        return -(-wanted // concurrency) * concurrency
+
+    def plan_for(self, concurrency: int) -> SegmentPlan:
+        return SegmentPlan(
+            warmup=self.warmup_for(concurrency),
+            measured=self.measured_for(concurrency),
+            budget_s=self.level_budget_s / self.rounds,
+        )
+
+
+class _System(Protocol):
+    name: str
+
+    def run_round(
+        self, concurrency: int, plan: SegmentPlan, start: int, label: str
+    ) -> RoundResult: ...
 
 
 @dataclass
@@ -85,43 +116,106 @@ def run_suite(options: SuiteOptions) -> Report:
     report.cold_start.update(
         bare_total_s=bare.total_s, bare_import_s=bare.import_s, bare_load_s=bare.load_s
     )
-    runners: dict[str, Callable[[_Context], None]] = {
-        "limit": _run_limit,
-        "server": _run_server,
-        "naive": _run_naive,
+    starters: dict[str, Callable[[_Context, contextlib.ExitStack], _System]] = {
+        "limit": _start_limit,
+        "server": _start_server,
+        "naive": _start_naive,
     }
-    for system in options.systems:
-        runners[system](ctx)
+    with contextlib.ExitStack() as stack:
+        # One after another, each ready before the next starts: honest cold starts.
+        systems = [starters[name](ctx, stack) for name in SYSTEMS if name in options.systems]
+        for c in options.concurrency:
+            _run_level(ctx, systems, c)
+        limit = next((system for system in systems if isinstance(system, _Limit)), None)
+        if limit is not None:
+            report.meta["limit_tokenize_share"] = limit.tokenize_shares()
     report.meta["load_average_end"] = list(os.getloadavg())
     report.meta["duration_s"] = time.time() - started
     return report
 
 
-def _run_limit(ctx: _Context) -> None:
+def _run_level(ctx: _Context, systems: Sequence[_System], concurrency: int) -> None:
+    """`rounds` rounds of every system in order, then one pooled LevelStats per system."""
+    options = ctx.options
+    plan = options.plan_for(concurrency)
+    results: dict[str, list[RoundResult]] = {system.name: [] for system in systems}
+    for r in range(options.rounds):
+        start = r * (plan.warmup + plan.measured)  # the round's inputs, the same for every system
+        for system in systems:
+            label = f"{system.name:6} c={concurrency} round {r + 1}/{options.rounds}"
+            results[system.name].append(system.run_round(concurrency, plan, start, label))
+    ctx.report.levels += [pool(name, concurrency, rounds) for name, rounds in results.items()]
+
+
+@dataclass
+class _Limit:
+    encoder: Encoder
+    corpus: Sequence[Item]
+    limits: BatchLimits
+    name: str = "limit"
+    _shares: dict[int, list[float]] = field(default_factory=dict)
+
+    def run_round(self, concurrency: int, plan: SegmentPlan, start: int, label: str) -> RoundResult:
+        limit_round = run_limit_round(
+            self.encoder,
+            self.corpus,
+            self.limits,
+            concurrency=concurrency,
+            plan=plan,
+            start=start,
+            label=label,
+        )
+        self._shares.setdefault(concurrency, []).append(limit_round.tokenize_share)
+        return limit_round.result
+
+    def tokenize_shares(self) -> dict[str, float]:
+        """Per concurrency, the mean over its rounds of the time share spent tokenising."""
+        return {str(c): sum(shares) / len(shares) for c, shares in self._shares.items()}
+
+
+def _start_limit(ctx: _Context, stack: contextlib.ExitStack) -> _System:
     from service.encoder import Encoder, EncoderConfig
 
     encoder = Encoder.load(EncoderConfig(model=ctx.options.model))
     encoder.warm_up(ctx.limits.max_batch_size)
-    tokenize_shares = {}
-    for c in ctx.options.concurrency:
-        level = run_limit_level(
-            encoder,
-            ctx.corpus,
-            ctx.limits,
-            concurrency=c,
-            requests=ctx.options.requests_for(c),
-            warmup=ctx.options.warmup_for(c),
-            label=f"limit  c={c}",
-            budget_s=ctx.options.level_budget_s,
+    return _Limit(encoder, ctx.corpus, ctx.limits)
+
+
+@dataclass
+class _HttpSystem:
+    name: str
+    server: ServerProcess
+    payloads: Sequence[Payload]
+    ctx: _Context
+    batch_totals: Callable[[], tuple[float, float]] | None
+    """The server's own (inputs, forward passes) counters; None: one pass per request (naive)."""
+
+    def run_round(self, concurrency: int, plan: SegmentPlan, start: int, label: str) -> RoundResult:
+        self.server.check_alive()
+        batch_before = self.batch_totals() if self.batch_totals else (0.0, 0.0)
+        cpu_before = self.server.cpu_seconds()
+        result = _run(self._loop(concurrency, plan, start, label))
+        cpu_after = self.server.cpu_seconds()
+        batch_after = (
+            self.batch_totals()
+            if self.batch_totals
+            else (float(result.segment_inputs), float(result.segment_requests))
         )
-        ctx.report.levels.append(level.stats)
-        tokenize_shares[str(c)] = level.tokenize_share
-    ctx.report.meta["limit_tokenize_share"] = tokenize_shares
-    del encoder
-    gc.collect()  # the servers come next: give the memory back
+        _check(result, self.ctx, self.name)
+        return result.to_round(
+            cpu_s=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
+            batch_totals=(batch_after[0] - batch_before[0], batch_after[1] - batch_before[1]),
+        )
+
+    async def _loop(
+        self, concurrency: int, plan: SegmentPlan, start: int, label: str
+    ) -> PhaseResult:
+        timeout_s = self.ctx.options.timeout_s
+        async with ClosedLoop(HOST, self.server.port, concurrency, timeout_s) as loop:
+            return await loop.run(self.payloads, plan, start=start, label=label)
 
 
-def _run_server(ctx: _Context) -> None:
+def _start_server(ctx: _Context, stack: contextlib.ExitStack) -> _System:
     options = ctx.options
     port = free_port(HOST)
     env = _child_env(options) | {
@@ -148,16 +242,16 @@ def _run_server(ctx: _Context) -> None:
         log_path=options.log_dir / "server.log",
         env=env,
     )
-    with server:
-        ctx.report.cold_start["server_ready_s"] = server.cold_start_s
-        metrics = scrape.fetch_metrics(server.base_url, contract.METRICS_PATH)
-        ctx.report.cold_start["server_model_load_s"] = scrape.gauge_value(
-            metrics, contract.MODEL_LOAD_SECONDS
-        )
-        _run_http_levels(ctx, "server", server, with_metrics=True)
+    stack.enter_context(server)
+    ctx.report.cold_start["server_ready_s"] = server.cold_start_s
+    metrics = scrape.fetch_metrics(server.base_url, contract.METRICS_PATH)
+    ctx.report.cold_start["server_model_load_s"] = scrape.gauge_value(
+        metrics, contract.MODEL_LOAD_SECONDS
+    )
+    return _HttpSystem("server", server, _payloads(ctx, port), ctx, lambda: _batch_totals(server))
 
 
-def _run_naive(ctx: _Context) -> None:
+def _start_naive(ctx: _Context, stack: contextlib.ExitStack) -> _System:
     options = ctx.options
     port = free_port(HOST)
     argv = [sys.executable, "-m", "bench.naive_server", "--host", HOST, "--port", str(port)]
@@ -170,14 +264,13 @@ def _run_naive(ctx: _Context) -> None:
         log_path=options.log_dir / "naive.log",
         env=_child_env(options),
     )
-    with server:
-        ctx.report.cold_start["naive_ready_s"] = server.cold_start_s
-        _run_http_levels(ctx, "naive", server, with_metrics=False)
+    stack.enter_context(server)
+    ctx.report.cold_start["naive_ready_s"] = server.cold_start_s
+    return _HttpSystem("naive", server, _payloads(ctx, port), ctx, None)
 
 
-def _run_http_levels(
-    ctx: _Context, system: str, server: ServerProcess, *, with_metrics: bool
-) -> None:
+def _payloads(ctx: _Context, port: int) -> list[Payload]:
+    """The corpus as one-input requests to a server: the same bytes for both servers."""
     options = ctx.options
     bodies = [
         (
@@ -193,62 +286,7 @@ def _run_http_levels(
         )
         for item in ctx.corpus
     ]
-    payloads = make_payloads(HOST, server.port, contract.EMBEDDINGS_PATH, bodies)
-    for c in options.concurrency:
-        server.check_alive()
-        stats = _run(
-            _http_level(ctx, system, server, payloads, c, with_metrics),
-        )
-        ctx.report.levels.append(stats)
-
-
-async def _http_level(
-    ctx: _Context,
-    system: str,
-    server: ServerProcess,
-    payloads: Sequence[Payload],
-    concurrency: int,
-    with_metrics: bool,
-) -> LevelStats:
-    options = ctx.options
-    warmup, requests = options.warmup_for(concurrency), options.requests_for(concurrency)
-    budget = options.level_budget_s
-    batch_before = batch_after = (0.0, 0.0)
-    async with ClosedLoop(HOST, server.port, concurrency, options.timeout_s) as loop:
-        warm = await loop.run(payloads, warmup, budget_s=budget)
-        _check(warm, ctx, system)
-        if with_metrics:
-            batch_before = _batch_totals(server)
-        cpu_before = server.cpu_seconds()
-        label = f"{system:6} c={concurrency}"
-        result = await loop.run(payloads, requests, start=warmup, label=label, budget_s=budget)
-        cpu_after = server.cpu_seconds()
-        if with_metrics:
-            batch_after = _batch_totals(server)
-    _check(result, ctx, system)
-    p50, p95, p99 = percentiles_ms(result.latencies_s)
-    ok = len(result.latencies_s)
-    rejected = result.statuses.get(429, 0)
-    cpu_ms = None
-    if cpu_before is not None and cpu_after is not None and result.inputs:
-        cpu_ms = 1000 * (cpu_after - cpu_before) / result.inputs
-    return LevelStats(
-        system=system,
-        concurrency=concurrency,
-        requests=result.requests,
-        ok=ok,
-        rejected=rejected,
-        errors=result.requests - ok - rejected,
-        elapsed_s=result.elapsed_s,
-        inputs=result.inputs,
-        tokens=result.tokens,
-        p50_ms=p50,
-        p95_ms=p95,
-        p99_ms=p99,
-        mean_batch_size=scrape.mean_between(batch_before, batch_after) if with_metrics else 1.0,
-        cpu_ms_per_input=cpu_ms,
-        cut_short=result.requests < requests,
-    )
+    return make_payloads(HOST, port, contract.EMBEDDINGS_PATH, bodies)
 
 
 def _check(result: PhaseResult, ctx: _Context, system: str) -> None:
@@ -268,7 +306,7 @@ def _batch_totals(server: ServerProcess) -> tuple[float, float]:
     return scrape.histogram_totals(text, contract.BATCH_SIZE)
 
 
-def _run(coroutine: Coroutine[Any, Any, LevelStats]) -> LevelStats:
+def _run(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
     """asyncio.run on uvloop when installed: a cheaper client leaves more CPU to the server."""
     try:
         import uvloop
@@ -320,8 +358,10 @@ def _meta(options: SuiteOptions, corpus: Sequence[Item], started: float) -> dict
         "load_average_start": list(os.getloadavg()),
         "encoding_format": options.encoding_format,
         "concurrency": list(options.concurrency),
-        "requests": {str(c): options.requests_for(c) for c in options.concurrency},
+        "rounds": options.rounds,
+        "round_budget_s": options.level_budget_s / options.rounds,
         "warmup": {str(c): options.warmup_for(c) for c in options.concurrency},
+        "measured": {str(c): options.measured_for(c) for c in options.concurrency},
         "embed_env": {k: v for k, v in os.environ.items() if k.startswith(contract.ENV_PREFIX)},
         "corpus": {
             "kind": options.corpus,

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from bench.corpus import Item, make_corpus, tokenizer_counter
-from bench.limit import BatchLimits, run_limit_level
-from bench.loadgen import ClosedLoop, PhaseResult, make_payloads
+from bench.limit import BatchLimits, run_limit_round
+from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads
 from bench.modelfiles import default_model_path, max_tokens
 from bench.procs import ServerError, ServerProcess, free_port
 from bench.scrape import check_embedding_body
+from bench.segment import SegmentPlan
 from service.encoder import Encoder, EncoderConfig
 
 HOST = "127.0.0.1"
@@ -64,14 +65,23 @@ def _post(server: ServerProcess, body: dict[str, object]) -> tuple[int, bytes]:
     payload = make_payloads(
         HOST, server.port, "/v1/embeddings", [(json.dumps(body).encode(), 1, 1)]
     )
+    result = _run_loop(server.port, payload, SegmentPlan(warmup=0, measured=1), clients=1)
+    return next(iter(result.statuses)), result.sample_body or b""
 
-    async def send() -> tuple[int, bytes]:
-        async with ClosedLoop(HOST, server.port, 1, timeout_s=30) as loop:
-            result = await loop.run(payload, 1)
-        status = next(iter(result.statuses))
-        return status, result.sample_body or b""
 
-    return asyncio.run(send())
+def _run_loop(
+    port: int, payloads: list[Payload], plan: SegmentPlan, clients: int, timeout_s: float = 30
+) -> PhaseResult:
+    async def run() -> PhaseResult:
+        async with ClosedLoop(HOST, port, clients, timeout_s) as loop:
+            return await loop.run(payloads, plan)
+
+    return asyncio.run(run())
+
+
+def _corpus_payloads(server: ServerProcess, corpus: list[Item]) -> list[Payload]:
+    bodies = [(json.dumps({"input": item.text}).encode(), 1, item.tokens) for item in corpus]
+    return make_payloads(HOST, server.port, "/v1/embeddings", bodies)
 
 
 def test_naive_server_returns_the_same_vectors_as_our_encoder(
@@ -94,52 +104,48 @@ def test_naive_server_returns_the_same_vectors_as_our_encoder(
     assert data["usage"]["prompt_tokens"] > 0
 
 
-def test_closed_loop_sends_exactly_the_requests_asked(
+def test_closed_loop_records_exactly_the_measured_requests_after_its_warm_up(
     naive: ServerProcess, corpus: list[Item]
 ) -> None:
-    bodies = [(json.dumps({"input": item.text}).encode(), 1, item.tokens) for item in corpus]
-    payloads = make_payloads(HOST, naive.port, "/v1/embeddings", bodies)
-
-    async def run() -> tuple[int, int, PhaseResult]:
-        async with ClosedLoop(HOST, naive.port, 4, timeout_s=30) as loop:
-            warm = await loop.run(payloads, 4)
-            result = await loop.run(payloads, 25, start=4)
-        return warm.statuses[200], result.statuses[200], result
-
-    warm_ok, ok, result = asyncio.run(run())
-    assert warm_ok == 4
-    assert ok == 25
-    assert result.inputs == 25
-    assert result.tokens == sum(item.tokens for item in corpus[4:29])
-    assert len(result.latencies_s) == 25
-    assert result.elapsed_s > 0
+    payloads = _corpus_payloads(naive, corpus)
+    result = _run_loop(naive.port, payloads, SegmentPlan(warmup=8, measured=20), clients=4)
+    assert result.statuses == {200: 20}
+    assert result.requests == 20
+    assert result.inputs == 20
+    assert result.tokens == sum(item.tokens for item in corpus[8:28])
+    assert len(result.latencies_s) == 20
+    assert (result.segment_requests, result.segment_inputs) == (29, 29)  # + the closing request
+    assert result.window.elapsed_s > 0
+    # One continuous loop: every send in the window follows an answer inside it, the warm-up
+    # answers of the 3 clients still waiting when it opened included. Had the clients drained
+    # between warm-up and measurement, 3 measured answers would come after the window closed.
+    assert result.window.inputs == 20
 
 
 def test_closed_loop_stops_sending_when_its_time_budget_is_spent(
     naive: ServerProcess, corpus: list[Item]
 ) -> None:
-    bodies = [(json.dumps({"input": item.text}).encode(), 1, item.tokens) for item in corpus]
-    payloads = make_payloads(HOST, naive.port, "/v1/embeddings", bodies)
-
-    async def run() -> PhaseResult:
-        async with ClosedLoop(HOST, naive.port, 2, timeout_s=30) as loop:
-            return await loop.run(payloads, 100_000, budget_s=0.3)
-
-    result = asyncio.run(run())
+    payloads = _corpus_payloads(naive, corpus)
+    result = _run_loop(naive.port, payloads, SegmentPlan(0, 100_000, budget_s=0.3), clients=2)
     assert 0 < result.requests < 100_000
     assert result.statuses[200] == result.requests  # what was sent still completed
 
 
+def test_closed_loop_measures_after_a_warm_up_that_ran_out_of_time(
+    naive: ServerProcess, corpus: list[Item]
+) -> None:
+    payloads = _corpus_payloads(naive, corpus)
+    result = _run_loop(naive.port, payloads, SegmentPlan(100_000, 6, budget_s=0.3), clients=2)
+    assert result.statuses == {200: 6}
+    assert result.segment_requests > 6 + 1
+
+
 def test_closed_loop_counts_failures_apart_from_successes(naive: ServerProcess) -> None:
     bad = make_payloads(HOST, naive.port, "/v1/embeddings", [(b'{"input": []}', 1, 1)])
-
-    async def run() -> PhaseResult:
-        async with ClosedLoop(HOST, naive.port, 2, timeout_s=30) as loop:
-            return await loop.run(bad, 6)
-
-    result = asyncio.run(run())
-    assert result.statuses == {422: 6}
+    result = _run_loop(naive.port, bad, SegmentPlan(warmup=4, measured=6), clients=2)
+    assert result.statuses == {422: 6}  # the warm-up's failures are not recorded
     assert result.inputs == 0
+    assert result.segment_inputs == 0
     assert result.latencies_s == []
     assert "HTTP 422" in result.error_samples[0]
 
@@ -147,12 +153,7 @@ def test_closed_loop_counts_failures_apart_from_successes(naive: ServerProcess) 
 def test_closed_loop_records_a_refused_connection_as_a_transport_error() -> None:
     port = free_port()  # nothing listens there
     payloads = make_payloads(HOST, port, "/v1/embeddings", [(b"{}", 1, 1)])
-
-    async def run() -> PhaseResult:
-        async with ClosedLoop(HOST, port, 2, timeout_s=5) as loop:
-            return await loop.run(payloads, 3)
-
-    result = asyncio.run(run())
+    result = _run_loop(port, payloads, SegmentPlan(warmup=0, measured=3), clients=2, timeout_s=5)
     assert result.statuses == {0: 3}
 
 
@@ -169,12 +170,49 @@ def test_server_process_reports_a_server_that_dies_at_start(tmp_path: Path) -> N
 def test_limit_runner_embeds_every_request_in_bounded_batches(
     encoder: Encoder, corpus: list[Item]
 ) -> None:
-    level = run_limit_level(
-        encoder, corpus, BatchLimits(4, 4096), concurrency=8, requests=16, warmup=2
+    limit_round = run_limit_round(
+        encoder,
+        corpus,
+        BatchLimits(4, 4096),
+        concurrency=8,
+        plan=SegmentPlan(warmup=2, measured=16),
     )
-    stats = level.stats
-    assert (stats.system, stats.ok, stats.inputs) == ("limit", 16, 16)
-    assert stats.mean_batch_size is not None
-    assert 1 <= stats.mean_batch_size <= 4
-    assert stats.tokens == sum(item.tokens for item in corpus[2:18])
-    assert 0 <= level.tokenize_share < 1
+    result = limit_round.result
+    assert (result.requests, result.ok, len(result.latencies_s)) == (16, 16, 16)
+    assert (result.rejected, result.errors, result.cut_short) == (0, 0, False)
+    assert result.segment_inputs == 2 + 16 + 1
+    inputs, passes = result.batch_totals
+    assert inputs == 19
+    assert 1 <= inputs / passes <= 4
+    assert result.cpu_s is not None
+    assert result.cpu_s > 0
+    assert 0 <= limit_round.tokenize_share < 1
+
+
+@pytest.mark.parametrize(
+    "concurrency",
+    [
+        4,  # lockstep: every pass answers all 4 clients
+        8,  # two alternating batches: 4 warm-up inputs are still queued when measuring starts
+    ],
+)
+def test_limit_runner_records_the_measured_inputs_after_its_warm_up_in_one_loop(
+    encoder: Encoder, corpus: list[Item], concurrency: int
+) -> None:
+    # Equal lengths, so batches are taken in arrival order and the schedule is exact.
+    uniform = [Item(item.text, 10) for item in corpus]
+    result = run_limit_round(
+        encoder,
+        uniform,
+        BatchLimits(4, 4096),
+        concurrency=concurrency,
+        plan=SegmentPlan(warmup=8, measured=16),
+    ).result
+    assert (result.requests, result.ok, len(result.latencies_s)) == (16, 16, 16)
+    assert result.segment_inputs == 8 + 16 + 1
+    assert result.batch_totals == (25, 7)  # 6 passes of 4, then the closing input alone
+    # The window holds 4 whole passes: from the one that freed the first measured client to the
+    # one that freed the closing request's.
+    assert result.window.inputs == 16
+    assert result.window.tokens == 160
+    assert result.window.elapsed_s > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import deque
 from pathlib import Path
 
@@ -13,11 +14,19 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from bench import scrape
 from bench.corpus import Item, make_corpus, make_texts
 from bench.limit import BatchLimits, _Pending, take_batch
-from bench.report import Report, render_markdown, write_report
+from bench.report import Ratio, Report, render_markdown, write_report
 from bench.stats import LevelStats, percentiles_ms
 
 
-def _level(system: str, concurrency: int, inputs_per_s: float, p50_ms: float) -> LevelStats:
+def _level(
+    system: str,
+    concurrency: int,
+    rounds_inputs_per_s: tuple[float, ...],
+    rounds_p50_ms: tuple[float, ...],
+) -> LevelStats:
+    """Three rounds with equal windows, pooled: throughput the mean, p50 the median round's."""
+    inputs_per_s = statistics.mean(rounds_inputs_per_s)
+    p50_ms = statistics.median(rounds_p50_ms)
     return LevelStats(
         system=system,
         concurrency=concurrency,
@@ -34,22 +43,26 @@ def _level(system: str, concurrency: int, inputs_per_s: float, p50_ms: float) ->
         mean_batch_size=None if system == "naive" else 8.0,
         cpu_ms_per_input=1.25 if system == "server" else None,
         cut_short=(system, concurrency) == ("naive", 64),
+        rounds_inputs_per_s=rounds_inputs_per_s,
+        rounds_p50_ms=rounds_p50_ms,
     )
 
 
 @pytest.fixture
 def report() -> Report:
+    # The machine speeds up from round to round, then slows down: limit 240, 300, 360 inputs/s.
     levels = [
-        _level("limit", 1, 90.0, 11.0),
-        _level("limit", 64, 300.0, 200.0),
-        _level("server", 1, 80.0, 13.5),
-        _level("server", 64, 285.0, 220.0),
-        _level("naive", 1, 70.0, 14.0),
-        _level("naive", 64, 60.0, 1000.0),
+        _level("limit", 1, (90.0, 90.0, 90.0), (11.0, 12.0, 10.5)),
+        _level("limit", 64, (240.0, 300.0, 360.0), (200.0, 200.0, 200.0)),
+        _level("server", 1, (80.0, 80.0, 80.0), (13.5, 13.0, 16.5)),
+        _level("server", 64, (228.0, 285.0, 270.0), (220.0, 220.0, 220.0)),
+        _level("naive", 1, (70.0, 70.0, 70.0), (14.0, 14.0, 14.0)),
+        _level("naive", 64, (60.0, 57.0, 63.0), (1000.0, 1000.0, 1000.0)),
     ]
     meta = {
         "model_name": "tiny",
         "cores": 2,
+        "rounds": 3,
         "load_average_start": [0.5, 0.4, 0.3],
         "load_average_end": [2.1, 1.0, 0.5],
         "corpus": {"description": "short (10 seeded inputs)"},
@@ -62,22 +75,62 @@ def report() -> Report:
     )
 
 
-def test_ratios_are_read_at_the_reference_concurrency(report: Report) -> None:
-    by_name = {r.name.split(" at ")[0]: r for r in report.ratios()}
-    assert by_name["server / limit throughput"].value == pytest.approx(285 / 300)
-    assert by_name["server / limit throughput"].met
-    assert by_name["server / naive throughput"].value == pytest.approx(285 / 60)
-    assert by_name["server / naive throughput"].met
-    assert by_name["server p50 - limit p50 latency"].value == pytest.approx(2.5)
-    assert by_name["server p50 - limit p50 latency"].met
+def _by_name(report: Report) -> dict[str, Ratio]:
+    return {r.name.split(" at ")[0]: r for r in report.ratios()}
+
+
+def test_ratios_are_the_median_of_paired_rounds(report: Report) -> None:
+    ratios = _by_name(report)
+    server_vs_limit = ratios["server / limit throughput"]
+    assert server_vs_limit.rounds == pytest.approx((228 / 240, 285 / 300, 270 / 360))
+    # Paired, the server keeps 0.95x in two rounds of three; pooled it would read 261 / 300 = 0.87.
+    assert server_vs_limit.value == pytest.approx(0.95)
+    assert (server_vs_limit.low, server_vs_limit.high) == pytest.approx((0.75, 0.95))
+    assert server_vs_limit.met
+    server_vs_naive = ratios["server / naive throughput"]
+    assert server_vs_naive.rounds == pytest.approx((3.8, 5.0, 270 / 63))
+    assert server_vs_naive.value == pytest.approx(270 / 63)
+    assert server_vs_naive.met
+    latency_gap = ratios["server p50 - limit p50 latency"]
+    assert latency_gap.rounds == pytest.approx((2.5, 1.0, 6.0))
+    assert latency_gap.value == pytest.approx(2.5)
+    assert latency_gap.met  # the median meets the target though one round misses it
+    assert latency_gap.line() == (
+        "server p50 - limit p50 latency at concurrency 1: 2.50 ms (target <= 5 ms: met); "
+        "median of 3 paired rounds (range 1.00 to 6.00 ms)"
+    )
+
+
+def test_one_good_round_is_not_a_pass(report: Report) -> None:
+    report.levels = [s for s in report.levels if (s.system, s.concurrency) != ("limit", 64)]
+    report.levels.append(_level("limit", 64, (240.0, 330.0, 320.0), (200.0, 200.0, 200.0)))
+    server_vs_limit = _by_name(report)["server / limit throughput"]
+    assert server_vs_limit.rounds == pytest.approx((0.95, 285 / 330, 270 / 320))
+    assert server_vs_limit.value == pytest.approx(285 / 330)  # 0.86: the median round
+    assert server_vs_limit.high == pytest.approx(0.95)
+    assert not server_vs_limit.met
+    assert "0.86x (target >= 0.9x: MISSED)" in server_vs_limit.line()
 
 
 def test_missing_levels_give_unmeasured_ratios_not_passes(report: Report) -> None:
     report.levels = [s for s in report.levels if s.system != "naive"]
-    naive_ratio = next(r for r in report.ratios() if "naive" in r.name)
+    naive_ratio = _by_name(report)["server / naive throughput"]
+    assert naive_ratio.rounds == ()
     assert math.isnan(naive_ratio.value)
+    assert math.isnan(naive_ratio.low)
+    assert not naive_ratio.measured
     assert not naive_ratio.met
-    assert "| not measured |" in render_markdown(report)
+    assert "| server / naive throughput at concurrency 64 | not measured |  |" in render_markdown(
+        report
+    )
+
+
+def test_a_round_without_a_value_makes_the_ratio_unmeasured_not_a_pass(report: Report) -> None:
+    report.levels = [s for s in report.levels if (s.system, s.concurrency) != ("server", 1)]
+    report.levels.append(_level("server", 1, (80.0, 80.0, 80.0), (13.5, math.nan, 13.0)))
+    latency_gap = _by_name(report)["server p50 - limit p50 latency"]
+    assert math.isnan(latency_gap.value)
+    assert not latency_gap.met
 
 
 def test_write_report_writes_json_markdown_and_png(report: Report, tmp_path: Path) -> None:
@@ -85,14 +138,27 @@ def test_write_report_writes_json_markdown_and_png(report: Report, tmp_path: Pat
 
     data = json.loads(paths["json"].read_text())
     assert Report.from_dict(data).levels == report.levels
-    assert data["levels"][2]["inputs_per_s"] == pytest.approx(80.0)
+    assert data["levels"][3]["inputs_per_s"] == pytest.approx(261.0)
+    assert data["levels"][3]["rounds_inputs_per_s"] == [228.0, 285.0, 270.0]
     assert data["levels"][2]["share_429"] == pytest.approx(0.02)
     assert [r["met"] for r in data["ratios"]] == [True, True, True]
+    assert data["ratios"][0]["value"] == pytest.approx(0.95)
+    assert data["ratios"][0]["rounds"] == pytest.approx([0.95, 0.95, 0.75])
+    assert (data["ratios"][0]["low"], data["ratios"][0]["high"]) == pytest.approx((0.75, 0.95))
 
     markdown = paths["markdown"].read_text()
-    row = "| server | 64 | 100 | 285.0 | 3990 | 220.0 | 440.0 | 660.0 | 2.0% | 0 | 8.0 | 1.25 |"
+    row = (
+        "| server | 64 | 100 | 261.0 | 228-285 | 3654 | 220.0 | 440.0 | 660.0 | 2.0% | 0 | 8.0 "
+        "| 1.25 |"
+    )
     assert row in markdown
-    assert "| naive | 64 | 100 (cut short) | 60.0 |" in markdown
+    assert "| naive | 64 | 100 (cut short) | 60.0 | 57-63 |" in markdown
+    ratio_row = (
+        "| server / limit throughput at concurrency 64 | 0.95x | 0.75 to 0.95x | >= 0.9x | met |"
+    )
+    assert ratio_row in markdown
+    assert "Each value is the median of 3 paired rounds" in markdown
+    assert "Each concurrency runs 3 rounds" in markdown
     assert "![throughput and p95 latency vs concurrency](plot.png)" in markdown
     assert "| our server: process start to /ready 200 | 5.50 |" in markdown
     assert "naive server: process start" not in markdown  # None: not measured, not 0
@@ -124,7 +190,7 @@ def test_corpus_carries_the_counted_tokens() -> None:
 
 def test_limit_batches_take_the_shortest_inputs_within_both_limits() -> None:
     lengths = [30, 10, 20, 10, 50]
-    queue = deque(_Pending(Item(f"t{i}", n), 0.0) for i, n in enumerate(lengths))
+    queue = deque(_Pending(Item(f"t{i}", n), 0.0, i) for i, n in enumerate(lengths))
 
     batch = take_batch(queue, BatchLimits(max_batch_size=3, max_batch_tokens=100))
     assert [p.item.tokens for p in batch] == [10, 10, 20]  # 3 x 20 = 60 padded tokens
