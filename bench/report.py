@@ -232,6 +232,8 @@ def render_markdown(report: Report, plot_name: str = "plot.png") -> str:
         "sends its next request when the last is answered, one input per request, "
         f"`encoding_format={meta.get('encoding_format', 'float')}`. {_rounds_note(meta)}",
         "",
+        _settings_note(meta),
+        "",
         f"![throughput and p95 latency vs concurrency]({plot_name})",
         "",
         "## Targets",
@@ -245,6 +247,13 @@ def render_markdown(report: Report, plot_name: str = "plot.png") -> str:
     ]
     lines += ["## Cold start", "", *_cold_start_table(report.cold_start), ""]
     return "\n".join(lines)
+
+
+def _settings_note(meta: dict[str, Any]) -> str:
+    # As _start_server merges them: the benchmark's own settings win over the environment.
+    settings = {**meta.get("embed_env", {}), **meta.get("server_settings", {})}
+    listed = ", ".join(f"`{name}={value}`" for name, value in sorted(settings.items()))
+    return f"Our server's settings from the benchmark and the environment: {listed or 'defaults'}."
 
 
 def _rounds_note(meta: dict[str, Any]) -> str:

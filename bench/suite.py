@@ -218,11 +218,7 @@ class _HttpSystem:
 def _start_server(ctx: _Context, stack: contextlib.ExitStack) -> _System:
     options = ctx.options
     port = free_port(HOST)
-    env = _child_env(options) | {
-        contract.ENV_SERVED_MODEL_NAME: options.model_name,
-        # The benchmark stops the server itself; no load balancer needs a grace period.
-        contract.ENV_DRAIN_DELAY_SECONDS: "0",
-    }
+    env = _child_env(options) | server_settings(options)
     argv = [
         sys.executable,
         *contract.COMMAND[1:],
@@ -339,6 +335,19 @@ def _dimension(model: str) -> int:
     return int(config["hidden_size"])
 
 
+def server_settings(options: SuiteOptions) -> dict[str, str]:
+    """The EMBED_* settings the benchmark gives our server (recorded in the report)."""
+    return {
+        contract.ENV_SERVED_MODEL_NAME: options.model_name,
+        # The benchmark stops the server itself; no load balancer needs a grace period.
+        contract.ENV_DRAIN_DELAY_SECONDS: "0",
+        # Off unless asked, like the naive server's (uvicorn access_log=False) and the limit's: the
+        # comparison is of serving, not of logging. One line per request costs about a fifth of the
+        # HTTP path's CPU (bench/NOTES.md); EMBED_ACCESS_LOG=true measures with it.
+        contract.ENV_ACCESS_LOG: os.environ.get(contract.ENV_ACCESS_LOG, "false"),
+    }
+
+
 def _meta(options: SuiteOptions, corpus: Sequence[Item], started: float) -> dict[str, Any]:
     import torch
     import transformers
@@ -363,6 +372,7 @@ def _meta(options: SuiteOptions, corpus: Sequence[Item], started: float) -> dict
         "warmup": {str(c): options.warmup_for(c) for c in options.concurrency},
         "measured": {str(c): options.measured_for(c) for c in options.concurrency},
         "embed_env": {k: v for k, v in os.environ.items() if k.startswith(contract.ENV_PREFIX)},
+        "server_settings": server_settings(options),
         "corpus": {
             "kind": options.corpus,
             "size": len(corpus),
