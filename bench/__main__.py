@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--requests",
         type=_positive_int,
-        help="measured requests per round, after max(32, 2 x clients) warm-up requests "
-        "(default: max(100, 4 x clients)); rounded up to a multiple of the clients",
+        help="measured requests per round, after max(32, 4 x clients) warm-up requests "
+        "(default: max(100, 8 x clients)); rounded up to a multiple of the clients",
     )
     parser.add_argument("--encoding-format", choices=("float", "base64"), default="float")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")

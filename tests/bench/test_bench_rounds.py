@@ -156,12 +156,13 @@ def test_pool_leaves_unknown_cpu_and_batches_unknown() -> None:
 def test_plans_per_round_follow_the_concurrency_in_whole_rotations() -> None:
     options = SuiteOptions("m", "m", Path("out"), Path("log"), "test", rounds=4)
     assert options.plan_for(1) == SegmentPlan(warmup=32, measured=100, budget_s=15.0)
-    assert options.plan_for(16) == SegmentPlan(warmup=32, measured=112, budget_s=15.0)
-    assert options.plan_for(64) == SegmentPlan(warmup=128, measured=256, budget_s=15.0)
+    assert options.plan_for(10) == SegmentPlan(warmup=40, measured=100, budget_s=15.0)
+    assert options.plan_for(16) == SegmentPlan(warmup=64, measured=128, budget_s=15.0)
+    assert options.plan_for(64) == SegmentPlan(warmup=256, measured=512, budget_s=15.0)
     fixed = SuiteOptions("m", "m", Path("out"), Path("log"), "test", requests=60)
     assert fixed.plan_for(1).measured == 60
     assert fixed.plan_for(16).measured == 64
-    assert fixed.plan_for(256) == SegmentPlan(warmup=512, measured=256, budget_s=12.0)
+    assert fixed.plan_for(256) == SegmentPlan(warmup=1024, measured=256, budget_s=12.0)
 
 
 class _FakeSystem:
@@ -187,7 +188,7 @@ def test_each_round_runs_every_system_back_to_back_on_the_same_inputs() -> None:
 
     _run_level(ctx, systems, 64)
 
-    per_round = 128 + 256
+    per_round = 256 + 512
     assert calls == [
         (name, 64, r * per_round) for r in range(3) for name in ("limit", "server", "naive")
     ]
