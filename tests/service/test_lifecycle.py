@@ -1,8 +1,10 @@
-"""Start-up: /health answers while the model loads, /ready and the API wait for it; a model that
-cannot load stops the process with exit code 1 and says why (and nothing is downloaded)."""
+"""Start-up: /health answers while the model loads, /ready and the API wait for it, and the loaded
+heap is frozen; a model that cannot load stops the process with exit code 1 and says why (and
+nothing is downloaded)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -38,9 +40,12 @@ def test_probes_during_loading(
         assert embed.status_code == 503
         assert server.metric(contract.READY) == 0
     finally:
+        gc.unfreeze()  # servers of earlier tests (same process) froze the heap already
         loaded.set()
     wait_ready(server.base_url)
     assert server.metric(contract.READY) == 1
+    # What loading left is out of every later collection: no full-heap scans while serving.
+    assert gc.get_freeze_count() > 0
     embed = httpx.post(f"{server.base_url}{contract.EMBEDDINGS_PATH}", json={"input": "x"})
     assert embed.status_code == 200
 
