@@ -39,6 +39,10 @@ def iam_policy(partition: str) -> str:
     elb = f"arn:{partition}:elasticloadbalancing:*:*"
     tagged = {"Null": {f"aws:ResourceTag/{CLUSTER_TAG}": "false"}}
     request_tagged = {"Null": {f"aws:RequestTag/{CLUSTER_TAG}": "false"}}
+    # Tag changes only on resources carrying the cluster tag, by requests that leave that tag alone.
+    retag_guard = {
+        "Null": {f"aws:RequestTag/{CLUSTER_TAG}": "true", f"aws:ResourceTag/{CLUSTER_TAG}": "false"}
+    }
     load_balancers = [
         f"{elb}:targetgroup/*/*",
         f"{elb}:loadbalancer/net/*/*",
@@ -119,12 +123,7 @@ def iam_policy(partition: str) -> str:
         _allow(
             ["ec2:CreateTags", "ec2:DeleteTags"],
             resource=security_groups,
-            condition={
-                "Null": {
-                    f"aws:RequestTag/{CLUSTER_TAG}": "true",
-                    f"aws:ResourceTag/{CLUSTER_TAG}": "false",
-                }
-            },
+            condition=retag_guard,
         ),
         _allow(
             [
@@ -149,12 +148,7 @@ def iam_policy(partition: str) -> str:
         _allow(
             ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
             resource=load_balancers,
-            condition={
-                "Null": {
-                    f"aws:RequestTag/{CLUSTER_TAG}": "true",
-                    f"aws:ResourceTag/{CLUSTER_TAG}": "false",
-                }
-            },
+            condition=retag_guard,
         ),
         _allow(
             ["elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"],
