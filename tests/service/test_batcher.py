@@ -11,7 +11,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatcherStopped, Overloaded, TooLargeForQueue
+from service.batcher import (
+    Batcher,
+    BatcherStopped,
+    Overloaded,
+    TooLargeForQueue,
+    _Item,
+    plan_batches,
+)
 from service.encoder import Encoder
 
 POISON = 1_000_000
@@ -272,3 +279,49 @@ async def test_a_burst_that_already_arrived_is_one_batch_without_a_timer() -> No
     assert len(results) == 8
     assert [len(batch) for batch in device.batches] == [8]
     await batcher.stop(5)
+
+
+async def test_a_small_request_behind_a_bulk_one_waits_at_most_one_window() -> None:
+    device = Device()
+    device.release.clear()
+    batcher = make(device, max_batch_size=4, max_batch_tokens=1000, max_queue_items=1000)
+    bulk = asyncio.create_task(vectors(batcher, [[7, 7]] * 40))  # 10 batches' worth
+    await wait_started(device)  # the bulk request's first window is on the device
+    await eventually(lambda: batcher.queued_tokens == 72)  # its other 36 inputs are prepared
+    small = asyncio.create_task(vectors(batcher, [[5]]))
+    await eventually(lambda: batcher.queued_items == 37)
+    device.release.set()
+    np.testing.assert_array_equal(await small, expected([[5]]))
+    # Round robin: the small input is in the window right after the running one, not after
+    # the bulk request's 9 other windows.
+    windows_before = next(i for i, b in enumerate(device.batches) if [5] in b)
+    assert windows_before <= 2, [len(b) for b in device.batches]
+    await bulk
+    await batcher.stop(5)
+
+
+def _items(lengths: list[int]) -> list[_Item]:
+    return [_Item(None, i, [1] * n) for i, n in enumerate(lengths)]  # type: ignore[arg-type]
+
+
+def test_a_paragraph_gets_its_own_batch_instead_of_padding_the_short_ones() -> None:
+    window = _items([14] * 50 + [180] + [12] * 13)
+    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=64)
+    assert [sorted({len(i.ids) for i in b}) for b in batches] == [[12, 14], [180]]
+    padded = sum(len(b) * max(len(i.ids) for i in b) for b in batches)
+    assert padded == 63 * 14 + 180  # against 64 * 180 in one batch
+
+
+def test_a_high_pass_cost_keeps_the_window_whole() -> None:
+    window = _items([14] * 50 + [180] + [12] * 13)
+    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=20_000)
+    assert [len(b) for b in batches] == [64]
+
+
+def test_buckets_respect_the_token_budget_and_the_row_cap() -> None:
+    window = _items([3] * 10 + [40] * 7 + [9] * 5)
+    batches = plan_batches(window, max_tokens=100, max_rows=4, pass_cost_tokens=0)
+    assert sorted(len(i.ids) for b in batches for i in b) == sorted(len(i.ids) for i in window)
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * max(len(i.ids) for i in batch) <= 100
