@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service import __version__
-from service.batcher import Batcher, BatcherStopped, Overloaded
+from service.batcher import Batcher
 from service.errors import (
+    ERROR_TABLE,
     ApiError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -32,7 +33,6 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
-from service.model_types import InputTooLongError, TokenIdError
 from service.routes import ROUTES
 from service.runtime import EncoderLike, Phase, Runtime
 from service.settings import Settings
@@ -59,6 +59,11 @@ def default_encoder_factory(settings: Settings) -> EncoderFactory:
                 max_tokens=settings.max_tokens,
                 truncate=settings.truncate,
                 torch_threads=settings.torch_threads,
+                normalize=settings.normalize,
+                prompts=settings.prompts,
+                default_prompt_name=settings.default_prompt_name,
+                default_prompt=settings.default_prompt,
+                matryoshka_dimensions=settings.matryoshka_dimensions,
             )
         )
         if settings.warmup:
@@ -89,8 +94,9 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
             runtime.start_draining()
             if not loading.done():
                 loading.cancel()
-            if runtime.batcher is not None:
-                await runtime.batcher.stop(settings.drain_timeout_seconds)
+            draining = runtime.stop_batcher()
+            if draining is not None:
+                await draining
             runtime.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
@@ -135,6 +141,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         max_queue_items=s.max_queue_items,
         batch_wait_s=s.batch_wait_ms / 1000,
         observer=runtime.metrics,
+        on_device_failure=runtime.device_failed,
     )
     batcher.start()
     _freeze_heap()
@@ -160,7 +167,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def table(_: Request, exc: Exception) -> Response:
         return error_response(exc)
 
-    for cls in (ApiError, Overloaded, BatcherStopped, InputTooLongError, TokenIdError, Exception):
+    # Every class of the table by name: Starlette answers these in its ExceptionMiddleware. Only
+    # the catch-all Exception goes to ServerErrorMiddleware, which logs a traceback and re-raises.
+    for cls in (*ERROR_TABLE, Exception):
         app.add_exception_handler(cls, table)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -178,6 +187,15 @@ def _describe_validation(errors: Any) -> InvalidRequestError:
     kind = first.get("type", "")
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
+        if "surrogate" in detail or "hex escape" in detail:
+            # jiter's words for a \ud800-\udfff escape without its pair ("unexpected end of hex
+            # escape", "lone leading surrogate") read like a syntax error; the text is the problem.
+            where = detail[detail.index(" at line ") :] if " at line " in detail else ""
+            return InvalidRequestError(
+                "the request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                f"without its pair){where}: that is not a Unicode character, so the text cannot "
+                "be embedded; send valid UTF-8 text"
+            )
         return InvalidRequestError(f"the request body is not valid JSON: {detail}".rstrip(": "))
     if not loc:
         if kind == "missing":

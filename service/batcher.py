@@ -8,6 +8,10 @@ a single worker thread (one model, one device). While a batch runs the queue fil
 the next batch is full without any timer; `batch_wait_s` adds a short wait only when the queue
 holds less than one batch (off by default). Every input of a window is served before any newer
 input, so sorting cannot starve long inputs.
+
+Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
+so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
+everything queued, refuses new work, and is reported through `on_device_failure`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from service.model_types import DeviceFailedError, DeviceOutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class Batcher:
         max_queue_items: int,
         batch_wait_s: float = 0.0,
         observer: BatchObserver | None = None,
+        on_device_failure: Callable[[DeviceFailedError], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch_tokens = max_batch_tokens
@@ -104,6 +111,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._window: list[_Item] = []  # taken from the queue, not yet answered
+        self._on_device_failure = on_device_failure or (lambda _: None)
+        self._device_error: DeviceFailedError | None = None
 
     @property
     def queued_items(self) -> int:
@@ -151,6 +160,8 @@ class Batcher:
             raise
 
     def _enqueue(self, token_ids: list[list[int]]) -> _Request:
+        if self._device_error is not None:
+            raise self._device_error
         if self._stopping or self._task is None:
             raise BatcherStopped("the server is not accepting work")
         queue = self._queue
@@ -251,6 +262,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(self._executor, self._run_batch, ids)
+        except DeviceOutOfMemoryError as exc:
+            await self._retry_smaller(batch, exc)
+            return
+        except DeviceFailedError as exc:
+            self._device_failed(batch, exc)
+            return
         except Exception as exc:
             log.exception("batch of %d inputs failed", len(batch))
             for item in batch:
@@ -268,3 +285,30 @@ class Batcher:
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(request.out)
+
+    async def _retry_smaller(self, batch: list[_Item], exc: DeviceOutOfMemoryError) -> None:
+        """Halves run one after the other (the encoder freed its cache): the batch's requests are
+        served, only slower. An input that does not fit alone fails on its own."""
+        if len(batch) == 1:
+            log.error("one input does not fit in device memory: %s", exc)
+            self._fail(batch[0].request, exc)
+            return
+        log.warning("%s; retrying as two batches of %d and %d", exc, *_halves(len(batch)))
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            live = [item for item in half if not item.request.future.done()]
+            if live:
+                await self._execute(live)
+
+    def _device_failed(self, batch: list[_Item], exc: DeviceFailedError) -> None:
+        """Every later batch would fail too: answer everything queued now and take no more."""
+        log.critical("device failed; refusing all work until the process restarts: %s", exc)
+        self._device_error = exc
+        for item in [*batch, *self._window, *self._queue.items]:
+            self._fail(item.request, exc)
+        self._queue.items.clear()
+        self._on_device_failure(exc)
+
+
+def _halves(n: int) -> tuple[int, int]:
+    return n // 2, n - n // 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from typing import Protocol
 
 import numpy as np
 
+from service import contract
 from service.batcher import Batcher
-from service.errors import NotReadyError
+from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
-from service.model_types import ModelInfo, Tokenized
+from service.model_types import DeviceFailedError, ModelInfo, NonFiniteEmbeddingError, Tokenized
 from service.schemas import Inputs
 from service.settings import Settings
 
@@ -29,9 +31,9 @@ log = logging.getLogger(__name__)
 class EncoderLike(Protocol):
     info: ModelInfo
 
-    def tokenize(self, texts: list[str]) -> Tokenized: ...
+    def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
-    def tokenize_ids(self, token_ids: list[list[int]]) -> Tokenized: ...
+    def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized: ...
 
     def encode_ids(self, batch: list[list[int]]) -> np.ndarray: ...
 
@@ -56,11 +58,17 @@ class Runtime:
         self.metrics = metrics
         self.api_keys = api_keys
         self.phase = Phase.LOADING
+        self.created = int(time.time())
+        """When this server started (the `created` of its /v1/models entries)."""
         self.encoder: EncoderLike | None = None
         self.batcher: Batcher | None = None
         self.load_error: BaseException | None = None
+        # Set when the device failed (a poisoned CUDA context): /health turns 503 so the kubelet
+        # restarts the container; nothing else recovers it.
+        self.device_error: DeviceFailedError | None = None
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
+        self._stopping: asyncio.Task[None] | None = None
         self._tokenizer_pool = ThreadPoolExecutor(
             max_workers=settings.tokenizer_threads, thread_name_prefix="tokenizer"
         )
@@ -80,34 +88,70 @@ class Runtime:
         if self.phase is not Phase.FAILED:
             self.set_phase(Phase.DRAINING)
 
+    def device_failed(self, error: DeviceFailedError) -> None:
+        """The batcher's report of a dead device: not ready, not alive."""
+        self.device_error = error
+        self.set_phase(Phase.FAILED)
+
     def serving(self) -> tuple[EncoderLike, Batcher]:
         """The encoder and batcher, or NotReadyError while the model loads (or failed to)."""
         if self.encoder is None or self.batcher is None:
             raise NotReadyError(f"the model is not loaded yet (phase: {self.phase.value})")
         return self.encoder, self.batcher
 
-    async def tokenize(self, inputs: Inputs) -> Tokenized:
+    def prompt(self, name: str | None) -> str | None:
+        """The text of the named prompt (400 for an unknown name), or the default one."""
+        encoder, _ = self.serving()
+        info = encoder.info
+        if name is None:
+            return info.default_prompt
+        if name not in info.prompts:
+            known = ", ".join(repr(n) for n in sorted(info.prompts))
+            raise InvalidRequestError(
+                f"prompt_name {name!r} is not one of this model's prompts"
+                + (f" ({known})" if known else " (it has none)")
+                + f"; see {contract.INFO_PATH}",
+                param="prompt_name",
+            )
+        return info.prompts[name] or None
+
+    async def tokenize(self, inputs: Inputs, prompt: str | None = None) -> Tokenized:
         """Off the event loop on threads beside the forward pass (the Rust tokenizer runs in
         parallel with torch, which releases the GIL), except for small requests (see
-        Settings.tokenize_inline_max)."""
+        Settings.tokenize_inline_max). `prompt` goes before every input."""
         encoder, _ = self.serving()
         if inputs.texts is not None:
             size = sum(map(len, inputs.texts))
-            call: Callable[[], Tokenized] = partial(encoder.tokenize, inputs.texts)
+            call: Callable[[], Tokenized] = partial(encoder.tokenize, inputs.texts, prompt)
         else:
             assert inputs.token_ids is not None
             size = sum(map(len, inputs.token_ids))
-            call = partial(encoder.tokenize_ids, inputs.token_ids)
+            call = partial(encoder.tokenize_ids, inputs.token_ids, prompt)
         if size <= self.settings.tokenize_inline_max:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, call)
 
     async def embed(self, tokenized: Tokenized) -> Embedded:
-        _, batcher = self.serving()
+        encoder, batcher = self.serving()
         vectors = await batcher.embed(tokenized.ids)
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            # orjson writes NaN as null and base64 carries the bytes: neither may go out as a 200.
+            error = NonFiniteEmbeddingError(int(np.argmin(finite)), encoder.info.dtype)
+            log.error("%s", error)
+            raise error
         if tokenized.truncated_count:
             self.metrics.truncated.inc(tokenized.truncated_count)
         return Embedded(vectors, tokenized.token_count, tokenized.truncated_count)
+
+    def stop_batcher(self) -> asyncio.Task[None] | None:
+        """Start the batcher's drain (once): queued work finishes within drain_timeout_seconds,
+        the rest is answered 503. `python -m service` starts it as the listener closes, so it ends
+        inside uvicorn's graceful-shutdown window; the lifespan awaits it."""
+        if self._stopping is None and self.batcher is not None:
+            drain = self.batcher.stop(self.settings.drain_timeout_seconds)
+            self._stopping = asyncio.get_running_loop().create_task(drain, name="drain")
+        return self._stopping
 
     def close(self) -> None:
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)

@@ -44,6 +44,10 @@ def parse_input(value: Any) -> Inputs:
         )
     if not value:
         raise ValueError("input must not be an empty list")
+    if all(_is_int(item) for item in value):
+        # One input given as token ids: its length is bounded by the model's maximum (truncated
+        # or refused by the encoder), not by the number of inputs per request.
+        return Inputs(token_ids=[value])
     if len(value) > MAX_INPUTS_PER_REQUEST:
         raise ValueError(
             f"input has {len(value)} items; at most {MAX_INPUTS_PER_REQUEST} are allowed"
@@ -53,8 +57,6 @@ def parse_input(value: Any) -> Inputs:
             if not item:
                 raise ValueError(f"input[{index}] must not be an empty string")
         return Inputs(texts=value)
-    if all(_is_int(item) for item in value):
-        return Inputs(token_ids=[value])
     if all(isinstance(item, list) for item in value):
         for index, item in enumerate(value):
             if not item:
@@ -79,6 +81,9 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: StrictInt | None = Field(None, ge=1)
     user: str | None = None  # accepted for compatibility, ignored
+    # An extension (as TEI's and sentence-transformers' `prompt_name`): one of the model's prompts,
+    # put before every input; unset: the server's default prompt, if any.
+    prompt_name: str | None = None
 
     @field_validator("input", mode="plain")
     @classmethod
@@ -92,6 +97,7 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: NonEmptyText
+    prompt_name: str | None = None
 
 
 class SimilarityRequest(BaseModel):
@@ -101,3 +107,5 @@ class SimilarityRequest(BaseModel):
 
     source_text: NonEmptyText
     candidates: list[NonEmptyText] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)
+    prompt_name: str | None = None
+    """Applies to the source and every candidate alike."""

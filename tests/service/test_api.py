@@ -17,7 +17,7 @@ import pytest
 from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, free_port
 
 from service import contract
-from service.encoder import Encoder
+from service.encoder import Encoder, EncoderConfig
 from service.logs import RequestIdFilter
 
 ALIAS = "text-embedding-3-small"
@@ -25,9 +25,11 @@ KEY = "sk-test-123"
 
 
 @pytest.fixture(scope="module")
-def server(start_server: Callable[..., LiveServer], tiny_encoder: Encoder) -> LiveServer:
+def server(start_server: Callable[..., LiveServer], tiny_model_dir: Path) -> LiveServer:
+    # The tiny model's vectors, with the Matryoshka sizes a model's config.json would declare.
+    matryoshka = EncoderConfig(model=str(tiny_model_dir), matryoshka_dimensions=[8, 16])
     return start_server(
-        tiny_encoder,
+        Encoder.load(matryoshka),
         model_aliases=[ALIAS],
         max_request_bytes=64 * 1024,
         max_request_tokens=4096,
@@ -134,6 +136,7 @@ BAD_BODIES = [
     pytest.param({}, 400, "input", id="missing-input"),
     pytest.param({"input": "x", "dimensions": 0}, 400, "dimensions", id="dimensions-0"),
     pytest.param({"input": "x", "dimensions": TINY_HIDDEN + 1}, 400, "dimensions", id="dims>dim"),
+    pytest.param({"input": "x", "dimensions": 12}, 400, "dimensions", id="dims-not-trained"),
     pytest.param({"input": "x", "dimensions": "8"}, 400, "dimensions", id="dimensions-string"),
     pytest.param({"input": "x", "encoding_format": "int8"}, 400, "encoding_format", id="format"),
     pytest.param({"input": "x", "model": "gpt-4"}, 404, "model", id="unknown-model"),
