@@ -3,7 +3,8 @@
 Graceful drain on SIGTERM (what Kubernetes sends before killing a pod):
 1. /ready turns 503 at once, so endpoints controllers and load balancers stop routing here;
 2. requests keep being served for drain_delay_seconds while they do (routing updates take seconds);
-3. the listener closes; everything queued and in flight finishes within drain_timeout_seconds;
+3. the listener closes; everything queued and in flight finishes within drain_timeout_seconds,
+   and what could not is answered 503 `shutting_down` in the error envelope;
 4. the process exits 0. A second SIGTERM, or SIGINT (Ctrl+C), skips the delay.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import logging
 import math
 import signal
@@ -27,6 +29,11 @@ from service.settings import Settings
 
 log = logging.getLogger("service")
 
+ANSWER_MARGIN_SECONDS = 2
+"""After the drain timeout the batcher answers what it could not run (503); uvicorn waits this much
+longer for those answers to be written before it cancels handlers (a plain-text 500). Within
+infra's SHUTDOWN_MARGIN_SECONDS, so the pod exits before SIGKILL."""
+
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, runtime: Runtime, drain_delay_s: float) -> None:
@@ -37,6 +44,12 @@ class DrainingServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A Python signal handler runs between two bytecodes of whatever the loop thread is doing,
+        # often a request's handler: run in a fresh context so that request's id is not on the
+        # drain's log lines (nor, through call_soon_threadsafe's copy, on the later ones).
+        contextvars.Context().run(self._handle_exit, sig, frame)
+
+    def _handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self._draining
         self._begin_drain()
         if sig != signal.SIGTERM:
@@ -66,6 +79,13 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def shutdown(self, sockets: Any = None) -> None:
+        """The batcher's drain starts as the listener closes, not in the lifespan (which uvicorn
+        runs only after it has waited for, or cancelled, every handler): so the drain timeout
+        ends with each unfinished request answered 503 in the envelope."""
+        self._runtime.stop_batcher()
+        await super().shutdown(sockets)
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
@@ -92,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         # Nothing here reads the client address, and the NLB (layer 4) sets no X-Forwarded-For:
         # uvicorn's proxy-header middleware would only add a layer to every request.
         proxy_headers=False,
-        # Whole seconds (uvicorn's type); 0 stays 0 (do not wait), never None (wait forever).
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds),
+        # Whole seconds (uvicorn's type), never None (wait forever): the drain, then the answers.
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds) + ANSWER_MARGIN_SECONDS,
         lifespan="on",
     )
     server = DrainingServer(config, runtime, settings.drain_delay_seconds)

@@ -22,8 +22,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service import __version__
-from service.batcher import Batcher, BatcherStopped, Overloaded, TooLargeForQueue
+from service.batcher import Batcher
 from service.errors import (
+    ERROR_TABLE,
     ApiError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -33,7 +34,6 @@ from service.errors import (
 )
 from service.front import FrontDoor, Handler, allow_header
 from service.metrics import Metrics
-from service.model_types import InputTooLongError, TokenIdError
 from service.openapi import build_document, document_endpoints
 from service.routes import ENDPOINTS
 from service.runtime import EncoderLike, Phase, Runtime
@@ -61,6 +61,11 @@ def default_encoder_factory(settings: Settings) -> EncoderFactory:
                 max_tokens=settings.max_tokens,
                 truncate=settings.truncate,
                 torch_threads=settings.torch_threads,
+                normalize=settings.normalize,
+                prompts=settings.prompts,
+                default_prompt_name=settings.default_prompt_name,
+                default_prompt=settings.default_prompt,
+                matryoshka_dimensions=settings.matryoshka_dimensions,
             )
         )
         if settings.warmup:
@@ -91,8 +96,9 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
             runtime.start_draining()
             if not loading.done():
                 loading.cancel()
-            if runtime.batcher is not None:
-                await runtime.batcher.stop(settings.drain_timeout_seconds)
+            draining = runtime.stop_batcher()
+            if draining is not None:
+                await draining
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
@@ -113,10 +119,15 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
     document = build_document(ENDPOINTS, title=TITLE, version=__version__, description=__doc__)
     app.openapi_schema = document  # what app.openapi() returns
     routes: dict[str, dict[str, Handler]] = {}
+    prefixes: dict[str, tuple[str, dict[str, Handler]]] = {}
     for endpoint in (*ENDPOINTS, *document_endpoints(document)):
-        routes.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+        if endpoint.prefix is None:
+            routes.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+        else:
+            methods = prefixes.setdefault(endpoint.prefix, (endpoint.path, {}))[1]
+            methods[endpoint.method] = endpoint.handler
     _install_error_handlers(app)
-    app.front = FrontDoor(routes, app.framework_stack, runtime, error_reply)
+    app.front = FrontDoor(routes, prefixes, app.framework_stack, runtime, error_reply)
     return app
 
 
@@ -161,6 +172,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         batch_wait_s=s.batch_wait_ms / 1000,
         pass_cost_tokens=s.resolved_pass_cost_tokens(encoder.info.device),
         observer=runtime.metrics,
+        on_device_failure=runtime.device_failed,
     )
     batcher.start()
     _freeze_heap()
@@ -197,17 +209,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def table(_: Request, exc: Exception) -> Response:
         return error_reply(exc)
 
-    for cls in (
-        ApiError,
-        Overloaded,
-        TooLargeForQueue,
-        BatcherStopped,
-        InputTooLongError,
-        TokenIdError,
-        RequestValidationError,
-        StarletteHTTPException,
-        Exception,
-    ):
+    # Every class of the table by name: Starlette answers these in its ExceptionMiddleware. Only
+    # the catch-all Exception goes to ServerErrorMiddleware, which logs a traceback and re-raises.
+    for cls in (*ERROR_TABLE, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(cls, table)
 
 
@@ -218,6 +222,15 @@ def _describe_validation(errors: Any) -> InvalidRequestError:
     kind = first.get("type", "")
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
+        if "surrogate" in detail or "hex escape" in detail:
+            # jiter's words for a \ud800-\udfff escape without its pair ("unexpected end of hex
+            # escape", "lone leading surrogate") read like a syntax error; the text is the problem.
+            where = detail[detail.index(" at line ") :] if " at line " in detail else ""
+            return InvalidRequestError(
+                "the request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                f"without its pair){where}: that is not a Unicode character, so the text cannot "
+                "be embedded; send valid UTF-8 text"
+            )
         return InvalidRequestError(f"the request body is not valid JSON: {detail}".rstrip(": "))
     if not loc:
         if kind == "missing":

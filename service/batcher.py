@@ -23,6 +23,10 @@ While a window runs the queue fills, so under load the next window is full witho
 Admission is bounded by what is queued, the request itself included: a request that would take the
 queue over `max_queue_items` gets Overloaded (429) even when the queue is empty, and one larger
 than the whole queue is refused as too large (it could never be admitted).
+
+Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
+so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
+everything queued, refuses new work, and is reported through `on_device_failure`.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from service.model_types import Tokenized
+from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,7 @@ class Batcher(Generic[R]):
         pass_cost_tokens: int = 0,
         prepare: Prepare[R] | None = None,
         observer: BatchObserver | None = None,
+        on_device_failure: Callable[[DeviceFailedError], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._prepare: Prepare[R] = prepare or _ids_as_prepared  # type: ignore[assignment]
@@ -154,6 +159,8 @@ class Batcher(Generic[R]):
         self._tokenizer: ThreadPoolExecutor | None = None
         self._preparing: list[_Request[R]] = []
         self._window: list[_Item] = []  # taken from the queue, not yet answered
+        self._on_device_failure = on_device_failure or (lambda _: None)
+        self._device_error: DeviceFailedError | None = None
 
     @property
     def queued_items(self) -> int:
@@ -178,14 +185,13 @@ class Batcher(Generic[R]):
         timed_out = False
         tasks = [task for task in (self._prepare_task, self._task) if task is not None]
         if tasks:
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.gather(*tasks)), drain_s)
-            except TimeoutError:
+            _, unfinished = await asyncio.wait(tasks, timeout=drain_s)
+            if unfinished:
                 timed_out = True
                 log.error("drain timeout (%.1fs): %d inputs not run", drain_s, self.queued_items)
-                for task in tasks:
+                for task in unfinished:
                     task.cancel()
-                for task in tasks:
+                for task in unfinished:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         stopped = BatcherStopped("the server stopped before this input ran")
@@ -215,6 +221,8 @@ class Batcher(Generic[R]):
         return vectors, request.prepared
 
     def _enqueue(self, raw: R, size: int) -> _Request[R]:
+        if self._device_error is not None:
+            raise self._device_error
         if self._stopping or self._task is None:
             raise BatcherStopped("the server is not accepting work")
         queue = self._queue
@@ -377,6 +385,12 @@ class Batcher(Generic[R]):
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(self._executor, self._run_batch, ids)
+        except DeviceOutOfMemoryError as exc:
+            await self._retry_smaller(batch, exc)
+            return
+        except DeviceFailedError as exc:
+            self._device_failed(batch, exc)
+            return
         except Exception as exc:
             log.exception("batch of %d inputs failed", len(batch))
             for item in batch:
@@ -394,6 +408,36 @@ class Batcher(Generic[R]):
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(request.out)
+
+    async def _retry_smaller(self, batch: list[_Item], exc: DeviceOutOfMemoryError) -> None:
+        """Halves run one after the other (the encoder freed its cache): the batch's requests are
+        served, only slower. An input that does not fit alone fails on its own."""
+        if len(batch) == 1:
+            log.error("one input does not fit in device memory: %s", exc)
+            self._fail(batch[0].request, exc)
+            return
+        log.warning("%s; retrying as two batches of %d and %d", exc, *_halves(len(batch)))
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            live = [item for item in half if not item.request.future.done()]
+            if live:
+                await self._execute(live)
+
+    def _device_failed(self, batch: list[_Item], exc: DeviceFailedError) -> None:
+        """Every later batch would fail too: answer everything queued now and take no more."""
+        log.critical("device failed; refusing all work until the process restarts: %s", exc)
+        self._device_error = exc
+        queue = self._queue
+        requests = [*(item.request for item in (*batch, *self._window)), *queue.ready]
+        for request in [*requests, *queue.arrivals, *self._preparing]:
+            self._fail(request, exc)
+        queue.ready.clear()
+        queue.arrivals.clear()
+        self._on_device_failure(exc)
+
+
+def _halves(n: int) -> tuple[int, int]:
+    return n // 2, n - n // 2
 
 
 def plan_batches(

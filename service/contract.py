@@ -21,6 +21,8 @@ METRICS_PORT_NAME: Final = "metrics"
 OPENAI_BASE_PATH: Final = "/v1"
 EMBEDDINGS_PATH: Final = "/v1/embeddings"
 """OpenAI-compatible embeddings."""
+MODELS_PATH: Final = "/v1/models"
+"""OpenAI-compatible model list (the openai SDK's models.list()); /v1/models/{id} retrieves one."""
 EMBEDDING_PATH: Final = "/v1/embedding"
 """Simple route used by existing GTE deployments: {"text": ...} -> vector."""
 SIMILARITY_PATH: Final = "/v1/similarity"
@@ -34,6 +36,7 @@ METRICS_PATH: Final = "/metrics"
 
 API_PATHS: Final = {
     "embeddings": EMBEDDINGS_PATH,
+    "models": MODELS_PATH,
     "embedding": EMBEDDING_PATH,
     "similarity": SIMILARITY_PATH,
     "health": HEALTH_PATH,

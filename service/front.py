@@ -91,7 +91,14 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     """Response headers the route sets, besides X-Request-ID."""
+    path_params: tuple[str, ...] = ()
+    """Names in `path` ("/v1/models/{model}"): the route answers every path under the part
+    before the first one, and the handler reads the rest of the path."""
     in_schema: bool = True
+
+    @property
+    def prefix(self) -> str | None:
+        return self.path[: self.path.index("{")] if self.path_params else None
 
 
 ErrorReply = Callable[[BaseException], Response]
@@ -105,13 +112,16 @@ class FrontDoor:
     def __init__(
         self,
         routes: Mapping[str, Mapping[str, Handler]],
+        prefixes: Mapping[str, tuple[str, Mapping[str, Handler]]],
         fallback: ASGIApp,
         runtime: Runtime,
         error_reply: ErrorReply,
     ) -> None:
-        """`routes`: path -> method -> handler. `error_reply` turns an exception into the
-        response the error table gives it (service.app), the same for both ways in."""
+        """`routes`: path -> method -> handler; `prefixes`: path prefix -> (route template,
+        method -> handler), for routes with path parameters. `error_reply` turns an exception
+        into the response the error table gives it (service.app), the same for both ways in."""
         self.routes = routes
+        self.prefixes = prefixes
         self.fallback = fallback
         self.runtime = runtime
         self.error_reply = error_reply
@@ -122,7 +132,8 @@ class FrontDoor:
         metrics: Metrics = runtime.metrics
         self.metrics = metrics
         # Label children resolved once: `labels()` costs a lock and a tuple per call.
-        self._duration = {path: metrics.request_duration.labels(path) for path in routes}
+        labels = [*routes, *(template for template, _ in prefixes.values())]
+        self._duration = {path: metrics.request_duration.labels(path) for path in labels}
         self._duration["other"] = metrics.request_duration.labels("other")
         self._counters: dict[tuple[str, int], Any] = {}
 
@@ -130,6 +141,11 @@ class FrontDoor:
         path: str = scope["path"]
         methods = self.routes.get(path)
         route = path if methods is not None else "other"
+        if methods is None and self.prefixes:
+            for prefix, (template, under) in self.prefixes.items():
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    route, methods = template, under
+                    break
         rid = _request_id(scope["headers"])
         token = logs.request_id.set(rid)
         api = path.startswith(_API_PREFIX)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,23 @@ class ModelInfo:
     dtype: str
     attention: str
     vocab_size: int
+    dtype_requested: str = "auto"
+    """What the settings asked for; `dtype` is what it resolved to."""
+    model_dtype: str | None = None
+    """The dtype the model's config.json declares (`dtype`/`torch_dtype`), if any."""
+    normalize: bool = True
+    """Rows are L2-normalised (the model's modules.json has a Normalize step, or a setting)."""
+    normalize_source: str = "modules.json"
+    matryoshka: bool = False
+    """The model was trained so that the first N components are an embedding too."""
+    matryoshka_dimensions: tuple[int, ...] | None = None
+    """The N it was trained for; None with `matryoshka`: any N."""
+    matryoshka_source: str = "config.json"
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Named prompts (config_sentence_transformers.json, plus settings): text put before inputs."""
+    default_prompt_name: str | None = None
+    default_prompt: str | None = None
+    """The prompt used when a request names none (None: inputs are embedded as sent)."""
 
 
 @dataclass(frozen=True)
@@ -51,3 +68,25 @@ class TokenIdError(ValueError):
     """A client-supplied token id is outside this model's vocabulary."""
 
     param = "input"
+
+
+class DeviceOutOfMemoryError(RuntimeError):
+    """A forward pass ran out of device memory; the encoder freed its cache. A smaller batch may
+    fit (the batcher retries in halves); one input alone that does not fit fails with this."""
+
+
+class DeviceFailedError(RuntimeError):
+    """The device is unusable (a CUDA error poisons the process's context: every later call
+    fails). Only a new process recovers: the server fails its liveness probe."""
+
+
+class NonFiniteEmbeddingError(RuntimeError):
+    """The model produced NaN or infinity (typically float16 overflow): never sent as a vector."""
+
+    def __init__(self, index: int, dtype: str) -> None:
+        super().__init__(
+            f"the model produced a non-finite (NaN or infinite) embedding for input[{index}] "
+            f"running in {dtype}; the server does not return it. A float16 overflow is the "
+            "usual cause: the operator can set EMBED_DTYPE=float32 (or bfloat16)"
+        )
+        self.index = index

@@ -91,6 +91,11 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     }
     if endpoint.description:
         operation["description"] = endpoint.description
+    if endpoint.path_params:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in endpoint.path_params
+        ]
     if endpoint.request is not None:
         ref = {"$ref": _REF.format(model=endpoint.request.__name__)}
         content = {"application/json": {"schema": ref}}

@@ -20,6 +20,7 @@ from service import __version__, contract
 from service.errors import InvalidRequestError, ModelNotFoundError, NotReadyError
 from service.front import Call, ClientGone, Endpoint, Reply
 from service.metrics import CONTENT_TYPE
+from service.model_types import ModelInfo
 from service.runtime import Embedded, Runtime
 from service.schemas import (
     EmbeddingRequest,
@@ -27,6 +28,8 @@ from service.schemas import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     Inputs,
+    ModelList,
+    ModelObject,
     ServerInfo,
     SimilarityRequest,
     SimilarityResponse,
@@ -75,37 +78,64 @@ async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def embed_inputs(call: Call, inputs: Inputs) -> Embedded:
-    return await until_disconnect(call, call.runtime.embed(inputs))
+async def embed_inputs(call: Call, inputs: Inputs, prompt_name: str | None) -> Embedded:
+    return await until_disconnect(call, call.runtime.embed(inputs, prompt_name))
+
+
+def accepted_models(runtime: Runtime) -> list[str]:
+    """The ids a request may name: the served name first, then the model id and the aliases."""
+    encoder, _ = runtime.serving()
+    served = runtime.settings.served_model_name or encoder.info.model_id
+    names = [served, encoder.info.model_id, *runtime.settings.model_aliases]
+    return list(dict.fromkeys(names))
 
 
 def check_model(runtime: Runtime, requested: str | None) -> str:
-    encoder, _ = runtime.serving()
-    served = runtime.settings.served_model_name or encoder.info.model_id
-    if requested is None:
-        return served
-    accepted = {served, encoder.info.model_id, *runtime.settings.model_aliases}
-    if requested not in accepted:
+    accepted = accepted_models(runtime)
+    if requested is not None and requested not in accepted:
         raise ModelNotFoundError(
-            f"the model {requested!r} does not exist on this server; it serves {served!r}",
+            f"the model {requested!r} does not exist on this server; it serves {accepted[0]!r}",
             param="model",
         )
-    return served
+    return accepted[0]
 
 
-def check_dimensions(dimensions: int | None, full: int) -> None:
-    if dimensions is not None and dimensions > full:
+def check_dimensions(dimensions: int | None, model: ModelInfo) -> None:
+    """OpenAI `dimensions` where truncating is what the model was trained for (Matryoshka), as
+    vLLM does; the full size is always accepted (it changes nothing)."""
+    full = model.dimension
+    if dimensions is None or dimensions == full:
+        return
+    if dimensions > full:
         raise InvalidRequestError(
             f"dimensions must be between 1 and {full} for this model; got {dimensions}",
             param="dimensions",
         )
+    if not model.matryoshka:
+        raise InvalidRequestError(
+            f"this model was not trained for shortened embeddings (Matryoshka representation "
+            f"learning): its first {dimensions} components are not a useful embedding, so it "
+            f"only returns all {full}; leave out dimensions (the operator can allow it with "
+            f"{contract.ENV_PREFIX}MATRYOSHKA_DIMENSIONS)",
+            param="dimensions",
+        )
+    allowed = model.matryoshka_dimensions
+    if allowed is not None and dimensions not in allowed:
+        choices = ", ".join(map(str, sorted({*allowed, full})))
+        raise InvalidRequestError(
+            f"this model was trained for dimensions {choices}; got {dimensions}",
+            param="dimensions",
+        )
 
 
-def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """OpenAI `dimensions`: keep the first N components, then re-normalise (Matryoshka style)."""
+def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """OpenAI `dimensions`: keep the first N components, re-normalised when the model's vectors
+    are (sentence-transformers' truncate_dim does the same)."""
     if dimensions is None or dimensions == vectors.shape[1]:
         return vectors
     head = vectors[:, :dimensions]
+    if not normalize:
+        return np.ascontiguousarray(head)
     norms = np.linalg.norm(head, axis=1, keepdims=True)
     return np.ascontiguousarray(head / np.maximum(norms, 1e-12), dtype=np.float32)
 
@@ -124,9 +154,9 @@ async def create_embeddings(call: Call) -> Reply:
     runtime = call.runtime
     served = check_model(runtime, body.model)
     encoder, _ = runtime.serving()
-    check_dimensions(body.dimensions, encoder.info.dimension)  # before spending compute
-    result = await embed_inputs(call, body.input)
-    vectors = shorten(result.vectors, body.dimensions)
+    check_dimensions(body.dimensions, encoder.info)  # before spending compute
+    result = await embed_inputs(call, body.input, body.prompt_name)
+    vectors = shorten(result.vectors, body.dimensions, encoder.info.normalize)
     if body.encoding_format == "base64":
         # The openai SDK's default: little-endian float32 bytes, base64 (4 bytes per float,
         # ~3x smaller than JSON numbers and no float formatting).
@@ -155,16 +185,20 @@ async def create_embeddings(call: Call) -> Reply:
 
 async def create_embedding(call: Call) -> Reply:
     body = parse_body(call, EmbeddingRequest)
-    result = await embed_inputs(call, Inputs(texts=[body.text]))
+    result = await embed_inputs(call, Inputs(texts=[body.text]), body.prompt_name)
     content = {"embedding": result.vectors[0], "dimension": int(result.vectors.shape[1])}
     return json_reply(content, truncated_header(result))
 
 
 async def similarity(call: Call) -> Reply:
     body = parse_body(call, SimilarityRequest)
-    result = await embed_inputs(call, Inputs(texts=[body.source_text, *body.candidates]))
-    # Rows are L2-normalised: cosine similarity is the dot product.
-    scores = result.vectors[1:] @ result.vectors[0]
+    texts = Inputs(texts=[body.source_text, *body.candidates])
+    result = await embed_inputs(call, texts, body.prompt_name)
+    vectors = result.vectors
+    encoder, _ = call.runtime.serving()
+    if not encoder.info.normalize:  # normalised rows: cosine similarity is the dot product
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    scores = vectors[1:] @ vectors[0]
     return json_reply({"similarities": scores.astype(np.float64)}, truncated_header(result))
 
 
@@ -172,8 +206,36 @@ _OK = Reply(b'{"status":"ok"}')
 _READY = Reply(b'{"status":"ready"}')
 
 
-async def health(_: Call) -> Reply:
+async def health(call: Call) -> Reply:
+    """Liveness: 503 once the device failed (a poisoned CUDA context never recovers in-process),
+    so the kubelet restarts the container."""
+    error = call.runtime.device_error
+    if error is not None:
+        raise error
     return _OK
+
+
+async def list_models(call: Call) -> Reply:
+    runtime = call.runtime
+    data = [_model_object(runtime, name) for name in accepted_models(runtime)]
+    return json_reply({"object": "list", "data": data})
+
+
+MODEL_PATH = contract.MODELS_PATH + "/{model}"
+_MODEL_PREFIX = contract.MODELS_PATH + "/"
+
+
+async def retrieve_model(call: Call) -> Reply:
+    runtime = call.runtime
+    # Hub ids contain a slash (sentence-transformers/all-MiniLM-L6-v2): the rest of the path.
+    name = call.scope["path"].removeprefix(_MODEL_PREFIX)
+    check_model(runtime, name)  # 404 model_not_found for any other name
+    return json_reply(_model_object(runtime, name))
+
+
+def _model_object(runtime: Runtime, name: str) -> dict[str, Any]:
+    """OpenAI's Model object (https://platform.openai.com/docs/api-reference/models/object)."""
+    return {"id": name, "object": "model", "created": runtime.created, "owned_by": "gpu-inference"}
 
 
 async def ready(call: Call) -> Reply:
@@ -199,7 +261,16 @@ async def info(call: Call) -> Reply:
             "pooling": model.pooling,
             "device": model.device,
             "dtype": model.dtype,
+            "dtype_requested": model.dtype_requested,
+            "model_dtype": model.model_dtype,
             "attention": model.attention,
+            "normalize": model.normalize,
+            "normalize_source": model.normalize_source,
+            "matryoshka": model.matryoshka,
+            "matryoshka_dimensions": model.matryoshka_dimensions,
+            "prompts": model.prompts,
+            "default_prompt_name": model.default_prompt_name,
+            "default_prompt": model.default_prompt,
             "phase": runtime.phase.value,
             "limits": {
                 "max_inputs": MAX_INPUTS_PER_REQUEST,
@@ -240,6 +311,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         headers=_TRUNCATED_DOC,
     ),
     Endpoint(
+        "GET",
+        contract.MODELS_PATH,
+        list_models,
+        "List the served model (OpenAI-compatible): its name, model id and aliases",
+        response=ModelList,
+        errors=(401, 503),
+        tags=("models",),
+    ),
+    Endpoint(
+        "GET",
+        MODEL_PATH,
+        retrieve_model,
+        "Retrieve a model by any of its accepted names (OpenAI-compatible)",
+        response=ModelObject,
+        errors=(401, 404, 503),
+        tags=("models",),
+        path_params=("model",),
+    ),
+    Endpoint(
         "POST",
         contract.EMBEDDING_PATH,
         create_embedding,
@@ -265,8 +355,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         contract.HEALTH_PATH,
         health,
-        "Liveness: the process serves HTTP",
+        "Liveness: the process serves HTTP and its device works",
         response=Status,
+        errors=(503,),
         tags=("probes",),
     ),
     Endpoint(

@@ -5,18 +5,28 @@ Imports no torch: the encoder is reached through the EncoderLike protocol, so ro
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import numpy as np
 
+from service import contract
 from service.batcher import Batcher
 from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
-from service.model_types import InputTooLongError, ModelInfo, TokenIdError, Tokenized
+from service.model_types import (
+    DeviceFailedError,
+    InputTooLongError,
+    ModelInfo,
+    NonFiniteEmbeddingError,
+    TokenIdError,
+    Tokenized,
+)
 from service.schemas import Inputs
 from service.settings import Settings
 
@@ -27,9 +37,9 @@ T = TypeVar("T")
 class EncoderLike(Protocol):
     info: ModelInfo
 
-    def tokenize(self, texts: list[str]) -> Tokenized: ...
+    def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
-    def tokenize_ids(self, token_ids: list[list[int]]) -> Tokenized: ...
+    def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized: ...
 
     def encode_ids(self, batch: list[list[int]]) -> np.ndarray: ...
 
@@ -39,6 +49,14 @@ class Phase(enum.Enum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the batcher prepares for one request: its inputs and the prompt put before each."""
+
+    inputs: Inputs
+    prompt: str | None
 
 
 @dataclass(frozen=True)
@@ -54,11 +72,17 @@ class Runtime:
         self.metrics = metrics
         self.api_keys = api_keys
         self.phase = Phase.LOADING
+        self.created = int(time.time())
+        """When this server started (the `created` of its /v1/models entries)."""
         self.encoder: EncoderLike | None = None
-        self.batcher: Batcher[Inputs] | None = None
+        self.batcher: Batcher[Job] | None = None
         self.load_error: BaseException | None = None
+        # Set when the device failed (a poisoned CUDA context): /health turns 503 so the kubelet
+        # restarts the container; nothing else recovers it.
+        self.device_error: DeviceFailedError | None = None
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
+        self._stopping: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -75,37 +99,60 @@ class Runtime:
         if self.phase is not Phase.FAILED:
             self.set_phase(Phase.DRAINING)
 
-    def serving(self) -> tuple[EncoderLike, Batcher[Inputs]]:
+    def device_failed(self, error: DeviceFailedError) -> None:
+        """The batcher's report of a dead device: not ready, not alive."""
+        self.device_error = error
+        self.set_phase(Phase.FAILED)
+
+    def serving(self) -> tuple[EncoderLike, Batcher[Job]]:
         """The encoder and batcher, or NotReadyError while the model loads (or failed to)."""
         if self.encoder is None or self.batcher is None:
             raise NotReadyError(f"the model is not loaded yet (phase: {self.phase.value})")
         return self.encoder, self.batcher
 
-    def prepare(self, requests: list[Inputs]) -> list[Tokenized | Exception]:
-        """The batcher's stage 1, on its tokenizer thread: every text of every request in one
-        Rust `encode_batch` call (per text several times cheaper than a call per request), token
-        ids checked per request, and each request's token cap. A request's failure is its own."""
+    def prompt(self, name: str | None) -> str | None:
+        """The text of the named prompt (400 for an unknown name), or the default one."""
         encoder, _ = self.serving()
-        results: list[Tokenized | Exception] = [_NOT_PREPARED] * len(requests)
-        texts = [i for i, inputs in enumerate(requests) if inputs.texts is not None]
-        if texts:
+        info = encoder.info
+        if name is None:
+            return info.default_prompt
+        if name not in info.prompts:
+            known = ", ".join(repr(n) for n in sorted(info.prompts))
+            raise InvalidRequestError(
+                f"prompt_name {name!r} is not one of this model's prompts"
+                + (f" ({known})" if known else " (it has none)")
+                + f"; see {contract.INFO_PATH}",
+                param="prompt_name",
+            )
+        return info.prompts[name] or None
+
+    def prepare(self, jobs: list[Job]) -> list[Tokenized | Exception]:
+        """The batcher's stage 1, on its tokenizer thread: the texts of every request with the
+        same prompt in one Rust `encode_batch` call (one call per request costs several times
+        more CPU per text, and held the event loop), token ids checked per request, and each
+        request's token cap. A request's failure is its own."""
+        encoder, _ = self.serving()
+        results: list[Tokenized | Exception] = [_NOT_PREPARED] * len(jobs)
+        by_prompt: dict[str | None, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.inputs.texts is not None:
+                by_prompt.setdefault(job.prompt, []).append(i)
+            else:
+                results[i] = _attempt(encoder.tokenize_ids, job.inputs.token_ids or [], job.prompt)
+        for prompt, members in by_prompt.items():
+            texts = [text for i in members for text in jobs[i].inputs.texts or ()]
             try:
-                everything = encoder.tokenize([t for i in texts for t in requests[i].texts or ()])
+                everything = encoder.tokenize(texts, prompt)
             except InputTooLongError:
                 # Only with truncation off: find whose, one request at a time.
-                for i in texts:
-                    results[i] = _attempt(encoder.tokenize, requests[i].texts or [])
-            else:
-                start = 0
-                for i in texts:
-                    end = start + len(requests[i])
-                    results[i] = Tokenized(
-                        everything.ids[start:end], everything.truncated[start:end]
-                    )
-                    start = end
-        for i, inputs in enumerate(requests):
-            if inputs.token_ids is not None:
-                results[i] = _attempt(encoder.tokenize_ids, inputs.token_ids)
+                for i in members:
+                    results[i] = _attempt(encoder.tokenize, jobs[i].inputs.texts or [], prompt)
+                continue
+            start = 0
+            for i in members:
+                end = start + len(jobs[i].inputs)
+                results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
+                start = end
         limit = self.settings.max_request_tokens
         for i, result in enumerate(results):
             if isinstance(result, Tokenized) and result.token_count > limit:
@@ -116,19 +163,37 @@ class Runtime:
                 )
         return results
 
-    async def embed(self, inputs: Inputs) -> Embedded:
-        _, batcher = self.serving()
-        vectors, tokenized = await batcher.embed(inputs, len(inputs))
+    async def embed(self, inputs: Inputs, prompt_name: str | None = None) -> Embedded:
+        encoder, batcher = self.serving()
+        job = Job(inputs, self.prompt(prompt_name))
+        vectors, tokenized = await batcher.embed(job, len(inputs))
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            # orjson writes NaN as null and base64 carries the bytes: neither may go out as a 200.
+            error = NonFiniteEmbeddingError(int(np.argmin(finite)), encoder.info.dtype)
+            log.error("%s", error)
+            raise error
         if tokenized.truncated_count:
             self.metrics.truncated.inc(tokenized.truncated_count)
         return Embedded(vectors, tokenized.token_count, tokenized.truncated_count)
+
+    def stop_batcher(self) -> asyncio.Task[None] | None:
+        """Start the batcher's drain (once): queued work finishes within drain_timeout_seconds,
+        the rest is answered 503. `python -m service` starts it as the listener closes, so it ends
+        inside uvicorn's graceful-shutdown window; the lifespan awaits it."""
+        if self._stopping is None and self.batcher is not None:
+            drain = self.batcher.stop(self.settings.drain_timeout_seconds)
+            self._stopping = asyncio.get_running_loop().create_task(drain, name="drain")
+        return self._stopping
 
 
 _NOT_PREPARED = RuntimeError("not prepared")
 
 
-def _attempt(call: Callable[[list[T]], Tokenized], inputs: list[T]) -> Tokenized | Exception:
+def _attempt(
+    call: Callable[[list[T], str | None], Tokenized], inputs: list[T], prompt: str | None
+) -> Tokenized | Exception:
     try:
-        return call(inputs)
+        return call(inputs, prompt)
     except (InputTooLongError, TokenIdError) as exc:
         return exc

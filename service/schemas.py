@@ -52,6 +52,10 @@ def parse_input(value: Any) -> Inputs:
         )
     if not value:
         raise ValueError("input must not be an empty list")
+    if all(_is_int(item) for item in value):
+        # One input given as token ids: its length is bounded by the model's maximum (truncated
+        # or refused by the encoder), not by the number of inputs per request.
+        return Inputs(token_ids=[value])
     if len(value) > MAX_INPUTS_PER_REQUEST:
         raise ValueError(
             f"input has {len(value)} items; at most {MAX_INPUTS_PER_REQUEST} are allowed"
@@ -61,8 +65,6 @@ def parse_input(value: Any) -> Inputs:
             if not item:
                 raise ValueError(f"input[{index}] must not be an empty string")
         return Inputs(texts=value)
-    if all(_is_int(item) for item in value):
-        return Inputs(token_ids=[value])
     if all(isinstance(item, list) for item in value):
         for index, item in enumerate(value):
             if not item:
@@ -106,6 +108,9 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: StrictInt | None = Field(None, ge=1)
     user: str | None = None  # accepted for compatibility, ignored
+    # An extension (as TEI's and sentence-transformers' `prompt_name`): one of the model's prompts,
+    # put before every input; unset: the server's default prompt, if any.
+    prompt_name: str | None = None
 
     @field_validator("input", mode="plain")
     @classmethod
@@ -119,6 +124,7 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: NonEmptyText
+    prompt_name: str | None = None
 
 
 class SimilarityRequest(BaseModel):
@@ -128,6 +134,8 @@ class SimilarityRequest(BaseModel):
 
     source_text: NonEmptyText
     candidates: list[NonEmptyText] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)
+    prompt_name: str | None = None
+    """Applies to the source and every candidate alike."""
 
 
 # --- Responses ---------------------------------------------------------------------------------
@@ -190,10 +198,31 @@ class ServerInfo(BaseModel):
     pooling: str
     device: str
     dtype: str
+    dtype_requested: str
+    model_dtype: str | None
     attention: str
+    normalize: bool
+    normalize_source: str
+    matryoshka: bool
+    matryoshka_dimensions: list[int] | None
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    default_prompt: str | None
     phase: str
     limits: Limits
     version: str
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelObject]
 
 
 class ErrorDetail(BaseModel):

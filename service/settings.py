@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         "image alone (HF_HUB_OFFLINE semantics), never depend on the Hub at run time.",
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
-    dtype: Dtype = Field("auto", description="auto: float16 on CUDA, float32 on CPU.")
+    dtype: Dtype = Field(
+        "auto",
+        description="auto: float32 on CPU; on CUDA bfloat16 for a model trained in it (float32 "
+        "on GPUs without bfloat16: float16 could overflow), else float16. /info says which.",
+    )
     pooling: Pooling | None = Field(
         None, description="Override the pooling read from the model's sentence-transformers files."
     )
@@ -59,6 +63,30 @@ class Settings(BaseSettings):
         True,
         description="Cut over-long inputs to max_tokens and report it (header, usage); "
         "off: reject them with 400 instead.",
+    )
+    normalize: bool | None = Field(
+        None,
+        description="L2-normalise vectors. Unset: as the model's modules.json says (a Normalize "
+        "step or not), so vectors equal sentence-transformers'; true/false forces it.",
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Named prompts as JSON ({"query": "query: "}), over those of the model\'s '
+        "config_sentence_transformers.json: for models whose prompts live only in their card.",
+    )
+    default_prompt_name: str | None = Field(
+        None,
+        description="The prompt put before inputs of requests that name none. Unset: the "
+        "model's default_prompt_name; empty: none.",
+    )
+    default_prompt: str | None = Field(
+        None, description="A literal default prompt instead of a named one (empty: none)."
+    )
+    matryoshka_dimensions: Annotated[list[int] | Literal["any", "none"] | None, NoDecode] = Field(
+        None,
+        description="Which `dimensions` requests may ask for: comma-separated sizes, any or none. "
+        "Unset: what the model's config.json declares (matryoshka_dimensions / is_matryoshka); "
+        "shortened vectors of other models lose quality, so they are refused.",
     )
     warmup: bool = Field(True, description="Run forward passes before /ready turns 200.")
     torch_threads: int | None = Field(
@@ -138,6 +166,24 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("matryoshka_dimensions", mode="before")
+    @classmethod
+    def _parse_dimensions(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in ("", "any", "none"):
+            return text or None
+        try:
+            dims = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"{value!r}: expected comma-separated sizes (64,128,256), any or none"
+            ) from None
+        if not dims or min(dims) < 1:
+            raise ValueError(f"{value!r}: sizes must be positive integers")
+        return dims
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.max_queue_items < self.max_batch_size:
@@ -145,6 +191,8 @@ class Settings(BaseSettings):
                 f"max_queue_items ({self.max_queue_items}) must be >= max_batch_size "
                 f"({self.max_batch_size}): a smaller queue can never fill a batch"
             )
+        if self.default_prompt is not None and self.default_prompt_name is not None:
+            raise ValueError("set default_prompt or default_prompt_name, not both")
         return self
 
     def resolved_pass_cost_tokens(self, device: str) -> int:

@@ -17,7 +17,7 @@ import pytest
 from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, free_port
 
 from service import contract
-from service.encoder import Encoder
+from service.encoder import Encoder, EncoderConfig
 from service.logs import RequestIdFilter
 
 ALIAS = "text-embedding-3-small"
@@ -25,9 +25,11 @@ KEY = "sk-test-123"
 
 
 @pytest.fixture(scope="module")
-def server(start_server: Callable[..., LiveServer], tiny_encoder: Encoder) -> LiveServer:
+def server(start_server: Callable[..., LiveServer], tiny_model_dir: Path) -> LiveServer:
+    # The tiny model's vectors, with the Matryoshka sizes a model's config.json would declare.
+    matryoshka = EncoderConfig(model=str(tiny_model_dir), matryoshka_dimensions=[8, 16])
     return start_server(
-        tiny_encoder,
+        Encoder.load(matryoshka),
         model_aliases=[ALIAS],
         max_request_bytes=64 * 1024,
         max_request_tokens=4096,
@@ -104,6 +106,33 @@ def test_request_id_is_echoed(server: LiveServer) -> None:
     assert len(httpx.get(f"{server.base_url}/health").headers["x-request-id"]) == 32
 
 
+def test_sdk_lists_and_retrieves_models(client: openai.OpenAI, tiny_encoder: Encoder) -> None:
+    served = tiny_encoder.info.model_id
+    models = client.models.list()
+    assert [m.id for m in models.data] == [served, ALIAS]
+    assert {(m.object, m.owned_by) for m in models.data} == {("model", "gpu-inference")}
+    assert all(m.created > 0 for m in models.data)
+    assert client.models.retrieve(ALIAS).id == ALIAS
+    assert client.models.retrieve(served).id == served  # a Hub id holds a slash
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-4")
+    assert missing.value.code == "model_not_found"
+
+
+def test_a_flat_token_id_list_is_one_input_whatever_its_length(server: LiveServer) -> None:
+    response = post(server, contract.EMBEDDINGS_PATH, {"input": [7] * 3000})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 1
+    assert response.json()["usage"]["truncated_inputs"] == 1
+
+
+def test_a_lone_surrogate_is_named_as_such(server: LiveServer) -> None:
+    for body in (b'{"input": "\\ud800"}', b'{"input": ["ok", "a\\udc00b"]}'):
+        error = assert_envelope(post(server, contract.EMBEDDINGS_PATH, body), 400)
+        assert "lone UTF-16 surrogate" in error["message"], error
+        assert "line 1 column" in error["message"]
+
+
 # --- Truncation is reported, not silent -----------------------------------------------------------
 def test_over_long_text_is_truncated_and_reported(server: LiveServer) -> None:
     before = server.metric(contract.TRUNCATED_INPUTS_TOTAL)
@@ -134,6 +163,7 @@ BAD_BODIES = [
     pytest.param({}, 400, "input", id="missing-input"),
     pytest.param({"input": "x", "dimensions": 0}, 400, "dimensions", id="dimensions-0"),
     pytest.param({"input": "x", "dimensions": TINY_HIDDEN + 1}, 400, "dimensions", id="dims>dim"),
+    pytest.param({"input": "x", "dimensions": 12}, 400, "dimensions", id="dims-not-trained"),
     pytest.param({"input": "x", "dimensions": "8"}, 400, "dimensions", id="dimensions-string"),
     pytest.param({"input": "x", "encoding_format": "int8"}, 400, "encoding_format", id="format"),
     pytest.param({"input": "x", "model": "gpt-4"}, 404, "model", id="unknown-model"),
@@ -209,7 +239,14 @@ def test_health_ready_info(server: LiveServer, tiny_encoder: Encoder) -> None:
     assert info["model"] == tiny_encoder.info.model_id
     assert info["aliases"] == [ALIAS]
     assert (info["dimension"], info["max_tokens"], info["pooling"]) == (TINY_HIDDEN, 32, "cls")
-    assert (info["device"], info["dtype"]) == ("cpu", "float32")
+    assert (info["device"], info["dtype"], info["dtype_requested"]) == ("cpu", "float32", "auto")
+    assert (info["normalize"], info["normalize_source"]) == (True, "modules.json")
+    assert (info["matryoshka"], info["matryoshka_dimensions"]) == (True, [8, 16])
+    assert (info["prompts"], info["default_prompt_name"], info["default_prompt"]) == (
+        {},
+        None,
+        None,
+    )
     assert info["limits"]["max_inputs"] == 2048
     assert info["version"]
 

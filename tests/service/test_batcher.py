@@ -20,6 +20,7 @@ from service.batcher import (
     plan_batches,
 )
 from service.encoder import Encoder
+from service.model_types import DeviceFailedError, DeviceOutOfMemoryError
 
 POISON = 1_000_000
 pytestmark = pytest.mark.anyio
@@ -325,3 +326,94 @@ def test_buckets_respect_the_token_budget_and_the_row_cap() -> None:
     for batch in batches:
         assert len(batch) <= 4
         assert len(batch) == 1 or len(batch) * max(len(i.ids) for i in batch) <= 100
+
+
+class SmallDevice(Device):
+    """A device with memory for `rows` inputs per pass: larger batches run out of memory (what
+    service.encoder raises after freeing the cache); an input of `too_long` ids never fits."""
+
+    def __init__(self, rows: int, too_long: int = 10_000) -> None:
+        super().__init__()
+        self.rows = rows
+        self.too_long = too_long
+        self.out_of_memory: list[int] = []
+
+    def __call__(self, batch: list[list[int]]) -> np.ndarray:
+        if len(batch) > self.rows or any(len(ids) >= self.too_long for ids in batch):
+            self.out_of_memory.append(len(batch))
+            raise DeviceOutOfMemoryError(f"out of device memory for a batch of {len(batch)}")
+        return super().__call__(batch)
+
+
+async def test_out_of_memory_is_retried_in_halves_until_it_fits() -> None:
+    device = SmallDevice(rows=2)
+    device.release.clear()
+    batcher = make(device, max_batch_size=8, max_batch_tokens=1000)
+    first = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    # Queued while the device is busy: one window of 7 inputs from two requests.
+    big = asyncio.create_task(vectors(batcher, [[i, i] for i in range(2, 7)]))
+    small = asyncio.create_task(vectors(batcher, [[7, 7], [8, 8]]))
+    await asyncio.sleep(0)
+    device.release.set()
+    await first
+    np.testing.assert_array_equal(await big, expected([[i, i] for i in range(2, 7)]))
+    np.testing.assert_array_equal(await small, expected([[7, 7], [8, 8]]))
+    assert device.out_of_memory[0] == 7  # the whole window was tried first
+    assert max(len(batch) for batch in device.batches) == 2
+    await batcher.stop(5)
+
+
+async def test_an_input_too_large_for_the_device_fails_alone() -> None:
+    device = SmallDevice(rows=8, too_long=50)
+    device.release.clear()
+    batcher = make(device, max_batch_size=8, max_batch_tokens=10_000)
+    first = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    huge = asyncio.create_task(vectors(batcher, [[3] * 60]))
+    neighbours = asyncio.create_task(vectors(batcher, [[2, 2]] * 3))
+    await asyncio.sleep(0)
+    device.release.set()
+    await first
+    with pytest.raises(DeviceOutOfMemoryError):
+        await huge
+    np.testing.assert_array_equal(await neighbours, expected([[2, 2]] * 3))
+    # The device still works for everyone: nothing was declared dead.
+    np.testing.assert_array_equal(await vectors(batcher, [[9]]), expected([[9]]))
+    await batcher.stop(5)
+
+
+class DyingDevice(Device):
+    """Runs one batch, then fails every call (a poisoned CUDA context)."""
+
+    def __call__(self, batch: list[list[int]]) -> np.ndarray:
+        if self.batches:
+            raise DeviceFailedError("the device failed: CUDA error: an illegal memory access")
+        return super().__call__(batch)
+
+
+async def test_a_failed_device_fails_everything_queued_and_refuses_new_work() -> None:
+    failures: list[DeviceFailedError] = []
+    device = DyingDevice()
+    device.release.clear()
+    batcher = Batcher(
+        device,
+        max_batch_tokens=64,
+        max_batch_size=1,
+        max_queue_items=100,
+        on_device_failure=failures.append,
+    )
+    batcher.start()
+    first = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    queued = [asyncio.create_task(vectors(batcher, [[i]])) for i in range(2, 5)]
+    await asyncio.sleep(0)
+    device.release.set()
+    np.testing.assert_array_equal(await first, expected([[1]]))
+    outcomes = await asyncio.gather(*queued, return_exceptions=True)
+    assert all(isinstance(o, DeviceFailedError) for o in outcomes), outcomes
+    assert len(failures) == 1
+    with pytest.raises(DeviceFailedError):
+        await vectors(batcher, [[5]])
+    assert batcher.queued_items == 0
+    await batcher.stop(5)

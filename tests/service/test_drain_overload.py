@@ -1,10 +1,13 @@
 """Backpressure and shutdown on the real MiniLM: overload answers 429 at once and the server
-recovers; SIGTERM under load loses no accepted request, /ready is 503 during the drain, exit 0."""
+recovers; SIGTERM under load loses no accepted request, /ready is 503 during the drain, exit 0;
+what the drain timeout cuts off is answered 503 in the envelope; drain log lines carry no
+request's id."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -14,10 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from service_testkit import LiveServer, free_port, wait_ready
 
-from service import contract
+from service import contract, logs
+from service.__main__ import DrainingServer
 from service.encoder import Encoder
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_TEXT = "The quick brown fox jumps over the lazy dog while the band plays on. " * 3
@@ -154,3 +162,86 @@ async def test_a_client_that_goes_away_has_its_queued_inputs_dropped(
     assert server.metric(contract.QUEUE_ITEMS) == 0
     labels = {"route": contract.EMBEDDINGS_PATH, "status": "499"}
     assert server.metric(contract.REQUESTS_TOTAL, labels) == 1
+
+
+async def start_process(port: int, **env_overrides: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
+    env.pop(contract.ENV_MODEL, None)  # the bundled MiniLM: what `make serve` runs
+    return await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def queued_items(client: httpx.AsyncClient) -> float:
+    text = (await client.get(contract.METRICS_PATH)).text
+    line = next(x for x in text.splitlines() if x.startswith(contract.QUEUE_ITEMS + " "))
+    return float(line.split()[1])
+
+
+async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> None:
+    """uvicorn's graceful-shutdown timeout used to cancel the handler first: a plain-text 500 and
+    a CancelledError traceback."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = await start_process(
+        port,
+        **{
+            contract.ENV_DRAIN_DELAY_SECONDS: "0",
+            contract.ENV_DRAIN_TIMEOUT_SECONDS: "1",
+            # One input per forward pass: 2048 passes cannot all run within the 1 s drain.
+            contract.ENV_MAX_BATCH_SIZE: "1",
+        },
+    )
+    try:
+        await asyncio.to_thread(wait_ready, base_url, 90)
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+            bulk = asyncio.create_task(
+                client.post(
+                    contract.EMBEDDINGS_PATH,
+                    json={"input": [LONG_TEXT] * 2048},
+                    headers={"x-request-id": "bulk-1"},
+                )
+            )
+            while await queued_items(client) == 0:  # accepted and queued: now stop the server
+                assert not bulk.done(), bulk.result().text
+                await asyncio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            response = await bulk
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "shutting_down"
+    assert response.headers["x-request-id"] == "bulk-1"
+    assert process.returncode == 0, output
+    assert "drain timeout" in output
+    assert "Traceback" not in output, output[-3000:]
+    # Lines of the shutdown itself belong to no request.
+    assert not [line for line in output.splitlines() if "[bulk-1]" in line and "drain" in line]
+
+
+async def test_drain_log_lines_carry_no_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    """The SIGTERM handler runs inside whatever the loop thread was doing, often a request's
+    handler; its lines (and the ones it schedules) used to carry that request's id."""
+    runtime = Runtime(Settings(), Metrics(), frozenset())
+    server = DrainingServer(uvicorn.Config(app=None), runtime, drain_delay_s=0.01)
+    server._loop = asyncio.get_running_loop()
+    caplog.handler.addFilter(logs.RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="service"):
+        token = logs.request_id.set("req-7")  # as inside a request's handler
+        server.handle_exit(signal.SIGTERM, None)
+        logs.request_id.reset(token)
+        for _ in range(1000):  # until the drain delay (0.01 s) has run out
+            if server.should_exit:
+                break
+            await asyncio.sleep(0.01)
+    lines = [(r.getMessage(), r.request_id) for r in caplog.records if r.name.startswith("service")]
+    assert any("SIGTERM" in message for message, _ in lines)
+    assert any("drain delay over" in message for message, _ in lines)
+    assert {rid for _, rid in lines} == {"-"}, lines

@@ -13,7 +13,7 @@ from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS
 from transformers import AutoModel
 
 from service import contract
-from service.encoder import Encoder, EncoderConfig, ModelLoadError, read_st_pooling
+from service.encoder import Encoder, EncoderConfig, ModelLoadError, read_st_modules
 from service.model_types import InputTooLongError, TokenIdError
 
 
@@ -125,7 +125,7 @@ def test_unsupported_sentence_transformers_modules_are_refused(
     )
     (copy / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelLoadError, match="Dense is not supported"):
-        read_st_pooling(copy)
+        read_st_modules(copy)
 
 
 def test_a_folder_without_pooling_files_uses_mean(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -49,9 +49,9 @@ def document(server: LiveServer) -> dict[str, Any]:
 def test_every_route_the_server_answers_is_documented(
     server: LiveServer, document: dict[str, Any]
 ) -> None:
-    served = {
-        (method, path) for path, methods in server.app.front.routes.items() for method in methods
-    }
+    front = server.app.front
+    served = {(method, path) for path, methods in front.routes.items() for method in methods}
+    served |= {(method, path) for path, methods in front.prefixes.values() for method in methods}
     documented = {
         (method.upper(), path)
         for path, operations in document["paths"].items()
