@@ -198,7 +198,7 @@ class _HttpSystem:
         self.server.check_alive()
         batch_before = self.batch_totals() if self.batch_totals else (0.0, 0.0)
         cpu_before = self.server.cpu_seconds()
-        result = _run(self._loop(concurrency, plan, start, label))
+        result = run_on_uvloop(self._loop(concurrency, plan, start, label))
         cpu_after = self.server.cpu_seconds()
         batch_after = (
             self.batch_totals()
@@ -306,7 +306,7 @@ def _batch_totals(server: ServerProcess) -> tuple[float, float]:
     return scrape.histogram_totals(text, contract.BATCH_SIZE)
 
 
-def _run(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
+def run_on_uvloop(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
     """asyncio.run on uvloop when installed: a cheaper client leaves more CPU to the server."""
     try:
         import uvloop

@@ -274,6 +274,13 @@ class Batcher(Generic[R]):
                 self._has_arrivals.clear()
                 await self._has_arrivals.wait()
                 continue
+            # A burst of clients answered by the last batch sends its next requests together:
+            # a few loop iterations let the rest of it arrive (microseconds, no timer), so it is
+            # tokenised in one call and batched as one, not as its first request and the rest.
+            for _ in range(_ARRIVAL_YIELDS):
+                if self._pending_inputs() >= self._max_batch_size:
+                    break
+                await asyncio.sleep(0)
             # Kept in _preparing until answered: a drain that times out fails them from there.
             self._preparing = taken = self._take_arrivals()
             results: list[Tokenized | Exception] = []
@@ -350,6 +357,9 @@ class Batcher(Generic[R]):
             await self._has_work.wait()  # set when the tokenizer call under way returns
         if self._batch_wait_s and self._ready_items() < self._max_batch_size:
             await asyncio.sleep(self._batch_wait_s)
+
+    def _pending_inputs(self) -> int:
+        return sum(request.size for request in self._queue.arrivals)
 
     def _ready_items(self) -> int:
         return self._queue.live_items - self._queue.pending_items
