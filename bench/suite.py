@@ -115,6 +115,7 @@ def run_suite(options: SuiteOptions) -> Report:
     report.meta["batch_limits"] = {
         "max_batch_size": ctx.limits.max_batch_size,
         "max_batch_tokens": ctx.limits.max_batch_tokens,
+        "pass_cost_tokens": ctx.limits.pass_cost_tokens,
     }
     bare = coldstart.measure_bare_load(options.model)
     report.cold_start.update(
@@ -325,7 +326,11 @@ def _batch_limits() -> BatchLimits:
     from service.settings import Settings
 
     settings = Settings()
-    return BatchLimits(settings.max_batch_size, settings.max_batch_tokens)
+    return BatchLimits(
+        settings.max_batch_size,
+        settings.max_batch_tokens,
+        settings.resolved_pass_cost_tokens("cpu"),
+    )
 
 
 def _max_tokens(model: str) -> int:

@@ -290,6 +290,7 @@ async def info(call: Call) -> Reply:
                 "max_batch_tokens": s.max_batch_tokens,
                 "max_batch_size": s.max_batch_size,
                 "max_queue_items": s.max_queue_items,
+                "pass_cost_tokens": runtime.pass_cost_tokens,
                 "truncate": s.truncate,
             },
             "version": __version__,
