@@ -113,7 +113,7 @@ class Report:
                 unit=" ms",
             ),
             Ratio(
-                f"server / limit throughput at concurrency {c}, mixed corpus",
+                f"mixed corpus: server / limit throughput at concurrency {c}",
                 self._paired_in(self.mixed_levels, "server", "limit", c),
                 SERVER_VS_LIMIT_TARGET,
                 higher_is_better=True,
