@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from service_testkit import LiveServer, free_port, wait_ready
+from service_testkit import LiveServer, free_port, raw_post, wait_ready
 
 from service import contract, logs
 from service.__main__ import DrainingServer
@@ -138,14 +138,8 @@ async def test_a_client_that_goes_away_has_its_queued_inputs_dropped(
     full_tokens = minilm_encoder.tokenize(texts).token_count
     before = server.metric(contract.TOKENS_TOTAL)
     body = json.dumps({"input": texts}).encode()
-    host, port = server.base_url.removeprefix("http://").split(":")
-    _, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {contract.EMBEDDINGS_PATH} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
+    length = f"Content-Length: {len(body)}\r\n"
+    _, writer = await raw_post(server.base_url, contract.EMBEDDINGS_PATH, length, body)
     await asyncio.sleep(0.3)  # a few batches run, most of the request is still queued
     writer.close()
     await writer.wait_closed()

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from service_testkit import LiveServer
+from service_testkit import LiveServer, raw_post
 
 from service import contract
 from service.encoder import Encoder
@@ -129,14 +129,7 @@ def plain(start_server: Callable[..., LiveServer], tiny_encoder: Encoder) -> Liv
 
 
 async def send_and_close(server: LiveServer, head_extra: str, body: bytes) -> None:
-    host, port = server.base_url.removeprefix("http://").split(":")
-    _, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {contract.EMBEDDINGS_PATH} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\n{head_extra}\r\n".encode()
-        + body
-    )
-    await writer.drain()
+    _, writer = await raw_post(server.base_url, contract.EMBEDDINGS_PATH, head_extra, body)
     writer.close()
     await writer.wait_closed()
 
