@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=1,
         log_config=None,  # ours (service.logs): every line carries the request id
-        access_log=False,  # ours (service.middleware): with the request id and the duration
+        access_log=False,  # ours (service.front): with the request id and the duration
         # Nothing here reads the client address, and the NLB (layer 4) sets no X-Forwarded-For:
         # uvicorn's proxy-header middleware would only add a layer to every request.
         proxy_headers=False,

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from service import __version__
 from service.batcher import Batcher
@@ -31,9 +32,10 @@ from service.errors import (
     RouteNotFoundError,
     error_response,
 )
+from service.front import FrontDoor, Handler, allow_header
 from service.metrics import Metrics
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, ObservabilityMiddleware
-from service.routes import ROUTES
+from service.openapi import build_document, document_endpoints
+from service.routes import ENDPOINTS
 from service.runtime import EncoderLike, Phase, Runtime
 from service.settings import Settings
 
@@ -97,15 +99,16 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
             draining = runtime.stop_batcher()
             if draining is not None:
                 await draining
-            runtime.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
 
-    app = FastAPI(
-        title="gpu-inference embedding server",
+    app = EmbeddingApp(
+        title=TITLE,
         version=__version__,
         lifespan=lifespan,
+        # Served from the endpoint table by service.front, built once (service.openapi).
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
         # FastAPI's native OpenTelemetry asks the global providers on every request (an environment
@@ -113,14 +116,40 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    app.router.routes.extend(ROUTES)
+    document = build_document(ENDPOINTS, title=TITLE, version=__version__, description=__doc__)
+    app.openapi_schema = document  # what app.openapi() returns
+    routes: dict[str, dict[str, Handler]] = {}
+    prefixes: dict[str, tuple[str, dict[str, Handler]]] = {}
+    for endpoint in (*ENDPOINTS, *document_endpoints(document)):
+        if endpoint.prefix is None:
+            routes.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
+        else:
+            methods = prefixes.setdefault(endpoint.prefix, (endpoint.path, {}))[1]
+            methods[endpoint.method] = endpoint.handler
     _install_error_handlers(app)
-    # Last added runs first: every request gets an id and is measured, refusals included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    if runtime.api_keys:
-        app.add_middleware(ApiKeyMiddleware, keys=runtime.api_keys)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, log_access=settings.access_log)
+    app.front = FrontDoor(routes, prefixes, app.framework_stack, runtime, error_reply)
     return app
+
+
+TITLE = "gpu-inference embedding server"
+
+
+class EmbeddingApp(FastAPI):
+    """FastAPI for the lifespan, app.state and the error handlers of unknown paths; every HTTP
+    request enters through service.front.FrontDoor, which answers the endpoint table itself and
+    hands other paths to the framework's stack."""
+
+    front: FrontDoor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def framework_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
@@ -136,10 +165,12 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
     s = runtime.settings
     batcher = Batcher(
         encoder.encode_ids,
+        prepare=runtime.prepare,
         max_batch_tokens=s.max_batch_tokens,
         max_batch_size=s.max_batch_size,
         max_queue_items=s.max_queue_items,
         batch_wait_s=s.batch_wait_ms / 1000,
+        pass_cost_tokens=s.resolved_pass_cost_tokens(encoder.info.device),
         observer=runtime.metrics,
         on_device_failure=runtime.device_failed,
     )
@@ -163,21 +194,25 @@ def _freeze_heap() -> None:
 
 
 # --- Errors ---------------------------------------------------------------------------------
+def error_reply(exc: BaseException) -> Response:
+    """Any exception as the response the error table gives it (the front door's errors)."""
+    if isinstance(exc, RequestValidationError):
+        return error_response(_describe_validation(exc.errors()))
+    if isinstance(exc, StarletteHTTPException):
+        return _http_error_response(exc)
+    return error_response(exc, headers=allow_header(exc))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    """The same table for requests the framework's stack answers (paths outside the table)."""
+
     async def table(_: Request, exc: Exception) -> Response:
-        return error_response(exc)
+        return error_reply(exc)
 
     # Every class of the table by name: Starlette answers these in its ExceptionMiddleware. Only
     # the catch-all Exception goes to ServerErrorMiddleware, which logs a traceback and re-raises.
-    for cls in (*ERROR_TABLE, Exception):
+    for cls in (*ERROR_TABLE, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(cls, table)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-
-
-async def _validation_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return error_response(_describe_validation(exc.errors()))
 
 
 def _describe_validation(errors: Any) -> InvalidRequestError:
@@ -210,8 +245,7 @@ def _describe_validation(errors: Any) -> InvalidRequestError:
     return InvalidRequestError(message, param=loc[0])
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+def _http_error_response(exc: StarletteHTTPException) -> Response:
     mapped: ApiError
     if exc.status_code == 404:
         mapped = RouteNotFoundError("no such route; see /info and the API documentation")

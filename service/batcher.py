@@ -1,13 +1,28 @@
 """Dynamic batching on asyncio: many concurrent requests -> few large forward passes.
 
-No torch, no FastAPI. Requests enqueue their (already tokenised) inputs and await a future. One
-loop task forms batches whenever the device is free: it takes a window of the oldest queued inputs,
-sorts it by length (so similar lengths share a batch and padding stays small), cuts it into batches
-bounded by padded tokens (rows x longest row) and by item count, and runs them one after another on
-a single worker thread (one model, one device). While a batch runs the queue fills, so under load
-the next batch is full without any timer; `batch_wait_s` adds a short wait only when the queue
-holds less than one batch (off by default). Every input of a window is served before any newer
-input, so sorting cannot starve long inputs.
+No torch, no FastAPI. A request hands over its raw inputs and awaits a future. Two stages follow,
+each an asyncio task that hands its work to one worker thread:
+
+1. **Tokenise in bulk.** Whatever has arrived since the last call is prepared (tokenised and
+   checked) in one call on the tokenizer thread: one Rust `encode_batch` over every text of every
+   waiting request costs far less per text than a call per request, and it runs beside the event
+   loop and the forward pass (the Rust tokenizer and torch both release the GIL). A request whose
+   inputs fail (too long, bad token ids, over its token cap) fails alone.
+2. **Batch fairly, cut by length.** When the device is free, a window of at most one batch of
+   inputs (max_batch_size inputs, max_batch_tokens real tokens) is taken **round robin over the
+   queued requests**, oldest first: one input of each request per pass, so a 2048-input request
+   and a 1-input one each get a share and the small one waits behind at most the window that is
+   running (about one batch), never behind the whole bulk request. The window is sorted by length
+   and cut into length buckets where that lowers the padded work (`plan_batches`): a paragraph no
+   longer pads 63 short queries to its length. Every input of a window runs before any newer
+   input, so sorting cannot starve long inputs.
+
+While a window runs the queue fills, so under load the next window is full without any timer;
+`batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
+
+Admission is bounded by what is queued, the request itself included: a request that would take the
+queue over `max_queue_items` gets Overloaded (429) even when the queue is empty, and one larger
+than the whole queue is refused as too large (it could never be admitted).
 
 Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
 so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
@@ -20,29 +35,37 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from service.model_types import DeviceFailedError, DeviceOutOfMemoryError
+from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 log = logging.getLogger(__name__)
 
-# Batches planned at once, in multiples of max_batch_size: large enough to sort usefully, small
-# enough that a newly queued input waits at most a few batches.
-_WINDOW_BATCHES = 4
-# Event-loop iterations a request needs from "bytes received" to "inputs queued" (parse, validate,
-# tokenise inline, enqueue), with one to spare.
+# Event-loop iterations a request needs from "bytes received" to "inputs handed over" (parse,
+# validate, enqueue), with one to spare.
 _ARRIVAL_YIELDS = 3
+# Inputs prepared in one tokenizer call at most: bounds how long a call holds the thread while
+# small requests queue behind it.
+_PREPARE_MAX_INPUTS = 4096
 
+R = TypeVar("R")
 RunBatch = Callable[[list[list[int]]], np.ndarray]
+Prepare = Callable[[list[R]], list[Tokenized | Exception]]
 
 
 class Overloaded(Exception):  # noqa: N818 (the name the API docs use)
     """The queue is full: the client should retry later (HTTP 429)."""
+
+
+class TooLargeForQueue(ValueError):  # noqa: N818
+    """The request alone has more inputs than the queue holds: it can never run (HTTP 400)."""
+
+    param = "input"
 
 
 class BatcherStopped(Exception):  # noqa: N818
@@ -63,31 +86,48 @@ class _NullObserver:
         pass
 
 
-@dataclass(eq=False)
-class _Request:
+@dataclass(eq=False, slots=True)
+class _Request(Generic[R]):
     future: asyncio.Future[np.ndarray]
+    raw: R
     size: int
-    remaining: int
-    queued_items: int
-    queued_tokens: int
+    prepared: Tokenized | None = None
+    taken: int = 0
+    """Inputs already taken into a window (the next one to take)."""
+    remaining: int = 0
+    """Inputs not yet answered."""
+    queued_tokens: int = 0
+    """Tokens of prepared inputs not yet taken into a window."""
     out: np.ndarray | None = None
 
 
 @dataclass(eq=False, slots=True)
 class _Item:
-    request: _Request
+    request: _Request[Any]
     index: int
     ids: list[int]
 
 
 @dataclass
-class _Queue:
-    items: deque[_Item] = field(default_factory=deque)
+class _Queue(Generic[R]):
+    arrivals: list[_Request[R]] = field(default_factory=list)
+    """Admitted, not yet prepared."""
+    ready: deque[_Request[R]] = field(default_factory=deque)
+    """Prepared, with inputs not yet taken, in round-robin order."""
     live_items: int = 0
+    """Inputs admitted and not yet taken into a window (both stages)."""
+    pending_items: int = 0
+    """Of those, the inputs not prepared yet (stage 1)."""
     live_tokens: int = 0
+    """Tokens of prepared inputs not yet taken."""
 
 
-class Batcher:
+def _ids_as_prepared(raws: list[list[list[int]]]) -> list[Tokenized | Exception]:
+    """The default preparation: raw inputs are already token ids (tests, in-process callers)."""
+    return [Tokenized(ids, [False] * len(ids)) for ids in raws]
+
+
+class Batcher(Generic[R]):
     def __init__(
         self,
         run_batch: RunBatch,
@@ -96,20 +136,28 @@ class Batcher:
         max_batch_size: int,
         max_queue_items: int,
         batch_wait_s: float = 0.0,
+        pass_cost_tokens: int = 0,
+        prepare: Prepare[R] | None = None,
         observer: BatchObserver | None = None,
         on_device_failure: Callable[[DeviceFailedError], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._prepare: Prepare[R] = prepare or _ids_as_prepared  # type: ignore[assignment]
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
         self._max_queue_items = max_queue_items
         self._batch_wait_s = batch_wait_s
+        self._pass_cost_tokens = pass_cost_tokens
         self._observer = observer or _NullObserver()
-        self._queue = _Queue()
+        self._queue: _Queue[R] = _Queue()
+        self._has_arrivals = asyncio.Event()
         self._has_work = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._prepare_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._tokenizer: ThreadPoolExecutor | None = None
+        self._preparing: list[_Request[R]] = []
         self._window: list[_Item] = []  # taken from the queue, not yet answered
         self._on_device_failure = on_device_failure or (lambda _: None)
         self._device_error: DeviceFailedError | None = None
@@ -124,138 +172,213 @@ class Batcher:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer")
+        loop = asyncio.get_running_loop()
+        self._prepare_task = loop.create_task(self._prepare_loop(), name="batcher-prepare")
+        self._task = loop.create_task(self._loop(), name="batcher")
 
     async def stop(self, drain_s: float) -> None:
         """Stop accepting work, finish what is queued within `drain_s`, then fail the rest."""
         self._stopping = True
+        self._has_arrivals.set()
         self._has_work.set()
         timed_out = False
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), drain_s)
-            except TimeoutError:
+        tasks = [task for task in (self._prepare_task, self._task) if task is not None]
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=drain_s)
+            if unfinished:
                 timed_out = True
                 log.error("drain timeout (%.1fs): %d inputs not run", drain_s, self.queued_items)
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                for task in unfinished:
+                    task.cancel()
+                for task in unfinished:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         stopped = BatcherStopped("the server stopped before this input ran")
-        for item in [*self._window, *self._queue.items]:
-            self._fail(item.request, stopped)
-        self._queue.items.clear()
-        if self._executor is not None:
-            # After a timeout the device thread may be stuck in a batch: do not wait for it.
-            self._executor.shutdown(wait=not timed_out, cancel_futures=True)
+        pending = [*self._preparing, *self._queue.arrivals, *self._queue.ready]
+        for request in [*(item.request for item in self._window), *pending]:
+            self._fail(request, stopped)
+        self._queue.arrivals.clear()
+        self._queue.ready.clear()
+        for executor in (self._executor, self._tokenizer):
+            if executor is not None:
+                # After a timeout a thread may be stuck in a call: do not wait for it.
+                executor.shutdown(wait=not timed_out, cancel_futures=True)
 
-    async def embed(self, token_ids: list[list[int]]) -> np.ndarray:
-        """Embed the inputs (rows in input order). Raises Overloaded, BatcherStopped, or what the
-        encoder raised for a batch holding one of these inputs."""
-        request = self._enqueue(token_ids)
+    async def embed(self, raw: R, size: int) -> tuple[np.ndarray, Tokenized]:
+        """Embed one request's `size` inputs: the vectors (rows in input order) and what preparing
+        them found (token ids, truncation). Raises Overloaded, TooLargeForQueue, BatcherStopped,
+        what `prepare` returned for this request, or what the encoder raised for a batch holding
+        one of its inputs."""
+        request = self._enqueue(raw, size)
         try:
-            return await request.future
+            vectors = await request.future
         except asyncio.CancelledError:
             # The client went away: its inputs still queued are dropped when they reach the front.
             self._fail(request, None)
             raise
+        assert request.prepared is not None
+        return vectors, request.prepared
 
-    def _enqueue(self, token_ids: list[list[int]]) -> _Request:
+    def _enqueue(self, raw: R, size: int) -> _Request[R]:
         if self._device_error is not None:
             raise self._device_error
         if self._stopping or self._task is None:
             raise BatcherStopped("the server is not accepting work")
         queue = self._queue
-        n = len(token_ids)
-        if queue.live_items and queue.live_items + n > self._max_queue_items:
-            raise Overloaded(
-                f"{queue.live_items} inputs are queued; this request's {n} would exceed the "
-                f"queue limit of {self._max_queue_items}"
+        limit = self._max_queue_items
+        if size > limit:
+            raise TooLargeForQueue(
+                f"the request has {size} inputs and this server queues at most {limit}: "
+                "split it into smaller requests"
             )
-        tokens = sum(len(ids) for ids in token_ids)
+        if queue.live_items + size > limit:
+            raise Overloaded(
+                f"{queue.live_items} inputs are queued; this request's {size} would exceed the "
+                f"queue limit of {limit}"
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        request = _Request(future, n, n, n, tokens)
-        queue.items.extend(_Item(request, i, ids) for i, ids in enumerate(token_ids))
-        queue.live_items += n
-        queue.live_tokens += tokens
+        request = _Request(future, raw, size, remaining=size)
+        queue.arrivals.append(request)
+        queue.live_items += size
+        queue.pending_items += size
         self._observer.queue_changed(queue.live_items, queue.live_tokens)
-        self._has_work.set()
+        self._has_arrivals.set()
         return request
 
-    def _fail(self, request: _Request, error: BaseException | None) -> None:
+    def _fail(self, request: _Request[R], error: BaseException | None) -> None:
         """Finish a request early (error; cancelled when None) and forget its queued inputs."""
         if not request.future.done():
             if error is None:
                 request.future.cancel()
             else:
                 request.future.set_exception(error)
-        if request.queued_items:
-            self._queue.live_items -= request.queued_items
+        untaken = request.size - request.taken
+        if untaken:
+            if request.prepared is None:
+                self._queue.pending_items -= untaken
+            request.taken = request.size
+            self._queue.live_items -= untaken
             self._queue.live_tokens -= request.queued_tokens
-            request.queued_items = request.queued_tokens = 0
+            request.queued_tokens = 0
             self._observer.queue_changed(self._queue.live_items, self._queue.live_tokens)
 
-    async def _loop(self) -> None:
+    # --- Stage 1: prepare in bulk -----------------------------------------------------------------
+    async def _prepare_loop(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._queue.live_items:
-                self._queue.items.clear()  # only inputs of finished requests can be left
+            if not queue.arrivals:
                 if self._stopping:
+                    return
+                self._has_arrivals.clear()
+                await self._has_arrivals.wait()
+                continue
+            # Kept in _preparing until answered: a drain that times out fails them from there.
+            self._preparing = taken = self._take_arrivals()
+            results: list[Tokenized | Exception] = []
+            if taken:
+                try:
+                    results = await loop.run_in_executor(
+                        self._tokenizer, self._prepare, [request.raw for request in taken]
+                    )
+                except Exception as exc:
+                    log.exception("preparing %d requests failed", len(taken))
+                    results = [exc] * len(taken)
+            for request, result in zip(taken, results, strict=True):
+                if request.future.done():
+                    continue  # cancelled meanwhile; _fail already released its inputs
+                if isinstance(result, Exception):
+                    self._fail(request, result)
+                    continue
+                queue.pending_items -= request.size
+                request.prepared = result
+                request.queued_tokens = result.token_count
+                queue.live_tokens += request.queued_tokens
+                queue.ready.append(request)
+            self._preparing = []
+            self._observer.queue_changed(queue.live_items, queue.live_tokens)
+            self._has_work.set()
+
+    def _take_arrivals(self) -> list[_Request[R]]:
+        """The oldest arrivals, up to _PREPARE_MAX_INPUTS inputs (at least one request)."""
+        arrivals = self._queue.arrivals
+        count = inputs = 0
+        for request in arrivals:
+            if count and inputs + request.size > _PREPARE_MAX_INPUTS:
+                break
+            count += 1
+            inputs += request.size
+        taken = [request for request in arrivals[:count] if not request.future.done()]
+        del arrivals[:count]
+        return taken
+
+    # --- Stage 2: fair, length-cut batches --------------------------------------------------------
+    async def _loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue.ready:
+                if self._stopping and not queue.arrivals and not self._preparing:
                     return
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
             await self._gather_arrivals()
             self._window = self._take_window()
-            for batch in self._plan(self._window):
+            for batch in plan_batches(
+                self._window,
+                max_tokens=self._max_batch_tokens,
+                max_rows=self._max_batch_size,
+                pass_cost_tokens=self._pass_cost_tokens,
+            ):
                 live = [item for item in batch if not item.request.future.done()]
                 if live:
                     await self._execute(live)
             self._window = []
 
     async def _gather_arrivals(self) -> None:
-        """Before a batch that is not full: let the event loop run a few iterations, so requests
-        whose bytes have already arrived reach the queue (microseconds, no timer). Without this a
-        burst of clients is served as one input, then the rest. Then the optional timed wait."""
+        """Before a window that is not full: let the event loop run a few iterations, so requests
+        whose bytes have already arrived are handed over, and let the tokenizer call under way
+        finish (a burst of clients is then one batch, not one input and the rest). Then the
+        optional timed wait."""
         for _ in range(_ARRIVAL_YIELDS):
-            if self._queue.live_items >= self._max_batch_size:
+            if self._ready_items() >= self._max_batch_size:
                 return
             await asyncio.sleep(0)
-        if self._batch_wait_s and self._queue.live_items < self._max_batch_size:
+        if self._queue.arrivals or self._preparing:
+            self._has_work.clear()
+            await self._has_work.wait()  # set when the tokenizer call under way returns
+        if self._batch_wait_s and self._ready_items() < self._max_batch_size:
             await asyncio.sleep(self._batch_wait_s)
 
+    def _ready_items(self) -> int:
+        return self._queue.live_items - self._queue.pending_items
+
     def _take_window(self) -> list[_Item]:
+        """At most one batch of inputs, one input per queued request per pass (round robin)."""
         queue = self._queue
+        ready = queue.ready
         window: list[_Item] = []
-        limit = self._max_batch_size * _WINDOW_BATCHES
-        while queue.items and len(window) < limit:
-            item = queue.items.popleft()
-            request = item.request
+        tokens = 0
+        while ready and len(window) < self._max_batch_size:
+            request = ready.popleft()
             if request.future.done():
                 continue
-            request.queued_items -= 1
-            request.queued_tokens -= len(item.ids)
+            assert request.prepared is not None
+            ids = request.prepared.ids[request.taken]
+            if window and tokens + len(ids) > self._max_batch_tokens:
+                ready.appendleft(request)
+                break
+            window.append(_Item(request, request.taken, ids))
+            tokens += len(ids)
+            request.taken += 1
+            request.queued_tokens -= len(ids)
             queue.live_items -= 1
-            queue.live_tokens -= len(item.ids)
-            window.append(item)
+            queue.live_tokens -= len(ids)
+            if request.taken < request.size:
+                ready.append(request)
         self._observer.queue_changed(queue.live_items, queue.live_tokens)
         return window
-
-    def _plan(self, window: list[_Item]) -> list[list[_Item]]:
-        """Sorted by length, cut where the next item would break the token budget or the size cap.
-        An item longer than the whole budget still runs, alone."""
-        window = sorted(window, key=lambda item: len(item.ids))
-        batches: list[list[_Item]] = []
-        current: list[_Item] = []
-        for item in window:
-            padded = (len(current) + 1) * len(item.ids)
-            if current and (
-                padded > self._max_batch_tokens or len(current) >= self._max_batch_size
-            ):
-                batches.append(current)
-                current = []
-            current.append(item)
-        if current:
-            batches.append(current)
-        return batches
 
     async def _execute(self, batch: list[_Item]) -> None:
         ids = [item.ids for item in batch]
@@ -274,7 +397,7 @@ class Batcher:
                 self._fail(item.request, exc)
             return
         tokens = sum(len(x) for x in ids)
-        self._observer.batch_done(len(batch), len(batch) * len(ids[-1]), tokens)
+        self._observer.batch_done(len(batch), len(batch) * max(map(len, ids)), tokens)
         for row, item in enumerate(batch):
             request = item.request
             if request.future.done():
@@ -304,11 +427,61 @@ class Batcher:
         """Every later batch would fail too: answer everything queued now and take no more."""
         log.critical("device failed; refusing all work until the process restarts: %s", exc)
         self._device_error = exc
-        for item in [*batch, *self._window, *self._queue.items]:
-            self._fail(item.request, exc)
-        self._queue.items.clear()
+        queue = self._queue
+        requests = [*(item.request for item in (*batch, *self._window)), *queue.ready]
+        for request in [*requests, *queue.arrivals, *self._preparing]:
+            self._fail(request, exc)
+        queue.ready.clear()
+        queue.arrivals.clear()
         self._on_device_failure(exc)
 
 
 def _halves(n: int) -> tuple[int, int]:
     return n // 2, n - n // 2
+
+
+def plan_batches(
+    window: Sequence[_Item], *, max_tokens: int, max_rows: int, pass_cost_tokens: int
+) -> list[list[_Item]]:
+    """The window sorted by length and cut into batches that minimise the padded tokens plus
+    `pass_cost_tokens` per forward pass (the fixed cost of a pass, in padded-token equivalents),
+    each within `max_rows` rows and `max_tokens` padded tokens (an input longer than the whole
+    budget still runs, alone).
+
+    Dynamic programming over the cut points between inputs of different lengths (cutting between
+    equal lengths never lowers padding): O(distinct lengths^2), a few dozen here. Where padding
+    costs more than another pass, the window splits; a pass cost above the window's padding keeps
+    it whole (the right call on a GPU, where a larger batch is nearly free)."""
+    items = sorted(window, key=lambda item: len(item.ids))
+    n = len(items)
+    if n == 0:
+        return []
+    # Candidate cut positions: the ends of runs of equal length, and the window's end.
+    ends = [i for i in range(1, n) if len(items[i].ids) != len(items[i - 1].ids)] + [n]
+    starts = [0, *ends[:-1]]
+    best = [0.0] + [float("inf")] * len(ends)
+    cut_from = [0] * (len(ends) + 1)
+    for j, end in enumerate(ends, start=1):
+        longest = len(items[end - 1].ids)
+        for i in range(j - 1, -1, -1):
+            rows = end - starts[i]
+            padded = rows * longest
+            over = rows > max_rows or padded > max_tokens
+            if over and i < j - 1:
+                break  # starting earlier only adds rows
+            cost = best[i] + padded + pass_cost_tokens
+            if cost < best[j]:
+                best[j], cut_from[j] = cost, i
+    bounds: list[tuple[int, int]] = []
+    j = len(ends)
+    while j:
+        i = cut_from[j]
+        bounds.append((starts[i], ends[j - 1]))
+        j = i
+    batches: list[list[_Item]] = []
+    for lo, hi in reversed(bounds):
+        # A run of equal lengths longer than the caps (one group, nothing to sort): cut by the caps.
+        run = items[lo:hi]
+        per = max(1, min(max_rows, max_tokens // max(1, len(run[-1].ids))))
+        batches += [run[k : k + per] for k in range(0, len(run), per)]
+    return batches

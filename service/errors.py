@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from service.batcher import BatcherStopped, Overloaded
+from service.batcher import BatcherStopped, Overloaded, TooLargeForQueue
 from service.model_types import (
     DeviceFailedError,
     DeviceOutOfMemoryError,
@@ -75,6 +75,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     InvalidRequestError: ErrorKind(400, "invalid_request_error", "invalid_request"),
     InputTooLongError: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     TokenIdError: ErrorKind(400, "invalid_request_error", "invalid_token_id"),
+    TooLargeForQueue: ErrorKind(400, "invalid_request_error", "too_many_inputs"),
     AuthenticationError: ErrorKind(401, "authentication_error", "invalid_api_key"),
     ModelNotFoundError: ErrorKind(404, "invalid_request_error", "model_not_found"),
     RouteNotFoundError: ErrorKind(404, "invalid_request_error", "not_found"),

@@ -1,4 +1,4 @@
-"""Logging with the request id on every line (set per request by service.app's middleware)."""
+"""Logging with the request id on every line (set per request by service.front)."""
 
 from __future__ import annotations
 

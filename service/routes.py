@@ -1,4 +1,8 @@
-"""HTTP routes only: parse, call the runtime, serialise. No torch here."""
+"""HTTP routes only: parse, call the runtime, serialise; the endpoint table. No torch here.
+
+Handlers take a service.front.Call (the raw body, the runtime) and return a Reply of bytes already
+serialised with orjson: no per-request Request or Response objects, no dependency solving.
+"""
 
 from __future__ import annotations
 
@@ -11,43 +15,43 @@ import numpy as np
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from service import __version__, contract
-from service.errors import (
-    ClientDisconnectedError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    NotReadyError,
-    error_response,
-)
+from service.errors import InvalidRequestError, ModelNotFoundError, NotReadyError
+from service.front import Call, ClientGone, Endpoint, Reply
 from service.metrics import CONTENT_TYPE
 from service.model_types import ModelInfo
 from service.runtime import Embedded, Runtime
-from service.schemas import EmbeddingRequest, EmbeddingsRequest, Inputs, SimilarityRequest
+from service.schemas import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    Inputs,
+    ModelList,
+    ModelObject,
+    ServerInfo,
+    SimilarityRequest,
+    SimilarityResponse,
+    Status,
+)
 from service.settings import MAX_INPUTS_PER_REQUEST
 
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 TRUNCATED_HEADER = "X-Truncated-Inputs"
-_JSON = "application/json"
+_TRUNCATED = TRUNCATED_HEADER.lower().encode()
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def json_reply(content: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    return Reply(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), headers=headers)
 
 
-def json_response(
-    content: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+def truncated_header(result: Embedded) -> tuple[tuple[bytes, bytes], ...]:
+    return ((_TRUNCATED, str(result.truncated).encode()),)
 
 
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it if the client disconnects first, so the batcher drops its inputs
     instead of spending the device on an answer nobody reads. One watcher task per request: the
     work itself runs in the request's own task."""
@@ -57,7 +61,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
     async def watch() -> None:
         nonlocal disconnected
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await call.receive())["type"] != "http.disconnect":
             pass
         disconnected = True
         handler.cancel()
@@ -68,23 +72,14 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         if not disconnected:
             raise
-        handler.uncancel()  # the cancellation was ours: it becomes the error below
-        raise ClientDisconnectedError("the client closed the connection") from None
+        handler.uncancel()  # the cancellation was ours: nobody is left to answer
+        raise ClientGone from None
     finally:
         watcher.cancel()
 
 
-async def embed_inputs(request: Request, inputs: Inputs, prompt_name: str | None) -> Embedded:
-    runtime = runtime_of(request)
-    tokenized = await runtime.tokenize(inputs, runtime.prompt(prompt_name))
-    limit = runtime.settings.max_request_tokens
-    if tokenized.token_count > limit:
-        raise InvalidRequestError(
-            f"the request has {tokenized.token_count} tokens, over this server's limit of {limit} "
-            "per request: split it into smaller requests",
-            param="input",
-        )
-    return await until_disconnect(request, runtime.embed(tokenized))
+async def embed_inputs(call: Call, inputs: Inputs, prompt_name: str | None) -> Embedded:
+    return await until_disconnect(call, call.runtime.embed(inputs, prompt_name))
 
 
 def accepted_models(runtime: Runtime) -> list[str]:
@@ -145,22 +140,22 @@ def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.
     return np.ascontiguousarray(head / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-async def parse_body(request: Request, model: type[B]) -> B:
+def parse_body(call: Call, model: type[B]) -> B:
     """Validate the raw body with pydantic's own JSON parser, whatever the Content-Type (curl -d
     sends form encoding); errors become the same envelope as FastAPI's validation errors."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(call.body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-async def create_embeddings(request: Request) -> Response:
-    body = await parse_body(request, EmbeddingsRequest)
-    runtime = runtime_of(request)
+async def create_embeddings(call: Call) -> Reply:
+    body = parse_body(call, EmbeddingsRequest)
+    runtime = call.runtime
     served = check_model(runtime, body.model)
     encoder, _ = runtime.serving()
     check_dimensions(body.dimensions, encoder.info)  # before spending compute
-    result = await embed_inputs(request, body.input, body.prompt_name)
+    result = await embed_inputs(call, body.input, body.prompt_name)
     vectors = shorten(result.vectors, body.dimensions, encoder.info.normalize)
     if body.encoding_format == "base64":
         # The openai SDK's default: little-endian float32 bytes, base64 (4 bytes per float,
@@ -185,51 +180,57 @@ async def create_embeddings(request: Request) -> Response:
             "truncated_inputs": result.truncated,
         },
     }
-    return json_response(content, headers={TRUNCATED_HEADER: str(result.truncated)})
+    return json_reply(content, truncated_header(result))
 
 
-async def create_embedding(request: Request) -> Response:
-    body = await parse_body(request, EmbeddingRequest)
-    result = await embed_inputs(request, Inputs(texts=[body.text]), body.prompt_name)
+async def create_embedding(call: Call) -> Reply:
+    body = parse_body(call, EmbeddingRequest)
+    result = await embed_inputs(call, Inputs(texts=[body.text]), body.prompt_name)
     content = {"embedding": result.vectors[0], "dimension": int(result.vectors.shape[1])}
-    return json_response(content, headers={TRUNCATED_HEADER: str(result.truncated)})
+    return json_reply(content, truncated_header(result))
 
 
-async def similarity(request: Request) -> Response:
-    body = await parse_body(request, SimilarityRequest)
+async def similarity(call: Call) -> Reply:
+    body = parse_body(call, SimilarityRequest)
     texts = Inputs(texts=[body.source_text, *body.candidates])
-    result = await embed_inputs(request, texts, body.prompt_name)
+    result = await embed_inputs(call, texts, body.prompt_name)
     vectors = result.vectors
-    encoder, _ = runtime_of(request).serving()
+    encoder, _ = call.runtime.serving()
     if not encoder.info.normalize:  # normalised rows: cosine similarity is the dot product
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     scores = vectors[1:] @ vectors[0]
-    return json_response(
-        {"similarities": scores.astype(np.float64)},
-        headers={TRUNCATED_HEADER: str(result.truncated)},
-    )
+    return json_reply({"similarities": scores.astype(np.float64)}, truncated_header(result))
 
 
-async def health(request: Request) -> Response:
+_OK = Reply(b'{"status":"ok"}')
+_READY = Reply(b'{"status":"ready"}')
+
+
+async def health(call: Call) -> Reply:
     """Liveness: 503 once the device failed (a poisoned CUDA context never recovers in-process),
     so the kubelet restarts the container."""
-    error = runtime_of(request).device_error
+    error = call.runtime.device_error
     if error is not None:
-        return error_response(error)
-    return json_response({"status": "ok"})
+        raise error
+    return _OK
 
 
-async def list_models(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def list_models(call: Call) -> Reply:
+    runtime = call.runtime
     data = [_model_object(runtime, name) for name in accepted_models(runtime)]
-    return json_response({"object": "list", "data": data})
+    return json_reply({"object": "list", "data": data})
 
 
-async def retrieve_model(request: Request) -> Response:
-    runtime = runtime_of(request)
-    name = request.path_params["model"]
+MODEL_PATH = contract.MODELS_PATH + "/{model}"
+_MODEL_PREFIX = contract.MODELS_PATH + "/"
+
+
+async def retrieve_model(call: Call) -> Reply:
+    runtime = call.runtime
+    # Hub ids contain a slash (sentence-transformers/all-MiniLM-L6-v2): the rest of the path.
+    name = call.scope["path"].removeprefix(_MODEL_PREFIX)
     check_model(runtime, name)  # 404 model_not_found for any other name
-    return json_response(_model_object(runtime, name))
+    return json_reply(_model_object(runtime, name))
 
 
 def _model_object(runtime: Runtime, name: str) -> dict[str, Any]:
@@ -237,19 +238,19 @@ def _model_object(runtime: Runtime, name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": runtime.created, "owned_by": "gpu-inference"}
 
 
-async def ready(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def ready(call: Call) -> Reply:
+    runtime = call.runtime
     if runtime.ready:
-        return json_response({"status": "ready"})
-    return error_response(NotReadyError(f"not ready: {runtime.phase.value}"))
+        return _READY
+    raise NotReadyError(f"not ready: {runtime.phase.value}")
 
 
-async def info(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def info(call: Call) -> Reply:
+    runtime = call.runtime
     encoder, _ = runtime.serving()
     s = runtime.settings
     model = encoder.info
-    return json_response(
+    return json_reply(
         {
             "model": s.served_model_name or model.model_id,
             "model_id": model.model_id,
@@ -285,22 +286,104 @@ async def info(request: Request) -> Response:
     )
 
 
-async def metrics(request: Request) -> Response:
-    return Response(runtime_of(request).metrics.render(), media_type=CONTENT_TYPE)
+async def metrics(call: Call) -> Reply:
+    return Reply(call.runtime.metrics.render(), media_type=CONTENT_TYPE.encode())
 
 
-# Plain Starlette routes, not FastAPI's APIRoute: the handlers read and validate the raw body
-# themselves (parse_body), so FastAPI's per-request dependency solving and parameter parsing
-# would be pure overhead, measured at a fifth of the HTTP path's CPU (bench/NOTES.md).
-ROUTES: list[BaseRoute] = [
-    Route(contract.EMBEDDINGS_PATH, create_embeddings, methods=["POST"]),
-    Route(contract.MODELS_PATH, list_models, methods=["GET"]),
-    # Hub ids contain a slash (sentence-transformers/all-MiniLM-L6-v2): a path parameter.
-    Route(contract.MODELS_PATH + "/{model:path}", retrieve_model, methods=["GET"]),
-    Route(contract.EMBEDDING_PATH, create_embedding, methods=["POST"]),
-    Route(contract.SIMILARITY_PATH, similarity, methods=["POST"]),
-    Route(contract.HEALTH_PATH, health, methods=["GET"]),
-    Route(contract.READY_PATH, ready, methods=["GET"]),
-    Route(contract.INFO_PATH, info, methods=["GET"]),
-    Route(contract.METRICS_PATH, metrics, methods=["GET"]),
-]
+# Error statuses (the OpenAI envelope) by kind of route, besides 500.
+_EMBED_ERRORS = (400, 401, 404, 413, 429, 503)
+_TEXT_ERRORS = (400, 401, 413, 429, 503)
+_TRUNCATED_DOC = (TRUNCATED_HEADER,)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        contract.EMBEDDINGS_PATH,
+        create_embeddings,
+        "Create embeddings (OpenAI-compatible)",
+        "Embeds one or many inputs, as the OpenAI embeddings API does; the openai SDK works as "
+        "is. Inputs over the model's maximum length are truncated and counted in "
+        "usage.truncated_inputs (or refused with 400 when truncation is off).",
+        request=EmbeddingsRequest,
+        response=EmbeddingsResponse,
+        errors=_EMBED_ERRORS,
+        tags=("embeddings",),
+        headers=_TRUNCATED_DOC,
+    ),
+    Endpoint(
+        "GET",
+        contract.MODELS_PATH,
+        list_models,
+        "List the served model (OpenAI-compatible): its name, model id and aliases",
+        response=ModelList,
+        errors=(401, 503),
+        tags=("models",),
+    ),
+    Endpoint(
+        "GET",
+        MODEL_PATH,
+        retrieve_model,
+        "Retrieve a model by any of its accepted names (OpenAI-compatible)",
+        response=ModelObject,
+        errors=(401, 404, 503),
+        tags=("models",),
+        path_params=("model",),
+    ),
+    Endpoint(
+        "POST",
+        contract.EMBEDDING_PATH,
+        create_embedding,
+        "Embed one text",
+        request=EmbeddingRequest,
+        response=EmbeddingResponse,
+        errors=_TEXT_ERRORS,
+        tags=("embeddings",),
+        headers=_TRUNCATED_DOC,
+    ),
+    Endpoint(
+        "POST",
+        contract.SIMILARITY_PATH,
+        similarity,
+        "Cosine similarity of candidates to a source text",
+        request=SimilarityRequest,
+        response=SimilarityResponse,
+        errors=_TEXT_ERRORS,
+        tags=("embeddings",),
+        headers=_TRUNCATED_DOC,
+    ),
+    Endpoint(
+        "GET",
+        contract.HEALTH_PATH,
+        health,
+        "Liveness: the process serves HTTP and its device works",
+        response=Status,
+        errors=(503,),
+        tags=("probes",),
+    ),
+    Endpoint(
+        "GET",
+        contract.READY_PATH,
+        ready,
+        "Readiness: the model is loaded and the server is not draining",
+        response=Status,
+        errors=(503,),
+        tags=("probes",),
+    ),
+    Endpoint(
+        "GET",
+        contract.INFO_PATH,
+        info,
+        "The served model, its limits and the server version",
+        response=ServerInfo,
+        errors=(503,),
+        tags=("server",),
+    ),
+    Endpoint(
+        "GET",
+        contract.METRICS_PATH,
+        metrics,
+        "Prometheus metrics (text exposition format)",
+        media_type=CONTENT_TYPE,
+        tags=("server",),
+    ),
+)

@@ -10,10 +10,8 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -21,11 +19,19 @@ from service import contract
 from service.batcher import Batcher
 from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
-from service.model_types import DeviceFailedError, ModelInfo, NonFiniteEmbeddingError, Tokenized
+from service.model_types import (
+    DeviceFailedError,
+    InputTooLongError,
+    ModelInfo,
+    NonFiniteEmbeddingError,
+    TokenIdError,
+    Tokenized,
+)
 from service.schemas import Inputs
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EncoderLike(Protocol):
@@ -45,6 +51,14 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the batcher prepares for one request: its inputs and the prompt put before each."""
+
+    inputs: Inputs
+    prompt: str | None
+
+
 @dataclass(frozen=True)
 class Embedded:
     vectors: np.ndarray
@@ -61,7 +75,7 @@ class Runtime:
         self.created = int(time.time())
         """When this server started (the `created` of its /v1/models entries)."""
         self.encoder: EncoderLike | None = None
-        self.batcher: Batcher | None = None
+        self.batcher: Batcher[Job] | None = None
         self.load_error: BaseException | None = None
         # Set when the device failed (a poisoned CUDA context): /health turns 503 so the kubelet
         # restarts the container; nothing else recovers it.
@@ -69,9 +83,6 @@ class Runtime:
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping: asyncio.Task[None] | None = None
-        self._tokenizer_pool = ThreadPoolExecutor(
-            max_workers=settings.tokenizer_threads, thread_name_prefix="tokenizer"
-        )
 
     @property
     def ready(self) -> bool:
@@ -93,7 +104,7 @@ class Runtime:
         self.device_error = error
         self.set_phase(Phase.FAILED)
 
-    def serving(self) -> tuple[EncoderLike, Batcher]:
+    def serving(self) -> tuple[EncoderLike, Batcher[Job]]:
         """The encoder and batcher, or NotReadyError while the model loads (or failed to)."""
         if self.encoder is None or self.batcher is None:
             raise NotReadyError(f"the model is not loaded yet (phase: {self.phase.value})")
@@ -115,25 +126,47 @@ class Runtime:
             )
         return info.prompts[name] or None
 
-    async def tokenize(self, inputs: Inputs, prompt: str | None = None) -> Tokenized:
-        """Off the event loop on threads beside the forward pass (the Rust tokenizer runs in
-        parallel with torch, which releases the GIL), except for small requests (see
-        Settings.tokenize_inline_max). `prompt` goes before every input."""
+    def prepare(self, jobs: list[Job]) -> list[Tokenized | Exception]:
+        """The batcher's stage 1, on its tokenizer thread: the texts of every request with the
+        same prompt in one Rust `encode_batch` call (one call per request costs several times
+        more CPU per text, and held the event loop), token ids checked per request, and each
+        request's token cap. A request's failure is its own."""
         encoder, _ = self.serving()
-        if inputs.texts is not None:
-            size = sum(map(len, inputs.texts))
-            call: Callable[[], Tokenized] = partial(encoder.tokenize, inputs.texts, prompt)
-        else:
-            assert inputs.token_ids is not None
-            size = sum(map(len, inputs.token_ids))
-            call = partial(encoder.tokenize_ids, inputs.token_ids, prompt)
-        if size <= self.settings.tokenize_inline_max:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, call)
+        results: list[Tokenized | Exception] = [_NOT_PREPARED] * len(jobs)
+        by_prompt: dict[str | None, list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.inputs.texts is not None:
+                by_prompt.setdefault(job.prompt, []).append(i)
+            else:
+                results[i] = _attempt(encoder.tokenize_ids, job.inputs.token_ids or [], job.prompt)
+        for prompt, members in by_prompt.items():
+            texts = [text for i in members for text in jobs[i].inputs.texts or ()]
+            try:
+                everything = encoder.tokenize(texts, prompt)
+            except InputTooLongError:
+                # Only with truncation off: find whose, one request at a time.
+                for i in members:
+                    results[i] = _attempt(encoder.tokenize, jobs[i].inputs.texts or [], prompt)
+                continue
+            start = 0
+            for i in members:
+                end = start + len(jobs[i].inputs)
+                results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
+                start = end
+        limit = self.settings.max_request_tokens
+        for i, result in enumerate(results):
+            if isinstance(result, Tokenized) and result.token_count > limit:
+                results[i] = InvalidRequestError(
+                    f"the request has {result.token_count} tokens, over this server's limit of "
+                    f"{limit} per request: split it into smaller requests",
+                    param="input",
+                )
+        return results
 
-    async def embed(self, tokenized: Tokenized) -> Embedded:
+    async def embed(self, inputs: Inputs, prompt_name: str | None = None) -> Embedded:
         encoder, batcher = self.serving()
-        vectors = await batcher.embed(tokenized.ids)
+        job = Job(inputs, self.prompt(prompt_name))
+        vectors, tokenized = await batcher.embed(job, len(inputs))
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
             # orjson writes NaN as null and base64 carries the bytes: neither may go out as a 200.
@@ -153,5 +186,14 @@ class Runtime:
             self._stopping = asyncio.get_running_loop().create_task(drain, name="drain")
         return self._stopping
 
-    def close(self) -> None:
-        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+
+_NOT_PREPARED = RuntimeError("not prepared")
+
+
+def _attempt(
+    call: Callable[[list[T], str | None], Tokenized], inputs: list[T], prompt: str | None
+) -> Tokenized | Exception:
+    try:
+        return call(inputs, prompt)
+    except (InputTooLongError, TokenIdError) as exc:
+        return exc

@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from service.settings import MAX_INPUTS_PER_REQUEST
 
@@ -70,12 +78,31 @@ def parse_input(value: Any) -> Inputs:
     )
 
 
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+INPUT_SCHEMA: dict[str, Any] = {
+    "description": "Text to embed: a string, a list of strings, a list of token ids of this "
+    f"model's tokenizer, or a list of those (at most {MAX_INPUTS_PER_REQUEST} inputs).",
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "minItems": 1,
+            "maxItems": MAX_INPUTS_PER_REQUEST,
+        },
+        _TOKEN_IDS,
+        {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": MAX_INPUTS_PER_REQUEST},
+    ],
+}
+"""`input` in /openapi.json (it is parsed by parse_input, not by a pydantic type)."""
+
+
 class EmbeddingsRequest(BaseModel):
     """POST /v1/embeddings (https://platform.openai.com/docs/api-reference/embeddings/create)."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    input: Inputs
+    input: Annotated[Inputs, WithJsonSchema(INPUT_SCHEMA)]
     # Optional here (OpenAI requires it): a client of a one-model server may leave it out.
     model: str | None = None
     encoding_format: Literal["float", "base64"] | None = "float"
@@ -109,3 +136,103 @@ class SimilarityRequest(BaseModel):
     candidates: list[NonEmptyText] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)
     prompt_name: str | None = None
     """Applies to the source and every candidate alike."""
+
+
+# --- Responses ---------------------------------------------------------------------------------
+# Built as dicts and serialised with orjson by service.routes; these models describe them in
+# /openapi.json (the schemathesis test checks real responses against them).
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(
+        description="The vector: numbers, or with encoding_format=base64 the little-endian "
+        "float32 bytes in base64."
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    truncated_inputs: int = Field(description="Inputs cut to the model's maximum length.")
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class EmbeddingResponse(BaseModel):
+    embedding: list[float]
+    dimension: int
+
+
+class SimilarityResponse(BaseModel):
+    similarities: list[float] = Field(description="Cosine similarity per candidate, in order.")
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Limits(BaseModel):
+    max_inputs: int
+    max_request_tokens: int
+    max_request_bytes: int
+    max_batch_tokens: int
+    max_batch_size: int
+    max_queue_items: int
+    truncate: bool
+
+
+class ServerInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    model_id: str
+    aliases: list[str]
+    revision: str
+    dimension: int
+    max_tokens: int
+    pooling: str
+    device: str
+    dtype: str
+    dtype_requested: str
+    model_dtype: str | None
+    attention: str
+    normalize: bool
+    normalize_source: str
+    matryoshka: bool
+    matryoshka_dimensions: list[int] | None
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    default_prompt: str | None
+    phase: str
+    limits: Limits
+    version: str
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelObject]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error: OpenAI's envelope."""
+
+    error: ErrorDetail

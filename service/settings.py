@@ -115,15 +115,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Request body size before 413."
     )
-    tokenizer_threads: int = Field(
-        1, ge=1, description="Threads that tokenise off the event loop, beside the forward pass."
-    )
-    tokenize_inline_max: int = Field(
-        512,
+    pass_cost_tokens: int | None = Field(
+        None,
         ge=0,
-        description="Requests of at most this many characters (or token ids) are tokenised on the "
-        "event loop: a thread hop costs more than tokenising a sentence, and the loop stalls for "
-        "microseconds only. Larger requests go to the tokenizer threads. 0: always the threads.",
+        description="The fixed cost of one forward pass, in padded tokens: a window of queued "
+        "inputs is cut into length buckets where the padding saved exceeds this per extra pass. "
+        "Unset: 64 on CPU (a pass's fixed part is small, padding is not), 4096 on CUDA (a "
+        "larger batch is nearly free, so it splits only on large padding).",
     )
 
     # --- Access --------------------------------------------------------------------------------
@@ -196,6 +194,11 @@ class Settings(BaseSettings):
         if self.default_prompt is not None and self.default_prompt_name is not None:
             raise ValueError("set default_prompt or default_prompt_name, not both")
         return self
+
+    def resolved_pass_cost_tokens(self, device: str) -> int:
+        if self.pass_cost_tokens is not None:
+            return self.pass_cost_tokens
+        return 4096 if device.startswith("cuda") else 64
 
     def load_api_keys(self) -> frozenset[str]:
         """The accepted keys: api_keys plus the non-empty, non-comment lines of api_keys_file."""

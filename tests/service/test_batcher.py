@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatcherStopped, Overloaded
+from service.batcher import (
+    Batcher,
+    BatcherStopped,
+    Overloaded,
+    TooLargeForQueue,
+    _Item,
+    plan_batches,
+)
 from service.encoder import Encoder
 from service.model_types import DeviceFailedError, DeviceOutOfMemoryError
 
@@ -48,6 +56,13 @@ def make(device: Device, **kwargs: int | float) -> Batcher:
     return batcher
 
 
+async def vectors(batcher: Batcher, ids: list[list[int]]) -> np.ndarray:
+    """Token ids in (the batcher's default preparation), vectors out."""
+    result, prepared = await batcher.embed(ids, len(ids))
+    assert prepared.ids == ids
+    return result
+
+
 async def wait_started(device: Device) -> None:
     await asyncio.to_thread(device.started.wait, 5)
 
@@ -56,14 +71,14 @@ async def test_token_budget_and_size_cap_hold_and_padding_is_sorted_away() -> No
     device = Device()
     device.release.clear()
     batcher = make(device, max_batch_tokens=64, max_batch_size=8)
-    blocker = asyncio.create_task(batcher.embed([[1]]))
+    blocker = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
     rng = np.random.default_rng(0)
     requests = [
         [list(range(1, int(n) + 1)) for n in rng.integers(1, 30, size=int(k))]
         for k in rng.integers(1, 12, size=20)
     ]
-    tasks = [asyncio.create_task(batcher.embed(r)) for r in requests]
+    tasks = [asyncio.create_task(vectors(batcher, r)) for r in requests]
     await asyncio.sleep(0.05)
     device.release.set()
     results = await asyncio.gather(blocker, *tasks)
@@ -84,7 +99,7 @@ async def test_split_request_is_reassembled_in_order() -> None:
     device = Device()
     batcher = make(device, max_batch_size=4, max_batch_tokens=10_000)
     ids = [[i] * (1 + (i * 7) % 23) for i in range(50)]  # 50 inputs of shuffled lengths
-    result = await batcher.embed(ids)
+    result = await vectors(batcher, ids)
     np.testing.assert_array_equal(result, expected(ids))
     assert len(device.batches) >= 13
     await batcher.stop(5)
@@ -97,7 +112,7 @@ async def test_matches_the_encoder_item_by_item(tiny_encoder: Encoder) -> None:
     batcher.start()
     texts = ["the cat sat on the mat", "hello", "a big red dog ran over the lazy fox today", "rain"]
     ids = tiny_encoder.tokenize(texts * 3).ids
-    batched = await batcher.embed(ids)
+    batched = await vectors(batcher, ids)
     one_by_one = np.vstack([tiny_encoder.encode_ids([x]) for x in ids])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     await batcher.stop(5)
@@ -107,37 +122,63 @@ async def test_full_queue_raises_overloaded_then_recovers() -> None:
     device = Device()
     device.release.clear()
     batcher = make(device, max_queue_items=10, max_batch_size=2)
-    running = asyncio.create_task(batcher.embed([[1]]))
+    running = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
-    queued = asyncio.create_task(batcher.embed([[2]] * 8))
+    queued = asyncio.create_task(vectors(batcher, [[2]] * 8))
     await asyncio.sleep(0)
     assert batcher.queued_items == 8
     with pytest.raises(Overloaded):
-        await batcher.embed([[3]] * 3)
+        await vectors(batcher, [[3]] * 3)
     device.release.set()
     await asyncio.gather(running, queued)
     assert batcher.queued_items == 0
-    np.testing.assert_array_equal(await batcher.embed([[3]] * 3), expected([[3]] * 3))
+    np.testing.assert_array_equal(await vectors(batcher, [[3]] * 3), expected([[3]] * 3))
     await batcher.stop(5)
 
 
-async def test_request_larger_than_the_queue_is_admitted_when_idle() -> None:
-    batcher = make(Device(), max_queue_items=8, max_batch_size=8)
-    result = await batcher.embed([[1, 2]] * 20)
-    assert result.shape == (20, 2)
+async def test_admission_counts_the_request_itself_even_when_the_queue_is_empty() -> None:
+    device = Device()
+    device.release.clear()
+    batcher = make(device, max_queue_items=8, max_batch_size=4)
+    # Larger than the whole queue: it could never be admitted, so it is refused, not retried.
+    with pytest.raises(TooLargeForQueue, match="20 inputs"):
+        await vectors(batcher, [[1, 2]] * 20)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    queued = asyncio.create_task(vectors(batcher, [[2]] * 5))
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 5
+    with pytest.raises(Overloaded):  # 5 queued + its own 4 > 8
+        await vectors(batcher, [[3]] * 4)
+    fits = asyncio.create_task(vectors(batcher, [[3]] * 3))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await vectors(batcher, [[4]])
+    device.release.set()
+    await asyncio.gather(running, queued, fits)
     await batcher.stop(5)
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Let the batcher's tasks and threads run until `condition` holds (a bound, not a timing)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
 
 
 async def test_cancelled_request_is_dropped_before_it_runs() -> None:
     device = Device()
     device.release.clear()
     batcher = make(device)
-    running = asyncio.create_task(batcher.embed([[1]]))
+    running = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
-    gone = asyncio.create_task(batcher.embed([[777, 778]] * 5))
-    kept = asyncio.create_task(batcher.embed([[5, 6]]))
+    gone = asyncio.create_task(vectors(batcher, [[777, 778]] * 5))
+    kept = asyncio.create_task(vectors(batcher, [[5, 6]]))
     await asyncio.sleep(0)
     assert batcher.queued_items == 6
+    await eventually(lambda: batcher.queued_tokens == 12)  # prepared: tokens are known
     gone.cancel()
     await asyncio.sleep(0)
     assert (batcher.queued_items, batcher.queued_tokens) == (1, 2)
@@ -152,12 +193,12 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     device = Device()
     device.release.clear()
     batcher = make(device, max_batch_size=2, max_batch_tokens=1000)
-    running = asyncio.create_task(batcher.embed([[1]]))
+    running = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
     # Equal lengths keep FIFO order within the window: [poison, a] fail together, [b, c] succeed.
-    poisoned = asyncio.create_task(batcher.embed([[POISON, 1]]))
-    neighbour = asyncio.create_task(batcher.embed([[2, 2]]))
-    others = asyncio.create_task(batcher.embed([[3, 3], [4, 4]]))
+    poisoned = asyncio.create_task(vectors(batcher, [[POISON, 1]]))
+    neighbour = asyncio.create_task(vectors(batcher, [[2, 2]]))
+    others = asyncio.create_task(vectors(batcher, [[3, 3], [4, 4]]))
     await asyncio.sleep(0)
     device.release.set()
     await running
@@ -166,7 +207,7 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
     with pytest.raises(RuntimeError, match="device error"):
         await neighbour
     np.testing.assert_array_equal(await others, expected([[3, 3], [4, 4]]))
-    np.testing.assert_array_equal(await batcher.embed([[9]]), expected([[9]]))
+    np.testing.assert_array_equal(await vectors(batcher, [[9]]), expected([[9]]))
     await batcher.stop(5)
 
 
@@ -177,7 +218,7 @@ async def test_event_loop_stays_responsive_during_a_long_batch() -> None:
 
     batcher = Batcher(slow, max_batch_tokens=64, max_batch_size=8, max_queue_items=100)
     batcher.start()
-    work = asyncio.create_task(batcher.embed([[1]]))
+    work = asyncio.create_task(vectors(batcher, [[1]]))
     ticks = 0
     while not work.done():
         await asyncio.sleep(0.01)
@@ -190,12 +231,12 @@ async def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
     device = Device()
     device.release.clear()
     batcher = make(device, max_batch_size=2)
-    tasks = [asyncio.create_task(batcher.embed([[i, i]])) for i in range(1, 8)]
+    tasks = [asyncio.create_task(vectors(batcher, [[i, i]])) for i in range(1, 8)]
     await wait_started(device)
     stopping = asyncio.create_task(batcher.stop(5))
     await asyncio.sleep(0)
     with pytest.raises(BatcherStopped):
-        await batcher.embed([[1]])
+        await vectors(batcher, [[1]])
     device.release.set()
     await stopping
     results = await asyncio.gather(*tasks)
@@ -206,7 +247,7 @@ async def test_stop_timeout_fails_what_is_left() -> None:
     device = Device()
     device.release.clear()
     batcher = make(device, max_batch_size=1)
-    tasks = [asyncio.create_task(batcher.embed([[i]])) for i in range(1, 4)]
+    tasks = [asyncio.create_task(vectors(batcher, [[i]])) for i in range(1, 4)]
     await wait_started(device)
     await batcher.stop(0.1)
     device.release.set()
@@ -217,9 +258,9 @@ async def test_stop_timeout_fails_what_is_left() -> None:
 async def test_batch_wait_collects_more_items_when_configured() -> None:
     device = Device()
     batcher = make(device, batch_wait_s=0.05, max_batch_size=8)
-    first = asyncio.create_task(batcher.embed([[1]]))
+    first = asyncio.create_task(vectors(batcher, [[1]]))
     await asyncio.sleep(0.01)
-    second = asyncio.create_task(batcher.embed([[2]]))
+    second = asyncio.create_task(vectors(batcher, [[2]]))
     await asyncio.gather(first, second)
     assert len(device.batches) == 1
     assert len(device.batches[0]) == 2
@@ -233,12 +274,58 @@ async def test_a_burst_that_already_arrived_is_one_batch_without_a_timer() -> No
     async def client(steps: int) -> np.ndarray:
         for _ in range(steps):  # e.g. body parsing, validation: a few loop iterations each
             await asyncio.sleep(0)
-        return await batcher.embed([[steps + 1]])
+        return await vectors(batcher, [[steps + 1]])
 
     results = await asyncio.gather(*(client(k % 3) for k in range(8)))
     assert len(results) == 8
     assert [len(batch) for batch in device.batches] == [8]
     await batcher.stop(5)
+
+
+async def test_a_small_request_behind_a_bulk_one_waits_at_most_one_window() -> None:
+    device = Device()
+    device.release.clear()
+    batcher = make(device, max_batch_size=4, max_batch_tokens=1000, max_queue_items=1000)
+    bulk = asyncio.create_task(vectors(batcher, [[7, 7]] * 40))  # 10 batches' worth
+    await wait_started(device)  # the bulk request's first window is on the device
+    await eventually(lambda: batcher.queued_tokens == 72)  # its other 36 inputs are prepared
+    small = asyncio.create_task(vectors(batcher, [[5]]))
+    await eventually(lambda: batcher.queued_items == 37)
+    device.release.set()
+    np.testing.assert_array_equal(await small, expected([[5]]))
+    # Round robin: the small input is in the window right after the running one, not after
+    # the bulk request's 9 other windows.
+    windows_before = next(i for i, b in enumerate(device.batches) if [5] in b)
+    assert windows_before <= 2, [len(b) for b in device.batches]
+    await bulk
+    await batcher.stop(5)
+
+
+def _items(lengths: list[int]) -> list[_Item]:
+    return [_Item(None, i, [1] * n) for i, n in enumerate(lengths)]  # type: ignore[arg-type]
+
+
+def test_a_paragraph_gets_its_own_batch_instead_of_padding_the_short_ones() -> None:
+    window = _items([14] * 50 + [180] + [12] * 13)
+    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=64)
+    assert [sorted({len(i.ids) for i in b}) for b in batches] == [[12, 14], [180]]
+    padded = sum(len(b) * max(len(i.ids) for i in b) for b in batches)
+    assert padded == 63 * 14 + 180  # against 64 * 180 in one batch
+
+
+def test_a_high_pass_cost_keeps_the_window_whole() -> None:
+    window = _items([14] * 50 + [180] + [12] * 13)
+    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=20_000)
+    assert [len(b) for b in batches] == [64]
+
+
+def test_buckets_respect_the_token_budget_and_the_row_cap() -> None:
+    window = _items([3] * 10 + [40] * 7 + [9] * 5)
+    batches = plan_batches(window, max_tokens=100, max_rows=4, pass_cost_tokens=0)
+    assert sorted(len(i.ids) for b in batches for i in b) == sorted(len(i.ids) for i in window)
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * max(len(i.ids) for i in batch) <= 100
 
 
 class SmallDevice(Device):
@@ -262,11 +349,11 @@ async def test_out_of_memory_is_retried_in_halves_until_it_fits() -> None:
     device = SmallDevice(rows=2)
     device.release.clear()
     batcher = make(device, max_batch_size=8, max_batch_tokens=1000)
-    first = asyncio.create_task(batcher.embed([[1]]))
+    first = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
     # Queued while the device is busy: one window of 7 inputs from two requests.
-    big = asyncio.create_task(batcher.embed([[i, i] for i in range(2, 7)]))
-    small = asyncio.create_task(batcher.embed([[7, 7], [8, 8]]))
+    big = asyncio.create_task(vectors(batcher, [[i, i] for i in range(2, 7)]))
+    small = asyncio.create_task(vectors(batcher, [[7, 7], [8, 8]]))
     await asyncio.sleep(0)
     device.release.set()
     await first
@@ -281,10 +368,10 @@ async def test_an_input_too_large_for_the_device_fails_alone() -> None:
     device = SmallDevice(rows=8, too_long=50)
     device.release.clear()
     batcher = make(device, max_batch_size=8, max_batch_tokens=10_000)
-    first = asyncio.create_task(batcher.embed([[1]]))
+    first = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
-    huge = asyncio.create_task(batcher.embed([[3] * 60]))
-    neighbours = asyncio.create_task(batcher.embed([[2, 2]] * 3))
+    huge = asyncio.create_task(vectors(batcher, [[3] * 60]))
+    neighbours = asyncio.create_task(vectors(batcher, [[2, 2]] * 3))
     await asyncio.sleep(0)
     device.release.set()
     await first
@@ -292,7 +379,7 @@ async def test_an_input_too_large_for_the_device_fails_alone() -> None:
         await huge
     np.testing.assert_array_equal(await neighbours, expected([[2, 2]] * 3))
     # The device still works for everyone: nothing was declared dead.
-    np.testing.assert_array_equal(await batcher.embed([[9]]), expected([[9]]))
+    np.testing.assert_array_equal(await vectors(batcher, [[9]]), expected([[9]]))
     await batcher.stop(5)
 
 
@@ -317,9 +404,9 @@ async def test_a_failed_device_fails_everything_queued_and_refuses_new_work() ->
         on_device_failure=failures.append,
     )
     batcher.start()
-    first = asyncio.create_task(batcher.embed([[1]]))
+    first = asyncio.create_task(vectors(batcher, [[1]]))
     await wait_started(device)
-    queued = [asyncio.create_task(batcher.embed([[i]])) for i in range(2, 5)]
+    queued = [asyncio.create_task(vectors(batcher, [[i]])) for i in range(2, 5)]
     await asyncio.sleep(0)
     device.release.set()
     np.testing.assert_array_equal(await first, expected([[1]]))
@@ -327,6 +414,6 @@ async def test_a_failed_device_fails_everything_queued_and_refuses_new_work() ->
     assert all(isinstance(o, DeviceFailedError) for o in outcomes), outcomes
     assert len(failures) == 1
     with pytest.raises(DeviceFailedError):
-        await batcher.embed([[5]])
+        await vectors(batcher, [[5]])
     assert batcher.queued_items == 0
     await batcher.stop(5)

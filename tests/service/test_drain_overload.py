@@ -227,17 +227,14 @@ async def test_drain_log_lines_carry_no_request_id(caplog: pytest.LogCaptureFixt
     server = DrainingServer(uvicorn.Config(app=None), runtime, drain_delay_s=0.01)
     server._loop = asyncio.get_running_loop()
     caplog.handler.addFilter(logs.RequestIdFilter())
-    try:
-        with caplog.at_level(logging.INFO, logger="service"):
-            token = logs.request_id.set("req-7")  # as inside a request's handler
-            server.handle_exit(signal.SIGTERM, None)
-            logs.request_id.reset(token)
-            for _ in range(1000):  # until the drain delay (0.01 s) has run out
-                if server.should_exit:
-                    break
-                await asyncio.sleep(0.01)
-    finally:
-        runtime.close()
+    with caplog.at_level(logging.INFO, logger="service"):
+        token = logs.request_id.set("req-7")  # as inside a request's handler
+        server.handle_exit(signal.SIGTERM, None)
+        logs.request_id.reset(token)
+        for _ in range(1000):  # until the drain delay (0.01 s) has run out
+            if server.should_exit:
+                break
+            await asyncio.sleep(0.01)
     lines = [(r.getMessage(), r.request_id) for r in caplog.records if r.name.startswith("service")]
     assert any("SIGTERM" in message for message, _ in lines)
     assert any("drain delay over" in message for message, _ in lines)

@@ -1,0 +1,315 @@
+"""The server's one ASGI layer in front of every HTTP request: request id, metrics, access log,
+body limit, API keys, then the endpoint table.
+
+Each request crosses exactly this layer and its handler: the handler reads the raw body, answers a
+`Reply` (bytes already serialised), and this layer writes it with two `send` calls. Requests for a
+path the table does not know go on to the framework's own stack (FastAPI/Starlette: 404, 405 and
+anything mounted there), still inside this layer, so they are measured, logged and limited alike.
+Measured against Starlette's middleware chain, FastAPI's route machinery and per-request Request
+and Response objects, this is most of the CPU per request the server saved (bench/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import contract, logs
+from service.errors import (
+    INTERNAL,
+    ApiError,
+    AuthenticationError,
+    MethodNotAllowedError,
+    RequestTooLargeError,
+    kind_of,
+)
+from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("service.access")
+
+_QUIET_ROUTES = frozenset({contract.HEALTH_PATH, contract.READY_PATH, contract.METRICS_PATH})
+_API_PREFIX = contract.OPENAI_BASE_PATH + "/"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The status recorded when the client went away before an answer (nginx's convention).
+CLIENT_CLOSED = 499
+JSON = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    body: bytes
+    status: int = 200
+    media_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class Call:
+    """One request as a handler sees it: the ASGI scope, the whole body, the runtime."""
+
+    __slots__ = ("body", "receive", "runtime", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, body: bytes, runtime: Runtime) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.body = body
+        self.runtime = runtime
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: how it is served and how /openapi.json describes it (service.openapi)."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    description: str = ""
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    """The 200 body's model (responses are serialised by hand; this documents them)."""
+    media_type: str = "application/json"
+    errors: tuple[int, ...] = ()
+    """Error statuses the route answers (the envelope), besides 500."""
+    tags: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    """Response headers the route sets, besides X-Request-ID."""
+    path_params: tuple[str, ...] = ()
+    """Names in `path` ("/v1/models/{model}"): the route answers every path under the part
+    before the first one, and the handler reads the rest of the path."""
+    in_schema: bool = True
+
+    @property
+    def prefix(self) -> str | None:
+        return self.path[: self.path.index("{")] if self.path_params else None
+
+
+ErrorReply = Callable[[BaseException], Response]
+
+
+class ClientGone(Exception):  # noqa: N818
+    """The client closed the connection while sending its request: nothing to answer."""
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        routes: Mapping[str, Mapping[str, Handler]],
+        prefixes: Mapping[str, tuple[str, Mapping[str, Handler]]],
+        fallback: ASGIApp,
+        runtime: Runtime,
+        error_reply: ErrorReply,
+    ) -> None:
+        """`routes`: path -> method -> handler; `prefixes`: path prefix -> (route template,
+        method -> handler), for routes with path parameters. `error_reply` turns an exception
+        into the response the error table gives it (service.app), the same for both ways in."""
+        self.routes = routes
+        self.prefixes = prefixes
+        self.fallback = fallback
+        self.runtime = runtime
+        self.error_reply = error_reply
+        settings = runtime.settings
+        self.max_bytes = settings.max_request_bytes
+        self.keys = tuple(key.encode() for key in sorted(runtime.api_keys))
+        self.log_access = settings.access_log
+        metrics: Metrics = runtime.metrics
+        self.metrics = metrics
+        # Label children resolved once: `labels()` costs a lock and a tuple per call.
+        labels = [*routes, *(template for template, _ in prefixes.values())]
+        self._duration = {path: metrics.request_duration.labels(path) for path in labels}
+        self._duration["other"] = metrics.request_duration.labels("other")
+        self._counters: dict[tuple[str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        methods = self.routes.get(path)
+        route = path if methods is not None else "other"
+        if methods is None and self.prefixes:
+            for prefix, (template, under) in self.prefixes.items():
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    route, methods = template, under
+                    break
+        rid = _request_id(scope["headers"])
+        token = logs.request_id.set(rid)
+        api = path.startswith(_API_PREFIX)
+        # In-flight counts API work only: probes and scrapes would distort the HPA signal.
+        if api:
+            self.metrics.in_flight.inc()
+        start = time.perf_counter()
+        status = 500  # what the client sees if we die before answering
+        try:
+            status = await self._serve(scope, receive, send, methods, api, rid.encode())
+        finally:
+            elapsed = time.perf_counter() - start
+            if api:
+                self.metrics.in_flight.dec()
+            self._count(route, status)
+            self._duration[route].observe(elapsed)
+            if self.log_access:
+                level = logging.DEBUG if path in _QUIET_ROUTES else logging.INFO
+                if access_log.isEnabledFor(level):
+                    access_log.log(
+                        level, "%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000
+                    )
+            logs.request_id.reset(token)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        methods: Mapping[str, Handler] | None,
+        api: bool,
+        rid: bytes,
+    ) -> int:
+        """Answer the request; the status sent (CLIENT_CLOSED when there was no one to answer)."""
+        try:
+            refusal = self._refusal(scope, api)
+            if refusal is not None:
+                raise refusal
+            if methods is None:
+                return await self._fall_back(scope, receive, send, rid)
+            handler = methods.get(scope["method"])
+            if handler is None:
+                allowed = ", ".join(methods)
+                raise _NotAllowedError(allowed)
+            body = await self._read_body(receive) if scope["method"] == "POST" else b""
+            reply = await handler(Call(scope, receive, body, self.runtime))
+        except ClientGone:
+            return CLIENT_CLOSED
+        except Exception as exc:
+            response = self.error_reply(exc)
+            if kind_of(exc) is INTERNAL:
+                log.error("unhandled error", exc_info=exc)
+            headers = [*response.raw_headers, (b"x-request-id", rid)]
+            await _send(send, response.status_code, headers, bytes(response.body))
+            return response.status_code
+        headers = [
+            (b"content-type", reply.media_type),
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"x-request-id", rid),
+            *reply.headers,
+        ]
+        await _send(send, reply.status, headers, reply.body)
+        return reply.status
+
+    def _refusal(self, scope: Scope, api: bool) -> ApiError | None:
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return RequestTooLargeError(
+                    f"the request body is over this server's limit of {limit} bytes"
+                )
+        if api and self.keys:
+            return self._key_refusal(scope["headers"])
+        return None
+
+    def _key_refusal(self, headers: list[tuple[bytes, bytes]]) -> AuthenticationError | None:
+        """401 for /v1/* requests without one of the accepted keys (`Authorization: Bearer
+        <key>`); probes and /metrics stay open for the kubelet and Prometheus."""
+        header = next((value for name, value in headers if name == b"authorization"), b"")
+        scheme, _, token = header.partition(b" ")
+        presented = token.strip()
+        if scheme.lower() != b"bearer" or not presented:
+            return AuthenticationError(
+                "missing API key: send the header 'Authorization: Bearer <key>'"
+            )
+        # Compare against every key in constant time so timing reveals neither key nor position.
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(presented, key)
+        return None if matched else AuthenticationError("invalid API key")
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within the limit also when it is streamed (chunked)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise RequestTooLargeError(
+                    f"the request body is over this server's limit of {self.max_bytes} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _fall_back(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> int:
+        """Paths outside the table: the framework's stack, with the request id and the limit."""
+        status = CLIENT_CLOSED
+        limit = self.max_bytes
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise StarletteHTTPException(
+                        413, f"the request body is over this server's limit of {limit} bytes"
+                    )
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+            await send(message)
+
+        await self.fallback(scope, limited_receive, send_with_id)
+        return status
+
+    def _count(self, route: str, status: int) -> None:
+        key = (route, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(route, str(status))
+        counter.inc()
+
+
+class _NotAllowedError(MethodNotAllowedError):
+    def __init__(self, allowed: str) -> None:
+        super().__init__(f"method not allowed; this route accepts {allowed}")
+        self.allowed = allowed
+
+
+def allow_header(exc: BaseException) -> dict[str, str] | None:
+    return {"Allow": exc.allowed} if isinstance(exc, _NotAllowedError) else None
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID.match(candidate):
+                return candidate
+    # 128 random bits like uuid4, without a urandom syscall per request (~40 us here).
+    return f"{random.getrandbits(128):032x}"

@@ -1,0 +1,142 @@
+"""/openapi.json and /docs, built once from the endpoint table (service.routes.ENDPOINTS).
+
+The routes are served by service.front, not by FastAPI's route machinery, so FastAPI cannot derive
+the document from them; this module does, from the same table the server dispatches on: every
+route with its request model, its 200 body, every error status it answers (each in the OpenAI
+envelope, with the error codes the error table gives that status) and its response headers. The
+document and the Swagger UI page are serialised once at start; serving them costs a dictionary
+lookup, like any other route, and the other routes pay nothing for them.
+"""
+
+from __future__ import annotations
+
+import http
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from fastapi.openapi.docs import get_swagger_ui_html
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service import contract
+from service.errors import ERROR_TABLE, INTERNAL
+from service.front import Call, Endpoint, Reply
+from service.schemas import ErrorEnvelope
+
+OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+_REF = "#/components/schemas/{model}"
+_ERROR_REF = {"$ref": _REF.format(model=ErrorEnvelope.__name__)}
+_HEADERS = {
+    "X-Request-ID": "The request's id: the client's X-Request-ID when valid, else a new one; "
+    "every log line of the request carries it.",
+    "X-Truncated-Inputs": "How many inputs were cut to the model's maximum length.",
+    "Retry-After": "Seconds to wait before retrying.",
+}
+
+
+def build_document(
+    endpoints: Iterable[Endpoint], *, title: str, version: str, description: str = ""
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `endpoints`."""
+    endpoints = [endpoint for endpoint in endpoints if endpoint.in_schema]
+    models: list[type[BaseModel]] = [ErrorEnvelope]
+    for endpoint in endpoints:
+        models += [m for m in (endpoint.request, endpoint.response) if m is not None]
+    unique = list(dict.fromkeys(models))
+    _, schemas = models_json_schema([(model, "validation") for model in unique], ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = defaultdict(dict)
+    for endpoint in endpoints:
+        paths[endpoint.path][endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": dict(paths),
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required on /v1 routes only when the server has API keys "
+                    f"({contract.ENV_PREFIX}API_KEYS or {contract.ENV_API_KEYS_FILE}).",
+                }
+            },
+        },
+    }
+
+
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "OK", "headers": _headers(endpoint.headers)}
+    if endpoint.response is not None:
+        schema: dict[str, Any] = {"$ref": _REF.format(model=endpoint.response.__name__)}
+    else:
+        schema = {"type": "string"}
+    success["content"] = {endpoint.media_type: {"schema": schema}}
+    responses: dict[str, Any] = {"200": success}
+    for status in sorted({*endpoint.errors, INTERNAL.status}):
+        extra = ("Retry-After",) if status == 429 else ()
+        responses[str(status)] = {
+            "description": _error_description(status),
+            "headers": _headers(extra),
+            "content": {"application/json": {"schema": _ERROR_REF}},
+        }
+    operation: dict[str, Any] = {
+        "summary": endpoint.summary,
+        "operationId": endpoint.handler.__name__,
+        "tags": list(endpoint.tags),
+        "responses": responses,
+    }
+    if endpoint.description:
+        operation["description"] = endpoint.description
+    if endpoint.path_params:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in endpoint.path_params
+        ]
+    if endpoint.request is not None:
+        ref = {"$ref": _REF.format(model=endpoint.request.__name__)}
+        content = {"application/json": {"schema": ref}}
+        operation["requestBody"] = {"required": True, "content": content}
+    if endpoint.path.startswith(contract.OPENAI_BASE_PATH + "/"):
+        operation["security"] = [{"apiKey": []}, {}]  # {}: open when no keys are configured
+    return operation
+
+
+def _headers(names: Iterable[str]) -> dict[str, Any]:
+    return {
+        name: {"description": _HEADERS[name], "schema": {"type": "string"}}
+        for name in ("X-Request-ID", *names)
+    }
+
+
+def _error_description(status: int) -> str:
+    """The status's phrase and the error codes the error table answers with it."""
+    kinds = [kind for kind in ERROR_TABLE.values() if kind.status == status]
+    if status == INTERNAL.status:
+        kinds.append(INTERNAL)
+    codes = sorted({f"{kind.type}/{kind.code}" for kind in kinds})
+    phrase = http.HTTPStatus(status).phrase
+    return f"{phrase} (OpenAI error envelope; type/code: {', '.join(codes)})"
+
+
+def document_endpoints(document: dict[str, Any]) -> tuple[Endpoint, Endpoint]:
+    """GET /openapi.json and GET /docs (Swagger UI), both serialised now, once."""
+    body = orjson.dumps(document)
+    title = str(document["info"]["title"])
+    page = get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{title} - API").body
+    json_reply = Reply(body)
+    html_reply = Reply(bytes(page), media_type=b"text/html; charset=utf-8")
+
+    async def openapi_document(_: Call) -> Reply:
+        return json_reply
+
+    async def swagger_ui(_: Call) -> Reply:
+        return html_reply
+
+    return (
+        Endpoint("GET", OPENAPI_PATH, openapi_document, "This document", in_schema=False),
+        Endpoint("GET", DOCS_PATH, swagger_ui, "Swagger UI", in_schema=False),
+    )
