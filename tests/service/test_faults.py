@@ -83,6 +83,8 @@ def test_a_batch_that_runs_out_of_memory_is_served_in_smaller_batches(
     vectors = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
     np.testing.assert_allclose(vectors, tiny_encoder.encode(texts), atol=1e-5)
     assert max(gpu.passes) <= 2
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "out_of_memory"}) >= 1
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "device_failed"}) == 0
     assert get(server, contract.HEALTH_PATH).status_code == 200
     assert get(server, contract.READY_PATH).status_code == 200
 
@@ -99,6 +101,7 @@ def test_a_dead_device_fails_liveness_and_readiness(
     assert "illegal memory access" in health.json()["error"]["message"]
     assert error_code(get(server, contract.READY_PATH), 503) == "not_ready"
     assert server.metric(contract.READY) == 0
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "device_failed"}) == 1
     # Nothing reaches the device any more: every request is refused at once.
     assert error_code(post(server, {"input": "hello world"}), 503) == "device_failed"
 
