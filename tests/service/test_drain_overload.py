@@ -170,9 +170,9 @@ async def start_process(port: int, **env_overrides: str) -> asyncio.subprocess.P
     )
 
 
-async def queued_items(client: httpx.AsyncClient) -> float:
+async def gauge(client: httpx.AsyncClient, name: str) -> float:
     text = (await client.get(contract.METRICS_PATH)).text
-    line = next(x for x in text.splitlines() if x.startswith(contract.QUEUE_ITEMS + " "))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[1])
 
 
@@ -200,7 +200,9 @@ async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> N
                     headers={"x-request-id": "bulk-1"},
                 )
             )
-            while await queued_items(client) == 0:  # accepted and queued: now stop the server
+            while (
+                await gauge(client, contract.QUEUE_ITEMS) == 0
+            ):  # accepted and queued: now stop the server
                 assert not bulk.done(), bulk.result().text
                 await asyncio.sleep(0.05)
             process.send_signal(signal.SIGTERM)
@@ -218,6 +220,46 @@ async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> N
     assert "Traceback" not in output, output[-3000:]
     # Lines of the shutdown itself belong to no request.
     assert not [line for line in output.splitlines() if "[bulk-1]" in line and "drain" in line]
+
+
+async def test_a_client_still_sending_at_the_end_of_the_drain_gets_503_in_the_envelope(
+    tiny_model_dir: Path,
+) -> None:
+    """Past the drain timeout (plus the answer margin) uvicorn cancels the handlers that are still
+    running; one still reading a slow client's body used to answer uvicorn's plain-text 500 and
+    log a CancelledError traceback."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = await start_process(
+        port,
+        **{
+            contract.ENV_MODEL: str(tiny_model_dir),
+            contract.ENV_DRAIN_DELAY_SECONDS: "0",
+            contract.ENV_DRAIN_TIMEOUT_SECONDS: "0",
+        },
+    )
+    try:
+        await asyncio.to_thread(wait_ready, base_url, 90)
+        headers = "Content-Length: 100\r\nX-Request-ID: slow-1\r\n"
+        reader, writer = await raw_post(base_url, contract.EMBEDDINGS_PATH, headers, b'{"input"')
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            # Wait until the server is reading the body.
+            while await gauge(client, contract.REQUESTS_IN_FLIGHT) == 0:
+                assert not reader.at_eof(), "the server answered before the body was complete"
+                await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 503"), answer
+    assert "content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "shutting_down"
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output[-3000:]
 
 
 async def test_drain_log_lines_carry_no_request_id(caplog: pytest.LogCaptureFixture) -> None:
