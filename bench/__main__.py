@@ -96,6 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds per system and concurrency, split evenly over the rounds: a round's "
         "warm-up and then its measured part each stop sending after that share (default: 60)",
     )
+    parser.add_argument(
+        "--mixed-concurrency",
+        type=int,
+        default=64,
+        help="also run the limit and our server on the mixed corpus at this concurrency "
+        "(0: not; default: 64)",
+    )
+    parser.add_argument(
+        "--overhead-rounds",
+        type=int,
+        default=5,
+        help="rounds of the serving-overhead level: the tiny-model server against the framework "
+        "floor (0: not run; default: 5)",
+    )
+    parser.add_argument(
+        "--fairness-bulk",
+        type=int,
+        default=384,
+        help="inputs of the fairness probe's bulk request (0: not run; default: 384)",
+    )
     gpu = parser.add_argument_group("GPU mode")
     gpu.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16")
     gpu.add_argument("--seq-lens", type=_int_list, default=(128, 512))
@@ -142,6 +162,9 @@ def _run_cpu(args: argparse.Namespace, command: str) -> int:
         timeout_s=args.timeout,
         level_budget_s=args.level_budget,
         command=command,
+        mixed_concurrency=args.mixed_concurrency or None,
+        overhead_rounds=args.overhead_rounds,
+        fairness_bulk=args.fairness_bulk,
     )
     report = run_suite(options)
     paths = write_report(report, options.out_dir)

@@ -29,8 +29,7 @@ def create_app(dimension: int) -> Starlette:
         content = {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": encoded}
-                for i in range(len(texts))
+                {"object": "embedding", "index": i, "embedding": encoded} for i in range(len(texts))
             ],
             "model": body.get("model") or "floor",
             "usage": {"prompt_tokens": 0, "total_tokens": 0},

@@ -1,11 +1,13 @@
 """The physical limit: the server's own encoder in-process, fed ideal batches by a simulated closed
 loop.
 
-At concurrency c, c clients each have one input outstanding. Every forward pass takes as many of the
-queued inputs as the server's batch limits allow (max_batch_size inputs and max_batch_tokens padded
-tokens, shortest first so padding is minimal), and each client whose input was answered sends its
-next one at once. There is no HTTP, no event loop and no queue bookkeeping, so throughput and
-latency are what the model can do with perfect batching; the server's job is to come close.
+At concurrency c, c clients each have one input outstanding. Each step takes as many of the queued
+inputs as the server's batch limits allow (max_batch_size inputs and max_batch_tokens padded
+tokens, shortest first so padding is minimal), cuts them into length buckets with the server's own
+rule (service.batcher.plan_batches, the same pass cost), and runs one forward pass per bucket; each
+client whose input was answered sends its next one at once. There is no HTTP, no event loop and no
+queue bookkeeping, so throughput and latency are what the model can do with perfect batching; the
+server's job is to come close.
 Tokenisation is inside the measured time (the server must tokenise too) and reported separately."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from bench.corpus import Item
 from bench.segment import Segment, SegmentPlan, progress_bar
 from bench.stats import RoundResult
+from service.batcher import plan_batches
 
 if TYPE_CHECKING:
     from service.encoder import Encoder
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 class BatchLimits:
     max_batch_size: int
     max_batch_tokens: int
+    pass_cost_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,19 +93,27 @@ def run_limit_round(
     batches = 0
     tokenize_s = 0.0
     while queue:
-        batch = take_batch(queue, limits)
+        window = take_batch(queue, limits)
         tokenize_began = time.perf_counter()
-        ids = encoder.tokenize([pending.item.text for pending in batch]).ids
+        ids = encoder.tokenize([pending.item.text for pending in window]).ids
         tokenize_s += time.perf_counter() - tokenize_began
-        encoder.encode_ids(ids)
-        done = time.perf_counter()
-        batches += 1
-        for pending in batch:
-            segment.succeeded(done, inputs=1, tokens=pending.item.tokens)
-            if segment.is_measured(pending.number):
-                latencies.append(done - pending.submitted_at)
-        _submit(queue, segment, corpus, start, done, len(batch))
-        progress.update(len(batch))
+        buckets = plan_batches(
+            list(zip(window, ids, strict=True)),
+            _length,
+            max_tokens=limits.max_batch_tokens,
+            max_rows=limits.max_batch_size,
+            pass_cost_tokens=limits.pass_cost_tokens,
+        )
+        for bucket in buckets:
+            encoder.encode_ids([bucket_ids for _, bucket_ids in bucket])
+            done = time.perf_counter()
+            batches += 1
+            for pending, _ in bucket:
+                segment.succeeded(done, inputs=1, tokens=pending.item.tokens)
+                if segment.is_measured(pending.number):
+                    latencies.append(done - pending.submitted_at)
+            _submit(queue, segment, corpus, start, done, len(bucket))
+            progress.update(len(bucket))
     elapsed = time.perf_counter() - began
     cpu_s = time.process_time() - cpu_began
     progress.close()
@@ -118,6 +130,10 @@ def run_limit_round(
         cut_short=segment.cut_short,
     )
     return LimitRound(result, tokenize_s / elapsed if elapsed > 0 else 0.0)
+
+
+def _length(pair: tuple[_Pending, list[int]]) -> int:
+    return len(pair[1])
 
 
 def _submit(

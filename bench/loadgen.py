@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -114,19 +114,21 @@ class ClosedLoop:
         plan: SegmentPlan,
         start: int = 0,
         label: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> PhaseResult:
         """One continuous loop: `plan.warmup` requests, `plan.measured` recorded ones and the
-        closing request (bench/segment.py), cycling through `payloads` from index `start`."""
+        closing request (bench/segment.py), cycling through `payloads` from index `start`.
+        `clock` times everything (the segment's budgets too): tests pass one they control."""
         if not payloads:
             raise ValueError("no payloads to send")
         result = PhaseResult(concurrency=self.concurrency, requests=plan.measured)
         progress = progress_bar(plan, label)
-        segment = Segment(plan, time.perf_counter())
+        segment = Segment(plan, clock())
 
         async def client(connection: Connection) -> None:
-            while (number := segment.next(time.perf_counter())) is not None:
+            while (number := segment.next(clock())) is not None:
                 payload = payloads[(start + number) % len(payloads)]
-                await self._one(connection, payload, number, segment, result)
+                await self._one(connection, payload, number, segment, result, clock)
                 progress.update()
 
         try:
@@ -147,8 +149,9 @@ class ClosedLoop:
         number: int,
         segment: Segment,
         result: PhaseResult,
+        clock: Callable[[], float],
     ) -> None:
-        sent = time.perf_counter()
+        sent = clock()
         try:
             async with asyncio.timeout(self.timeout_s):
                 response = await connection.send(payload.request)
@@ -157,7 +160,7 @@ class ClosedLoop:
                 result.statuses[TRANSPORT_ERROR] += 1
                 _keep_sample(result, f"{type(exc).__name__}: {exc}")
             return
-        done = time.perf_counter()
+        done = clock()
         if 200 <= response.status < 300:
             segment.succeeded(done, inputs=payload.inputs, tokens=payload.tokens)
         if segment.is_measured(number):

@@ -19,6 +19,8 @@ REFERENCE_CONCURRENCY = 64
 SERVER_VS_LIMIT_TARGET = 0.90
 SERVER_VS_NAIVE_TARGET = 4.0
 SINGLE_LATENCY_GAP_TARGET_MS = 5.0
+SERVER_VS_FLOOR_TARGET = 0.5
+"""Issue #12: the tiny-model server at >= 0.5x the framework floor's requests/s (64 clients)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ class Report:
     """Machine, versions, configuration, corpus, timings, load: what reproduces it."""
     levels: list[LevelStats] = field(default_factory=list)
     cold_start: dict[str, float | None] = field(default_factory=dict)
+    mixed_levels: list[LevelStats] = field(default_factory=list)
+    """The limit and our server on the mixed corpus (one concurrency)."""
+    overhead: dict[str, Any] | None = None
+    """bench/overhead.py's result: the tiny-model server against the framework floor."""
+    fairness: dict[str, Any] | None = None
+    """bench/fairness.py's result: a small request behind a bulk one."""
 
     def level(self, system: str, concurrency: int) -> LevelStats | None:
         for stats in self.levels:
@@ -104,7 +112,36 @@ class Report:
                 higher_is_better=False,
                 unit=" ms",
             ),
+            Ratio(
+                f"mixed corpus: server / limit throughput at concurrency {c}",
+                self._paired_in(self.mixed_levels, "server", "limit", c),
+                SERVER_VS_LIMIT_TARGET,
+                higher_is_better=True,
+            ),
+            Ratio(
+                f"serving overhead: tiny-model server / framework floor requests/s at {c} clients",
+                self._overhead_rounds(),
+                SERVER_VS_FLOOR_TARGET,
+                higher_is_better=True,
+            ),
         ]
+
+    def _paired_in(
+        self, levels: Sequence[LevelStats], system: str, baseline: str, concurrency: int
+    ) -> tuple[float, ...]:
+        found = {(s.system, s.concurrency): s for s in levels}
+        ours, theirs = found.get((system, concurrency)), found.get((baseline, concurrency))
+        if ours is None or theirs is None:
+            return ()
+        pairs = zip(ours.rounds_inputs_per_s, theirs.rounds_inputs_per_s, strict=True)
+        return tuple(_ratio(a, b) for a, b in pairs)
+
+    def _overhead_rounds(self) -> tuple[float, ...]:
+        if not self.overhead:
+            return ()
+        rounds = self.overhead["rounds"]
+        pairs = zip(rounds["server"], rounds["floor"], strict=True)
+        return tuple(_ratio(a["requests_per_s"], b["requests_per_s"]) for a, b in pairs)
 
     def _paired(
         self,
@@ -126,6 +163,9 @@ class Report:
             "machine": self.machine,
             "meta": self.meta,
             "levels": [stats.to_dict() for stats in self.levels],
+            "mixed_levels": [stats.to_dict() for stats in self.mixed_levels],
+            "overhead": self.overhead,
+            "fairness": self.fairness,
             "cold_start": self.cold_start,
             "ratios": [
                 {
@@ -150,6 +190,9 @@ class Report:
             meta=data["meta"],
             levels=[LevelStats.from_dict(level) for level in data["levels"]],
             cold_start=data["cold_start"],
+            mixed_levels=[LevelStats.from_dict(level) for level in data.get("mixed_levels", [])],
+            overhead=data.get("overhead"),
+            fairness=data.get("fairness"),
         )
 
 
@@ -245,8 +288,73 @@ def render_markdown(report: Report, plot_name: str = "plot.png") -> str:
         *_results_table(report.levels),
         "",
     ]
+    if report.mixed_levels:
+        lines += [
+            "## Mixed corpus",
+            "",
+            f"Corpus: {meta.get('mixed_corpus', {}).get('description', '?')}: one input in five "
+            "is a paragraph, so a batch that mixes lengths pays for padding unless it is cut by "
+            "length (the limit cuts with the server's own rule). Same settings and rounds.",
+            "",
+            *_results_table(report.mixed_levels),
+            "",
+        ]
+    if report.overhead:
+        lines += ["## Serving overhead", "", *_overhead_lines(report.overhead), ""]
+    if report.fairness:
+        lines += ["## A small request behind a bulk one", "", *_fairness_lines(report.fairness), ""]
     lines += ["## Cold start", "", *_cold_start_table(report.cold_start), ""]
     return "\n".join(lines)
+
+
+def _overhead_lines(overhead: dict[str, Any]) -> list[str]:
+    rounds = overhead["rounds"]
+    rows = [
+        f"Our server (default settings: {_settings_list(overhead['settings'].get('server', {}))}) "
+        "on a 1-layer, 32-wide BERT with MiniLM's tokenizer (bench/tinymodel.py), so the forward "
+        "pass is nearly free, against the framework floor (bench/floor_server.py: the same "
+        "uvicorn/httptools/uvloop stack, Starlette, parses the same JSON, answers a fixed base64 "
+        f"vector). {overhead['clients']} keep-alive clients, one short input per request, base64, "
+        f"{overhead['requests']} measured requests per round, the two taking turns round by round. "
+        "CPU per request: the process's own CPU time (every thread) over the round.",
+        "",
+        "| system | requests/s by round | median | CPU us/request (median) | load average |",
+        "|---|---|---:|---:|---|",
+    ]
+    for name, values in rounds.items():
+        rates = [r["requests_per_s"] for r in values]
+        cpu = [r["cpu_us_per_request"] for r in values if r["cpu_us_per_request"]]
+        loads = ", ".join(f"{r['load_average']:.1f}" for r in values)
+        rows.append(
+            f"| {name} | {', '.join(f'{x:.0f}' for x in rates)} | {statistics.median(rates):.0f} "
+            f"| {statistics.median(cpu):.0f} | {loads} |"
+            if cpu
+            else f"| {name} | {', '.join(f'{x:.0f}' for x in rates)} | - | - | {loads} |"
+        )
+    return rows
+
+
+def _fairness_lines(fairness: dict[str, Any]) -> list[str]:
+    runs = fairness["runs"]
+    rows = [
+        f"A request of {fairness['bulk_inputs']} paragraphs (several batches of work), then "
+        f"{fairness['head_start_s']} s later a one-sentence request (bench/fairness.py). Round-"
+        "robin windows of one batch: the small request should wait for about the window that "
+        "is running, not for the whole bulk request (share 1.0: first come, first served).",
+        "",
+        "| run | small alone ms | small behind bulk ms | bulk ms | small / bulk |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for i, run in enumerate(runs, start=1):
+        rows.append(
+            f"| {i} | {run['small_alone_ms']:.0f} | {run['small_behind_bulk_ms']:.0f} | "
+            f"{run['bulk_ms']:.0f} | {run['share_of_bulk']:.2f} |"
+        )
+    return rows
+
+
+def _settings_list(settings: dict[str, str]) -> str:
+    return ", ".join(f"`{k}={v}`" for k, v in sorted(settings.items())) or "defaults"
 
 
 def _settings_note(meta: dict[str, Any]) -> str:

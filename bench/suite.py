@@ -28,7 +28,7 @@ from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads
 from bench.procs import ServerProcess, free_port
 from bench.report import Report
 from bench.segment import SegmentPlan
-from bench.stats import SYSTEMS, RoundResult, pool
+from bench.stats import SYSTEMS, LevelStats, RoundResult, pool
 from service import contract
 
 if TYPE_CHECKING:
@@ -62,6 +62,12 @@ class SuiteOptions:
     stall a run."""
     command: str = "python -m bench"
     extra_env: dict[str, str] = field(default_factory=dict)
+    mixed_concurrency: int | None = 64
+    """Also run the limit and our server at this concurrency on the mixed corpus (None: not)."""
+    overhead_rounds: int = 5
+    """Serving-overhead rounds (bench/overhead.py); 0: not run."""
+    fairness_bulk: int = 384
+    """Inputs of the fairness probe's bulk request (bench/fairness.py); 0: not run."""
 
     @staticmethod
     def warmup_for(concurrency: int) -> int:
@@ -115,6 +121,7 @@ def run_suite(options: SuiteOptions) -> Report:
     report.meta["batch_limits"] = {
         "max_batch_size": ctx.limits.max_batch_size,
         "max_batch_tokens": ctx.limits.max_batch_tokens,
+        "pass_cost_tokens": ctx.limits.pass_cost_tokens,
     }
     bare = coldstart.measure_bare_load(options.model)
     report.cold_start.update(
@@ -129,16 +136,25 @@ def run_suite(options: SuiteOptions) -> Report:
         # One after another, each ready before the next starts: honest cold starts.
         systems = [starters[name](ctx, stack) for name in SYSTEMS if name in options.systems]
         for c in options.concurrency:
-            _run_level(ctx, systems, c)
+            report.levels += _run_level(ctx, systems, c)
         limit = next((system for system in systems if isinstance(system, _Limit)), None)
         if limit is not None:
             report.meta["limit_tokenize_share"] = limit.tokenize_shares()
+        server = next(
+            (s for s in systems if isinstance(s, _HttpSystem) and s.name == "server"), None
+        )
+        if options.mixed_concurrency and limit is not None and server is not None:
+            report.mixed_levels += _run_mixed(ctx, limit, server, options.mixed_concurrency)
+        if options.fairness_bulk and server is not None:
+            report.fairness = _run_fairness(ctx, server)
+    if options.overhead_rounds:
+        report.overhead = _run_overhead(options)
     report.meta["load_average_end"] = list(os.getloadavg())
     report.meta["duration_s"] = time.time() - started
     return report
 
 
-def _run_level(ctx: _Context, systems: Sequence[_System], concurrency: int) -> None:
+def _run_level(ctx: _Context, systems: Sequence[_System], concurrency: int) -> list[LevelStats]:
     """`rounds` rounds of every system in order, then one pooled LevelStats per system."""
     options = ctx.options
     plan = options.plan_for(concurrency)
@@ -148,7 +164,54 @@ def _run_level(ctx: _Context, systems: Sequence[_System], concurrency: int) -> N
         for system in systems:
             label = f"{system.name:6} c={concurrency} round {r + 1}/{options.rounds}"
             results[system.name].append(system.run_round(concurrency, plan, start, label))
-    ctx.report.levels += [pool(name, concurrency, rounds) for name, rounds in results.items()]
+    return [pool(name, concurrency, rounds) for name, rounds in results.items()]
+
+
+def _run_mixed(
+    ctx: _Context, limit: _Limit, server: _HttpSystem, concurrency: int
+) -> list[LevelStats]:
+    """The limit and our server on the mixed corpus: one paragraph in five, so batches that mix
+    lengths pay for padding unless they are cut by length."""
+    options = ctx.options
+    counter = tokenizer_counter(options.model, _max_tokens(options.model))
+    corpus = make_corpus("mixed", options.corpus_size, options.seed, counter)
+    mixed_ctx = _Context(options, corpus, ctx.dimension, ctx.limits, ctx.report)
+    systems: list[_System] = [
+        _Limit(limit.encoder, corpus, ctx.limits, name="limit"),
+        _HttpSystem(
+            "server",
+            server.server,
+            _payloads(mixed_ctx, server.server.port),
+            mixed_ctx,
+            server.batch_totals,
+        ),
+    ]
+    ctx.report.meta["mixed_corpus"] = _corpus_meta("mixed", corpus, options.seed)
+    return _run_level(mixed_ctx, systems, concurrency)
+
+
+def _run_fairness(ctx: _Context, server: _HttpSystem) -> dict[str, object]:
+    from bench.fairness import probe
+
+    result = asyncio.run(
+        probe(server.server.base_url, ctx.options.model_name, ctx.options.fairness_bulk)
+    )
+    return result.to_json()
+
+
+def _run_overhead(options: SuiteOptions) -> dict[str, object]:
+    """Our server (default settings) on the tiny model against the framework floor."""
+    import tempfile
+
+    from bench.modelfiles import default_model_path
+    from bench.overhead import floor_variant, run_overhead, server_variant
+    from bench.tinymodel import build_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="bench-tiny-") as folder:
+        model = build_tiny_model(default_model_path(), Path(folder) / "model")
+        variants = [server_variant(model, **options.extra_env), floor_variant()]
+        result = run_overhead(variants, rounds=options.overhead_rounds, log_dir=options.log_dir)
+    return result.to_json()
 
 
 @dataclass
@@ -198,7 +261,7 @@ class _HttpSystem:
         self.server.check_alive()
         batch_before = self.batch_totals() if self.batch_totals else (0.0, 0.0)
         cpu_before = self.server.cpu_seconds()
-        result = _run(self._loop(concurrency, plan, start, label))
+        result = run_on_uvloop(self._loop(concurrency, plan, start, label))
         cpu_after = self.server.cpu_seconds()
         batch_after = (
             self.batch_totals()
@@ -306,7 +369,7 @@ def _batch_totals(server: ServerProcess) -> tuple[float, float]:
     return scrape.histogram_totals(text, contract.BATCH_SIZE)
 
 
-def _run(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
+def run_on_uvloop(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
     """asyncio.run on uvloop when installed: a cheaper client leaves more CPU to the server."""
     try:
         import uvloop
@@ -325,7 +388,11 @@ def _batch_limits() -> BatchLimits:
     from service.settings import Settings
 
     settings = Settings()
-    return BatchLimits(settings.max_batch_size, settings.max_batch_tokens)
+    return BatchLimits(
+        settings.max_batch_size,
+        settings.max_batch_tokens,
+        settings.resolved_pass_cost_tokens("cpu"),
+    )
 
 
 def _max_tokens(model: str) -> int:
@@ -345,10 +412,7 @@ def server_settings(options: SuiteOptions) -> dict[str, str]:
         contract.ENV_SERVED_MODEL_NAME: options.model_name,
         # The benchmark stops the server itself; no load balancer needs a grace period.
         contract.ENV_DRAIN_DELAY_SECONDS: "0",
-        # Off unless asked, like the naive server's (uvicorn access_log=False) and the limit's: the
-        # comparison is of serving, not of logging. One line per request costs about a fifth of the
-        # HTTP path's CPU (bench/NOTES.md); EMBED_ACCESS_LOG=true measures with it.
-        contract.ENV_ACCESS_LOG: os.environ.get(contract.ENV_ACCESS_LOG, "false"),
+        # Everything else as shipped, access log included: what operators run is what is measured.
     }
 
 
@@ -356,7 +420,6 @@ def _meta(options: SuiteOptions, corpus: Sequence[Item], started: float) -> dict
     import torch
     import transformers
 
-    tokens = sorted(item.tokens for item in corpus)
     return {
         "command": options.command,
         "started_at": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -377,13 +440,19 @@ def _meta(options: SuiteOptions, corpus: Sequence[Item], started: float) -> dict
         "measured": {str(c): options.measured_for(c) for c in options.concurrency},
         "embed_env": {k: v for k, v in os.environ.items() if k.startswith(contract.ENV_PREFIX)},
         "server_settings": server_settings(options),
-        "corpus": {
-            "kind": options.corpus,
-            "size": len(corpus),
-            "seed": options.seed,
-            "mean_tokens": sum(tokens) / len(tokens),
-            "max_tokens": tokens[-1],
-            "description": f"{options.corpus} ({len(corpus)} seeded inputs, seed {options.seed}, "
-            f"{sum(tokens) / len(tokens):.1f} tokens on average, {tokens[-1]} at most)",
-        },
+        "corpus": _corpus_meta(options.corpus, corpus, options.seed),
+    }
+
+
+def _corpus_meta(kind: str, corpus: Sequence[Item], seed: int) -> dict[str, Any]:
+    tokens = sorted(item.tokens for item in corpus)
+    mean = sum(tokens) / len(tokens)
+    return {
+        "kind": kind,
+        "size": len(corpus),
+        "seed": seed,
+        "mean_tokens": mean,
+        "max_tokens": tokens[-1],
+        "description": f"{kind} ({len(corpus)} seeded inputs, seed {seed}, "
+        f"{mean:.1f} tokens on average, {tokens[-1]} at most)",
     }

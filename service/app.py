@@ -163,6 +163,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         runtime.on_fatal()
         return
     s = runtime.settings
+    runtime.pass_cost_tokens = s.resolved_pass_cost_tokens(encoder.info.device)
     batcher = Batcher(
         encoder.encode_ids,
         prepare=runtime.prepare,
@@ -170,7 +171,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         max_batch_size=s.max_batch_size,
         max_queue_items=s.max_queue_items,
         batch_wait_s=s.batch_wait_ms / 1000,
-        pass_cost_tokens=s.resolved_pass_cost_tokens(encoder.info.device),
+        pass_cost_tokens=runtime.pass_cost_tokens,
         observer=runtime.metrics,
         on_device_failure=runtime.device_failed,
     )
@@ -179,7 +180,13 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
     runtime.encoder, runtime.batcher = encoder, batcher
     seconds = time.perf_counter() - start
     runtime.metrics.model_load_seconds.set(seconds)
-    log.info("model %s ready in %.2fs: %s", encoder.info.model_id, seconds, encoder.info)
+    log.info(
+        "model %s ready in %.2fs (a pass costs %d padded tokens): %s",
+        encoder.info.model_id,
+        seconds,
+        runtime.pass_cost_tokens,
+        encoder.info,
+    )
     if runtime.phase is Phase.LOADING:  # a SIGTERM during loading keeps it draining
         runtime.set_phase(Phase.READY)
 

@@ -54,6 +54,7 @@ _ARRIVAL_YIELDS = 3
 _PREPARE_MAX_INPUTS = 4096
 
 R = TypeVar("R")
+T = TypeVar("T")
 RunBatch = Callable[[list[list[int]]], np.ndarray]
 Prepare = Callable[[list[R]], list[Tokenized | Exception]]
 
@@ -279,6 +280,13 @@ class Batcher(Generic[R]):
                 self._has_arrivals.clear()
                 await self._has_arrivals.wait()
                 continue
+            # A burst of clients answered by the last batch sends its next requests together:
+            # a few loop iterations let the rest of it arrive (microseconds, no timer), so it is
+            # tokenised in one call and batched as one, not as its first request and the rest.
+            for _ in range(_ARRIVAL_YIELDS):
+                if self._pending_inputs() >= self._max_batch_size:
+                    break
+                await asyncio.sleep(0)
             # Kept in _preparing until answered: a drain that times out fails them from there.
             self._preparing = taken = self._take_arrivals()
             results: list[Tokenized | Exception] = []
@@ -332,6 +340,7 @@ class Batcher(Generic[R]):
             self._window = self._take_window()
             for batch in plan_batches(
                 self._window,
+                _item_length,
                 max_tokens=self._max_batch_tokens,
                 max_rows=self._max_batch_size,
                 pass_cost_tokens=self._pass_cost_tokens,
@@ -355,6 +364,9 @@ class Batcher(Generic[R]):
             await self._has_work.wait()  # set when the tokenizer call under way returns
         if self._batch_wait_s and self._ready_items() < self._max_batch_size:
             await asyncio.sleep(self._batch_wait_s)
+
+    def _pending_inputs(self) -> int:
+        return sum(request.size for request in self._queue.arrivals)
 
     def _ready_items(self) -> int:
         return self._queue.live_items - self._queue.pending_items
@@ -448,9 +460,14 @@ def _halves(n: int) -> tuple[int, int]:
 
 
 def plan_batches(
-    window: Sequence[_Item], *, max_tokens: int, max_rows: int, pass_cost_tokens: int
-) -> list[list[_Item]]:
-    """The window sorted by length and cut into batches that minimise the padded tokens plus
+    window: Sequence[T],
+    length: Callable[[T], int],
+    *,
+    max_tokens: int,
+    max_rows: int,
+    pass_cost_tokens: int,
+) -> list[list[T]]:
+    """The window sorted by `length` and cut into batches that minimise the padded tokens plus
     `pass_cost_tokens` per forward pass (the fixed cost of a pass, in padded-token equivalents),
     each within `max_rows` rows and `max_tokens` padded tokens (an input longer than the whole
     budget still runs, alone).
@@ -458,23 +475,23 @@ def plan_batches(
     Dynamic programming over the cut points between inputs of different lengths (cutting between
     equal lengths never lowers padding): O(distinct lengths^2), a few dozen here. Where padding
     costs more than another pass, the window splits; a pass cost above the window's padding keeps
-    it whole (the right call on a GPU, where a larger batch is nearly free)."""
-    items = sorted(window, key=lambda item: len(item.ids))
+    it whole."""
+    items = sorted(window, key=length)
+    lengths = [length(item) for item in items]
     n = len(items)
     if n == 0:
         return []
     # Candidate cut positions: the ends of runs of equal length, and the window's end.
-    ends = [i for i in range(1, n) if len(items[i].ids) != len(items[i - 1].ids)] + [n]
+    ends = [i for i in range(1, n) if lengths[i] != lengths[i - 1]] + [n]
     starts = [0, *ends[:-1]]
     best = [0.0] + [float("inf")] * len(ends)
     cut_from = [0] * (len(ends) + 1)
     for j, end in enumerate(ends, start=1):
-        longest = len(items[end - 1].ids)
+        longest = lengths[end - 1]
         for i in range(j - 1, -1, -1):
             rows = end - starts[i]
             padded = rows * longest
-            over = rows > max_rows or padded > max_tokens
-            if over and i < j - 1:
+            if (rows > max_rows or padded > max_tokens) and i < j - 1:
                 break  # starting earlier only adds rows
             cost = best[i] + padded + pass_cost_tokens
             if cost < best[j]:
@@ -485,10 +502,13 @@ def plan_batches(
         i = cut_from[j]
         bounds.append((starts[i], ends[j - 1]))
         j = i
-    batches: list[list[_Item]] = []
+    batches: list[list[T]] = []
     for lo, hi in reversed(bounds):
         # A run of equal lengths longer than the caps (one group, nothing to sort): cut by the caps.
-        run = items[lo:hi]
-        per = max(1, min(max_rows, max_tokens // max(1, len(run[-1].ids))))
-        batches += [run[k : k + per] for k in range(0, len(run), per)]
+        per = max(1, min(max_rows, max_tokens // max(1, lengths[hi - 1])))
+        batches += [items[k : min(k + per, hi)] for k in range(lo, hi, per)]
     return batches
+
+
+def _item_length(item: _Item) -> int:
+    return len(item.ids)

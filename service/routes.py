@@ -41,6 +41,7 @@ T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 TRUNCATED_HEADER = "X-Truncated-Inputs"
 _TRUNCATED = TRUNCATED_HEADER.lower().encode()
+_WATCH_AFTER_S = 0.05
 
 
 def json_reply(content: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
@@ -53,11 +54,15 @@ def truncated_header(result: Embedded) -> tuple[tuple[bytes, bytes], ...]:
 
 async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it if the client disconnects first, so the batcher drops its inputs
-    instead of spending the device on an answer nobody reads. One watcher task per request: the
-    work itself runs in the request's own task."""
+    instead of spending the device on an answer nobody reads. The watcher (a task reading the
+    connection) starts only once the work has taken _WATCH_AFTER_S: most requests are answered
+    sooner, and a timer costs a fraction of a task (bench/NOTES.md); a client that goes away is
+    still noticed within that delay."""
     handler = asyncio.current_task()
     assert handler is not None
+    loop = asyncio.get_running_loop()
     disconnected = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal disconnected
@@ -66,7 +71,11 @@ async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
         disconnected = True
         handler.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(_WATCH_AFTER_S, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -75,7 +84,9 @@ async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
         handler.uncancel()  # the cancellation was ours: nobody is left to answer
         raise ClientGone from None
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def embed_inputs(call: Call, inputs: Inputs, prompt_name: str | None) -> Embedded:
@@ -279,6 +290,7 @@ async def info(call: Call) -> Reply:
                 "max_batch_tokens": s.max_batch_tokens,
                 "max_batch_size": s.max_batch_size,
                 "max_queue_items": s.max_queue_items,
+                "pass_cost_tokens": runtime.pass_cost_tokens,
                 "truncate": s.truncate,
             },
             "version": __version__,

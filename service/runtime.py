@@ -80,6 +80,8 @@ class Runtime:
         # Set when the device failed (a poisoned CUDA context): /health turns 503 so the kubelet
         # restarts the container; nothing else recovers it.
         self.device_error: DeviceFailedError | None = None
+        self.pass_cost_tokens = 0
+        """A forward pass's fixed cost in padded tokens (the setting, or the device's default)."""
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping: asyncio.Task[None] | None = None

@@ -183,6 +183,10 @@ class Limits(BaseModel):
     max_batch_tokens: int
     max_batch_size: int
     max_queue_items: int
+    pass_cost_tokens: int = Field(
+        description="A forward pass's fixed cost in padded tokens: where cutting a window into "
+        "length buckets pays off."
+    )
     truncate: bool
 
 

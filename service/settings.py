@@ -120,8 +120,8 @@ class Settings(BaseSettings):
         ge=0,
         description="The fixed cost of one forward pass, in padded tokens: a window of queued "
         "inputs is cut into length buckets where the padding saved exceeds this per extra pass. "
-        "Unset: 64 on CPU (a pass's fixed part is small, padding is not), 4096 on CUDA (a "
-        "larger batch is nearly free, so it splits only on large padding).",
+        "Unset: 64 on CPU (MiniLM: a pass's fixed part is worth tens of tokens), 2048 on CUDA "
+        "(a pass's fixed part is milliseconds of kernel launches: split only on large padding).",
     )
 
     # --- Access --------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     def resolved_pass_cost_tokens(self, device: str) -> int:
         if self.pass_cost_tokens is not None:
             return self.pass_cost_tokens
-        return 4096 if device.startswith("cuda") else 64
+        return 2048 if device.startswith("cuda") else 64
 
     def load_api_keys(self) -> frozenset[str]:
         """The accepted keys: api_keys plus the non-empty, non-comment lines of api_keys_file."""

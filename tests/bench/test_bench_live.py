@@ -10,7 +10,8 @@ import asyncio
 import base64
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +71,33 @@ def _post(server: ServerProcess, body: dict[str, object]) -> tuple[int, bytes]:
 
 
 def _run_loop(
-    port: int, payloads: list[Payload], plan: SegmentPlan, clients: int, timeout_s: float = 30
+    port: int,
+    payloads: list[Payload],
+    plan: SegmentPlan,
+    clients: int,
+    timeout_s: float = 30,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> PhaseResult:
     async def run() -> PhaseResult:
         async with ClosedLoop(HOST, port, clients, timeout_s) as loop:
-            return await loop.run(payloads, plan)
+            return await loop.run(payloads, plan, clock=clock)
 
     return asyncio.run(run())
+
+
+class JumpClock:
+    """A clock that stands still, then jumps once: after `reads` readings it is `by` seconds
+    later for good. Budgets then run out at a known point of the loop, whatever the machine's
+    speed."""
+
+    def __init__(self, reads: int, by: float) -> None:
+        self.reads = 0
+        self.after = reads
+        self.by = by
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.by if self.reads > self.after else 0.0
 
 
 def _corpus_payloads(server: ServerProcess, corpus: list[Item]) -> list[Payload]:
@@ -126,8 +147,10 @@ def test_closed_loop_stops_sending_when_its_time_budget_is_spent(
     naive: ServerProcess, corpus: list[Item]
 ) -> None:
     payloads = _corpus_payloads(naive, corpus)
-    result = _run_loop(naive.port, payloads, SegmentPlan(0, 100_000, budget_s=0.3), clients=2)
-    assert 0 < result.requests < 100_000
+    clock = JumpClock(reads=12, by=1.0)  # the budget runs out after a few requests
+    plan = SegmentPlan(0, 100_000, budget_s=0.3)
+    result = _run_loop(naive.port, payloads, plan, clients=2, clock=clock)
+    assert 0 < result.requests < 20
     assert result.statuses[200] == result.requests  # what was sent still completed
 
 
@@ -135,7 +158,11 @@ def test_closed_loop_measures_after_a_warm_up_that_ran_out_of_time(
     naive: ServerProcess, corpus: list[Item]
 ) -> None:
     payloads = _corpus_payloads(naive, corpus)
-    result = _run_loop(naive.port, payloads, SegmentPlan(100_000, 6, budget_s=0.3), clients=2)
+    # The warm-up's budget runs out after a dozen clock readings (a few warm-up requests); then
+    # the clock stands still again, so the measured part's own budget never does.
+    clock = JumpClock(reads=12, by=1.0)
+    plan = SegmentPlan(100_000, 6, budget_s=0.3)
+    result = _run_loop(naive.port, payloads, plan, clients=2, clock=clock)
     assert result.statuses == {200: 6}
     assert result.segment_requests > 6 + 1
 
@@ -199,12 +226,13 @@ def test_limit_runner_embeds_every_request_in_bounded_batches(
 def test_limit_runner_records_the_measured_inputs_after_its_warm_up_in_one_loop(
     encoder: Encoder, corpus: list[Item], concurrency: int
 ) -> None:
-    # Equal lengths, so batches are taken in arrival order and the schedule is exact.
+    # Equal lengths, so batches are taken in arrival order, and a pass cost that never pays for a
+    # length cut: the schedule is exact.
     uniform = [Item(item.text, 10) for item in corpus]
     result = run_limit_round(
         encoder,
         uniform,
-        BatchLimits(4, 4096),
+        BatchLimits(4, 4096, pass_cost_tokens=1_000_000),
         concurrency=concurrency,
         plan=SegmentPlan(warmup=8, measured=16),
     ).result

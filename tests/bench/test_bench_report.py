@@ -141,7 +141,9 @@ def test_write_report_writes_json_markdown_and_png(report: Report, tmp_path: Pat
     assert data["levels"][3]["inputs_per_s"] == pytest.approx(261.0)
     assert data["levels"][3]["rounds_inputs_per_s"] == [228.0, 285.0, 270.0]
     assert data["levels"][2]["share_429"] == pytest.approx(0.02)
-    assert [r["met"] for r in data["ratios"]] == [True, True, True]
+    # The mixed corpus and the serving overhead were not run: not measured, so not met.
+    assert [r["met"] for r in data["ratios"]] == [True, True, True, False, False]
+    assert [r["rounds"] for r in data["ratios"]][3:] == [[], []]
     assert data["ratios"][0]["value"] == pytest.approx(0.95)
     assert data["ratios"][0]["rounds"] == pytest.approx([0.95, 0.95, 0.75])
     assert (data["ratios"][0]["low"], data["ratios"][0]["high"]) == pytest.approx((0.75, 0.95))
@@ -227,3 +229,59 @@ def test_embedding_body_check_rejects_what_is_not_a_unit_vector() -> None:
         scrape.check_embedding_body(b'{"data": [{"embedding": [1.0, 1.0]}]}', 2, "float")
     with pytest.raises(scrape.BadEmbeddingResponseError, match="not an embeddings response"):
         scrape.check_embedding_body(b'{"error": {}}', 2, "float")
+
+
+def _overhead_round(rate: float, cpu_us: float | None) -> dict[str, object]:
+    return {
+        "requests_per_s": rate,
+        "cpu_us_per_request": cpu_us,
+        "ok": 2048,
+        "errors": 0,
+        "load_average": 1.5,
+    }
+
+
+def test_mixed_corpus_serving_overhead_and_fairness_are_reported_paired(report: Report) -> None:
+    report.mixed_levels = [
+        _level("limit", 64, (100.0, 120.0, 90.0), (500.0, 500.0, 500.0)),
+        _level("server", 64, (95.0, 96.0, 99.0), (520.0, 520.0, 520.0)),
+    ]
+    report.overhead = {
+        "clients": 64,
+        "requests": 2048,
+        "settings": {"server": {"EMBED_SERVED_MODEL_NAME": "tiny"}, "floor": {}},
+        "rounds": {
+            "server": [_overhead_round(r, 150.0) for r in (3000.0, 2000.0, 3500.0)],
+            "floor": [_overhead_round(r, None) for r in (6000.0, 8000.0, 8000.0)],
+        },
+    }
+    report.fairness = {
+        "bulk_inputs": 384,
+        "head_start_s": 0.5,
+        "runs": [
+            {
+                "small_alone_ms": 15.0,
+                "small_behind_bulk_ms": 7000.0,
+                "bulk_ms": 21000.0,
+                "small_status": 200,
+                "bulk_status": 200,
+                "share_of_bulk": 1 / 3,
+            }
+        ],
+    }
+    ratios = {r.name.split(":")[0]: r for r in report.ratios()}
+    mixed = ratios["mixed corpus"]
+    assert mixed.rounds == pytest.approx((0.95, 0.8, 1.1))  # round by round, not pooled
+    assert mixed.value == pytest.approx(0.95)
+    assert mixed.met
+    overhead = ratios["serving overhead"]
+    assert overhead.rounds == pytest.approx((0.5, 0.25, 0.4375))
+    assert not overhead.met  # the median round, 0.44x
+    text = render_markdown(report)
+    assert "## Mixed corpus" in text
+    assert "| server | 3000, 2000, 3500 | 3000 | 150 |" in text
+    assert "| 1 | 15 | 7000 | 21000 | 0.33 |" in text
+    again = Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.overhead == report.overhead
+    assert again.fairness == report.fairness
+    assert [s.system for s in again.mixed_levels] == ["limit", "server"]

@@ -186,7 +186,7 @@ def test_each_round_runs_every_system_back_to_back_on_the_same_inputs() -> None:
     calls: list[tuple[str, int, int]] = []
     systems = [_FakeSystem(name, calls) for name in ("limit", "server", "naive")]
 
-    _run_level(ctx, systems, 64)
+    ctx.report.levels += _run_level(ctx, systems, 64)
 
     per_round = 256 + 512
     assert calls == [

@@ -16,7 +16,6 @@ from service.batcher import (
     BatcherStopped,
     Overloaded,
     TooLargeForQueue,
-    _Item,
     plan_batches,
 )
 from service.encoder import Encoder
@@ -301,31 +300,35 @@ async def test_a_small_request_behind_a_bulk_one_waits_at_most_one_window() -> N
     await batcher.stop(5)
 
 
-def _items(lengths: list[int]) -> list[_Item]:
-    return [_Item(None, i, [1] * n) for i, n in enumerate(lengths)]  # type: ignore[arg-type]
+def _items(lengths: list[int]) -> list[list[int]]:
+    return [[1] * n for n in lengths]
+
+
+def _length(ids: list[int]) -> int:
+    return len(ids)
 
 
 def test_a_paragraph_gets_its_own_batch_instead_of_padding_the_short_ones() -> None:
     window = _items([14] * 50 + [180] + [12] * 13)
-    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=64)
-    assert [sorted({len(i.ids) for i in b}) for b in batches] == [[12, 14], [180]]
-    padded = sum(len(b) * max(len(i.ids) for i in b) for b in batches)
+    batches = plan_batches(window, _length, max_tokens=32768, max_rows=128, pass_cost_tokens=64)
+    assert [sorted({len(i) for i in b}) for b in batches] == [[12, 14], [180]]
+    padded = sum(len(b) * max(len(i) for i in b) for b in batches)
     assert padded == 63 * 14 + 180  # against 64 * 180 in one batch
 
 
 def test_a_high_pass_cost_keeps_the_window_whole() -> None:
     window = _items([14] * 50 + [180] + [12] * 13)
-    batches = plan_batches(window, max_tokens=32768, max_rows=128, pass_cost_tokens=20_000)
+    batches = plan_batches(window, _length, max_tokens=32768, max_rows=128, pass_cost_tokens=20_000)
     assert [len(b) for b in batches] == [64]
 
 
 def test_buckets_respect_the_token_budget_and_the_row_cap() -> None:
     window = _items([3] * 10 + [40] * 7 + [9] * 5)
-    batches = plan_batches(window, max_tokens=100, max_rows=4, pass_cost_tokens=0)
-    assert sorted(len(i.ids) for b in batches for i in b) == sorted(len(i.ids) for i in window)
+    batches = plan_batches(window, _length, max_tokens=100, max_rows=4, pass_cost_tokens=0)
+    assert sorted(len(i) for b in batches for i in b) == sorted(len(i) for i in window)
     for batch in batches:
         assert len(batch) <= 4
-        assert len(batch) == 1 or len(batch) * max(len(i.ids) for i in batch) <= 100
+        assert len(batch) == 1 or len(batch) * max(len(i) for i in batch) <= 100
 
 
 class SmallDevice(Device):
