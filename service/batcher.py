@@ -78,12 +78,17 @@ class BatchObserver(Protocol):
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None: ...
 
+    def device_error(self, kind: str) -> None: ...
+
 
 class _NullObserver:
     def queue_changed(self, items: int, tokens: int) -> None:
         pass
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None:
+        pass
+
+    def device_error(self, kind: str) -> None:
         pass
 
 
@@ -398,9 +403,11 @@ class Batcher(Generic[R]):
         try:
             vectors = await loop.run_in_executor(self._executor, self._run_batch, ids)
         except DeviceOutOfMemoryError as exc:
+            self._observer.device_error("out_of_memory")
             await self._retry_smaller(batch, exc)
             return
         except DeviceFailedError as exc:
+            self._observer.device_error("device_failed")
             self._device_failed(batch, exc)
             return
         except Exception as exc:

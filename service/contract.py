@@ -103,6 +103,9 @@ MODEL_LOAD_SECONDS: Final = "inference_model_load_seconds"
 """Gauge: seconds spent loading and warming up the model."""
 READY: Final = "inference_ready"
 """Gauge: 1 when /ready would answer 200."""
+DEVICE_ERRORS_TOTAL: Final = "inference_device_errors_total"
+"""Counter, label kind: out_of_memory (a batch retried smaller) or device_failed (the process must
+restart)."""
 
 ALL_METRICS: Final = (
     REQUESTS_TOTAL,
@@ -116,6 +119,7 @@ ALL_METRICS: Final = (
     TRUNCATED_INPUTS_TOTAL,
     MODEL_LOAD_SECONDS,
     READY,
+    DEVICE_ERRORS_TOTAL,
 )
 
 # Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).

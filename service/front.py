@@ -11,6 +11,7 @@ and Response objects, this is most of the CPU per request the server saved (benc
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import random
@@ -26,6 +27,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import contract, logs
+from service.batcher import BatcherStopped
 from service.errors import (
     INTERNAL,
     ApiError,
@@ -194,13 +196,20 @@ class FrontDoor:
             reply = await handler(Call(scope, receive, body, self.runtime))
         except ClientGone:
             return CLIENT_CLOSED
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a handler from outside (its own disconnect watch turns into
+            # ClientGone): its graceful-shutdown timeout ran out, e.g. on a client still sending
+            # its body. Answer that in the envelope, not with uvicorn's plain-text 500 and a
+            # CancelledError traceback; the task ends here either way.
+            if methods is None:  # the framework's stack may have started its answer
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            stopped = BatcherStopped("the server stopped before this request could be answered")
+            return await self._send_error(send, stopped, rid)
         except Exception as exc:
-            response = self.error_reply(exc)
-            if kind_of(exc) is INTERNAL:
-                log.error("unhandled error", exc_info=exc)
-            headers = [*response.raw_headers, (b"x-request-id", rid)]
-            await _send(send, response.status_code, headers, bytes(response.body))
-            return response.status_code
+            return await self._send_error(send, exc, rid)
         headers = [
             (b"content-type", reply.media_type),
             (b"content-length", str(len(reply.body)).encode()),
@@ -209,6 +218,14 @@ class FrontDoor:
         ]
         await _send(send, reply.status, headers, reply.body)
         return reply.status
+
+    async def _send_error(self, send: Send, exc: BaseException, rid: bytes) -> int:
+        response = self.error_reply(exc)
+        if kind_of(exc) is INTERNAL:
+            log.error("unhandled error", exc_info=exc)
+        headers = [*response.raw_headers, (b"x-request-id", rid)]
+        await _send(send, response.status_code, headers, bytes(response.body))
+        return response.status_code
 
     def _refusal(self, scope: Scope, api: bool) -> ApiError | None:
         limit = self.max_bytes

@@ -13,6 +13,7 @@ _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)
 
+DEVICE_ERROR_KINDS = ("out_of_memory", "device_failed")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -74,6 +75,15 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge(contract.READY, "1 when /ready answers 200.", registry=r)
+        self.device_errors = Counter(
+            contract.DEVICE_ERRORS_TOTAL.removesuffix("_total"),
+            "Forward passes that failed on the device, by kind: out_of_memory (retried in "
+            "smaller batches) or device_failed (the process must restart).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in DEVICE_ERROR_KINDS:  # exposed at 0, so rate() and increase() see the start
+            self.device_errors.labels(kind)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -87,3 +97,6 @@ class Metrics:
         self.batch_size.observe(items)
         self.batch_tokens.observe(padded_tokens)
         self.tokens.inc(tokens)
+
+    def device_error(self, kind: str) -> None:
+        self.device_errors.labels(kind).inc()

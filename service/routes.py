@@ -279,6 +279,7 @@ async def info(call: Call) -> Reply:
             "normalize_source": model.normalize_source,
             "matryoshka": model.matryoshka,
             "matryoshka_dimensions": model.matryoshka_dimensions,
+            "matryoshka_source": model.matryoshka_source,
             "prompts": model.prompts,
             "default_prompt_name": model.default_prompt_name,
             "default_prompt": model.default_prompt,

@@ -209,6 +209,8 @@ class ServerInfo(BaseModel):
     normalize_source: str
     matryoshka: bool
     matryoshka_dimensions: list[int] | None
+    matryoshka_source: str
+    """config.json (the model's declaration) or setting (EMBED_MATRYOSHKA_DIMENSIONS)."""
     prompts: dict[str, str]
     default_prompt_name: str | None
     default_prompt: str | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -116,6 +117,22 @@ def wait_listening(base_url: str, timeout: float = 30.0) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise TimeoutError(f"{base_url} not listening after {timeout}s")
+
+
+async def raw_post(
+    base_url: str, path: str, headers: str, body: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a POST over a plain socket, exactly as given (`headers`: extra lines, each ending in
+    CRLF), so a test can stop halfway or close before the answer."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"{headers}\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    return reader, writer
 
 
 @dataclass

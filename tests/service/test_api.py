@@ -242,6 +242,7 @@ def test_health_ready_info(server: LiveServer, tiny_encoder: Encoder) -> None:
     assert (info["device"], info["dtype"], info["dtype_requested"]) == ("cpu", "float32", "auto")
     assert (info["normalize"], info["normalize_source"]) == (True, "modules.json")
     assert (info["matryoshka"], info["matryoshka_dimensions"]) == (True, [8, 16])
+    assert info["matryoshka_source"] == "setting"
     assert (info["prompts"], info["default_prompt_name"], info["default_prompt"]) == (
         {},
         None,

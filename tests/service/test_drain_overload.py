@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from service_testkit import LiveServer, free_port, wait_ready
+from service_testkit import LiveServer, free_port, raw_post, wait_ready
 
 from service import contract, logs
 from service.__main__ import DrainingServer
@@ -138,14 +138,8 @@ async def test_a_client_that_goes_away_has_its_queued_inputs_dropped(
     full_tokens = minilm_encoder.tokenize(texts).token_count
     before = server.metric(contract.TOKENS_TOTAL)
     body = json.dumps({"input": texts}).encode()
-    host, port = server.base_url.removeprefix("http://").split(":")
-    _, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {contract.EMBEDDINGS_PATH} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
+    length = f"Content-Length: {len(body)}\r\n"
+    _, writer = await raw_post(server.base_url, contract.EMBEDDINGS_PATH, length, body)
     await asyncio.sleep(0.3)  # a few batches run, most of the request is still queued
     writer.close()
     await writer.wait_closed()
@@ -176,9 +170,9 @@ async def start_process(port: int, **env_overrides: str) -> asyncio.subprocess.P
     )
 
 
-async def queued_items(client: httpx.AsyncClient) -> float:
+async def gauge(client: httpx.AsyncClient, name: str) -> float:
     text = (await client.get(contract.METRICS_PATH)).text
-    line = next(x for x in text.splitlines() if x.startswith(contract.QUEUE_ITEMS + " "))
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[1])
 
 
@@ -206,7 +200,9 @@ async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> N
                     headers={"x-request-id": "bulk-1"},
                 )
             )
-            while await queued_items(client) == 0:  # accepted and queued: now stop the server
+            while (
+                await gauge(client, contract.QUEUE_ITEMS) == 0
+            ):  # accepted and queued: now stop the server
                 assert not bulk.done(), bulk.result().text
                 await asyncio.sleep(0.05)
             process.send_signal(signal.SIGTERM)
@@ -224,6 +220,46 @@ async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> N
     assert "Traceback" not in output, output[-3000:]
     # Lines of the shutdown itself belong to no request.
     assert not [line for line in output.splitlines() if "[bulk-1]" in line and "drain" in line]
+
+
+async def test_a_client_still_sending_at_the_end_of_the_drain_gets_503_in_the_envelope(
+    tiny_model_dir: Path,
+) -> None:
+    """Past the drain timeout (plus the answer margin) uvicorn cancels the handlers that are still
+    running; one still reading a slow client's body used to answer uvicorn's plain-text 500 and
+    log a CancelledError traceback."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = await start_process(
+        port,
+        **{
+            contract.ENV_MODEL: str(tiny_model_dir),
+            contract.ENV_DRAIN_DELAY_SECONDS: "0",
+            contract.ENV_DRAIN_TIMEOUT_SECONDS: "0",
+        },
+    )
+    try:
+        await asyncio.to_thread(wait_ready, base_url, 90)
+        headers = "Content-Length: 100\r\nX-Request-ID: slow-1\r\n"
+        reader, writer = await raw_post(base_url, contract.EMBEDDINGS_PATH, headers, b'{"input"')
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            # Wait until the server is reading the body.
+            while await gauge(client, contract.REQUESTS_IN_FLIGHT) == 0:
+                assert not reader.at_eof(), "the server answered before the body was complete"
+                await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 503"), answer
+    assert "content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "shutting_down"
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output[-3000:]
 
 
 async def test_drain_log_lines_carry_no_request_id(caplog: pytest.LogCaptureFixture) -> None:

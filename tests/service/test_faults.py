@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from service_testkit import LiveServer
+from service_testkit import LiveServer, raw_post
 
 from service import contract
 from service.encoder import Encoder
@@ -83,6 +83,8 @@ def test_a_batch_that_runs_out_of_memory_is_served_in_smaller_batches(
     vectors = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
     np.testing.assert_allclose(vectors, tiny_encoder.encode(texts), atol=1e-5)
     assert max(gpu.passes) <= 2
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "out_of_memory"}) >= 1
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "device_failed"}) == 0
     assert get(server, contract.HEALTH_PATH).status_code == 200
     assert get(server, contract.READY_PATH).status_code == 200
 
@@ -99,6 +101,7 @@ def test_a_dead_device_fails_liveness_and_readiness(
     assert "illegal memory access" in health.json()["error"]["message"]
     assert error_code(get(server, contract.READY_PATH), 503) == "not_ready"
     assert server.metric(contract.READY) == 0
+    assert server.metric(contract.DEVICE_ERRORS_TOTAL, {"kind": "device_failed"}) == 1
     # Nothing reaches the device any more: every request is refused at once.
     assert error_code(post(server, {"input": "hello world"}), 503) == "device_failed"
 
@@ -129,14 +132,7 @@ def plain(start_server: Callable[..., LiveServer], tiny_encoder: Encoder) -> Liv
 
 
 async def send_and_close(server: LiveServer, head_extra: str, body: bytes) -> None:
-    host, port = server.base_url.removeprefix("http://").split(":")
-    _, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {contract.EMBEDDINGS_PATH} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\n{head_extra}\r\n".encode()
-        + body
-    )
-    await writer.drain()
+    _, writer = await raw_post(server.base_url, contract.EMBEDDINGS_PATH, head_extra, body)
     writer.close()
     await writer.wait_closed()
 

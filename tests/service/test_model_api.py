@@ -110,3 +110,4 @@ def test_info_reports_prompts_normalisation_and_dimensions(server: LiveServer) -
     assert (info["default_prompt_name"], info["default_prompt"]) == (None, None)
     assert (info["normalize"], info["normalize_source"]) == (False, "modules.json")
     assert (info["matryoshka"], info["matryoshka_dimensions"]) == (False, None)
+    assert info["matryoshka_source"] == "config.json"

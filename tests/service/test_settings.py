@@ -84,12 +84,40 @@ def test_defaults_follow_the_contract() -> None:
         (contract.ENV_MAX_BATCH_SIZE, "0"),
         (contract.ENV_METRICS_PORT, "70000"),
         (contract.ENV_DRAIN_DELAY_SECONDS, "-1"),
+        ("EMBED_MATRYOSHKA_DIMENSIONS", "64,big"),
+        ("EMBED_MATRYOSHKA_DIMENSIONS", "0,64"),
+        ("EMBED_PROMPTS", '["query: "]'),
+        ("EMBED_NORMALIZE", "maybe"),
     ],
 )
 def test_bad_values_name_the_field(monkeypatch: pytest.MonkeyPatch, env: str, value: str) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ValidationError, match=env.removeprefix(contract.ENV_PREFIX).lower()):
         Settings()
+
+
+def test_model_behaviour_settings_parse_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().normalize is None  # unset: the model's modules.json decides
+    assert Settings().matryoshka_dimensions is None  # unset: the model's config.json decides
+    monkeypatch.setenv("EMBED_NORMALIZE", "true")
+    monkeypatch.setenv("EMBED_PROMPTS", '{"query": "query: ", "passage": "passage: "}')
+    monkeypatch.setenv("EMBED_DEFAULT_PROMPT_NAME", "query")
+    monkeypatch.setenv("EMBED_MATRYOSHKA_DIMENSIONS", " 256, 64 ,128")
+    s = Settings()
+    assert s.normalize is True
+    assert s.prompts == {"query": "query: ", "passage": "passage: "}
+    assert s.default_prompt_name == "query"
+    assert s.matryoshka_dimensions == [256, 64, 128]
+    for word in ("any", "none", "ANY"):
+        monkeypatch.setenv("EMBED_MATRYOSHKA_DIMENSIONS", word)
+        assert Settings().matryoshka_dimensions == word.lower()
+
+
+def test_a_named_and_a_literal_default_prompt_exclude_each_other() -> None:
+    with pytest.raises(ValidationError, match="default_prompt or default_prompt_name"):
+        Settings(default_prompt="query: ", default_prompt_name="query")
 
 
 def test_queue_must_hold_a_batch() -> None:
