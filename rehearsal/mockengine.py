@@ -124,7 +124,9 @@ class Inventory:
     """Every chart resource's render, in URN order."""
 
     def of_type(self, type_: str) -> list[Resource]:
-        return [r for r in self.resources if r.type == type_]
+        """The resources of a type the program declares (objects a chart renders are in
+        chart_resources())."""
+        return [r for r in self.resources if r.type == type_ and r.rendered_by is None]
 
     def one(self, type_: str, name: str | None = None) -> Resource:
         found = [r for r in self.of_type(type_) if name is None or r.name == name]
