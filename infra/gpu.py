@@ -91,7 +91,8 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
 
 DCGM_EXPORTER_DELETED_DEFAULTS: Final = ("resources.limits.cpu",)
 """The chart's values.yaml sets limits.cpu 200m and Helm merges it into ours: the exporter would be
-CPU-throttled while it collects every GPU's fields. Its CPU request is guaranteed; the limit goes."""
+CPU-throttled while it collects every GPU's fields. Its CPU request is guaranteed; the limit
+goes."""
 
 
 def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:

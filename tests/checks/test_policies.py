@@ -170,7 +170,8 @@ def test_chart_images_pass_by_version_tag_and_the_same_image_in_our_workload_doe
     info, inventory = stack_inventories["dev"]
     exporter = _chart_workload(inventory, "dcgm-exporter", "DaemonSet")
     image = exporter.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert "@" not in image and ":" in image.rsplit("/", 1)[-1], image
+    assert "@" not in image, image
+    assert ":" in image.rsplit("/", 1)[-1], image
     assert images_pinned_by_digest(exporter.type, exporter.inputs, info, exporter.urn) == []
     # The program's own objects carry no chart URN: the tag alone is a violation.
     [message] = images_pinned_by_digest(exporter.type, exporter.inputs, info)
@@ -202,7 +203,10 @@ def test_chart_provenance_comes_from_the_urn_the_engine_sends() -> None:
         "$kubernetes:apps/v1:DaemonSet::dev-gpu-dcgm-exporter:gpu-system/dcgm-exporter"
     )
     assert rendered_by_chart(chart_child) == "dev-gpu-dcgm-exporter"
-    own = "urn:pulumi:dev::gpu-inference::gpu-inference:inference:Inference$kubernetes:apps/v1:Deployment::x"
+    own = (
+        "urn:pulumi:dev::gpu-inference::gpu-inference:inference:Inference"
+        "$kubernetes:apps/v1:Deployment::x"
+    )
     assert rendered_by_chart(own) is None
     assert rendered_by_chart(None) is None
 

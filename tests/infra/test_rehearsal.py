@@ -60,7 +60,8 @@ def test_a_missing_archive_fails_naming_chart_and_version(
         check=False,
     )
     assert done.returncode == 2
-    assert "no archive" in done.stderr and "Traceback" not in done.stderr
+    assert "no archive" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_archive_of_another_version_is_refused(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_values_files_merge_before_values_and_their_nulls_delete_defaults(tmp_pa
     assert charts.merged_values(base)["resources"]["limits"] == {"memory": "1Gi"}
 
 
-# --- What the render exposed, fixed -----------------------------------------------------------------
+# --- What the render exposed, fixed ---------------------------------------------------------------
 
 
 def test_dcgm_exporter_has_no_cpu_limit_although_the_chart_sets_one(inventory: Inventory) -> None:
@@ -181,7 +182,7 @@ def test_random_chart_data_is_masked_and_listed(inventory: Inventory) -> None:
             assert other.rendered.generated == (), other.source.chart
 
 
-# --- Cross-checks on the rendered objects -----------------------------------------------------------
+# --- Cross-checks on the rendered objects ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("chart", ["nvidia-device-plugin", "dcgm-exporter"])
@@ -212,7 +213,8 @@ def test_dcgm_pods_are_what_the_scrape_job_selects(inventory: Inventory) -> None
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     mounted = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     pod_resources = [n for n, p in host_paths.items() if p == gpu.KUBELET_POD_RESOURCES_PATH]
-    assert pod_resources and pod_resources[0] in mounted
+    assert pod_resources
+    assert pod_resources[0] in mounted
 
 
 def _prometheus_config(inventory: Inventory) -> dict[str, Any]:
@@ -268,7 +270,8 @@ def test_cluster_autoscaler_gets_priority_expander_its_configmap_and_discovery(
     ) in command
     configmap = one(render, "ConfigMap", "cluster-autoscaler-priority-expander")
     priorities = yaml.safe_load(configmap["data"]["priorities"])
-    assert max(priorities) == 50 and priorities[1] == [".*"]
+    assert max(priorities) == 50
+    assert priorities[1] == [".*"]
 
 
 def test_pod_identity_associations_name_service_accounts_the_charts_render(
