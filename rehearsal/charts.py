@@ -59,7 +59,11 @@ CLUSTER_API_VERSIONS: Final = (
 )
 
 
-class ChartArchiveError(Exception):
+class ChartError(Exception):
+    """A chart resource cannot be rendered as the provider would render it."""
+
+
+class ChartArchiveError(ChartError):
     """A pinned chart cannot be rendered offline: its archive is missing or is another chart."""
 
 
@@ -154,14 +158,21 @@ def _helm_render(source: ChartSource, cluster: bool, directory: Path | None) -> 
         opts.update(kube_version=KUBE_VERSION, api_versions=list(CLUSTER_API_VERSIONS))
     # The native call, not Chart.render: only it takes the kube version and API versions
     # (helm-python-sdk 0.2.2; ../shared/charts/verify.py).
-    out: dict[str, str] = json.loads(
-        _native.call_string(
-            "helm_render",
-            chart._raw(),
-            json.dumps(merged_values(source)),
-            json.dumps(opts),
+    try:
+        out: dict[str, str] = json.loads(
+            _native.call_string(
+                "helm_render",
+                chart._raw(),
+                json.dumps(merged_values(source)),
+                json.dumps(opts),
+            )
         )
-    )
+    except helm.HelmError as error:
+        # `pulumi up` would stop here too: the provider runs the same Helm template code.
+        raise ChartError(
+            f"chart {source.chart} {source.version} (release {source.release}) does not render "
+            f"with the program's values: {error}"
+        ) from error
     if not source.skip_crds:
         for crd in chart.crds:
             out[f"{source.chart}/crds/{crd['filename']}"] = crd["data"]
@@ -194,7 +205,7 @@ def _post_render(command: Sequence[str], objects: list[dict[str, Any]]) -> list[
         list(command), input=manifest, capture_output=True, text=True, check=False, timeout=60
     )
     if done.returncode != 0:
-        raise ChartArchiveError(
+        raise ChartError(
             f"post-renderer {' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}"
         )
     return [d for d in yaml.safe_load_all(done.stdout) if isinstance(d, dict) and d]
@@ -211,6 +222,19 @@ def _split(
     if source.post_renderer:
         objects = _post_render(source.post_renderer, objects)
     return objects, hooks
+
+
+TEST_HOOKS: Final = frozenset({"test", "test-success", "test-failure"})
+
+
+def install_hooks(hooks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hooks a Helm install creates: all but those that run only on `helm test`."""
+    return [
+        h
+        for h in hooks
+        if {e.strip() for e in h["metadata"]["annotations"][HOOK_ANNOTATION].split(",")}
+        - TEST_HOOKS
+    ]
 
 
 def _deduplicated(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -299,8 +323,14 @@ def _differing_paths(a: Any, b: Any, where: str) -> Iterator[str]:
 def template_sources(chart: str, version: str, directory: Path | None = None) -> dict[str, str]:
     """Every template of the archive, subcharts included, by path inside the archive
     (`prometheus/charts/kube-state-metrics/templates/deployment.yaml`)."""
+    path = archive_path(chart, version, directory)
+    return dict(_template_sources(path, path.stat().st_mtime))
+
+
+@cache
+def _template_sources(path: Path, mtime: float) -> dict[str, str]:
     sources: dict[str, str] = {}
-    with tarfile.open(archive_path(chart, version, directory)) as archive:
+    with tarfile.open(path) as archive:
         for member in archive.getmembers():
             if member.isfile() and "/templates/" in member.name:
                 handle = archive.extractfile(member)
@@ -351,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for pin in versions.HELM_CHARTS:
             load(pin.chart, pin.version, directory)
             print(f"ok     {pin.chart} {pin.version} in {directory}")
-    except (ChartArchiveError, helm.HelmError) as error:
+    except (ChartError, helm.HelmError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
