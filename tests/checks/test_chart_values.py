@@ -35,7 +35,7 @@ def dev_render(tmp_path_factory: pytest.TempPathFactory) -> StackRender:
 def test_the_real_renders_pass(dev_render: StackRender) -> None:
     result = check_chart_values([dev_render])
     assert result.passed, result.findings
-    assert result.inspected == 7
+    assert result.inspected == len(dev_render.charts()) >= 7
 
 
 def test_a_key_the_chart_does_not_read_fails_naming_chart_key_and_file(
