@@ -96,8 +96,16 @@ def test_chart_objects_land_in_the_chart_namespace_unless_cluster_scoped(
     inventory: Inventory,
 ) -> None:
     for render in inventory.rendered:
+        cluster_crds = {
+            o["spec"]["names"]["kind"]
+            for o in render.rendered.objects
+            if o["kind"] == "CustomResourceDefinition" and o["spec"]["scope"] == "Cluster"
+        }
         for obj in render.rendered.objects:
             namespace = obj["metadata"].get("namespace")
+            if obj["kind"] in cluster_crds:
+                assert namespace is None, charts.object_key(obj)
+                continue
             assert namespace or obj["kind"] in {
                 "ClusterRole",
                 "ClusterRoleBinding",
