@@ -127,16 +127,31 @@ def test_inference_job_scrapes_the_workload_pods_on_the_metrics_port(
 
 def test_dcgm_job_scrapes_the_exporter_namespace(inventory: Inventory) -> None:
     job = scrape_jobs(inventory)[scrape.DCGM_JOB]
-    dcgm = chart_by_name(inventory, versions.DCGM_EXPORTER.chart)
-    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [dcgm.inputs["namespace"]]
-    assert keep_regex(job, scrape.META_APP_NAME_LABEL) == dcgm.inputs["name"]
+    [exporter] = [
+        o
+        for o in inventory.render_of(versions.DCGM_EXPORTER.chart).rendered.objects
+        if o["kind"] == "DaemonSet"
+    ]
+    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [
+        exporter["metadata"]["namespace"]
+    ]
+    labels = exporter["spec"]["template"]["metadata"]["labels"]
+    assert keep_regex(job, scrape.META_APP_NAME_LABEL) == labels["app.kubernetes.io/name"]
 
 
 def test_adapter_queries_the_prometheus_that_scrapes(inventory: Inventory) -> None:
     adapter = chart_values(inventory, versions.PROMETHEUS_ADAPTER.chart)["prometheus"]
-    prometheus = chart_by_name(inventory, versions.PROMETHEUS.chart)
-    server_name = prometheus.inputs["values"]["server"]["fullnameOverride"]
-    assert adapter["url"] == f"http://{server_name}.{prometheus.inputs['namespace']}.svc"
+    # The Service the Prometheus chart renders for its server (the one that scrapes our jobs).
+    [service] = [
+        o
+        for o in inventory.render_of(versions.PROMETHEUS.chart).rendered.objects
+        if o["kind"] == "Service"
+        and o["spec"]["selector"].get("app.kubernetes.io/component") == "server"
+        and o["spec"].get("clusterIP") != "None"
+    ]
+    meta = service["metadata"]
+    assert adapter["url"] == f"http://{meta['name']}.{meta['namespace']}.svc"
+    assert adapter["port"] in [p["port"] for p in service["spec"]["ports"]]
     assert adapter["port"] == monitoring.PROMETHEUS_SERVICE_PORT
 
 
