@@ -49,14 +49,20 @@ node_groups = NodeGroups(
         time_slicing_replicas=cfg.gpu.time_slicing_replicas,
     ),
 )
-addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(cluster=cluster, nodes=node_groups.all))
+# The platform comes up on the system group alone: DNS (and all that waits for it) never waits for
+# a GPU group, which may not start at all (a zero G-instance quota, no spot capacity).
+addons = ClusterAddons(
+    f"{name}-addons", ClusterAddonsArgs(cluster=cluster, system_nodes=node_groups.system)
+)
 autoscaler = ClusterAutoscaler(
     f"{name}-autoscaler",
     ClusterAutoscalerArgs(
         cluster=cluster,
         config=cfg.autoscaler,
         gpu_groups=node_groups.gpu_configs,
-        depends_on=(node_groups.system,),
+        # Its first AWS call resolves the regional endpoint through cluster DNS; without an answer
+        # the process exits and crash-loops with back-off.
+        depends_on=(node_groups.system, addons.coredns),
     ),
 )
 
@@ -91,7 +97,8 @@ metrics = Monitoring(
             )
         },
     ),
-    # Prometheus' volume needs the EBS CSI driver (an add-on, which waits for the system nodes).
+    # Prometheus' volume needs the EBS CSI driver, and every scrape and the adapter need DNS: both
+    # add-ons (which wait for the system nodes only).
     opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[addons]),
 )
 lb_controller = LoadBalancerController(
@@ -102,7 +109,8 @@ lb_controller = LoadBalancerController(
         region=cfg.region,
         vpc_id=network.vpc_id,
         system_node_selector=gpu_spec.system_node_selector(),
-        depends_on=(node_groups.system,),
+        # Like the autoscaler, it calls AWS (ELB, EC2) by name from its first start.
+        depends_on=(node_groups.system, addons.coredns),
     ),
     opts=on_cluster,
 )

@@ -5,7 +5,8 @@ retention, the cluster at the pinned version with API-mode authentication and ac
 add-ons that must exist before nodes join (vpc-cni with network policy enforcement, kube-proxy, the
 Pod Identity agent), and one Kubernetes provider built from the cluster. `ClusterAddons`: the
 add-ons that need running nodes (coredns, the EBS CSI driver with its Pod Identity role), created
-after the node groups."""
+after the system node group alone: a GPU group that cannot start (no quota, no spot capacity) must
+not hold up DNS and, through it, everything else on the platform."""
 
 from __future__ import annotations
 
@@ -313,14 +314,24 @@ def managed_addon(
 @dataclass(frozen=True)
 class ClusterAddonsArgs:
     cluster: Cluster
-    nodes: Sequence[pulumi.Resource]
-    """The node groups: these add-ons run Deployments and only become ACTIVE once nodes exist."""
+    system_nodes: pulumi.Resource
+    """The system node group. These add-ons run Deployments, which only become ACTIVE once nodes
+    they may run on exist; they select the system nodes, so no GPU group is waited for."""
 
 
 class ClusterAddons(pulumi.ComponentResource):
-    """coredns and the EBS CSI driver (Prometheus' volume), on the system nodes."""
+    """coredns and the EBS CSI driver (Prometheus' volume), on the system nodes.
+
+    Order: system nodes -> coredns -> EBS CSI driver. `aws.eks.Addon` returns from create only once
+    EKS reports the add-on ACTIVE (terraform-provider-aws internal/service/eks `waitAddonCreated`:
+    pending CREATING/DEGRADED, target ACTIVE), so whatever depends on `coredns` starts with cluster
+    DNS answering. With `bootstrapSelfManagedAddons=False` there is no other DNS in the cluster
+    (https://docs.aws.amazon.com/eks/latest/userguide/eks-add-ons.html)."""
 
     ebs_csi_identity: WorkloadIdentity
+    coredns: aws.eks.Addon
+    """Depend on this to start after cluster DNS works (anything that calls a Service or an AWS
+    endpoint by name: cluster-autoscaler, the LB controller, the EBS CSI controller, monitoring)."""
     addons: list[aws.eks.Addon]
 
     def __init__(
@@ -340,28 +351,28 @@ class ClusterAddons(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.addons = [
-            managed_addon(
-                name,
-                cluster,
-                "coredns",
-                {"nodeSelector": system},
-                depends_on=list(args.nodes),
-                parent=self,
-            ),
-            managed_addon(
-                name,
-                cluster,
-                "aws-ebs-csi-driver",
-                {"controller": {"nodeSelector": system}},
-                depends_on=[*args.nodes, self.ebs_csi_identity],
-                pod_identity=[
-                    aws.eks.AddonPodIdentityAssociationArgs(
-                        role_arn=self.ebs_csi_identity.role_arn,
-                        service_account=EBS_CSI_SERVICE_ACCOUNT,
-                    )
-                ],
-                parent=self,
-            ),
-        ]
+        self.coredns = managed_addon(
+            name,
+            cluster,
+            "coredns",
+            {"nodeSelector": system},
+            depends_on=[args.system_nodes],
+            parent=self,
+        )
+        ebs_csi = managed_addon(
+            name,
+            cluster,
+            "aws-ebs-csi-driver",
+            {"controller": {"nodeSelector": system}},
+            # The controller calls the EC2 API by name from its first start: DNS first.
+            depends_on=[args.system_nodes, self.coredns, self.ebs_csi_identity],
+            pod_identity=[
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=self.ebs_csi_identity.role_arn,
+                    service_account=EBS_CSI_SERVICE_ACCOUNT,
+                )
+            ],
+            parent=self,
+        )
+        self.addons = [self.coredns, ebs_csi]
         self.register_outputs({"addons": [a.addon_name for a in self.addons]})

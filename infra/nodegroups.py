@@ -116,10 +116,6 @@ class NodeGroups(pulumi.ComponentResource):
             }
         )
 
-    @property
-    def all(self) -> list[aws.eks.NodeGroup]:
-        return [self.system, *self.gpu.values()]
-
     def _launch_template(
         self, name: str, cluster: Cluster, group: NodeGroupConfig
     ) -> aws.ec2.LaunchTemplate:

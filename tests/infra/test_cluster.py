@@ -112,10 +112,13 @@ def test_ebs_csi_driver_gets_its_role_through_pod_identity(inventory: Inventory)
     )
 
 
-def test_addons_that_run_deployments_wait_for_nodes(inventory: Inventory) -> None:
-    node_groups = {r.urn for r in inventory.of_type("aws:eks/nodeGroup:NodeGroup")}
+def test_addons_that_run_deployments_wait_for_the_system_nodes(inventory: Inventory) -> None:
+    """The rest of the order (DNS before its users, no GPU group in the way): test_ordering.py."""
+    node_groups = {
+        r.inputs["nodeGroupName"]: r.urn for r in inventory.of_type("aws:eks/nodeGroup:NodeGroup")
+    }
     for addon in inventory.of_type(ADDON):
-        waits = node_groups <= set(addon.depends_on)
+        waits = node_groups["system"] in addon.depends_on
         assert waits == (addon.inputs["addonName"] in {"coredns", "aws-ebs-csi-driver"}), addon.name
 
 
