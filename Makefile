@@ -43,7 +43,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 
 synth: $(STAMP)
-	$(BIN)/python -m infra.synth $(STACK) --out build/synth/$(STACK)
+	$(BIN)/python -m rehearsal.synth $(STACK) --out build/synth/$(STACK)
 
 # The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients):
 # report, table and plot in bench/results/<machine>/ (bench/NOTES.md). Extra flags: BENCH_ARGS='--corpus mixed'.

@@ -4,8 +4,8 @@ validation `pulumi preview --policy-pack policy` runs, without the Pulumi CLI.""
 from __future__ import annotations
 
 from checks.report import CheckResult
-from infra.mockengine import PROJECT, run_stack, stack_config
 from policy.policies import StackInfo, violations
+from rehearsal.mockengine import PROJECT, run_stack, stack_config
 
 
 def stack_info(stack: str) -> StackInfo:

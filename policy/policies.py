@@ -4,7 +4,7 @@ Each policy is `validate(resource_type, props, stack) -> list of violation messa
 resource's inputs exactly as the Pulumi engine sees them (camelCase property names; a value unknown
 during a preview is absent or None). policy/pack.py wraps them for `pulumi preview --policy-pack
 policy`; the tests call them on the real program's resources under the mock engine
-(infra/mockengine.py), so a policy and the program cannot silently disagree.
+(rehearsal/mockengine.py), so a policy and the program cannot silently disagree.
 
 Only the standard library and infra/gpu_spec.py (itself stdlib-only): the pack runs in its own
 virtualenv.

@@ -12,7 +12,6 @@ import pytest
 from pulumi_policy import ResourceValidationArgs, ResourceValidationPolicy
 
 from infra import gpu_spec
-from infra.mockengine import Inventory, Resource
 from policy.pack import resource_policies
 from policy.policies import (
     CLUSTER,
@@ -29,6 +28,7 @@ from policy.policies import (
     imdsv2_required,
     violations,
 )
+from rehearsal.mockengine import Inventory, Resource
 
 Stacks = dict[str, tuple[StackInfo, Inventory]]
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

@@ -24,8 +24,8 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from checks.tools import REPO_ROOT
-from infra.mockengine import UNKNOWN, Inventory, Secret
 from policy.policies import NODE_GROUP, POLICIES, StackInfo
+from rehearsal.mockengine import UNKNOWN, Inventory, Secret
 
 POLICY_DIR = REPO_ROOT / "policy"
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from infra import adapter_rules, gpu, gpu_spec, inference, monitoring, scrape, versions
-from infra.mockengine import (
+from rehearsal.mockengine import (
     Inventory,
     Resource,
     Secret,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from infra import config, versions
-from infra.mockengine import ROOT, Inventory, Secret, load_stack_config
+from rehearsal.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 CLUSTER = "aws:eks/cluster:Cluster"
 ADDON = "aws:eks/addon:Addon"

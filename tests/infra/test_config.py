@@ -11,7 +11,7 @@ import yaml
 
 from infra import config
 from infra.config import ConfigError, StackConfig
-from infra.mockengine import ROOT, load_stack_config, run_stack, stacks
+from rehearsal.mockengine import ROOT, load_stack_config, run_stack, stacks
 
 WORLD = "0.0.0.0/0"
 GOOD_KEYS = ["k" * 24]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from infra import gpu, gpu_spec, scrape, versions
-from infra.mockengine import Inventory, Resource, run_function
+from rehearsal.mockengine import Inventory, Resource, run_function
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 

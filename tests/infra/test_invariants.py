@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import gpu_spec
-from infra.mockengine import ROOT, Inventory, Secret, load_stack_config
+from rehearsal.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 WORLD = ("0.0.0.0/0", "::/0")
 TAG = "aws:autoscaling/tag:Tag"

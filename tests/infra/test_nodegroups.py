@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra import config, gpu_spec, versions
-from infra.mockengine import Inventory, Resource, load_stack_config
+from rehearsal.mockengine import Inventory, Resource, load_stack_config
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -11,8 +11,8 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from infra import synth
-from infra.mockengine import ROOT, Inventory, run_function
+from rehearsal import synth
+from rehearsal.mockengine import ROOT, Inventory, run_function
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -152,7 +152,7 @@ def test_stale_files_are_removed_and_others_kept(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.synth", *args],
+        [sys.executable, "-m", "rehearsal.synth", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

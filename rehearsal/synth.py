@@ -1,4 +1,4 @@
-"""Offline render of a stack: `python -m infra.synth dev --out build/synth/dev`.
+"""Offline render of a stack: `python -m rehearsal.synth dev --out build/synth/dev`.
 
 Runs the real program under the mock engine (no cloud credentials, no Pulumi CLI) and writes a
 deterministic
@@ -28,7 +28,7 @@ from typing import Any, Final
 import yaml
 
 from infra.config import ConfigError
-from infra.mockengine import Inventory, Resource, Secret, manifest, run_stack, stacks
+from rehearsal.mockengine import Inventory, Resource, Secret, manifest, run_stack, stacks
 
 MASK: Final = "[secret]"
 OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
@@ -207,7 +207,8 @@ def summary(inventory: Inventory, stack: str, out: Path, counts: dict[str, Any])
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.synth", description="Render a stack offline under the mock engine."
+        prog="python -m rehearsal.synth",
+        description="Render a stack offline under the mock engine.",
     )
     parser.add_argument("stack", help=f"stack name (one of: {', '.join(stacks())})")
     parser.add_argument("--out", type=Path, help="output folder (default build/synth/<stack>)")
