@@ -8,7 +8,7 @@ its ancestors depend on. `waits_for` follows both, transitively, over what the m
 
 from __future__ import annotations
 
-from infra.mockengine import Inventory, Resource
+from rehearsal.mockengine import Inventory, Resource
 
 ADDON = "aws:eks/addon:Addon"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
