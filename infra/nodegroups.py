@@ -210,7 +210,7 @@ class NodeGroups(pulumi.ComponentResource):
         assert group.gpu is not None
         asg_name = node_group.resources.apply(_asg_name)
         tags = gpu_spec.autoscaler_node_template_tags(
-            group.gpu.gpus * self._time_slicing_replicas, group.accelerator
+            group.gpu.gpus * self._time_slicing_replicas, group.accelerator, group.capacity_type
         )
         for key, value in tags.items():
             aws.autoscaling.Tag(
