@@ -32,9 +32,9 @@ FALLBACK_PRIORITY = 1
 # "balance-similar").
 #
 # `eks.amazonaws.com/capacityType` is deliberately NOT here: it is what keeps spot first. After the
-# priority expander picks a spot group, `balanceScaleUps` (core/scaleup/orchestrator/orchestrator.go
-# at cluster-autoscaler-1.34.1) splits the new nodes across every group the comparator calls similar,
-# whatever their priority. The AWS comparator (processors/nodegroupset/aws_nodegroups.go,
+# priority expander picks a spot group, `balanceScaleUps`
+# (core/scaleup/orchestrator/orchestrator.go at cluster-autoscaler-1.34.1) splits the new nodes
+# across every group the comparator calls similar, whatever their priority. The AWS comparator (processors/nodegroupset/aws_nodegroups.go,
 # compare_nodegroups.go `compareLabels`) calls two groups similar only if every label outside the
 # ignored set is on both with one value. Nodes of a managed group carry capacityType SPOT or
 # ON_DEMAND, and so does a scale-from-zero template (cloudprovider/aws/aws_wrapper.go

@@ -1,5 +1,5 @@
-"""Spot first holds with `balance-similar-node-groups` on: no on-demand GPU group is ever "similar" to
-a spot one, so cluster-autoscaler cannot split a spot scale-up onto on-demand GPUs.
+"""Spot first holds with `balance-similar-node-groups` on: no on-demand GPU group is ever "similar"
+to a spot one, so cluster-autoscaler cannot split a spot scale-up onto on-demand GPUs.
 
 Why this is the property to test (cluster-autoscaler-1.34.1, the app version of the pinned chart
 9.52.1): after the expander picks the best option, `ScaleUp` calls `balanceScaleUps`
