@@ -17,7 +17,13 @@ import pulumi
 
 from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
+from infra.cluster import (
+    Cluster,
+    ClusterAddons,
+    ClusterAddonsArgs,
+    ClusterArgs,
+    check_caller_access,
+)
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.image import ImageArgs, InferenceImage
@@ -34,6 +40,8 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 cfg = config.load()
 name = cfg.cluster.name
+# EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
+check_caller_access(cfg)
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
 network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))

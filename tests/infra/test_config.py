@@ -516,7 +516,10 @@ def test_secret_values_never_appear_in_errors() -> None:
 
 def test_world_api_access_is_allowed_in_dev_and_when_production_opts_in() -> None:
     assert parse({"publicAccessCidrs": [WORLD]}).cluster.public_access_cidrs == (WORLD,)
-    prod = parse({"publicAccessCidrs": [WORLD], "allowWorldApiAccess": True}, "prod")
+    prod = parse(
+        {"endpointPublicAccess": True, "publicAccessCidrs": [WORLD], "allowWorldApiAccess": True},
+        "prod",
+    )
     assert prod.cluster.public_access_cidrs == (WORLD,)
 
 
@@ -637,8 +640,8 @@ def test_prod_is_multi_az_diversified_with_an_on_demand_fallback() -> None:
     assert len({g.instance_types[0].split(".")[1] for g in spot}) >= 2, "sizes"
     assert {g.min_gpu_memory_gib for g in cfg.node_groups.gpu} == {24}, "one GPU class"
     assert max(g.max_size for g in cfg.node_groups.gpu) > 2
-    assert WORLD not in cfg.cluster.public_access_cidrs
-    assert cfg.cluster.public_access_cidrs
+    assert not cfg.cluster.endpoint_public_access, "the API is reachable from routed networks only"
+    assert cfg.cluster.private_api_access_cidrs
 
 
 @pytest.mark.parametrize("stack", stacks())
