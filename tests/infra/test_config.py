@@ -640,8 +640,9 @@ def test_prod_is_multi_az_diversified_with_an_on_demand_fallback() -> None:
     assert len({g.instance_types[0].split(".")[1] for g in spot}) >= 2, "sizes"
     assert {g.min_gpu_memory_gib for g in cfg.node_groups.gpu} == {24}, "one GPU class"
     assert max(g.max_size for g in cfg.node_groups.gpu) > 2
-    assert not cfg.cluster.endpoint_public_access, "the API is reachable from routed networks only"
-    assert cfg.cluster.private_api_access_cidrs
+    assert WORLD not in cfg.cluster.public_access_cidrs
+    assert cfg.cluster.public_access_cidrs
+    assert cfg.cluster.private_api_access_cidrs, "the corporate network reaches the private endpoint"
 
 
 @pytest.mark.parametrize("stack", stacks())
