@@ -642,7 +642,7 @@ def test_prod_is_multi_az_diversified_with_an_on_demand_fallback() -> None:
     assert max(g.max_size for g in cfg.node_groups.gpu) > 2
     assert WORLD not in cfg.cluster.public_access_cidrs
     assert cfg.cluster.public_access_cidrs
-    assert cfg.cluster.private_api_access_cidrs, "the corporate network reaches the private endpoint"
+    assert cfg.cluster.private_api_access_cidrs, "a private path for the corporate network"
 
 
 @pytest.mark.parametrize("stack", stacks())
