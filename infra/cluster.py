@@ -285,6 +285,9 @@ class Cluster(pulumi.ComponentResource):
             lambda v: v.cluster_security_group_id or ""
         )
 
+        # "An access entry includes the ARN of one, and only one, existing IAM principal. An IAM
+        # principal can't be included in more than one access entry." A role's ARN may include its
+        # path. https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
         grants = [
             *[(f"admin-{i}", arn, ADMIN_POLICY) for i, arn in enumerate(cc.admin_principal_arns)],
             *[("deploy", arn, ADMIN_POLICY) for arn in filter(None, [cc.deploy_role_arn])],
