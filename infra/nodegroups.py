@@ -45,9 +45,11 @@ def imds_hop_limit(group: NodeGroupConfig) -> int:
     the instance's ENI and block-device counts from IMDS to compute how many volumes the node can
     still attach. Without IMDS it falls back to Kubernetes metadata and assumes one ENI and one
     volume (kubernetes-sigs/aws-ebs-csi-driver docs/install.md, "Metadata": it "must be run in host
-    networking mode, or with a hop limit of at least 2"), which overstates the free attachment
-    slots of a Nitro instance, whose ENIs, EBS volumes and NVMe instance-store volumes share one
-    limit: a volume then fails to attach instead of the pod being scheduled elsewhere. The cost is
+    networking mode, or with a hop limit of at least 2"). On instance types whose ENIs and EBS
+    volumes share one attachment limit (most Nitro types), the driver subtracts the attached ENIs
+    from it (pkg/driver/node.go `getVolumesLimit`); the VPC CNI adds ENIs as pods arrive, so the
+    fallback overstates the free slots and a volume then fails to attach instead of its pod being
+    scheduled elsewhere. The cost is
     that pods on system nodes could read the node role's credentials; only the platform's own
     add-ons run there (every chart selects the system nodes), and the node role holds only the
     three managed node policies.
