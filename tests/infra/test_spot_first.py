@@ -52,12 +52,15 @@ AWS_IGNORED = {
 
 
 def rendered_ignored_labels(inventory: Inventory) -> set[str]:
-    """`--balancing-ignore-label` values as the chart renders them: its deployment.yaml turns each
-    `extraArgs` key into `--{{ $key | mustRegexFind "^[^_]+" }}={{ $value }}`."""
-    (chart,) = [c for c in inventory.charts() if c.inputs["chart"] == CHART]
-    args = chart.inputs["values"]["extraArgs"]
-    assert args["balance-similar-node-groups"] == "true", "balancing is what this test is about"
-    return {v for k, v in args.items() if k.split("_")[0] == "balancing-ignore-label"}
+    """`--balancing-ignore-label` flags of the cluster-autoscaler container, from the pinned chart
+    rendered with the program's values (what the cluster will run)."""
+    objects = inventory.render_of(CHART).rendered.objects
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = [*container.get("command", []), *container.get("args", [])]
+    assert "--balance-similar-node-groups=true" in args, "balancing is what this test is about"
+    flag = "--balancing-ignore-label="
+    return {a.removeprefix(flag) for a in args if a.startswith(flag)}
 
 
 def compare_labels(a: dict[str, str], b: dict[str, str], ignored: set[str]) -> bool:
