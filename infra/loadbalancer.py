@@ -229,7 +229,7 @@ def chart_values(args: LoadBalancerControllerArgs) -> dict[str, Any]:
     return {
         "clusterName": args.cluster_name,
         "region": args.region,
-        # Given explicitly: with IMDSv2 hop limit 1 on the nodes the controller cannot read it.
+        # Given explicitly, so the controller never needs instance metadata (IMDS) to find it.
         "vpcId": args.vpc_id,
         "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
         "replicaCount": 2,

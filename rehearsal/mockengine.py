@@ -222,8 +222,9 @@ _EC2_ID_PREFIX: Final = {
 class AwsLikeMocks(pulumi.runtime.Mocks):
     """Answers registrations and invokes the way AWS and Kubernetes would, deterministically."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci") -> None:
         self.region = region
+        self.caller_arn = caller_arn
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -337,7 +338,7 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
-                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "arn": self.caller_arn,
                 "userId": "AIDAMOCK",
                 "id": ACCOUNT,
             }
@@ -645,7 +646,7 @@ def _run(
     fn: Callable[[], Any], stack: str, values: dict[str, str], secret_keys: list[str]
 ) -> Inventory:
     _ensure_event_loop()
-    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"))
+    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), _caller(values))
     monitor = _RecordingMonitor(mocks, stack)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
     settings.ROOT.set(None)
@@ -670,6 +671,18 @@ def _run(
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
     return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
+
+
+def _caller(values: Mapping[str, str]) -> str:
+    """Who runs Pulumi: the stack's CI deploy role (a session of it, as STS reports it), else its
+    first admin principal, else a user no access entry names (the program then refuses to run)."""
+    admins = json.loads(values.get(f"{PROJECT}:adminPrincipalArns") or "[]")
+    principal = values.get(f"{PROJECT}:deployRoleArn") or (admins[0] if admins else "")
+    if ":role/" in principal:
+        head, name = principal.split(":role/", 1)
+        account = head.rsplit(":", 1)[-1]
+        return f"arn:aws:sts::{account}:assumed-role/{name.rsplit('/', 1)[-1]}/pulumi"
+    return principal or f"arn:aws:iam::{ACCOUNT}:user/ci"
 
 
 async def _collect_outputs(into: dict[str, Any]) -> None:
