@@ -14,7 +14,11 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: setup serve test lint fmt synth bench bench-gpu check checkov
+# The pinned Helm chart archives the rehearsal renders (rehearsal/charts.py); `make charts` fills it.
+CHARTS ?= ../shared/charts
+export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
+
+.PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov
 
 setup: $(STAMP)
 
@@ -44,6 +48,11 @@ fmt: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m rehearsal.synth $(STACK) --out build/synth/$(STACK)
+
+# Pulls every chart pinned in infra/versions.py that $(CHARTS) lacks (needs the chart repositories),
+# then checks each archive is the pinned chart and version. Offline it only checks.
+charts: $(STAMP)
+	$(BIN)/python -m rehearsal.charts pull --dir $(CHARTS)
 
 # The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients):
 # report, table and plot in bench/results/<machine>/ (bench/NOTES.md). Extra flags: BENCH_ARGS='--corpus mixed'.

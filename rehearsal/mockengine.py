@@ -31,6 +31,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import StackConfig, parse
+from rehearsal import charts
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROGRAM: Final = ROOT / "infra" / "__main__.py"
@@ -39,7 +40,29 @@ ACCOUNT: Final = "123456789012"
 UNKNOWN: Final = "<computed>"
 """How values unknown at preview time appear in an Inventory."""
 
-HELM_TYPES: Final = ("kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Release")
+CHART_V4: Final = "kubernetes:helm.sh/v4:Chart"
+RELEASE_V3: Final = "kubernetes:helm.sh/v3:Release"
+HELM_TYPES: Final = (CHART_V4, RELEASE_V3)
+CLUSTER_SCOPED_KINDS: Final = frozenset(
+    {
+        "APIService",
+        "CSIDriver",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "PersistentVolume",
+        "PriorityClass",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+    }
+)
+"""Kinds the provider leaves without a namespace when it applies a chart's default namespace."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +89,8 @@ class Resource:
     depends_on: tuple[str, ...] = ()
     """URNs of explicit dependencies (depends_on, expanded to a component's children)."""
     ignore_changes: tuple[str, ...] = ()
+    rendered_by: str | None = None
+    """URN of the `helm.v4.Chart` whose render registered this object (None: the program did)."""
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -78,9 +103,25 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class ChartRender:
+    """One chart resource of the program, rendered as the provider (v4) or Helm (v3) would."""
+
+    resource: Resource
+    source: charts.ChartSource
+    rendered: charts.Rendered
+    registered: bool
+    """True for helm.v4.Chart: each object is a Pulumi resource (previewed, policy-checked). False
+    for helm.v3.Release: Helm creates the objects; the engine sees only the release."""
+    unknown_values: tuple[str, ...] = ()
+    """Values unknown at preview: the real provider renders nothing until they are known."""
+
+
+@dataclass(frozen=True)
 class Inventory:
     resources: tuple[Resource, ...]
     outputs: dict[str, Any]
+    rendered: tuple[ChartRender, ...] = ()
+    """Every chart resource's render, in URN order."""
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -103,11 +144,34 @@ class Inventory:
         return [r for r in self.resources if r.parent == parent.urn]
 
     def k8s_resources(self) -> list[Resource]:
-        return [r for r in self.resources if r.is_kubernetes_object]
+        """The Kubernetes objects the program declares itself (chart renders excluded)."""
+        return [r for r in self.resources if r.is_kubernetes_object and r.rendered_by is None]
 
     def k8s_manifests(self) -> list[dict[str, Any]]:
-        """Every native Kubernetes object as applied (apiVersion, kind, metadata first)."""
+        """Every native Kubernetes object the program declares, as applied (apiVersion, kind,
+        metadata first)."""
         return [manifest(r) for r in self.k8s_resources()]
+
+    def chart_resources(self) -> list[Resource]:
+        """The objects `helm.v4.Chart` resources register, one Pulumi resource each."""
+        return [r for r in self.resources if r.rendered_by is not None]
+
+    def cluster_objects(self) -> list[dict[str, Any]]:
+        """Every object the cluster gets: the program's, each chart's (v4 and v3 alike)."""
+        objects = self.k8s_manifests()
+        for render in self.rendered:
+            objects += [dict(o) for o in render.rendered.objects]
+        return objects
+
+    def render_of(self, chart: str) -> ChartRender:
+        """The render of the chart resource installing `chart` (the upstream chart name)."""
+        found = [r for r in self.rendered if r.source.chart == chart]
+        if len(found) != 1:
+            raise LookupError(
+                f"expected one render of chart {chart}, found {len(found)}; rendered: "
+                f"{[r.source.chart for r in self.rendered]}"
+            )
+        return found[0]
 
     def charts(self) -> list[Resource]:
         return [r for r in self.resources if r.type in HELM_TYPES]
@@ -308,9 +372,11 @@ _ADDON_VERSIONS: Final = {
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, also recording parent, provider and URN of every registration."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str) -> None:
         super().__init__(mocks)
         self.records: list[Resource] = []
+        self.rendered: list[ChartRender] = []
+        self.stack = stack
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
@@ -329,7 +395,121 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=tuple(request.ignoreChanges),
                 )
             )
+            if request.type in HELM_TYPES:
+                self._render_chart(self.records[-1])
         return response
+
+    def _render_chart(self, chart: Resource) -> None:
+        render = render_chart(chart)
+        self.rendered.append(render)
+        if not render.registered:
+            return
+        prefix = chart.inputs.get("resourcePrefix") or chart.name
+        qualified_parent = chart.urn.split("::")[2]
+        for obj in render.rendered.objects:
+            type_ = kubernetes_type(obj)
+            meta = obj.get("metadata") or {}
+            # Resource names as the provider makes them: "<prefix>:<namespace>/<name>" (the
+            # resourcePrefix input of helm.v4.Chart, pulumi_kubernetes/helm/v4/Chart.py).
+            scoped = "/".join(p for p in (meta.get("namespace"), meta.get("name")) if p)
+            name = f"{prefix}:{scoped}"
+            self.records.append(
+                Resource(
+                    type=type_,
+                    name=name,
+                    urn=f"urn:pulumi:{self.stack}::{PROJECT}::{qualified_parent}${type_}::{name}",
+                    inputs=_provider_inputs(obj),
+                    provider=chart.provider,
+                    parent=chart.urn,
+                    rendered_by=chart.urn,
+                )
+            )
+
+
+def kubernetes_type(obj: Mapping[str, Any]) -> str:
+    """The Pulumi type token of a Kubernetes object (`kubernetes:apps/v1:Deployment`)."""
+    api_version = str(obj.get("apiVersion"))
+    if "/" not in api_version:
+        api_version = f"core/{api_version}"
+    return f"kubernetes:{api_version}:{obj.get('kind')}"
+
+
+def _provider_inputs(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A rendered object as the provider registers it: a v1 Secret's data always secret (the
+    provider marks them so that raw YAML never leaks them: provider/pkg/provider/yaml/v2)."""
+    inputs = dict(obj)
+    if inputs.get("apiVersion") == "v1" and inputs.get("kind") == "Secret":
+        for key in ("data", "stringData"):
+            if key in inputs:
+                inputs[key] = Secret(inputs[key])
+    return inputs
+
+
+def chart_source(chart: Resource) -> tuple[charts.ChartSource, tuple[str, ...]]:
+    """What a chart resource asks Helm to render, and the paths of values unknown at preview."""
+    inputs = chart.inputs
+    unknown: list[str] = []
+    values = _revealed(inputs.get("values") or {}, "values", unknown)
+    files = []
+    for asset in inputs.get("valueYamlFiles") or []:
+        if isinstance(asset, pulumi.StringAsset):
+            files.append(asset.text)
+        elif isinstance(asset, pulumi.FileAsset):
+            files.append(Path(asset.path).read_text())
+        else:
+            raise TypeError(
+                f"{chart.name}: valueYamlFiles holds {asset!r}, not a text or file asset"
+            )
+    post = inputs.get("postRenderer") or {}
+    command = (post["command"], *(post.get("args") or [])) if post.get("command") else ()
+    namespace = inputs.get("namespace") or "default"
+    source = charts.ChartSource(
+        chart=str(inputs["chart"]),
+        version=str(inputs.get("version")),
+        release=str(inputs.get("name") or chart.name),
+        namespace=str(namespace),
+        values=values,
+        value_files=tuple(files),
+        post_renderer=command,
+        skip_crds=bool(inputs.get("skipCrds")),
+    )
+    return source, tuple(unknown)
+
+
+def _revealed(value: Any, path: str, unknown: list[str]) -> Any:
+    if isinstance(value, Secret):
+        return _revealed(value.value, path, unknown)
+    if value == UNKNOWN:
+        unknown.append(path)
+    if isinstance(value, dict):
+        return {k: _revealed(v, f"{path}.{k}", unknown) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revealed(v, f"{path}[{i}]", unknown) for i, v in enumerate(value)]
+    return value
+
+
+def render_chart(chart: Resource) -> ChartRender:
+    source, unknown = chart_source(chart)
+    rendered = charts.render(source)
+    objects = tuple(_with_namespace(o, source.namespace) for o in rendered.objects)
+    rendered = charts.Rendered(objects, rendered.hooks, rendered.generated, rendered.duplicates)
+    return ChartRender(
+        resource=chart,
+        source=source,
+        rendered=rendered,
+        registered=chart.type == CHART_V4,
+        unknown_values=unknown,
+    )
+
+
+def _with_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The chart's namespace on every namespaced object that names none (the provider's
+    Normalize step; Helm itself installs into the release namespace the same way)."""
+    meta = dict(obj.get("metadata") or {})
+    if obj.get("kind") in CLUSTER_SCOPED_KINDS or meta.get("namespace"):
+        return obj
+    meta["namespace"] = namespace
+    return {**obj, "metadata": meta}
 
 
 def _clean(value: Any) -> Any:
@@ -467,7 +647,7 @@ def _run(
 ) -> Inventory:
     _ensure_event_loop()
     mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"))
-    monitor = _RecordingMonitor(mocks)
+    monitor = _RecordingMonitor(mocks, stack)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(values, secret_keys)
@@ -487,7 +667,8 @@ def _run(
     finally:
         settings.ROOT.set(None)
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
-    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())))
+    rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
+    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
 
 
 async def _collect_outputs(into: dict[str, Any]) -> None:
