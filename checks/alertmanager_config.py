@@ -2,14 +2,16 @@
 check-config`, Debian `prometheus-alertmanager`), and every alert rule the stack deploys is routed
 where the stack's delivery says (`amtool config routes test` with the rule's labels).
 
-The configuration is read from the render: the Prometheus chart's `alertmanager.config` value, which
-the alertmanager subchart writes verbatim (less `enabled`) into its ConfigMap.
+The configuration is read from the render: the Alertmanager ConfigMap the Prometheus chart renders
+(or, in a render without chart objects, the chart's `alertmanager.config` value).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from checks import tools
 from checks.report import CheckResult
@@ -18,14 +20,28 @@ from checks.synth_render import StackRender, walk_mappings
 from checks.yamlio import dump_yaml
 
 ALERTMANAGER_VALUES_KEY = "alertmanager"
+CONFIG_FILE = "alertmanager.yml"
 NOWHERE = "nowhere"
 """infra.alerting.NOWHERE: the receiver without integrations."""
 PAGE_SEVERITY = "critical"
 
 
 def deployed_alertmanager_configs(render: StackRender) -> list[tuple[str, dict[str, Any]]]:
-    """(chart/alertmanager.yml, configuration) for every enabled Alertmanager in a chart's
-    values."""
+    """(where, configuration) of every Alertmanager the stack deploys.
+
+    The rendered ConfigMaps (`alertmanager.yml`, what the pod reads) when the render holds the
+    chart objects; otherwise the charts' `alertmanager.config` values (which the subchart writes
+    verbatim, less `enabled`).
+    """
+    rendered = []
+    for path, obj in render.manifests():
+        data = obj.get("data") if obj.get("kind") == "ConfigMap" else None
+        if isinstance(data, dict) and CONFIG_FILE in data:
+            text = data[CONFIG_FILE]
+            where = f"{tools.relative(path)} data[{CONFIG_FILE}]"
+            rendered.append((where, yaml.safe_load(text) if isinstance(text, str) else {}))
+    if rendered:
+        return rendered
     found = []
     for chart_name, chart in render.charts().items():
         for mapping in walk_mappings(chart.get("values") or {}):
@@ -33,7 +49,7 @@ def deployed_alertmanager_configs(render: StackRender) -> list[tuple[str, dict[s
             if not isinstance(values, dict) or not isinstance(values.get("config"), dict):
                 continue
             config = {k: v for k, v in values["config"].items() if k != "enabled"}
-            found.append((f"{chart_name}/alertmanager.yml", config))
+            found.append((f"{chart_name} values alertmanager.config", config))
     return found
 
 
@@ -112,9 +128,9 @@ def check_alertmanager(renders: list[StackRender], out_dir: Path) -> CheckResult
             for rule in group.get("rules", [])
             if "alert" in rule
         ]
-        for where, config in configs:
+        for index, (where, config) in enumerate(configs):
             subject = f"stack {render.stack}: {where}"
-            path = out_dir / render.stack / where.replace("/", "--")
+            path = out_dir / render.stack / f"{index}-{CONFIG_FILE}"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(dump_yaml(config))
             amtool = check_config_file(path, subject, result)

@@ -168,9 +168,10 @@ def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
     """The chart's Alertmanager (subchart alertmanager 1.30.0) with the stack's routing.
 
     The chart writes `config` (less its `enabled` key) verbatim into the Alertmanager ConfigMap
-    (templates/configmap.yaml of the subchart) and mounts each `extraSecretMounts` entry as a Secret
-    volume (templates/statefulset.yaml); Helm merges maps with the chart defaults, so every key of
-    the default configuration is set here and nothing of the chart's placeholder receiver is left.
+    (templates/configmap.yaml of the subchart) and adds `extraVolumes`/`extraVolumeMounts` to the
+    StatefulSet (templates/statefulset.yaml); Helm merges maps with the chart defaults, so every key
+    of the default configuration is set here and nothing of the chart's placeholder receiver is
+    left.
     """
     values: dict[str, Any] = {
         "enabled": True,
@@ -179,16 +180,14 @@ def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
         "config": {"enabled": True, **alerting.alertmanager_config(args.alert_receivers)},
     }
     if alerting.secret_files(args.alert_receivers):
-        values["extraSecretMounts"] = [
-            {
-                "name": "receiver-credentials",
-                "mountPath": alerting.SECRETS_DIR,
-                # No subPath: the kubelet refreshes a whole-volume Secret mount in place, and
-                # Alertmanager rereads the files at each notification (rotation without restart).
-                "subPath": "",
-                "secretName": alerting.SECRET_NAME,
-                "readOnly": True,
-            }
+        # extraVolumes/extraVolumeMounts (copied verbatim) rather than extraSecretMounts, whose
+        # template always writes a `subPath` (null when unset). No subPath: the kubelet refreshes a
+        # whole-volume Secret mount in place, and Alertmanager rereads the files at each
+        # notification, so a rotated credential needs no restart.
+        volume = "receiver-credentials"
+        values["extraVolumes"] = [{"name": volume, "secret": {"secretName": alerting.SECRET_NAME}}]
+        values["extraVolumeMounts"] = [
+            {"name": volume, "mountPath": alerting.SECRETS_DIR, "readOnly": True}
         ]
     return values
 

@@ -58,7 +58,7 @@ def test_rendered_configuration_passes_and_routes_by_severity(amtool: Path, tmp_
     config = {"enabled": True, **alerting.alertmanager_config(RECEIVERS)}
     result = check_alertmanager([_render(tmp_path, config)], tmp_path / "out")
     assert result.passed, result.render()
-    written = tmp_path / "out" / "dev" / "monitoring-prometheus--alertmanager.yml"
+    written = tmp_path / "out" / "dev" / "0-alertmanager.yml"
     assert "enabled" not in yaml.safe_load(written.read_text()), "the chart drops `enabled`"
     page = {"alertname": "InferenceUnavailable", "severity": "critical", "namespace": "inference"}
     ticket = {"alertname": "GPUMemoryNearlyFull", "severity": "warning"}
@@ -104,3 +104,24 @@ def test_missing_configuration_fails(tmp_path: Path) -> None:
     chart_file.write_text(yaml.safe_dump(chart))
     result = check_alertmanager([render], tmp_path / "out")
     assert "no alertmanager.config" in "\n".join(str(f) for f in result.findings)
+
+
+def test_rendered_config_map_is_what_is_checked(amtool: Path, tmp_path: Path) -> None:
+    """With chart objects in the render, the gate reads the ConfigMap the pod mounts, not the
+    values: a configuration the chart mangled would fail here even with correct values."""
+    render = _render(tmp_path, alerting.alertmanager_config(RECEIVERS))
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "prometheus-alertmanager", "namespace": "monitoring"},
+        "data": {"alertmanager.yml": "route:\n  receiver: placeholder\nreceivers: []\n"},
+    }
+    folder = render.manifests_dir / "charts" / "monitoring-prometheus"
+    folder.mkdir(parents=True)
+    (folder / "monitoring-configmap-prometheus-alertmanager.yaml").write_text(
+        yaml.safe_dump(config_map)
+    )
+    result = check_alertmanager([render], tmp_path / "out")
+    messages = "\n".join(str(f) for f in result.findings)
+    assert "monitoring-configmap-prometheus-alertmanager.yaml data[alertmanager.yml]" in messages
+    assert 'undefined receiver "placeholder"' in messages
