@@ -9,8 +9,9 @@ from this repository, so there is nothing to click together and nothing to lose:
 - the inference dashboard from the ConfigMap the monitoring component builds from
   infra/dashboard.py (mounted through the chart's `dashboardsConfigMaps`: no sidecar, no API
   access, no RBAC), and it is the home page;
-- the admin password: a RandomPassword kept encrypted in the state, handed to the chart as an
-  existing Secret (never in the chart values) and exported as the secret `grafanaAdminPassword`.
+- the admin password: a RandomPassword kept encrypted in the state, in a Secret the pod reads as a
+  file (never in the chart values, never an environment variable), exported as the secret
+  `grafanaAdminPassword`.
 
 No persistence: data source and dashboard are provisioned at every start and Grafana's own
 database only holds sessions and preferences, so an EBS volume (pinned to one zone, the pod with
@@ -39,6 +40,10 @@ SERVICE_PORT: Final = 80
 CONTAINER_PORT: Final = 3000
 ADMIN_SECRET: Final = "grafana-admin"
 ADMIN_USER: Final = "admin"
+ADMIN_USER_KEY: Final = "admin-user"
+ADMIN_PASSWORD_KEY: Final = "admin-password"
+ADMIN_DIR: Final = "/etc/grafana-admin"
+"""Where the admin Secret is mounted (files, not environment variables)."""
 DATASOURCE_UID: Final = "prometheus"
 DASHBOARD_PROVIDER: Final = "gpu-inference"
 """The provider folder: the chart mounts the ConfigMap at /var/lib/grafana/dashboards/<provider>."""
@@ -100,11 +105,25 @@ def grafana_values(args: GrafanaArgs) -> dict[str, Any]:
         "fullnameOverride": FULLNAME,
         "nodeSelector": dict(args.system_node_selector),
         "replicas": 1,
-        "admin": {
-            "existingSecret": ADMIN_SECRET,
-            "userKey": "admin-user",
-            "passwordKey": "admin-password",
+        # The admin credentials as files, not environment variables (which leak into crash dumps,
+        # `kubectl describe` and child processes): the image's run.sh turns GF_<KEY>__FILE into
+        # GF_<KEY> at start (packaging/docker/run.sh in grafana/grafana). The chart then renders
+        # neither secretKeyRef env vars nor a Secret of its own (templates/_pod.tpl, secret.yaml).
+        "admin": {"existingSecret": ADMIN_SECRET},
+        "env": {
+            "GF_SECURITY_ADMIN_USER__FILE": f"{ADMIN_DIR}/{ADMIN_USER_KEY}",
+            "GF_SECURITY_ADMIN_PASSWORD__FILE": f"{ADMIN_DIR}/{ADMIN_PASSWORD_KEY}",
         },
+        "extraSecretMounts": [
+            {
+                "name": "admin-credentials",
+                "secretName": ADMIN_SECRET,
+                "mountPath": ADMIN_DIR,
+                "readOnly": True,
+                # Owner and group (fsGroup) only; the chart writes defaultMode verbatim.
+                "defaultMode": 0o440,
+            }
+        ],
         "persistence": {"enabled": False},
         # The chart's test pod is a Helm hook (helm.v4.Chart drops hooks) pulling another image.
         "testFramework": {"enabled": False},
@@ -114,7 +133,7 @@ def grafana_values(args: GrafanaArgs) -> dict[str, Any]:
         "serviceAccount": {"automountServiceAccountToken": False},
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"memory": "512Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
         },
         "securityContext": {
             "runAsNonRoot": True,
@@ -194,7 +213,7 @@ class Grafana(pulumi.ComponentResource):
             f"{name}-admin",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=ADMIN_SECRET, namespace=args.namespace),
             type="Opaque",
-            string_data={"admin-user": ADMIN_USER, "admin-password": password.result},
+            string_data={ADMIN_USER_KEY: ADMIN_USER, ADMIN_PASSWORD_KEY: password.result},
             opts=child,
         )
         self.chart = k8s.helm.v4.Chart(

@@ -197,17 +197,18 @@ def test_admin_password_is_generated_secret_and_never_in_values(inventory: Inven
     assert isinstance(inventory.outputs["grafanaAdminPassword"], Secret)
     assert inventory.outputs["grafanaAdminPassword"].value == data.value["admin-password"]
     assert inventory.outputs["grafanaAdminUser"] == data.value["admin-user"]
-    [container] = [
-        c for c in grafana_pod(inventory)["spec"]["containers"] if c["name"] == "grafana"
-    ]
-    refs = {
-        e["name"]: e["valueFrom"]["secretKeyRef"]
-        for e in container["env"]
-        if "secretKeyRef" in e.get("valueFrom", {})
-    }
-    for variable in ("GF_SECURITY_ADMIN_USER", "GF_SECURITY_ADMIN_PASSWORD"):
-        assert refs[variable]["name"] == grafana.ADMIN_SECRET
-        assert refs[variable]["key"] in data.value
+    pod = grafana_pod(inventory)["spec"]
+    [container] = [c for c in pod["containers"] if c["name"] == "grafana"]
+    assert not [e for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})], (
+        "credentials are files, not environment variables"
+    )
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for variable in ("GF_SECURITY_ADMIN_USER__FILE", "GF_SECURITY_ADMIN_PASSWORD__FILE"):
+        folder, key = env[variable].rsplit("/", 1)
+        assert volumes[mounts[folder]]["secret"]["secretName"] == grafana.ADMIN_SECRET
+        assert key in data.value, f"{variable} names a key the Secret does not have"
     assert not [o for o in inventory.render_of("grafana").rendered.objects if o["kind"] == "Secret"]
 
 
