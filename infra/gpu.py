@@ -89,6 +89,12 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
     return values
 
 
+DCGM_EXPORTER_DELETED_DEFAULTS: Final = ("resources.limits.cpu",)
+"""The chart's values.yaml sets limits.cpu 200m and Helm merges it into ours: the exporter would be
+CPU-throttled while it collects every GPU's fields. Its CPU request is guaranteed; the limit
+goes."""
+
+
 def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
     env = []
     if args.time_slicing_replicas > 1:
@@ -132,7 +138,12 @@ class GpuStack(pulumi.ComponentResource):
         )
         self.dcgm_exporter = k8s.helm.v4.Chart(
             f"{name}-dcgm-exporter",
-            chart_args(versions.DCGM_EXPORTER, args.namespace, dcgm_exporter_values(args)),
+            chart_args(
+                versions.DCGM_EXPORTER,
+                args.namespace,
+                dcgm_exporter_values(args),
+                delete=DCGM_EXPORTER_DELETED_DEFAULTS,
+            ),
             opts=in_namespace,
         )
         self.namespace_name = args.namespace

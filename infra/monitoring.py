@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra import adapter_rules, alerting, scrape, versions
-from infra.charts import chart_args
+from infra.charts import APISERVICE_V1, chart_args
 from infra.config import AlertReceiver
 from infra.namespaces import pod_security_namespace
 
@@ -265,7 +265,12 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.adapter = k8s.helm.v4.Chart(
             f"{name}-prometheus-adapter",
-            chart_args(versions.PROMETHEUS_ADAPTER, args.namespace, adapter_values(args)),
+            chart_args(
+                versions.PROMETHEUS_ADAPTER,
+                args.namespace,
+                adapter_values(args),
+                post_renderer=APISERVICE_V1,
+            ),
             opts=in_namespace,
         )
         self.metrics_server = k8s.helm.v4.Chart(

@@ -124,7 +124,9 @@ class Inventory:
     """Every chart resource's render, in URN order."""
 
     def of_type(self, type_: str) -> list[Resource]:
-        return [r for r in self.resources if r.type == type_]
+        """The resources of a type the program declares (objects a chart renders are in
+        chart_resources())."""
+        return [r for r in self.resources if r.type == type_ and r.rendered_by is None]
 
     def one(self, type_: str, name: str | None = None) -> Resource:
         found = [r for r in self.of_type(type_) if name is None or r.name == name]
@@ -377,6 +379,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.records: list[Resource] = []
         self.rendered: list[ChartRender] = []
         self.stack = stack
+        self.chart_error: charts.ChartArchiveError | None = None
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
@@ -395,8 +398,13 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=tuple(request.ignoreChanges),
                 )
             )
-            if request.type in HELM_TYPES:
-                self._render_chart(self.records[-1])
+            if request.type in HELM_TYPES and self.chart_error is None:
+                try:
+                    self._render_chart(self.records[-1])
+                except charts.ChartArchiveError as error:
+                    # Raised once the program has run: an exception here would surface as a
+                    # registration failure deep inside the engine's futures.
+                    self.chart_error = error
         return response
 
     def _render_chart(self, chart: Resource) -> None:
@@ -666,6 +674,8 @@ def _run(
         raise
     finally:
         settings.ROOT.set(None)
+    if monitor.chart_error is not None:
+        raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
     return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)

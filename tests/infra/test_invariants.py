@@ -143,6 +143,12 @@ def test_every_resource_lives_in_a_component_named_after_it(inventory: Inventory
                 f"{r.type} {r.name} is not inside a component"
             )
             continue
+        if r.rendered_by is not None:
+            # Named by the provider: "<chart resource>:<namespace>/<object name>".
+            assert r.name.startswith(f"{parent.name}:"), (
+                f"{r.name} is not named after {parent.name}"
+            )
+            continue
         assert r.name.startswith(f"{parent.name}-"), f"{r.name} is not named after {parent.name}"
 
 
