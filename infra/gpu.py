@@ -80,6 +80,12 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
         # GPU feature discovery would also deploy node-feature-discovery cluster-wide; the node
         # groups already carry the labels the program schedules on (gpu_spec.GPU_NODE_LABELS).
         "gfd": {"enabled": False},
+        # The chart sets none: a BestEffort plugin is the first pod the kubelet evicts under
+        # memory pressure, and the node's GPUs disappear from the scheduler until it returns.
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
     }
     if args.time_slicing_replicas > 1:
         values["config"] = {

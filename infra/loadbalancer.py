@@ -236,6 +236,12 @@ def chart_values(args: LoadBalancerControllerArgs) -> dict[str, Any]:
         "podDisruptionBudget": {"maxUnavailable": 1},
         "nodeSelector": dict(args.system_node_selector),
         "priorityClassName": "system-cluster-critical",
+        # The chart sets none: without requests the controller is BestEffort, the first pod evicted
+        # under node pressure, and NLB targets stop following pod changes while it is gone.
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
         # Off: the mutating webhook would make every LoadBalancer Service in the cluster an NLB.
         # Ours states its loadBalancerClass explicitly.
         "enableServiceMutatorWebhook": False,

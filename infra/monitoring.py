@@ -143,6 +143,8 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "limits": {"memory": "2Gi"},
             },
         },
+        # The chart sets none for its config reloader sidecar (BestEffort otherwise).
+        "configmapReload": {"prometheus": {"resources": _small_resources()}},
         # The chart passes this string through `tpl`; the jobs contain no template braces.
         "extraScrapeConfigs": yaml.safe_dump(scrape.scrape_jobs(args.scrape), sort_keys=False),
         # Deployment, HPA, pod and node state for the alert rules (replicas at max, pods pending).
@@ -152,6 +154,10 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
             # kube_node_labels exposes only allowlisted labels: the dashboard counts spot vs
             # on-demand GPU nodes by capacity type.
             "metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_NODE_LABEL}]"],
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
         },
         "alertmanager": alertmanager_values(args),
         # node-exporter needs the host network and PID namespace (Pod Security `privileged`) on
@@ -177,6 +183,10 @@ def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
         "enabled": True,
         "nodeSelector": dict(args.system_node_selector),
         "persistence": {"enabled": True, "size": "2Gi", "storageClass": STORAGE_CLASS},
+        "resources": {
+            "requests": {"cpu": "20m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
         "config": {"enabled": True, **alerting.alertmanager_config(args.alert_receivers)},
     }
     if alerting.secret_files(args.alert_receivers):
@@ -192,9 +202,19 @@ def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
     return values
 
 
+def _small_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
 def adapter_values(args: MonitoringArgs) -> dict[str, Any]:
     return {
         "nodeSelector": dict(args.system_node_selector),
+        # The chart sets none; the HPA's custom metrics stop with this pod, so it is not
+        # BestEffort (the first evicted under node pressure).
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
         "replicas": args.adapter_replicas,
         "podDisruptionBudget": {"enabled": args.adapter_replicas > 1, "maxUnavailable": 1},
         "prometheus": {

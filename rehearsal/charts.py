@@ -260,19 +260,36 @@ def object_key(obj: Mapping[str, Any]) -> str:
 
 
 def first_preview_differences(source: ChartSource, directory: Path | None = None) -> list[str]:
-    """Objects whose API version or presence differs when rendered without a cluster (Helm's
-    default capabilities: the first `pulumi preview` of a new stack) from the render against the
-    pinned cluster (what `pulumi up` creates)."""
-    with_cluster = {object_key(o): o.get("apiVersion") for o in _split(source, True, directory)[0]}
-    without = {object_key(o): o.get("apiVersion") for o in _split(source, False, directory)[0]}
+    """How the render without a cluster (Helm's default capabilities: the first `pulumi preview`
+    of a new stack) differs from the render against the pinned cluster (what `pulumi up`
+    creates): objects missing on either side, another API version, or other content."""
+    with_cluster = {object_key(o): o for o in _split(source, True, directory)[0]}
+    without = {object_key(o): o for o in _split(source, False, directory)[0]}
     problems = []
     for key in sorted(with_cluster.keys() | without.keys()):
-        if with_cluster.get(key) != without.get(key):
+        up, preview = with_cluster.get(key), without.get(key)
+        if up == preview:
+            continue
+        if up is None or preview is None or up.get("apiVersion") != preview.get("apiVersion"):
+            shown = preview.get("apiVersion") if preview else "nothing"
+            created = up.get("apiVersion") if up else "nothing"
+            problems.append(f"{key}: first preview shows {shown}, `pulumi up` creates {created}")
+        else:
+            fields = sorted(_differing_paths(up, preview, ""))
             problems.append(
-                f"{key}: first preview shows {without.get(key) or 'nothing'}, "
-                f"`pulumi up` creates {with_cluster.get(key) or 'nothing'}"
+                f"{key}: the first preview renders {', '.join(fields)} differently from "
+                "`pulumi up`"
             )
     return problems
+
+
+def _differing_paths(a: Any, b: Any, where: str) -> Iterator[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in a.keys() | b.keys():
+            if a.get(key) != b.get(key):
+                yield from _differing_paths(a.get(key), b.get(key), f"{where}.{key}".lstrip("."))
+    elif a != b:
+        yield where or "<object>"
 
 
 def template_sources(chart: str, version: str, directory: Path | None = None) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pulumi
 import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime import rpc
@@ -64,7 +65,9 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
 
 def _wire(value: Any) -> Any:
     """Inputs as the engine sends them to analyzers: secrets wrapped in the secret signature, values
-    unknown during preview as the unknown sentinel."""
+    unknown during preview as the unknown sentinel, text assets in the asset signature."""
+    if isinstance(value, pulumi.StringAsset):
+        return {rpc._special_sig_key: rpc._special_asset_sig, "text": value.text}
     if isinstance(value, Secret):
         return {rpc._special_sig_key: rpc._special_secret_sig, "value": _wire(value.value)}
     if value == UNKNOWN:

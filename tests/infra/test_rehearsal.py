@@ -303,3 +303,17 @@ def test_chart_workloads_are_registered_with_their_images(inventory: Inventory) 
         spec = workload.inputs["spec"]["template"]["spec"]
         for container in spec["containers"]:
             assert ":" in container["image"].rsplit("/", 1)[-1], json.dumps(container)[:200]
+
+
+def test_every_chart_container_requests_cpu_and_memory(inventory: Inventory) -> None:
+    """A container without requests makes its pod BestEffort: the first the kubelet evicts under
+    node pressure. Several charts set none by default; the program sets them."""
+    for render in inventory.rendered:
+        for workload in render.rendered.objects:
+            if workload["kind"] not in {"Deployment", "DaemonSet", "StatefulSet"}:
+                continue
+            spec = pod_spec(workload)
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                requests = (container.get("resources") or {}).get("requests") or {}
+                where = f"{charts.object_key(workload)} container {container['name']}"
+                assert {"cpu", "memory"} <= set(requests), where
