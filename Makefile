@@ -14,8 +14,9 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-# The pinned Helm chart archives the rehearsal renders (rehearsal/charts.py); `make charts` fills it.
-CHARTS ?= ../shared/charts
+# The pinned Helm chart archives the rehearsal renders (rehearsal/charts.py): ../shared/charts where it
+# exists (CI, the shared build machine), else the local cache .charts that `make charts` fills.
+CHARTS ?= $(if $(wildcard ../shared/charts),../shared/charts,.charts)
 export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
 
 .PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov

@@ -104,7 +104,7 @@ def check_chart_values(renders: list[StackRender]) -> CheckResult:
             try:
                 chart = charts.load(str(doc["chart"]), str(doc["version"]))
                 templates = charts.template_sources(str(doc["chart"]), str(doc["version"]))
-            except charts.ChartArchiveError as error:
+            except charts.ChartError as error:
                 result.fail(where, str(error))
                 continue
             for key in unread_keys(

@@ -379,7 +379,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.records: list[Resource] = []
         self.rendered: list[ChartRender] = []
         self.stack = stack
-        self.chart_error: charts.ChartArchiveError | None = None
+        self.chart_error: charts.ChartError | None = None
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
@@ -401,7 +401,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             if request.type in HELM_TYPES and self.chart_error is None:
                 try:
                     self._render_chart(self.records[-1])
-                except charts.ChartArchiveError as error:
+                except charts.ChartError as error:
                     # Raised once the program has run: an exception here would surface as a
                     # registration failure deep inside the engine's futures.
                     self.chart_error = error
@@ -499,13 +499,21 @@ def _revealed(value: Any, path: str, unknown: list[str]) -> Any:
 def render_chart(chart: Resource) -> ChartRender:
     source, unknown = chart_source(chart)
     rendered = charts.render(source)
-    objects = tuple(_with_namespace(o, source.namespace) for o in rendered.objects)
+    registered = chart.type == CHART_V4
+    # helm.v4.Chart drops hooks; a helm.v3.Release is a Helm install, which creates its install
+    # and upgrade hooks too (test hooks only run on `helm test`).
+    installed = (
+        rendered.objects
+        if registered
+        else (*rendered.objects, *charts.install_hooks(rendered.hooks))
+    )
+    objects = tuple(_with_namespace(o, source.namespace) for o in installed)
     rendered = charts.Rendered(objects, rendered.hooks, rendered.generated, rendered.duplicates)
     return ChartRender(
         resource=chart,
         source=source,
         rendered=rendered,
-        registered=chart.type == CHART_V4,
+        registered=registered,
         unknown_values=unknown,
     )
 

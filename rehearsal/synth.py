@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, charts.ChartArchiveError) as error:
+    except (FileNotFoundError, charts.ChartError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)

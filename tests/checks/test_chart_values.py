@@ -7,6 +7,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
@@ -139,3 +140,24 @@ def test_checkov_skips_never_cover_the_program_workloads(dev_render: StackRender
         if skip.check_id == "CKV_K8S_11":  # no CPU limit on the inference pods, argued in the file
             continue
         assert covered == [], f"{skip.check_id} {skip.resource} covers {covered}"
+
+
+def test_the_gate_fails_on_an_unpinned_image_planted_in_the_inference_deployment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from checks.policy_check import check_policies
+    from infra import image
+
+    real = image.InferenceImage._build
+
+    def by_tag(self: image.InferenceImage, name: str, args: image.ImageArgs) -> Any:
+        real(self, name, args)
+        return pulumi.Output.concat(self.repository.repository_url, ":", "v1")
+
+    monkeypatch.setattr(image.InferenceImage, "_build", by_tag)
+    result = check_policies(["dev"])
+    texts = [str(f) for f in result.findings]
+    assert len(texts) == 1, texts
+    assert "images-pinned-by-digest" in texts[0]
+    assert "Deployment inference/embeddings" in texts[0]
+    assert "has no @sha256 digest" in texts[0]

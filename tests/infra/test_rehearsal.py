@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,15 +202,55 @@ def test_gpu_agents_tolerate_the_taint_and_run_on_gpu_nodes_only(
             assert keys & set(gpu_spec.GPU_NODE_LABELS), daemonset["metadata"]["name"]
 
 
-def test_dcgm_pods_are_what_the_scrape_job_selects(inventory: Inventory) -> None:
+def discovered_targets(job: dict[str, Any], workload: dict[str, Any]) -> list[tuple[str, int]]:
+    """(container, port) targets a Prometheus pod-role job keeps for a running pod of a workload:
+    the meta labels kubernetes_sd gives each container port, through the job's keep/drop rules
+    (regex anchored, source labels joined by `;`, as Prometheus relabels)."""
+    [sd] = job["kubernetes_sd_configs"]
+    namespace = workload["metadata"]["namespace"]
+    if namespace not in sd["namespaces"]["names"]:
+        return []
+    template = workload["spec"]["template"]
+    pod_labels = {
+        f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+        for k, v in template["metadata"].get("labels", {}).items()
+    }
+    kept = []
+    for container in template["spec"]["containers"]:
+        for port in container.get("ports", []):
+            meta = {
+                **pod_labels,
+                "__meta_kubernetes_namespace": namespace,
+                "__meta_kubernetes_pod_phase": "Running",
+                "__meta_kubernetes_pod_container_name": container["name"],
+                "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+            }
+            if all(_relabel_keeps(rule, meta) for rule in job["relabel_configs"]):
+                kept.append((container["name"], port["containerPort"]))
+    return kept
+
+
+def _relabel_keeps(rule: dict[str, Any], meta: dict[str, str]) -> bool:
+    value = ";".join(meta.get(label, "") for label in rule.get("source_labels", []))
+    matches = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+    return {"keep": matches, "drop": not matches}.get(rule["action"], True)
+
+
+def test_dcgm_pods_are_what_the_deployed_scrape_job_selects(inventory: Inventory) -> None:
     render = inventory.render_of("dcgm-exporter")
     daemonset = one(render, "DaemonSet")
     spec = pod_spec(daemonset)
-    labels = daemonset["spec"]["template"]["metadata"]["labels"]
-    assert labels["app.kubernetes.io/name"] == scrape.DCGM_APP_NAME
-    ports = {p["name"]: p["containerPort"] for p in spec["containers"][0]["ports"]}
-    assert ports[scrape.DCGM_METRICS_PORT_NAME] == 9400
-    assert daemonset["metadata"]["namespace"] == gpu.NAMESPACE
+    jobs = {
+        j["job_name"]: j for j in _prometheus_config(inventory)["prometheus.yml"]["scrape_configs"]
+    }
+    assert discovered_targets(jobs[scrape.DCGM_JOB], daemonset) == [("exporter", 9400)]
+    service = one(render, "Service")
+    assert [p["port"] for p in service["spec"]["ports"]] == [9400]
+    # The exporter is not scraped twice through the inference job, and vice versa.
+    assert discovered_targets(jobs[scrape.INFERENCE_JOB], daemonset) == []
+    deployment = inventory.one("kubernetes:apps/v1:Deployment").inputs
+    assert discovered_targets(jobs[scrape.DCGM_JOB], deployment) == []
+    assert len(discovered_targets(jobs[scrape.INFERENCE_JOB], deployment)) == 1
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     mounted = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     pod_resources = [n for n, p in host_paths.items() if p == gpu.KUBELET_POD_RESOURCES_PATH]
@@ -317,3 +358,22 @@ def test_every_chart_container_requests_cpu_and_memory(inventory: Inventory) -> 
                 requests = (container.get("resources") or {}).get("requests") or {}
                 where = f"{charts.object_key(workload)} container {container['name']}"
                 assert {"cpu", "memory"} <= set(requests), where
+
+
+def test_values_a_chart_cannot_render_fail_naming_the_chart(tmp_path: Path) -> None:
+    version = _scaffold(tmp_path)
+    source = charts.ChartSource("scaffold", version, "demo", "apps", {"image": "not-a-map"})
+    with pytest.raises(charts.ChartError, match=r"chart scaffold \S+ \(release demo\) does not"):
+        charts.render(source, tmp_path)
+
+
+def test_install_hooks_are_kept_for_helm_and_test_hooks_are_not() -> None:
+    def hook(kind: str, when: str) -> dict[str, Any]:
+        return {"kind": kind, "metadata": {"name": kind, "annotations": {"helm.sh/hook": when}}}
+
+    hooks = [
+        hook("Job", "pre-install,pre-upgrade"),
+        hook("Pod", "test"),
+        hook("Secret", "test, post-install"),
+    ]
+    assert [h["kind"] for h in charts.install_hooks(hooks)] == ["Job", "Secret"]
