@@ -6,12 +6,14 @@
     -> Alertmanager (Debian prometheus-alertmanager) with infra/alerting.py's configuration
     -> a webhook sink on loopback, one URL per receiver.
 
-It shows the page reaching the page receiver (with its bearer token, read from the credential file
-the way the pod reads its mounted Secret), the warning reaching the ticket receiver, the inhibited
-alert held back, and the resolved notification once the pods are back.
+One receiver of each type: the page reaches PagerDuty's Events API (routing key read from the
+credential file, the way the pod reads its mounted Secret) and the webhook (bearer token from its
+file), the warning reaches Slack (incoming-webhook URL from its file) and the webhook, the inhibited
+alert is held back, and the page is resolved on both once the pods are back.
 
 Only the `for` durations and Alertmanager's timers are shortened (keyword arguments of the same
-functions); the expressions, labels, routes, matchers and inhibition rules are the deployed ones.
+functions) and PagerDuty's endpoint (`global.pagerduty_url`) points at the sink; the expressions,
+labels, routes, matchers, templates and inhibition rules are the deployed ones.
 Every wait is a bounded poll: the test never depends on how fast the machine is.
 """
 
@@ -40,7 +42,8 @@ from infra.config import AlertReceiver
 
 NAMESPACE = "inference"
 DEPLOYMENT = "embeddings"
-TOKEN = "page-token-0123456789"
+TOKEN = "webhook-token-0123456789"
+ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 FAST = alerting.Timing(group_wait="1s", group_interval="1s", repeat_interval="1h")
 TIMEOUT_S = 120.0
 """Generous upper bound of every wait; the test finishes as soon as each condition holds."""
@@ -66,7 +69,7 @@ def _free_port() -> int:
 
 @dataclass
 class Sink:
-    """The cluster's metrics (GET /metrics) and every notification received (POST /hook/...)."""
+    """The cluster's metrics (GET /metrics) and every notification received (any POST)."""
 
     available_replicas: int = 0
     notifications: list[dict[str, Any]] = field(default_factory=list)
@@ -169,10 +172,13 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
     alertmanager = _binary("prometheus-alertmanager", "alertmanager")
     state, address = sink
     receivers = (
+        AlertReceiver("oncall", "pagerduty", ("page",), secret=ROUTING_KEY),
         AlertReceiver(
-            "oncall", "webhook", ("page",), url=f"http://{address}/hook/oncall", secret=TOKEN
+            "chat", "slack", ("ticket",), channel="#gpu", secret=f"http://{address}/slack"
         ),
-        AlertReceiver("tickets", "webhook", ("ticket",), url=f"http://{address}/hook/tickets"),
+        AlertReceiver(
+            "bus", "webhook", ("page", "ticket"), url=f"http://{address}/hook/bus", secret=TOKEN
+        ),
     )
 
     secrets = tmp_path / "secrets"
@@ -182,6 +188,8 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
     am_config = alerting.alertmanager_config(
         receivers, secrets_dir=str(secrets), page=FAST, ticket=FAST
     )
+    # The one substitution: PagerDuty's Events API endpoint is the loopback sink.
+    am_config["global"]["pagerduty_url"] = f"http://{address}/pagerduty"
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_config))
     rules = alert_rule_groups(
         namespace=NAMESPACE,
@@ -232,33 +240,51 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
         _stop(am)
 
 
+def _at(state: Sink, path: str) -> list[dict[str, Any]]:
+    return [n for n in state.received() if n["path"] == path]
+
+
 def _run_scenario(state: Sink, am_port: int, logs: list[Path]) -> None:
-    def firing(path: str, alertname: str) -> dict[str, Any] | None:
-        for n in state.received():
+    def pagerduty(action: str) -> dict[str, Any] | None:
+        return next((n for n in _at(state, "/pagerduty") if n["event_action"] == action), None)
+
+    def webhook(alertname: str, status: str) -> dict[str, Any] | None:
+        for n in _at(state, "/hook/bus"):
             alert = _alerts(n).get(alertname)
-            if n["path"] == path and alert is not None and alert["status"] == "firing":
+            if alert is not None and alert["status"] == status:
                 return n
         return None
 
-    page = _poll(
-        "InferenceUnavailable paged", lambda: firing("/hook/oncall", "InferenceUnavailable"), logs
+    # The page: PagerDuty's Events API v2 with the routing key read from the credential file.
+    page = _poll("InferenceUnavailable paged", lambda: pagerduty("trigger"), logs)
+    assert page["routing_key"] == ROUTING_KEY
+    assert page["payload"]["severity"] == alerting.PAGE_SEVERITY
+    assert page["payload"]["summary"] == f"No ready inference pod in {NAMESPACE}/{DEPLOYMENT}"
+    assert page["payload"]["custom_details"]["firing"].count("alertname = ") == 1
+
+    # The same page on the generic webhook, with its bearer token and the alert's labels.
+    hooked = _poll(
+        "InferenceUnavailable on the webhook",
+        lambda: webhook("InferenceUnavailable", "firing"),
+        logs,
     )
-    assert page["receiver"] == "oncall"
-    assert page["authorization"] == f"Bearer {TOKEN}", "the credential file is sent as the token"
-    labels = _alerts(page)["InferenceUnavailable"]["labels"]
+    assert hooked["receiver"] == "bus"
+    assert hooked["authorization"] == f"Bearer {TOKEN}", "the credential file is sent as the token"
+    labels = _alerts(hooked)["InferenceUnavailable"]["labels"]
     assert labels["severity"] == alerting.PAGE_SEVERITY
     assert (labels["namespace"], labels["deployment"]) == (NAMESPACE, DEPLOYMENT)
-    assert page["groupLabels"] == {"alertname": "InferenceUnavailable", "namespace": NAMESPACE}
-    assert _alerts(page)["InferenceUnavailable"]["annotations"]["summary"] == (
-        f"No ready inference pod in {NAMESPACE}/{DEPLOYMENT}"
-    )
+    assert hooked["groupLabels"] == {"alertname": "InferenceUnavailable", "namespace": NAMESPACE}
 
+    # The ticket: Slack, at the incoming-webhook URL read from its file, in the configured channel.
     ticket = _poll(
-        "GPUMemoryNearlyFull ticketed", lambda: firing("/hook/tickets", "GPUMemoryNearlyFull"), logs
+        "GPUMemoryNearlyFull ticketed", lambda: next(iter(_at(state, "/slack")), None), logs
     )
-    assert ticket["receiver"] == "tickets"
-    assert ticket["authorization"] is None
-    assert _alerts(ticket)["GPUMemoryNearlyFull"]["labels"]["severity"] == "warning"
+    assert ticket["channel"] == "#gpu"
+    assert ticket["attachments"][0]["title"] == "[FIRING] GPUMemoryNearlyFull (warning)"
+    assert "GPU 0 of ip-10-0-12-34.ec2.internal memory" in ticket["attachments"][0]["text"]
+    _poll(
+        "GPUMemoryNearlyFull on the webhook", lambda: webhook("GPUMemoryNearlyFull", "firing"), logs
+    )
 
     # InferencePodsNotReady fires too (2 wanted, 0 available) but adds nothing while no pod is
     # available: Alertmanager holds it back, citing InferenceUnavailable.
@@ -270,26 +296,23 @@ def _run_scenario(state: Sink, am_port: int, logs: list[Path]) -> None:
         return None
 
     _poll("InferencePodsNotReady inhibited", inhibited, logs)
-    assert not any("InferencePodsNotReady" in _alerts(n) for n in state.received()), (
+    assert not any("InferencePodsNotReady" in _alerts(n) for n in _at(state, "/hook/bus")), (
         "the inhibited alert was notified"
     )
-    # No page for a warning, no ticket for a page.
-    for n in state.received():
-        wanted = "/hook/oncall" if n["receiver"] == "oncall" else "/hook/tickets"
-        assert n["path"] == wanted
-        severities = {a["labels"]["severity"] for a in n["alerts"]}
-        assert severities == ({"critical"} if n["receiver"] == "oncall" else {"warning"}), n
+    # No page for a warning, no Slack ticket for a page.
+    assert all(n["payload"]["severity"] == "critical" for n in _at(state, "/pagerduty"))
+    assert not any("InferenceUnavailable" in str(n) for n in _at(state, "/slack"))
 
     state.available_replicas = 2
 
-    def resolved() -> dict[str, Any] | None:
-        for n in state.received():
-            alert = _alerts(n).get("InferenceUnavailable")
-            if n["path"] == "/hook/oncall" and alert and alert["status"] == "resolved":
-                return n
-        return None
-
-    recovery = _poll("InferenceUnavailable resolved", resolved, logs)
-    assert recovery["receiver"] == "oncall"
+    resolved = _poll(
+        "InferenceUnavailable resolved at PagerDuty", lambda: pagerduty("resolve"), logs
+    )
+    assert resolved["dedup_key"] == page["dedup_key"], "the resolve closes the incident it opened"
+    recovery = _poll(
+        "InferenceUnavailable resolved on the webhook",
+        lambda: webhook("InferenceUnavailable", "resolved"),
+        logs,
+    )
     assert recovery["status"] == "resolved"
     assert recovery["authorization"] == f"Bearer {TOKEN}"
