@@ -40,6 +40,12 @@ GROUP_BY: Final = ("alertname", "namespace")
 """One notification per alert per namespace: XID errors on three GPUs are one page, not three."""
 
 
+PAGERDUTY_SUMMARY: Final = (
+    "{{ with .CommonAnnotations.summary }}{{ . }}{{ else }}{{ .CommonLabels.alertname }}: "
+    "{{ .Alerts.Firing | len }} firing{{ end }}"
+)
+
+
 @dataclass(frozen=True)
 class Timing:
     """Alertmanager's notification timers for one class of alerts (Prometheus durations)."""
@@ -137,7 +143,9 @@ def _integration(receiver: AlertReceiver, secrets_dir: str) -> dict[str, Any]:
                     "routing_key_file": credential,
                     "send_resolved": True,
                     "severity": "{{ .CommonLabels.severity }}",
-                    "description": "{{ .CommonAnnotations.summary }}",
+                    # PagerDuty refuses an event without a summary, and a group of several alerts
+                    # (XID errors on two GPUs) has no common one: then name the alert and count.
+                    "description": PAGERDUTY_SUMMARY,
                 }
             ]
         }
