@@ -105,10 +105,12 @@ def grafana_values(args: GrafanaArgs) -> dict[str, Any]:
         "fullnameOverride": FULLNAME,
         "nodeSelector": dict(args.system_node_selector),
         "replicas": 1,
-        # The admin credentials as files, not environment variables (which leak into crash dumps,
-        # `kubectl describe` and child processes): the image's run.sh turns GF_<KEY>__FILE into
-        # GF_<KEY> at start (packaging/docker/run.sh in grafana/grafana). The chart then renders
-        # neither secretKeyRef env vars nor a Secret of its own (templates/_pod.tpl, secret.yaml).
+        # The admin credentials as mounted files, not secretKeyRef environment variables: the pod
+        # spec references no secret in its env (checkov CKV_K8S_35) and a rotated Secret reaches
+        # the file without editing the Deployment. The image's run.sh reads GF_<KEY>__FILE into
+        # GF_<KEY> for Grafana's own process at start (packaging/docker/run.sh in grafana/grafana).
+        # The chart then renders neither secret env vars nor a Secret of its own
+        # (templates/_pod.tpl, templates/secret.yaml).
         "admin": {"existingSecret": ADMIN_SECRET},
         "env": {
             "GF_SECURITY_ADMIN_USER__FILE": f"{ADMIN_DIR}/{ADMIN_USER_KEY}",
