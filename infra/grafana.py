@@ -106,8 +106,8 @@ def grafana_values(args: GrafanaArgs) -> dict[str, Any]:
         "nodeSelector": dict(args.system_node_selector),
         "replicas": 1,
         # The admin credentials as mounted files, not secretKeyRef environment variables: the pod
-        # spec references no secret in its env (checkov CKV_K8S_35) and a rotated Secret reaches
-        # the file without editing the Deployment. The image's run.sh reads GF_<KEY>__FILE into
+        # spec references no secret in its env (checkov CKV_K8S_35), and `kubectl describe` shows
+        # file paths only. The image's run.sh reads GF_<KEY>__FILE into
         # GF_<KEY> for Grafana's own process at start (packaging/docker/run.sh in grafana/grafana).
         # The chart then renders neither secret env vars nor a Secret of its own
         # (templates/_pod.tpl, templates/secret.yaml).
