@@ -9,6 +9,10 @@ What `pulumi up` does with a chart, done here without a cluster:
   then the `values` map (provider/pkg/helm/values.go, MergeValues).
 - `helm.v3.Release` installs through Helm itself: hooks run, and nothing is registered per object.
 
+One difference remains: the provider links Helm's v3 library (chart.go imports helm.sh/helm/v3),
+helm-python-sdk Helm v4's (4.2.3). Both render with the same Go template engine and Sprig functions;
+a chart relying on behaviour only one of them has would render differently here.
+
 Rendering uses the capabilities of the pinned cluster (Kubernetes `versions.KUBERNETES_VERSION` and
 the aggregation API), as the provider does once the cluster exists (setKubeVersionAndAPIVersions in
 the same file). `first_preview_differences` renders again with Helm's built-in defaults, as the
@@ -123,7 +127,7 @@ class ChartSource:
 @dataclass(frozen=True)
 class Rendered:
     objects: tuple[dict[str, Any], ...]
-    """Every object Helm renders, hooks excluded, in template order."""
+    """Every object Helm renders, hooks excluded, ordered by template path."""
     hooks: tuple[dict[str, Any], ...]
     generated: tuple[str, ...] = field(default=())
     """`Kind/name: path` of every value that changes from one render to the next."""

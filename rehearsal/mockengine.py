@@ -507,7 +507,12 @@ def render_chart(chart: Resource) -> ChartRender:
         if registered
         else (*rendered.objects, *charts.install_hooks(rendered.hooks))
     )
-    objects = tuple(_with_namespace(o, source.namespace) for o in installed)
+    cluster_scoped = CLUSTER_SCOPED_KINDS | {
+        o["spec"]["names"]["kind"]
+        for o in installed
+        if o.get("kind") == "CustomResourceDefinition" and o["spec"].get("scope") == "Cluster"
+    }
+    objects = tuple(_with_namespace(o, source.namespace, cluster_scoped) for o in installed)
     rendered = charts.Rendered(objects, rendered.hooks, rendered.generated, rendered.duplicates)
     return ChartRender(
         resource=chart,
@@ -518,11 +523,14 @@ def render_chart(chart: Resource) -> ChartRender:
     )
 
 
-def _with_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+def _with_namespace(
+    obj: dict[str, Any], namespace: str, cluster_scoped: frozenset[str]
+) -> dict[str, Any]:
     """The chart's namespace on every namespaced object that names none (the provider's
-    Normalize step; Helm itself installs into the release namespace the same way)."""
+    Normalize step; Helm itself installs into the release namespace the same way). A custom
+    resource is cluster-scoped when the chart's CRD for it says so."""
     meta = dict(obj.get("metadata") or {})
-    if obj.get("kind") in CLUSTER_SCOPED_KINDS or meta.get("namespace"):
+    if obj.get("kind") in cluster_scoped or meta.get("namespace"):
         return obj
     meta["namespace"] = namespace
     return {**obj, "metadata": meta}

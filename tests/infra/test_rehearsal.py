@@ -96,8 +96,16 @@ def test_chart_objects_land_in_the_chart_namespace_unless_cluster_scoped(
     inventory: Inventory,
 ) -> None:
     for render in inventory.rendered:
+        cluster_crds = {
+            o["spec"]["names"]["kind"]
+            for o in render.rendered.objects
+            if o["kind"] == "CustomResourceDefinition" and o["spec"]["scope"] == "Cluster"
+        }
         for obj in render.rendered.objects:
             namespace = obj["metadata"].get("namespace")
+            if obj["kind"] in cluster_crds:
+                assert namespace is None, charts.object_key(obj)
+                continue
             assert namespace or obj["kind"] in {
                 "ClusterRole",
                 "ClusterRoleBinding",
@@ -232,7 +240,10 @@ def discovered_targets(job: dict[str, Any], workload: dict[str, Any]) -> list[tu
 
 def _relabel_keeps(rule: dict[str, Any], meta: dict[str, str]) -> bool:
     value = ";".join(meta.get(label, "") for label in rule.get("source_labels", []))
-    matches = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+    regex = rule.get("regex", "(.*)")
+    # YAML reads `regex: true` as a boolean; Prometheus as the string "true".
+    regex = str(regex).lower() if isinstance(regex, bool) else str(regex)
+    matches = re.fullmatch(regex, value) is not None
     return {"keep": matches, "drop": not matches}.get(rule["action"], True)
 
 
@@ -377,3 +388,63 @@ def test_install_hooks_are_kept_for_helm_and_test_hooks_are_not() -> None:
         hook("Secret", "test, post-install"),
     ]
     assert [h["kind"] for h in charts.install_hooks(hooks)] == ["Job", "Secret"]
+
+
+def test_kube_state_metrics_is_scraped_by_the_charts_service_endpoints_job(
+    inventory: Inventory,
+) -> None:
+    """The alert rules and the dashboard read kube-state-metrics; nothing of ours scrapes it: the
+    Prometheus chart's default `kubernetes-service-endpoints` job does, by annotation."""
+    config = _prometheus_config(inventory)["prometheus.yml"]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    job = jobs["kubernetes-service-endpoints"]
+    service = one(inventory.render_of("prometheus"), "Service", "prometheus-kube-state-metrics")
+    annotation = "__meta_kubernetes_service_annotation_prometheus_io_scrape"
+    meta = {
+        annotation: service["metadata"]["annotations"]["prometheus.io/scrape"],
+        "__meta_kubernetes_namespace": service["metadata"]["namespace"],
+    }
+    keep_rules = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    assert any(annotation in r["source_labels"] for r in keep_rules)
+    assert all(_relabel_keeps(r, meta) for r in keep_rules)
+
+
+def test_our_scrape_targets_are_not_scraped_twice_through_annotations(
+    inventory: Inventory,
+) -> None:
+    dcgm = one(inventory.render_of("dcgm-exporter"), "DaemonSet")
+    ours = [dcgm, inventory.one("kubernetes:apps/v1:Deployment").inputs]
+    ours += [one(inventory.render_of("dcgm-exporter"), "Service")]
+    for obj in ours:
+        annotations = {
+            **(obj["metadata"].get("annotations") or {}),
+            **(
+                (obj.get("spec") or {}).get("template", {}).get("metadata", {}).get("annotations")
+                or {}
+            ),
+        }
+        assert "prometheus.io/scrape" not in annotations, charts.object_key(obj)
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager_the_chart_renders(
+    inventory: Inventory,
+) -> None:
+    config = _prometheus_config(inventory)["prometheus.yml"]
+    [target] = config["alerting"]["alertmanagers"]
+    statefulset = one(inventory.render_of("prometheus"), "StatefulSet", "prometheus-alertmanager")
+    template = statefulset["spec"]["template"]
+    meta = {
+        f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v
+        for k, v in template["metadata"]["labels"].items()
+    }
+    meta["__meta_kubernetes_namespace"] = statefulset["metadata"]["namespace"]
+    ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
+    kept = [
+        port
+        for port in ports
+        if all(
+            _relabel_keeps(r, {**meta, "__meta_kubernetes_pod_container_port_number": str(port)})
+            for r in target["relabel_configs"]
+        )
+    ]
+    assert kept == [9093]
