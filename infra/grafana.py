@@ -181,8 +181,10 @@ def grafana_values(args: GrafanaArgs) -> dict[str, Any]:
         "networkPolicy": {
             "enabled": True,
             "ingress": True,
-            # Only pods labelled grafana-client=true reach port 3000; `kubectl port-forward` enters
-            # the pod's own network namespace and is not subject to NetworkPolicy.
+            # Only pods labelled grafana-client=true reach port 3000. Kubelet probes and `kubectl
+            # port-forward` come through the node, which a NetworkPolicy always admits ("traffic to
+            # and from the node where a Pod is running is always allowed", Kubernetes docs,
+            # concepts/services-networking/network-policies).
             "allowExternal": False,
             "egress": {
                 "enabled": True,
