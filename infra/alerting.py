@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from infra.config import AlertReceiver
+from infra.config import NO_RECEIVER, AlertReceiver
 
 PAGE_SEVERITY: Final = "critical"
 """The `severity` label value that pages; every other severity is a ticket."""
-NOWHERE: Final = "nowhere"
+NOWHERE: Final = NO_RECEIVER
 """The receiver without integrations that alerts end in when no route matches."""
 SECRET_NAME: Final = "alertmanager-receivers"
 """The Kubernetes Secret holding the receivers' credentials, one file per receiver."""

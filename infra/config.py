@@ -256,6 +256,9 @@ class GpuConfig:
 
 
 ALERT_RECEIVER_TYPES: Final = ("webhook", "slack", "pagerduty")
+NO_RECEIVER: Final = "nowhere"
+"""The receiver without integrations that undelivered alerts end in (reserved: not a receiver
+name)."""
 ALERT_CLASSES: Final = ("page", "ticket")
 """What a receiver is sent: `page` (critical alerts: someone acts now) and/or `ticket` (warnings:
 someone looks within the day)."""
@@ -985,8 +988,12 @@ def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
     if not isinstance(raw, dict):
         raise r.error(where, "[value]", "an object with name, type and alerts")
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40:
-        raise r.error(f"{where}.name", name, "a lowercase DNS label of at most 40 characters")
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40 or name == NO_RECEIVER:
+        raise r.error(
+            f"{where}.name",
+            name,
+            f"a lowercase DNS label of at most 40 characters, other than {NO_RECEIVER!r}",
+        )
     kind = raw.get("type")
     if kind not in ALERT_RECEIVER_TYPES:
         raise r.error(f"{where}.type", kind, f"one of {', '.join(ALERT_RECEIVER_TYPES)}")

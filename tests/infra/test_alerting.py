@@ -65,6 +65,11 @@ def test_no_receivers_is_the_explicit_default() -> None:
         ({"name": "x"}, "alertReceivers", "a list of receiver objects"),
         ([{"name": "Bad_Name", "type": "webhook"}], "alertReceivers[0].name", "DNS label"),
         ([{"name": "x", "type": "email"}], "alertReceivers[0].type", "webhook, slack, pagerduty"),
+        (
+            [{"name": "nowhere", "type": "webhook", "url": "https://h/x"}],
+            "alertReceivers[0].name",
+            "other than 'nowhere'",
+        ),
         ([{"name": "x", "type": "pagerduty"}], "alertReceivers[0].routingKey", "required"),
         ([{"name": "x", "type": "webhook"}], "alertReceivers[0].url", "required"),
         (
