@@ -36,7 +36,7 @@ import httpx
 import pytest
 import yaml
 
-from infra import alerting
+from infra import alerting, dashboard
 from infra.alerts import alert_rule_groups
 from infra.config import AlertReceiver
 
@@ -238,7 +238,7 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
         logs[1],
     )
     try:
-        _run_scenario(state, am_port, logs)
+        _run_scenario(state, am_port, prom_port, logs)
     finally:
         _stop(prom)
         _stop(am)
@@ -248,7 +248,7 @@ def _at(state: Sink, path: str) -> list[dict[str, Any]]:
     return [n for n in state.received() if n["path"] == path]
 
 
-def _run_scenario(state: Sink, am_port: int, logs: list[Path]) -> None:
+def _run_scenario(state: Sink, am_port: int, prom_port: int, logs: list[Path]) -> None:
     summary = f"No ready inference pod in {NAMESPACE}/{DEPLOYMENT}"
 
     def pagerduty(action: str, dedup_key: str | None = None) -> dict[str, Any] | None:
@@ -327,6 +327,16 @@ def _run_scenario(state: Sink, am_port: int, logs: list[Path]) -> None:
     assert not any("InferencePodsNotReady" in _alerts(n) for n in _at(state, "/hook/bus")), (
         "the inhibited alert was notified"
     )
+    # The dashboard's "Firing alerts" annotation, run on this Prometheus, finds the namespace's
+    # page and the GPU alerts, which carry no namespace label.
+    [annotation] = dashboard.dashboard(namespace=NAMESPACE)["annotations"]["list"]
+    query = annotation["target"]["expr"].replace("$namespace", NAMESPACE)
+    response = httpx.get(
+        f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": query}, timeout=5
+    )
+    shown = {r["metric"]["alertname"] for r in response.json()["data"]["result"]}
+    assert {"InferenceUnavailable", "GPUMemoryNearlyFull", "GPUXidError"} <= shown, shown
+
     # No page for a warning, no Slack ticket for a page.
     assert all(n["payload"]["severity"] == "critical" for n in _at(state, "/pagerduty"))
     assert not any("InferenceUnavailable" in str(n) for n in _at(state, "/slack"))

@@ -180,6 +180,12 @@ def test_dashboard_metrics_are_ones_the_server_and_prometheus_expose(inventory: 
                 family, f"{family}s"
             )
             assert resource in collectors, f"{name}: kube-state-metrics does not collect {resource}"
+        elif source == "prometheus":
+            # ALERTS exists once Prometheus loads alerting rules: the rendered server config has
+            # the program's rule file.
+            server_config = named(inventory, "ConfigMap", "prometheus-server", "prometheus")
+            rules = yaml.safe_load(server_config["data"][monitoring.ALERT_RULES_FILE])
+            assert rules["groups"], f"{name}: the server loads no alerting rule"
         else:
             assert source == "dcgm-exporter", f"{name}: no exporter exposes it"
 
