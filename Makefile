@@ -64,8 +64,9 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python -m bench --gpu $(BENCH_ARGS)
 
-# The pre-deploy gate: renders both stacks offline, then schema, security, lint, rule, dashboard, policy and
-# workflow checks on the result (python -m checks; README "Verification gate and CI/CD").
+# The pre-deploy gate: rehearses both stacks offline (every chart object included), then schema, chart
+# values, security, lint, rule, dashboard, policy and workflow checks on all of it (python -m checks;
+# README "Verification gate and CI/CD").
 check: $(STAMP) $(CHECKOV_STAMP)
 	$(MAKE) synth STACK=dev
 	$(MAKE) synth STACK=prod

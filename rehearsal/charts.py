@@ -295,7 +295,12 @@ def object_key(obj: Mapping[str, Any]) -> str:
 def first_preview_differences(source: ChartSource, directory: Path | None = None) -> list[str]:
     """How the render without a cluster (Helm's default capabilities: the first `pulumi preview`
     of a new stack) differs from the render against the pinned cluster (what `pulumi up`
-    creates): objects missing on either side, another API version, or other content."""
+    creates): objects missing on either side, another API version, or other content.
+
+    Helm's defaults are the built-in API groups (no aggregation API) and the Kubernetes version of
+    the client library it was built with: v1.36 for helm-python-sdk 0.2.2, the provider's own for
+    the provider. The pinned charts compare the Kubernetes version only with releases up to 1.27,
+    so both defaults take the same branches."""
     with_cluster = {object_key(o): o for o in _split(source, True, directory)[0]}
     without = {object_key(o): o for o in _split(source, False, directory)[0]}
     problems = []

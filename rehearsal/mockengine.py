@@ -6,6 +6,11 @@ resource. The mocks answer like AWS would (ids, ARNs, the EKS endpoint, CA data 
 that everything computed from outputs (kubeconfig, policies, ASG tags) is exercised too. The run is
 a preview: values the mocks do not produce stay unknown, as in `pulumi preview`.
 
+Each chart resource is rendered from its pinned archive (rehearsal/charts.py) as it is registered.
+A `helm.v4.Chart`'s objects are recorded as the provider registers them: one resource each, child
+of the chart, named `<chart>:<namespace>/<name>`. A `helm.v3.Release`'s objects are kept with its
+render only (Helm creates them; the engine sees the release).
+
 Stack config is read from `Pulumi.yaml` (defaults) and `Pulumi.<stack>.yaml`, passed as the CLI
 passes it (strings; lists and objects as JSON). Secure values cannot be decrypted offline; they
 become placeholders that stay marked secret."""

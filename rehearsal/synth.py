@@ -47,8 +47,8 @@ from rehearsal.mockengine import (
 
 MASK: Final = "[secret]"
 OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
-CHART_OBJECTS: Final = Path("manifests") / "charts"
 """What the synth writes; only these are replaced in the output folder."""
+CHART_OBJECTS: Final = Path("manifests") / "charts"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -126,12 +126,14 @@ def _parent_type(urn: str) -> str | None:
 
 
 def masked_object(obj: dict[str, Any]) -> dict[str, Any]:
-    """A chart object as written: a Secret's data masked, like the program's own Secrets."""
-    out = {k: masked(v) for k, v in obj.items()}
-    if obj.get("apiVersion") == "v1" and obj.get("kind") == "Secret":
-        for key in ("data", "stringData"):
-            if key in out:
-                out[key] = masked(Secret(obj[key]))
+    """A chart object as written, laid out like the program's manifests; a Secret's data masked,
+    like the program's own Secrets."""
+    secret = obj.get("apiVersion") == "v1" and obj.get("kind") == "Secret"
+    head = [k for k in ("apiVersion", "kind", "metadata") if k in obj]
+    out = {}
+    for key in [*head, *sorted(k for k in obj if k not in head)]:
+        hidden = secret and key in ("data", "stringData")
+        out[key] = masked(Secret(obj[key]) if hidden else obj[key])
     return out
 
 

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
+from infra import versions
 from rehearsal import synth
 from rehearsal.mockengine import ROOT, Inventory, run_function
 
@@ -73,7 +74,8 @@ def test_every_chart_object_is_written_and_linked_from_the_inventory(
     chart_doc = yaml.safe_load(
         next((rendered[0] / "charts").glob("*dcgm-exporter.yaml")).read_text()
     )
-    assert chart_doc["archive"] == "dcgm-exporter-4.8.2.tgz"
+    pin = versions.DCGM_EXPORTER
+    assert chart_doc["archive"] == f"{pin.chart}-{pin.version}.tgz"
     assert chart_doc["program_file"] == "infra/gpu.py"
     assert chart_doc["objects"] == len(written["gpu-system-dcgm-exporter"])
 
