@@ -16,6 +16,8 @@ from pathlib import Path
 
 from checks import tools
 from checks.alert_rules import check_alert_rules
+from checks.alertmanager_config import check_alertmanager
+from checks.chart_values import check_chart_values
 from checks.checkov_scan import Target, check_checkov
 from checks.dashboards import check_dashboard
 from checks.dockerfile_lint import DOCKERFILE, check_hadolint
@@ -69,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[Callable[[], CheckResult]] = [
         lambda: _render_problems(renders),
         *_manifest_checks(renders),
+        lambda: check_chart_values(renders),
         lambda: check_checkov(checkov_targets),
         check_hadolint,
         lambda: check_alert_rules(BUILD_DIR / "rules"),
         check_dashboard,
         lambda: check_deployed_observability(renders, BUILD_DIR / "deployed"),
+        lambda: check_alertmanager(renders, BUILD_DIR / "alertmanager"),
         lambda: check_policies(args.stacks),
         lambda: check_yamllint(default_targets()),
         check_workflows,

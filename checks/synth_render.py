@@ -1,4 +1,4 @@
-"""Reading a stack's offline render (`python -m infra.synth STACK --out build/synth/STACK`).
+"""Reading a stack's offline render (`python -m rehearsal.synth STACK --out build/synth/STACK`).
 
 The render holds `inventory.yaml` (every resource), `manifests/` (every native Kubernetes object)
 and `charts/` (every Helm chart with its values). The gate validates these files, the same ones

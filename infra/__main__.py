@@ -17,9 +17,16 @@ import pulumi
 
 from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
+from infra.cluster import (
+    Cluster,
+    ClusterAddons,
+    ClusterAddonsArgs,
+    ClusterArgs,
+    check_caller_access,
+)
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
+from infra.grafana import Grafana, GrafanaArgs
 from infra.image import ImageArgs, InferenceImage
 from infra.inference import Inference, InferenceArgs
 from infra.loadbalancer import LoadBalancerController, LoadBalancerControllerArgs
@@ -31,9 +38,12 @@ from service import contract
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 """The image's build context (its .dockerignore selects what is sent)."""
+DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
 name = cfg.cluster.name
+# EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
+check_caller_access(cfg)
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
 network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))
@@ -49,14 +59,20 @@ node_groups = NodeGroups(
         time_slicing_replicas=cfg.gpu.time_slicing_replicas,
     ),
 )
-addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(cluster=cluster, nodes=node_groups.all))
+# The platform comes up on the system group alone: DNS (and all that waits for it) never waits for
+# a GPU group, which may not start at all (a zero G-instance quota, no spot capacity).
+addons = ClusterAddons(
+    f"{name}-addons", ClusterAddonsArgs(cluster=cluster, system_nodes=node_groups.system)
+)
 autoscaler = ClusterAutoscaler(
     f"{name}-autoscaler",
     ClusterAutoscalerArgs(
         cluster=cluster,
         config=cfg.autoscaler,
         gpu_groups=node_groups.gpu_configs,
-        depends_on=(node_groups.system,),
+        # Its first AWS call resolves the regional endpoint through cluster DNS; without an answer
+        # the process exits and crash-loops with back-off.
+        depends_on=(node_groups.system, addons.coredns),
     ),
 )
 
@@ -86,13 +102,34 @@ metrics = Monitoring(
             hpa=inference.APP_NAME,
         ),
         dashboards={
-            "gpu-inference.json": dashboard.dashboard(
+            DASHBOARD_FILE: dashboard.dashboard(
                 namespace=cfg.inference.namespace, hpa=inference.APP_NAME
             )
         },
+        alert_receivers=cfg.monitoring.alert_receivers,
+        stack_file=cfg.stack_file,
     ),
-    # Prometheus' volume needs the EBS CSI driver (an add-on, which waits for the system nodes).
+    # Prometheus' volume needs the EBS CSI driver, and every scrape and the adapter need DNS: both
+    # add-ons (which wait for the system nodes only).
     opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[addons]),
+)
+grafana = (
+    Grafana(
+        f"{name}-grafana",
+        GrafanaArgs(
+            namespace=monitoring.NAMESPACE,
+            system_node_selector=gpu_spec.system_node_selector(),
+            prometheus_url=metrics.prometheus_url,
+            prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
+            prometheus_port=monitoring.PROMETHEUS_CONTAINER_PORT,
+            dashboard_config_map=monitoring.dashboard_config_map(DASHBOARD_FILE),
+            dashboard_file=DASHBOARD_FILE,
+            scrape_interval=cfg.monitoring.scrape_interval,
+        ),
+        opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[metrics]),
+    )
+    if cfg.monitoring.grafana
+    else None
 )
 lb_controller = LoadBalancerController(
     f"{name}-lb-controller",
@@ -102,7 +139,8 @@ lb_controller = LoadBalancerController(
         region=cfg.region,
         vpc_id=network.vpc_id,
         system_node_selector=gpu_spec.system_node_selector(),
-        depends_on=(node_groups.system,),
+        # Like the autoscaler, it calls AWS (ELB, EC2) by name from its first start.
+        depends_on=(node_groups.system, addons.coredns),
     ),
     opts=on_cluster,
 )
@@ -164,6 +202,13 @@ pulumi.export("apiPaths", dict(contract.API_PATHS))
 pulumi.export("namespace", cfg.inference.namespace)
 pulumi.export("hpaName", inference.APP_NAME)
 pulumi.export("prometheusUrl", metrics.prometheus_url)
+# Who is notified of what: {"page": [...], "ticket": [...]}; empty: nobody (the preview warns).
+pulumi.export("alertDelivery", metrics.alert_delivery)
+if grafana is not None:
+    # README "Using the endpoint": then open http://localhost:3000 and sign in.
+    pulumi.export("grafanaPortForward", grafana.port_forward)
+    pulumi.export("grafanaAdminUser", grafana.admin_user)
+    pulumi.export("grafanaAdminPassword", grafana.admin_password)
 pulumi.export("imageRef", model_image.image_ref)
 pulumi.export("ecrRepositoryUrl", model_image.repository_url)
 if cfg.inference.api_keys:

@@ -24,8 +24,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import adapter_rules, scrape, versions
-from infra.charts import chart_args
+from infra import adapter_rules, alerting, scrape, versions
+from infra.charts import APISERVICE_V1, chart_args
+from infra.config import AlertReceiver
 from infra.namespaces import pod_security_namespace
 
 NAMESPACE: Final = "monitoring"
@@ -35,6 +36,8 @@ PROMETHEUS_SERVER_NAME: Final = "prometheus-server"
 """fullnameOverride of the server, so its Service name does not depend on the release name."""
 PROMETHEUS_SERVICE_PORT: Final = 80
 """The chart's server Service port (it forwards to the container's 9090)."""
+PROMETHEUS_CONTAINER_PORT: Final = 9090
+"""The server container's port (`server.service.targetPort` default, Prometheus' own default)."""
 STORAGE_CLASS: Final = "gp3-encrypted"
 ALERT_RULES_FILE: Final = "alerting_rules.yml"
 """A file the chart's default prometheus.yml already lists under rule_files."""
@@ -56,6 +59,11 @@ def prometheus_server_pod_labels() -> dict[str, str]:
     }
 
 
+def dashboard_config_map(file_name: str) -> str:
+    """The ConfigMap that holds one dashboard file (what Grafana mounts)."""
+    return f"dashboard-{file_name.removesuffix('.json')}"
+
+
 def prometheus_url(namespace: str) -> str:
     return (
         f"http://{PROMETHEUS_SERVER_NAME}.{namespace}.svc.cluster.local:{PROMETHEUS_SERVICE_PORT}"
@@ -74,6 +82,10 @@ class MonitoringArgs:
     """A Prometheus rule file ({"groups": [...]}) deployed with the server."""
     dashboards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Grafana dashboards by file name, each deployed as a ConfigMap for the Grafana sidecar."""
+    alert_receivers: tuple[AlertReceiver, ...] = ()
+    """Where Alertmanager delivers (infra/alerting.py); empty: nowhere, and the preview warns."""
+    stack_file: str = "Pulumi.<stack>.yaml"
+    """Named in the preview warning when alerts reach nobody."""
     adapter_replicas: int = 2
     """The HPA is blind while the adapter is down: two replicas and a PDB keep one through node
     drains."""
@@ -131,6 +143,8 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "limits": {"memory": "2Gi"},
             },
         },
+        # The chart sets none for its config reloader sidecar (BestEffort otherwise).
+        "configmapReload": {"prometheus": {"resources": _small_resources()}},
         # The chart passes this string through `tpl`; the jobs contain no template braces.
         "extraScrapeConfigs": yaml.safe_dump(scrape.scrape_jobs(args.scrape), sort_keys=False),
         # Deployment, HPA, pod and node state for the alert rules (replicas at max, pods pending).
@@ -140,12 +154,12 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
             # kube_node_labels exposes only allowlisted labels: the dashboard counts spot vs
             # on-demand GPU nodes by capacity type.
             "metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_NODE_LABEL}]"],
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
         },
-        "alertmanager": {
-            "enabled": True,
-            **on_system,
-            "persistence": {"enabled": True, "size": "2Gi", "storageClass": STORAGE_CLASS},
-        },
+        "alertmanager": alertmanager_values(args),
         # node-exporter needs the host network and PID namespace (Pod Security `privileged`) on
         # every node; container metrics come from the kubelet's cAdvisor, GPU metrics from DCGM.
         "prometheus-node-exporter": {"enabled": False},
@@ -156,9 +170,51 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
     return values
 
 
+def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
+    """The chart's Alertmanager (subchart alertmanager 1.30.0) with the stack's routing.
+
+    The chart writes `config` (less its `enabled` key) verbatim into the Alertmanager ConfigMap
+    (templates/configmap.yaml of the subchart) and adds `extraVolumes`/`extraVolumeMounts` to the
+    StatefulSet (templates/statefulset.yaml); Helm merges maps with the chart defaults, so every key
+    of the default configuration is set here and nothing of the chart's placeholder receiver is
+    left.
+    """
+    values: dict[str, Any] = {
+        "enabled": True,
+        "nodeSelector": dict(args.system_node_selector),
+        "persistence": {"enabled": True, "size": "2Gi", "storageClass": STORAGE_CLASS},
+        "resources": {
+            "requests": {"cpu": "20m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "config": {"enabled": True, **alerting.alertmanager_config(args.alert_receivers)},
+    }
+    if alerting.secret_files(args.alert_receivers):
+        # extraVolumes/extraVolumeMounts (copied verbatim) rather than extraSecretMounts, whose
+        # template always writes a `subPath` (null when unset). No subPath: the kubelet refreshes a
+        # whole-volume Secret mount in place, and Alertmanager rereads the files at each
+        # notification, so a rotated credential needs no restart.
+        volume = "receiver-credentials"
+        values["extraVolumes"] = [{"name": volume, "secret": {"secretName": alerting.SECRET_NAME}}]
+        values["extraVolumeMounts"] = [
+            {"name": volume, "mountPath": alerting.SECRETS_DIR, "readOnly": True}
+        ]
+    return values
+
+
+def _small_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
 def adapter_values(args: MonitoringArgs) -> dict[str, Any]:
     return {
         "nodeSelector": dict(args.system_node_selector),
+        # The chart sets none; the HPA's custom metrics stop with this pod, so it is not
+        # BestEffort (the first evicted under node pressure).
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
         "replicas": args.adapter_replicas,
         "podDisruptionBudget": {"enabled": args.adapter_replicas > 1, "maxUnavailable": 1},
         "prometheus": {
@@ -204,16 +260,37 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        chart_needs: list[pulumi.Resource] = [self.namespace, self.storage_class]
+        credentials = alerting.secret_files(args.alert_receivers)
+        if credentials:
+            chart_needs.append(
+                k8s.core.v1.Secret(
+                    f"{name}-alert-receivers",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=alerting.SECRET_NAME, namespace=args.namespace
+                    ),
+                    type="Opaque",
+                    # Encrypted in state and masked in every preview: the stack's secret config.
+                    string_data=pulumi.Output.secret(credentials),
+                    opts=in_namespace,
+                )
+            )
+        warning = alerting.delivery_warning(args.alert_receivers, args.stack_file)
+        if warning is not None:
+            pulumi.log.warn(warning, resource=self)
         self.prometheus = k8s.helm.v4.Chart(
             f"{name}-prometheus",
             chart_args(versions.PROMETHEUS, args.namespace, prometheus_values(args)),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.namespace, self.storage_class]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=chart_needs),
         )
         self.adapter = k8s.helm.v4.Chart(
             f"{name}-prometheus-adapter",
-            chart_args(versions.PROMETHEUS_ADAPTER, args.namespace, adapter_values(args)),
+            chart_args(
+                versions.PROMETHEUS_ADAPTER,
+                args.namespace,
+                adapter_values(args),
+                post_renderer=APISERVICE_V1,
+            ),
             opts=in_namespace,
         )
         self.metrics_server = k8s.helm.v4.Chart(
@@ -226,7 +303,7 @@ class Monitoring(pulumi.ComponentResource):
             k8s.core.v1.ConfigMap(
                 f"{name}-dashboard-{file_name.removesuffix('.json')}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=f"dashboard-{file_name.removesuffix('.json')}",
+                    name=dashboard_config_map(file_name),
                     namespace=args.namespace,
                     labels=DASHBOARD_LABEL,
                 ),
@@ -236,4 +313,7 @@ class Monitoring(pulumi.ComponentResource):
             for file_name, dashboard in sorted(args.dashboards.items())
         ]
         self.prometheus_url = prometheus_url(args.namespace)
-        self.register_outputs({"prometheusUrl": self.prometheus_url})
+        self.alert_delivery = alerting.delivery(args.alert_receivers)
+        self.register_outputs(
+            {"prometheusUrl": self.prometheus_url, "alertDelivery": self.alert_delivery}
+        )

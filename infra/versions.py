@@ -66,11 +66,14 @@ NVIDIA_DEVICE_PLUGIN: Final = HelmChart(
 DCGM_EXPORTER: Final = HelmChart(
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
     chart="dcgm-exporter",
-    version="4.8.3",
-    app_version="4.6.0-4.8.3",
+    version="4.8.2",
+    app_version="4.5.3-4.8.2",
     # Held below 4.9.0 on purpose: 4.9.0 renames the default DCGM fields and changes units
     # (utilisation becomes a 0..1 ratio), which would silently change the HPA's GPU utilisation
-    # target.
+    # target. 4.8.2 rather than 4.8.3: it is the newest release whose published archive the deploy
+    # rehearsal holds (../shared/charts/SOURCES.md: byte-identical to the gh-pages archive, sha256
+    # = the index.yaml digest), so `make synth` renders exactly what `pulumi up` installs. Moving to
+    # 4.8.3 is this line plus its archive (`make charts`); the rehearsal fails until it is there.
     source="https://docs.nvidia.com/datacenter/dcgm/latest/release-notes/dcgm-exporter.html",
 )
 
@@ -109,6 +112,16 @@ METRICS_SERVER: Final = HelmChart(
     source="https://github.com/kubernetes-sigs/metrics-server/releases/tag/metrics-server-helm-chart-3.13.0",
 )
 
+GRAFANA: Final = HelmChart(
+    repository="https://grafana-community.github.io/helm-charts",
+    chart="grafana",
+    version="12.11.1",
+    app_version="13.2.0",
+    # The chart moved from grafana/helm-charts (deprecated there after 10.5.15) to
+    # grafana-community/helm-charts; 12.11.1 is tag grafana-12.11.1 there.
+    source="https://github.com/grafana-community/helm-charts/releases/tag/grafana-12.11.1",
+)
+
 HELM_CHARTS: Final = (
     CLUSTER_AUTOSCALER,
     NVIDIA_DEVICE_PLUGIN,
@@ -117,6 +130,7 @@ HELM_CHARTS: Final = (
     PROMETHEUS_ADAPTER,
     AWS_LOAD_BALANCER_CONTROLLER,
     METRICS_SERVER,
+    GRAFANA,
 )
 
 EKS_ADDONS: Final = (

@@ -10,8 +10,8 @@ import pytest
 
 from checks import tools
 from checks.policy_check import stack_info
-from infra.mockengine import Inventory, run_stack, stacks
 from policy.policies import StackInfo
+from rehearsal.mockengine import Inventory, run_stack, stacks
 
 
 def require(tool: tools.Tool) -> Path:

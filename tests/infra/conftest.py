@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.mockengine import Inventory, run_stack, stacks
+from rehearsal.mockengine import Inventory, run_stack, stacks
 
 STACKS = tuple(stacks())
 

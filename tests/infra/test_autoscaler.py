@@ -6,7 +6,7 @@ import json
 import re
 
 from infra import autoscaler, gpu_spec, versions
-from infra.mockengine import Inventory, Resource, load_stack_config
+from rehearsal.mockengine import Inventory, Resource, load_stack_config
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import dns
-from infra.mockengine import Inventory, run_stack
+from rehearsal.mockengine import Inventory, run_stack
 from service import contract
 
 RECORD = "aws:route53/record:Record"

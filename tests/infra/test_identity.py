@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
-from infra.mockengine import ACCOUNT, Inventory, run_function
+from rehearsal.mockengine import ACCOUNT, Inventory, run_function
 
 TARGET = PodIdentityTarget(cluster_name="demo", partition="aws", agent=None)
 POLICY = json.dumps(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra import image
-from infra.mockengine import ROOT, Inventory, run_function
+from rehearsal.mockengine import ROOT, Inventory, run_function
 
 PREBUILT = "123456789012.dkr.ecr.us-west-2.amazonaws.com/embeddings@sha256:" + "cd" * 32
 REPOSITORY = "aws:ecr/repository:Repository"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import adapter_rules, config, gpu_spec, inference, loadbalancer, monitoring
-from infra.mockengine import Inventory, Secret, load_stack_config, run_function, run_stack
+from rehearsal.mockengine import Inventory, Secret, load_stack_config, run_function, run_stack
 from service import contract
 
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/embeddings@sha256:" + "ab" * 32

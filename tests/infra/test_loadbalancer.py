@@ -9,7 +9,7 @@ import pytest
 
 from infra import gpu_spec, loadbalancer, versions
 from infra.identity import PodIdentityTarget
-from infra.mockengine import Inventory, run_function
+from rehearsal.mockengine import Inventory, run_function
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 

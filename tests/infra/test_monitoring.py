@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from infra import adapter_rules, monitoring, scrape, versions
-from infra.mockengine import Inventory, Resource, run_function
+from rehearsal.mockengine import Inventory, Resource, run_function
 from service import contract
 
 CHART = "kubernetes:helm.sh/v4:Chart"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from infra import config
-from infra.mockengine import Inventory, load_stack_config, run_function, stack_config
 from infra.network import Network, NetworkArgs
+from rehearsal.mockengine import Inventory, load_stack_config, run_function, stack_config
 
 SUBNET = "aws:ec2/subnet:Subnet"
 NAT = "aws:ec2/natGateway:NatGateway"
