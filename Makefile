@@ -55,8 +55,10 @@ synth: $(STAMP)
 charts: $(STAMP)
 	$(BIN)/python -m rehearsal.charts pull --dir $(CHARTS)
 
-# The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients):
-# report, table and plot in bench/results/<machine>/ (bench/NOTES.md). Extra flags: BENCH_ARGS='--corpus mixed'.
+# The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients),
+# then the mixed corpus at 64 clients, the serving overhead (tiny model vs the framework floor) and the
+# fairness probe: report, table and plot in bench/results/<machine>/ (bench/NOTES.md).
+# Extra flags: BENCH_ARGS='--encoding-format base64' (python -m bench --help).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
