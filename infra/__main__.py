@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
+from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
@@ -33,6 +33,8 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 """The image's build context (its .dockerignore selects what is sent)."""
 
 cfg = config.load()
+# The account's side of the config (instance type offerings, GPU quotas), before any resource.
+preflight.check(cfg)
 name = cfg.cluster.name
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------

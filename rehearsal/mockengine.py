@@ -18,7 +18,7 @@ import hashlib
 import json
 import runpy
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import StackConfig, parse
+from infra.config import GPU_INSTANCE_TYPES, StackConfig, parse
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROGRAM: Final = ROOT / "infra" / "__main__.py"
@@ -148,11 +148,56 @@ _EC2_ID_PREFIX: Final = {
 }
 
 
+# --- The account the mocks pretend to be ----------------------------------------------------------
+
+_STANDARD_TYPES: Final = tuple(
+    f"{family}.{size}"
+    for family in ("t3", "t3a", "m5", "m6i", "m6a", "m7i", "c6i", "r6i")
+    for size in ("large", "xlarge", "2xlarge", "4xlarge")
+)
+GPU_LESS_ZONE: Final = "d"
+"""The suffix of the one zone per region where the mock account offers no GPU instance types."""
+
+
+def instance_type_offerings(region: str) -> dict[str, frozenset[str]]:
+    """An invented offering table shaped like DescribeInstanceTypeOfferings' answer: zones a-d of
+    every region; a, b and c offer every GPU type of infra/config.py and common general-purpose
+    types, zone d only the general-purpose ones (so tests have a zone a GPU type is missing from).
+    Real regions differ zone by zone; that is why `infra/preflight.py` asks."""
+    gpu = frozenset(GPU_INSTANCE_TYPES)
+    standard = frozenset(_STANDARD_TYPES)
+    return {
+        f"{region}{zone}": standard if zone == GPU_LESS_ZONE else standard | gpu for zone in "abcd"
+    }
+
+
+DEFAULT_QUOTAS: Final = {
+    "L-3819A6DF": 256.0,
+    "L-DB2E81BA": 64.0,
+    "L-7212CCBC": 0.0,
+    "L-417A185B": 0.0,
+}
+"""vCPU quotas (Service Quotas codes) of an established account: room for the committed stacks'
+G-family groups, none for P instances (new accounts start at 0 for all of them)."""
+
+
+@dataclass(frozen=True)
+class MockAccount:
+    """What the account's invokes answer; tests replace parts of it."""
+
+    offerings: Mapping[str, frozenset[str]] | None = None
+    """Instance types per availability zone (default: `instance_type_offerings(region)`)."""
+    quotas: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    """Service Quotas values by quota code; a code not here is an access-denied error."""
+
+
 class AwsLikeMocks(pulumi.runtime.Mocks):
     """Answers registrations and invokes the way AWS and Kubernetes would, deterministically."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, account: MockAccount | None = None) -> None:
         self.region = region
+        self.account = account or MockAccount()
+        self.offerings = self.account.offerings or instance_type_offerings(region)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -259,7 +304,9 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "status": "ACTIVE",
         }
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+    def call(  # type: ignore[override]
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
         if token == "aws:eks/getAddonVersion:getAddonVersion":
             return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
@@ -283,11 +330,56 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
                 "expiresAt": "2030-01-01T00:00:00Z",
                 "id": registry,
             }
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            return self._offerings(a)
+        if token == "aws:servicequotas/getServiceQuota:getServiceQuota":
+            return self._quota(a)
         if token == "aws:ec2/getVpc:getVpc":
             return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
         raise NotImplementedError(
             f"the mock engine does not answer the invoke {token}: add it to mocks"
         )
+
+    def _offerings(self, a: dict) -> dict[str, Any]:
+        if a.get("locationType") != "availability-zone":
+            raise NotImplementedError("the mock account answers offerings per availability zone")
+        wanted: set[str] | None = None
+        for item in a.get("filters") or []:
+            if item.get("name") != "instance-type":
+                raise NotImplementedError(f"offerings filter {item.get('name')!r} is not mocked")
+            wanted = set(item.get("values") or [])
+        pairs = sorted(
+            (instance_type, zone)
+            for zone, types in self.offerings.items()
+            for instance_type in types
+            if wanted is None or instance_type in wanted
+        )
+        return {
+            **a,
+            "id": self.region,
+            "instanceTypes": [t for t, _ in pairs],
+            "locations": [z for _, z in pairs],
+            "locationTypes": ["availability-zone"] * len(pairs),
+        }
+
+    def _quota(self, a: dict) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[str, str]]]:
+        code, service = str(a.get("quotaCode")), a.get("serviceCode")
+        if service != "ec2" or code not in self.account.quotas:
+            # How the SDK's mock monitor lets an invoke fail: the program sees an exception.
+            reason = f"AccessDeniedException: no quota {service}/{code} in the mock account"
+            return {}, [("quotaCode", reason)]
+        return {
+            **a,
+            "id": f"{service}/{code}",
+            "arn": f"arn:aws:servicequotas:{self.region}:{ACCOUNT}:{service}/{code}",
+            "value": self.account.quotas[code],
+            "defaultValue": 0.0,
+            "adjustable": True,
+            "globalQuota": False,
+            "quotaName": code,
+            "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+            "usageMetrics": [],
+        }
 
 
 # Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
@@ -403,23 +495,32 @@ def stacks() -> list[str]:
 # --- Running --------------------------------------------------------------------------------------
 
 
-def run_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Inventory:
+def run_stack(
+    stack: str, overrides: Mapping[str, Any] | None = None, account: MockAccount | None = None
+) -> Inventory:
     """Runs infra/__main__.py for a stack under the mocks: what it registered and exported."""
     values, secret_keys = stack_config(stack, overrides)
     return _run(
-        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), stack, values, secret_keys
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
+        stack,
+        values,
+        secret_keys,
+        account,
     )
 
 
 def run_function(
-    fn: Callable[[], object], config: Mapping[str, Any] | None = None, stack: str = "test"
+    fn: Callable[[], object],
+    config: Mapping[str, Any] | None = None,
+    stack: str = "test",
+    account: MockAccount | None = None,
 ) -> Inventory:
     """Runs any function that builds resources (e.g. one component) under the same mocks."""
     values = {
         (k if ":" in k else f"{PROJECT}:{k}"): _cli_string(v) for k, v in (config or {}).items()
     }
     values.setdefault("aws:region", "us-west-2")
-    return _run(fn, stack, values, [])
+    return _run(fn, stack, values, [], account)
 
 
 def _ensure_event_loop() -> None:
@@ -433,10 +534,14 @@ def _ensure_event_loop() -> None:
 
 
 def _run(
-    fn: Callable[[], Any], stack: str, values: dict[str, str], secret_keys: list[str]
+    fn: Callable[[], Any],
+    stack: str,
+    values: dict[str, str],
+    secret_keys: list[str],
+    account: MockAccount | None = None,
 ) -> Inventory:
     _ensure_event_loop()
-    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"))
+    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), account)
     monitor = _RecordingMonitor(mocks)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
     settings.ROOT.set(None)
