@@ -73,6 +73,7 @@ metrics = Monitoring(
     f"{name}-monitoring",
     MonitoringArgs(
         namespace=monitoring.NAMESPACE,
+        cluster_name=name,
         system_node_selector=gpu_spec.system_node_selector(),
         retention=cfg.monitoring.prometheus_retention,
         volume_size_gib=cfg.monitoring.prometheus_volume_gib,
@@ -126,7 +127,10 @@ workload = Inference(
         image=model_image.image_ref,
         prometheus_namespace=monitoring.NAMESPACE,
         prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
-        depends_on=(lb_controller, gpu_stack),
+        # On destroy the NLB Service goes first, while the LB controller can still resolve and
+        # reach the ELB and EC2 APIs (cluster DNS here; the NAT path through the subnets) to delete
+        # the NLB, its security groups and their interfaces (README "Tear down").
+        depends_on=(lb_controller, gpu_stack, addons),
     ),
     opts=on_cluster,
 )

@@ -183,6 +183,10 @@ class InferenceImage(pulumi.ComponentResource):
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                 scan_on_push=True
             ),
+            # ECR refuses DeleteRepository while images remain (RepositoryNotEmptyException) unless
+            # asked to force it: without this `pulumi destroy` fails on the pushed images. The
+            # images belong to the stack; nothing outside it pulls them.
+            force_delete=True,
             # KMS with the AWS-managed ECR key: encrypted at rest, no key policy to maintain.
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
