@@ -27,6 +27,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
 from infra.scrape import ScrapeSettings
+from infra.teardown import VolumeSweep, VolumeSweepArgs
 from service import contract
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,11 @@ cluster = Cluster(
     name,
     ClusterArgs(config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids),
 )
+# Made before the node groups: `pulumi destroy` runs it after them, when all volumes are detached.
+volume_sweep = VolumeSweep(
+    f"{name}-volume-sweep",
+    VolumeSweepArgs(region=cfg.region, tag_key=monitoring.VOLUME_TAG, tag_value=name),
+)
 node_groups = NodeGroups(
     name,
     NodeGroupsArgs(
@@ -50,6 +56,7 @@ node_groups = NodeGroups(
         cluster=cluster,
         time_slicing_replicas=cfg.gpu.time_slicing_replicas,
     ),
+    opts=pulumi.ResourceOptions(depends_on=[volume_sweep]),
 )
 addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(cluster=cluster, nodes=node_groups.all))
 autoscaler = ClusterAutoscaler(

@@ -102,6 +102,26 @@ class Inventory:
     def children(self, parent: Resource) -> list[Resource]:
         return [r for r in self.resources if r.parent == parent.urn]
 
+    def dependencies(self, resource: Resource) -> set[str]:
+        """URNs of everything `resource` depends on, transitively: its dependencies and parent, and
+        theirs. The engine creates all of them before it and deletes all of them after it (it
+        schedules by DependenciesOf: provider, parent, dependencies; pulumi/pulumi
+        pkg/resource/graph/dependency_graph.go). A component in `depends_on` counts with its
+        children."""
+        by_urn = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        pending = [resource]
+        while pending:
+            current = pending.pop()
+            for urn in (*current.depends_on, *([current.parent] if current.parent else [])):
+                if urn in seen:
+                    continue
+                seen.add(urn)
+                if urn in by_urn:
+                    pending.append(by_urn[urn])
+                    pending.extend(r for r in self.resources if r.parent == urn)
+        return seen
+
     def k8s_resources(self) -> list[Resource]:
         return [r for r in self.resources if r.is_kubernetes_object]
 

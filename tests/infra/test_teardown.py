@@ -11,7 +11,6 @@ when B is in `dependencies(A)`: B reached through dependencies and parents, tran
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import helm_python as helm
@@ -28,30 +27,6 @@ KUBE_VERSION = "v1.34.2"
 SERVICE = "kubernetes:core/v1:Service"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 ADDON = "aws:eks/addon:Addon"
-
-
-def dependencies(inventory: Inventory, resource: Resource) -> set[str]:
-    """URNs of everything `resource` depends on or descends from, transitively; a component in
-    `depends_on` stands for its children too (the SDK expands it to them)."""
-    seen: set[str] = set()
-    pending = [resource]
-    while pending:
-        current = pending.pop()
-        for urn in (*current.depends_on, *([current.parent] if current.parent else [])):
-            if urn in seen:
-                continue
-            seen.add(urn)
-            known = [r for r in inventory.resources if r.urn == urn]
-            pending.extend(known)
-            if known:
-                pending.extend(_descendants(inventory, known[0]))
-    return seen
-
-
-def _descendants(inventory: Inventory, resource: Resource) -> Iterator[Resource]:
-    for child in inventory.children(resource):
-        yield child
-        yield from _descendants(inventory, child)
 
 
 def addon(inventory: Inventory, name: str) -> Resource:
@@ -97,7 +72,7 @@ def test_the_nlb_service_is_destroyed_while_the_lb_controller_can_delete_the_nlb
     # cleanupLoadBalancerResources; pkg/networking/backend_sg_provider.go releaseSG). Pulumi waits
     # for the Service to be gone (pulumi-kubernetes await.Deletion). The controller must still run,
     # with its AWS role, name resolution and a route to the APIs, until then.
-    needed = dependencies(inventory, nlb_service(inventory))
+    needed = inventory.dependencies(nlb_service(inventory))
     release = inventory.one("kubernetes:helm.sh/v3:Release")
     assert release.inputs["chart"] == versions.AWS_LOAD_BALANCER_CONTROLLER.chart
     must_outlive = [
@@ -134,7 +109,7 @@ def test_volume_claims_are_destroyed_while_the_ebs_csi_driver_can_delete_the_vol
         monitoring.ALERTMANAGER_CLAIM,
     }
     for claim in claims:
-        needed = dependencies(inventory, claim)
+        needed = inventory.dependencies(claim)
         for required in (addon(inventory, "aws-ebs-csi-driver"), *egress(inventory)):
             assert required.urn in needed, f"{claim.name} does not outlive {required.name}"
 
