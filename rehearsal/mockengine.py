@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import runpy
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,20 @@ _EC2_ID_PREFIX: Final = {
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
 }
+
+
+_INVOKE_LOOPS: set[asyncio.AbstractEventLoop] = set()
+"""Event loops the SDK's mock monitor made in the worker threads that run invokes."""
+
+
+def close_invoke_loops() -> None:
+    """Closes the invoke threads' event loops; for a process that is done with the mock engine.
+    Left to the garbage collector after a run that raised, they print "Exception ignored in
+    BaseEventLoop.__del__" at exit. Not between runs: the threads and their loops are reused."""
+    for loop in _INVOKE_LOOPS:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+    _INVOKE_LOOPS.clear()
 
 
 # --- The account the mocks pretend to be ----------------------------------------------------------
@@ -328,6 +343,10 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         self, args: pulumi.runtime.MockCallArgs
     ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
+        if threading.current_thread() is not threading.main_thread():
+            # The mock monitor has just made (or reused) this worker thread's loop
+            # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
+            _INVOKE_LOOPS.add(asyncio.get_event_loop())
         if token == "aws:eks/getAddonVersion:getAddonVersion":
             return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":

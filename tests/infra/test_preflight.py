@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra import preflight
 from infra.config import ConfigError
+from rehearsal import synth
 from rehearsal.mockengine import (
     DEFAULT_QUOTAS,
     MockAccount,
@@ -118,3 +120,15 @@ def test_each_instance_family_counts_against_its_quota(
 ) -> None:
     kind = preflight.quota_kind(instance_type, capacity)
     assert (kind.code if kind else None) == code
+
+
+def test_the_offline_render_refuses_like_the_preview(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = ["--set", "availabilityZones=[us-west-2a, us-west-2d]"]
+    assert synth.main(["dev", "--out", str(tmp_path), *overrides]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "error: Pulumi.dev.yaml: gpu-inference:gpuNodeGroups[gpu-spot].instanceTypes = 'g6.xlarge'"
+    )
+    assert not (tmp_path / "inventory.yaml").exists()
