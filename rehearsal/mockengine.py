@@ -13,6 +13,7 @@ become placeholders that stay marked secret."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import hashlib
 import json
@@ -173,10 +174,11 @@ _INVOKE_LOOPS: set[asyncio.AbstractEventLoop] = set()
 """Event loops the SDK's mock monitor made in the worker threads that run invokes."""
 
 
-def close_invoke_loops() -> None:
-    """Closes the invoke threads' event loops; for a process that is done with the mock engine.
-    Left to the garbage collector after a run that raised, they print "Exception ignored in
-    BaseEventLoop.__del__" at exit. Not between runs: the threads and their loops are reused."""
+@atexit.register
+def _close_invoke_loops() -> None:
+    """Closes the invoke threads' event loops when the process ends. Left to the garbage
+    collector after a run that raised, they print "Exception ignored in BaseEventLoop.__del__".
+    Never between runs: the threads and their loops are reused."""
     for loop in _INVOKE_LOOPS:
         if not loop.is_running() and not loop.is_closed():
             loop.close()

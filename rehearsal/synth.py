@@ -28,15 +28,7 @@ from typing import Any, Final
 import yaml
 
 from infra.config import ConfigError
-from rehearsal.mockengine import (
-    Inventory,
-    Resource,
-    Secret,
-    close_invoke_loops,
-    manifest,
-    run_stack,
-    stacks,
-)
+from rehearsal.mockengine import Inventory, Resource, Secret, manifest, run_stack, stacks
 
 MASK: Final = "[secret]"
 OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
@@ -243,8 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    finally:
-        close_invoke_loops()
     counts = write(inventory, args.stack, out)
     print(summary(inventory, args.stack, out, counts))
     return 0
