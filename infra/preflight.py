@@ -86,10 +86,11 @@ def offered_zones(instance_types: Iterable[str], locations: Iterable[str]) -> di
 def check_offerings(cfg: StackConfig, offered: Mapping[str, set[str]]) -> None:
     """Every instance type of every group must be offered in every zone of the stack.
 
-    A managed node group launches into every private subnet it is given (one per stack zone), and
-    cluster-autoscaler builds one node template per group for all of its zones: a type missing from
-    a zone makes launches there fail instead of falling back. A type offered nowhere in the region
-    is misspelt, retired or not in this region.
+    A managed node group spans every private subnet it is given (one per stack zone), and
+    cluster-autoscaler plans a scale-up of a group from one node template for all of its zones. A
+    type a zone does not offer can never run there, so the rule is deliberately strict: what a group
+    lists is what each of its zones can run (drop the type or the zone). A type offered nowhere in
+    the region is misspelt, retired or not in this region.
     """
     zones = cfg.network.availability_zones
     for key, group in _groups(cfg):
