@@ -45,8 +45,9 @@ ALERTMANAGER_NAME: Final = "prometheus-alertmanager"
 ALERTMANAGER_CLAIM_TEMPLATE: Final = "storage"
 """The alertmanager chart's volumeClaimTemplate name (templates/statefulset.yaml, chart 1.30.0)."""
 ALERTMANAGER_CLAIM: Final = f"{ALERTMANAGER_CLAIM_TEMPLATE}-{ALERTMANAGER_NAME}-0"
-"""`<template>-<statefulset>-<ordinal>`: the claim the StatefulSet controller looks for before it
-creates one (Kubernetes docs, StatefulSets, "Stable Storage"); it adopts ours."""
+"""`<template>-<statefulset>-<ordinal>`: the claim the StatefulSet controller looks for and uses
+when it exists, so it uses ours (kubernetes pkg/controller/statefulset/stateful_pod_control.go:
+createPersistentVolumeClaims creates one only when GetClaim answers NotFound)."""
 ALERTMANAGER_VOLUME_GIB: Final = 2
 ALERT_RULES_FILE: Final = "alerting_rules.yml"
 """A file the chart's default prometheus.yml already lists under rule_files."""
