@@ -1,22 +1,23 @@
 """What the stack config asks of the AWS account, checked at preview before any resource exists.
 
 `infra/config.py` knows the config but not the account: an instance type that the region does not
-offer in the stack's zones (a typo in the system group, a GPU family that a zone lacks) and a GPU
-vCPU quota too small for a group's minimum both fail only when EKS creates the node group, about
-20 minutes into `pulumi up`. Here they fail the preview instead.
+offer in the stack's zones (a typo in the system group, a GPU family that a zone lacks) and a vCPU
+quota (GPU or standard) too small for a group's minimum both fail only when EKS creates the node
+group, about 20 minutes into `pulumi up`. Here they fail the preview instead.
 
 The lookups are synchronous invokes (the `aws.ec2.get_instance_type_offerings` form without
 `_output` returns its result), made before any resource is registered: a refusal raises
 `ConfigError` with nothing created or half-planned, exactly like a bad config value. An Output-based
 check could only fail inside `apply`, after the components had already been registered. Invokes run
-in `pulumi preview` as in `pulumi up`; they need `ec2:DescribeInstanceTypeOfferings` and
-`servicequotas:GetServiceQuota` (both in the AWS-managed ReadOnlyAccess policy).
+in `pulumi preview` as in `pulumi up`; they need `ec2:DescribeInstanceTypeOfferings`,
+`ec2:DescribeInstanceTypes` and `servicequotas:GetServiceQuota` (all in the AWS-managed
+ReadOnlyAccess policy).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,22 +38,30 @@ class QuotaKind:
     capacity_type: str
 
 
+_STANDARD: Final = ("a", "c", "d", "h", "i", "m", "r", "t", "z")
+STANDARD_NAME: Final = "Standard (A, C, D, H, I, M, R, T, Z)"
+
 # Service Quotas codes for EC2 (service code "ec2"). The names are those of the EC2 User Guide's
 # "Spot Instance quotas" page (docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-limits.html:
 # "All G and VT Spot Instance Requests", default 0); the codes are the ones public tooling reads
 # with GetServiceQuota, e.g. cloudsnorkel/cloud-z collect-aws (spot L-3819A6DF G and VT,
-# L-7212CCBC P) and the on-demand "Running On-Demand G and VT instances" L-DB2E81BA and "Running
-# On-Demand P instances" L-417A185B. All are counted in vCPUs.
+# L-7212CCBC P, L-34B43A08 Standard) and the on-demand "Running On-Demand G and VT instances"
+# L-DB2E81BA, "Running On-Demand P instances" L-417A185B and "Running On-Demand Standard ...
+# instances" L-1216C47A. All are counted in vCPUs. The Standard ones matter for the system group:
+# new accounts can start with only a few vCPUs there too.
 QUOTAS: Final = (
     QuotaKind("L-3819A6DF", "All G and VT Spot Instance Requests", ("g", "vt"), "SPOT"),
     QuotaKind("L-DB2E81BA", "Running On-Demand G and VT instances", ("g", "vt"), "ON_DEMAND"),
     QuotaKind("L-7212CCBC", "All P Spot Instance Requests", ("p",), "SPOT"),
     QuotaKind("L-417A185B", "Running On-Demand P instances", ("p",), "ON_DEMAND"),
+    QuotaKind("L-34B43A08", f"All {STANDARD_NAME} Spot Instance Requests", _STANDARD, "SPOT"),
+    QuotaKind("L-1216C47A", f"Running On-Demand {STANDARD_NAME} instances", _STANDARD, "ON_DEMAND"),
 )
 
 
 def quota_kind(instance_type: str, capacity_type: str) -> QuotaKind | None:
-    """The vCPU quota an instance of this type and capacity type counts against (GPU kinds only)."""
+    """The vCPU quota an instance of this type and capacity type counts against (None for the
+    families no node group here uses: F, Inf, Trn, X, ...)."""
     family = instance_type.split(".", 1)[0]
     for kind in QUOTAS:
         if kind.capacity_type == capacity_type and any(
@@ -138,16 +147,16 @@ class QuotaNeed:
     """Config keys of the groups counted."""
 
 
-def quota_needs(cfg: StackConfig) -> list[QuotaNeed]:
-    """vCPUs per quota at the groups' minimum and maximum sizes (a group's types share one shape,
-    so its vCPUs per node are the same whichever type launches)."""
+def quota_needs(cfg: StackConfig, vcpus_of: Callable[[str], int]) -> list[QuotaNeed]:
+    """vCPUs per quota at the groups' minimum and maximum sizes, counting each node as the largest
+    of its group's types (GPU groups share one shape; the system group may mix sizes)."""
     needs: dict[str, tuple[int, int, list[str]]] = {}
     kinds = {kind.code: kind for kind in QUOTAS}
     for key, group in _groups(cfg):
         kind = quota_kind(group.instance_types[0], group.capacity_type)
         if kind is None:
             continue
-        vcpus = max(GPU_INSTANCE_TYPES[t].vcpus for t in group.instance_types)
+        vcpus = max(vcpus_of(t) for t in group.instance_types)
         low, high, keys = needs.get(kind.code, (0, 0, []))
         needs[kind.code] = (
             low + group.min_size * vcpus,
@@ -181,6 +190,13 @@ def check_quota(cfg: StackConfig, need: QuotaNeed, value: float) -> str | None:
     return None
 
 
+def lookup_vcpus(instance_type: str) -> int:
+    """vCPUs of an instance type: infra/config.py's GPU table, else EC2 DescribeInstanceTypes."""
+    if instance_type in GPU_INSTANCE_TYPES:
+        return GPU_INSTANCE_TYPES[instance_type].vcpus
+    return int(aws.ec2.get_instance_type(instance_type=instance_type).default_vcpus)
+
+
 def lookup_quota(kind: QuotaKind) -> float:
     result = aws.servicequotas.get_service_quota(service_code="ec2", quota_code=kind.code)
     return float(result.value)
@@ -194,7 +210,7 @@ def check(cfg: StackConfig) -> list[str]:
     it also logged (the quotas as read), which the preview shows as diagnostics."""
     check_offerings(cfg, lookup_offerings(cfg))
     report = []
-    for need in quota_needs(cfg):
+    for need in quota_needs(cfg, lookup_vcpus):
         try:
             value = lookup_quota(need.kind)
         # Any failure (most often a role without servicequotas:GetServiceQuota) is reported, not

@@ -213,9 +213,14 @@ DEFAULT_QUOTAS: Final = {
     "L-DB2E81BA": 64.0,
     "L-7212CCBC": 0.0,
     "L-417A185B": 0.0,
+    "L-34B43A08": 64.0,
+    "L-1216C47A": 64.0,
 }
 """vCPU quotas (Service Quotas codes) of an established account: room for the committed stacks'
-G-family groups, none for P instances (new accounts start at 0 for all of them)."""
+G-family and system groups, none for P instances (new accounts start at 0 for all GPU ones)."""
+_VCPUS_BY_SIZE: Final = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
+"""vCPUs of the general-purpose types the mock account offers (every family here doubles per
+size from 2 at large)."""
 
 
 @dataclass(frozen=True)
@@ -375,6 +380,13 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             return self._offerings(a)
         if token == "aws:servicequotas/getServiceQuota:getServiceQuota":
             return self._quota(a)
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            instance_type = str(a.get("instanceType"))
+            if instance_type not in _STANDARD_TYPES:
+                reason = f"InvalidInstanceType: {instance_type} is not in the mock account"
+                return {}, [("instanceType", reason)]
+            size = instance_type.split(".", 1)[1]
+            return {**a, "id": instance_type, "defaultVcpus": _VCPUS_BY_SIZE[size]}
         if token == "aws:ec2/getVpc:getVpc":
             return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
         raise NotImplementedError(

@@ -99,9 +99,21 @@ def test_quotas_are_reported_and_a_maximum_above_the_quota_is_a_warning() -> Non
 
 def test_an_unreadable_quota_is_reported_not_fatal() -> None:
     lines = report("dev", MockAccount(quotas={}))
-    assert len(lines) == 1
-    assert lines[0].startswith("could not read All G and VT Spot Instance Requests (L-3819A6DF)")
-    assert "need 0-8 vCPUs" in lines[0]
+    assert len(lines) == 2
+    gpu = next(line for line in lines if "(L-3819A6DF)" in line)
+    assert gpu.startswith("could not read All G and VT Spot Instance Requests (L-3819A6DF)")
+    assert "need 0-8 vCPUs" in gpu
+    # The system group: 1-3 nodes of 2 vCPUs (t3.large, t3a.large).
+    system = next(line for line in lines if "(L-1216C47A)" in line)
+    assert "need 2-6 vCPUs" in system
+
+
+def test_a_system_group_above_the_standard_quota_fails_before_anything_is_created() -> None:
+    # prod keeps three m6i/m7i/m6a.xlarge system nodes: 12 vCPUs against a new account's few.
+    account = MockAccount(quotas={**DEFAULT_QUOTAS, "L-1216C47A": 5.0})
+    message = refused("prod", {}, account)
+    assert "gpu-inference:systemNodeGroup[system].minSize = 12" in message
+    assert "(L-1216C47A) = 5 vCPUs in us-east-1" in message
 
 
 @pytest.mark.parametrize(
@@ -111,8 +123,10 @@ def test_an_unreadable_quota_is_reported_not_fatal() -> None:
         ("g6e.2xlarge", "ON_DEMAND", "L-DB2E81BA"),
         ("p4d.24xlarge", "SPOT", "L-7212CCBC"),
         ("p3.2xlarge", "ON_DEMAND", "L-417A185B"),
-        ("m6i.xlarge", "ON_DEMAND", None),
-        ("gr6.4xlarge", "SPOT", None),
+        ("m6i.xlarge", "ON_DEMAND", "L-1216C47A"),
+        ("t3a.large", "SPOT", "L-34B43A08"),
+        ("inf2.xlarge", "ON_DEMAND", None),
+        ("trn1.2xlarge", "SPOT", None),
     ],
 )
 def test_each_instance_family_counts_against_its_quota(
