@@ -62,12 +62,21 @@ def test_a_gpu_type_the_region_does_not_offer_fails_in_any_group() -> None:
     assert "in none of its zones" in message
 
 
-def test_an_on_demand_minimum_above_the_quota_fails_before_anything_is_created() -> None:
-    # prod keeps one on-demand GPU node (4 vCPUs); a new account's G and VT quota is 0.
-    account = MockAccount(quotas={**DEFAULT_QUOTAS, "L-DB2E81BA": 0.0})
-    message = refused("prod", {}, account)
-    assert "gpu-inference:gpuNodeGroups[gpu-ondemand].minSize = 4" in message
-    assert "Running On-Demand G and VT instances (L-DB2E81BA) = 0 vCPUs in us-east-1" in message
+@pytest.mark.parametrize(
+    ("code", "quota", "key"),
+    [
+        # prod keeps one on-demand GPU node (4 vCPUs); a new account's G and VT quota is 0.
+        ("L-DB2E81BA", 0.0, "gpu-inference:gpuNodeGroups[gpu-ondemand].minSize = 4"),
+        # ... and three m6i/m7i/m6a.xlarge system nodes: 12 vCPUs against a new account's few.
+        ("L-1216C47A", 5.0, "gpu-inference:systemNodeGroup[system].minSize = 12"),
+    ],
+)
+def test_a_minimum_above_the_quota_fails_before_anything_is_created(
+    code: str, quota: float, key: str
+) -> None:
+    message = refused("prod", {}, MockAccount(quotas={**DEFAULT_QUOTAS, code: quota}))
+    assert key in message
+    assert f"({code}) = {quota:g} vCPUs in us-east-1" in message
 
 
 def report(stack: str, account: MockAccount) -> list[str]:
@@ -106,14 +115,6 @@ def test_an_unreadable_quota_is_reported_not_fatal() -> None:
     # The system group: 1-3 nodes of 2 vCPUs (t3.large, t3a.large).
     system = next(line for line in lines if "(L-1216C47A)" in line)
     assert "need 2-6 vCPUs" in system
-
-
-def test_a_system_group_above_the_standard_quota_fails_before_anything_is_created() -> None:
-    # prod keeps three m6i/m7i/m6a.xlarge system nodes: 12 vCPUs against a new account's few.
-    account = MockAccount(quotas={**DEFAULT_QUOTAS, "L-1216C47A": 5.0})
-    message = refused("prod", {}, account)
-    assert "gpu-inference:systemNodeGroup[system].minSize = 12" in message
-    assert "(L-1216C47A) = 5 vCPUs in us-east-1" in message
 
 
 @pytest.mark.parametrize(
