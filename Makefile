@@ -14,7 +14,12 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: setup serve test lint fmt synth bench bench-gpu check checkov
+# The pinned Helm chart archives the rehearsal renders (rehearsal/charts.py): ../shared/charts where it
+# exists (CI, the shared build machine), else the local cache .charts that `make charts` fills.
+CHARTS ?= $(if $(wildcard ../shared/charts),../shared/charts,.charts)
+export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
+
+.PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov
 
 setup: $(STAMP)
 
@@ -45,6 +50,11 @@ fmt: $(STAMP)
 synth: $(STAMP)
 	$(BIN)/python -m rehearsal.synth $(STACK) --out build/synth/$(STACK)
 
+# Pulls every chart pinned in infra/versions.py that $(CHARTS) lacks (needs the chart repositories),
+# then checks each archive is the pinned chart and version. Offline it only checks.
+charts: $(STAMP)
+	$(BIN)/python -m rehearsal.charts pull --dir $(CHARTS)
+
 # The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients):
 # report, table and plot in bench/results/<machine>/ (bench/NOTES.md). Extra flags: BENCH_ARGS='--corpus mixed'.
 bench: $(STAMP)
@@ -54,8 +64,9 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python -m bench --gpu $(BENCH_ARGS)
 
-# The pre-deploy gate: renders both stacks offline, then schema, security, lint, rule, dashboard, policy and
-# workflow checks on the result (python -m checks; README "Verification gate and CI/CD").
+# The pre-deploy gate: rehearses both stacks offline (every chart object included), then schema, chart
+# values, security, lint, rule, dashboard, policy and workflow checks on all of it (python -m checks;
+# README "Verification gate and CI/CD").
 check: $(STAMP) $(CHECKOV_STAMP)
 	$(MAKE) synth STACK=dev
 	$(MAKE) synth STACK=prod

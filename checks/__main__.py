@@ -16,6 +16,7 @@ from pathlib import Path
 
 from checks import tools
 from checks.alert_rules import check_alert_rules
+from checks.chart_values import check_chart_values
 from checks.checkov_scan import Target, check_checkov
 from checks.dashboards import check_dashboard
 from checks.dockerfile_lint import DOCKERFILE, check_hadolint
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[Callable[[], CheckResult]] = [
         lambda: _render_problems(renders),
         *_manifest_checks(renders),
+        lambda: check_chart_values(renders),
         lambda: check_checkov(checkov_targets),
         check_hadolint,
         lambda: check_alert_rules(BUILD_DIR / "rules"),

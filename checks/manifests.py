@@ -5,6 +5,11 @@ version.
 (or, with server-side field validation, reject the apply), so a misspelt `tolerations` or
 `resources` never reaches the cluster. Validation runs in-process with the kubernetes-validate
 library, the same code as its CLI.
+
+kubernetes-validate knows only the built-in APIs. A custom resource whose CRD is in the same render
+(a chart ships both) is validated against that CRD's `openAPIV3Schema`, strictly as well (unknown
+fields are errors unless the schema says `x-kubernetes-preserve-unknown-fields`); one without a CRD
+in the render is listed by name, never silently passed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import VersionNotSupportedError
@@ -54,13 +60,15 @@ def check_manifests(directory: Path, kubernetes_version: str, stack: str) -> Che
         result.fail(tools.relative(directory), "no manifests to validate (did the synth run?)")
         return result
     custom: list[str] = []
+    loaded: list[tuple[str, list[Any]]] = []
     for path in files:
         subject = tools.relative(path)
         try:
-            objects = list(load_objects(path))
+            loaded.append((subject, list(load_objects(path))))
         except yaml.YAMLError as error:
             result.fail(subject, f"not valid YAML: {error}")
-            continue
+    schemas = crd_schemas([obj for _, objects in loaded for obj in objects])
+    for subject, objects in loaded:
         for obj in objects:
             if not isinstance(obj, dict) or "apiVersion" not in obj or "kind" not in obj:
                 result.fail(
@@ -70,11 +78,18 @@ def check_manifests(directory: Path, kubernetes_version: str, stack: str) -> Che
             result.inspected += 1
             problem = _validate(obj, kubernetes_version)
             if problem == "custom":
-                custom.append(object_label(obj))
+                schema = schemas.get((str(obj["apiVersion"]), str(obj["kind"])))
+                if schema is None:
+                    custom.append(object_label(obj))
+                elif crd_problem := _validate_custom(obj, schema):
+                    result.fail(subject, f"{object_label(obj)}: {crd_problem}")
             elif problem:
                 result.fail(subject, f"{object_label(obj)}: {problem}")
     if custom:
-        result.note(f"custom resources have no built-in schema, not validated: {', '.join(custom)}")
+        result.note(
+            "custom resources with neither a built-in schema nor their CRD in the render, not "
+            f"validated: {', '.join(custom)}"
+        )
     return result
 
 
@@ -91,3 +106,44 @@ def _validate(obj: dict[str, Any], kubernetes_version: str) -> str | None:
     except VersionNotSupportedError as error:
         return f"{error.message}; supported: {', '.join(kubernetes_validate.utils.all_versions())}"
     return None
+
+
+def crd_schemas(objects: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> the strict schema of every served version of every CRD given."""
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for crd in objects:
+        if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = crd.get("spec") or {}
+        for version in spec.get("versions") or []:
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if version.get("served") and schema:
+                key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                schemas[key] = _strict(schema, top=True)
+    return schemas
+
+
+def _strict(schema: dict[str, Any], top: bool = False) -> dict[str, Any]:
+    """A structural schema as the API server applies it: unknown fields are not allowed (it would
+    prune them), except where `x-kubernetes-preserve-unknown-fields` says otherwise."""
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {k: _strict(v) for k, v in out["properties"].items()}
+        if top:
+            # Every object carries these; CRD schemas may leave them out.
+            out["properties"] = {"apiVersion": {}, "kind": {}, "metadata": {}, **out["properties"]}
+        if not out.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+    if isinstance(out.get("items"), dict):
+        out["items"] = _strict(out["items"])
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = _strict(out["additionalProperties"])
+    return out
+
+
+def _validate_custom(obj: dict[str, Any], schema: dict[str, Any]) -> str | None:
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(obj))
+    if error is None:
+        return None
+    path = ".".join(str(p) for p in error.absolute_path) or "<object>"
+    return f"{path}: {error.message} (the CRD's openAPIV3Schema in the render, strict)"

@@ -16,13 +16,18 @@ def stack_info(stack: str) -> StackInfo:
 
 
 def check_policies(stacks: list[str]) -> CheckResult:
-    result = CheckResult("policy pack on the mock-engine inventories (" + ", ".join(stacks) + ")")
+    result = CheckResult(
+        "policy pack on every resource the engine registers, chart objects included ("
+        + ", ".join(stacks)
+        + ")"
+    )
     for stack in stacks:
         info = stack_info(stack)
         inventory = run_stack(stack)
         for resource in inventory.resources:
             result.inspected += 1
-            for policy, messages in violations(resource.type, resource.inputs, info).items():
+            found = violations(resource.type, resource.inputs, info, resource.urn)
+            for policy, messages in found.items():
                 for message in messages:
                     result.fail(
                         f"stack {stack}: {resource.type} {resource.name}", f"[{policy}] {message}"

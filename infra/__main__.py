@@ -17,7 +17,13 @@ import pulumi
 
 from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from infra.cluster import Cluster, ClusterAddons, ClusterAddonsArgs, ClusterArgs
+from infra.cluster import (
+    Cluster,
+    ClusterAddons,
+    ClusterAddonsArgs,
+    ClusterArgs,
+    check_caller_access,
+)
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.image import ImageArgs, InferenceImage
@@ -37,6 +43,8 @@ cfg = config.load()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
 name = cfg.cluster.name
+# EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
+check_caller_access(cfg)
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
 network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))
@@ -58,14 +66,20 @@ node_groups = NodeGroups(
     ),
     opts=pulumi.ResourceOptions(depends_on=[volume_sweep]),
 )
-addons = ClusterAddons(f"{name}-addons", ClusterAddonsArgs(cluster=cluster, nodes=node_groups.all))
+# The platform comes up on the system group alone: DNS (and all that waits for it) never waits for
+# a GPU group, which may not start at all (a zero G-instance quota, no spot capacity).
+addons = ClusterAddons(
+    f"{name}-addons", ClusterAddonsArgs(cluster=cluster, system_nodes=node_groups.system)
+)
 autoscaler = ClusterAutoscaler(
     f"{name}-autoscaler",
     ClusterAutoscalerArgs(
         cluster=cluster,
         config=cfg.autoscaler,
         gpu_groups=node_groups.gpu_configs,
-        depends_on=(node_groups.system,),
+        # Its first AWS call resolves the regional endpoint through cluster DNS; without an answer
+        # the process exits and crash-loops with back-off.
+        depends_on=(node_groups.system, addons.coredns),
     ),
 )
 
@@ -101,7 +115,8 @@ metrics = Monitoring(
             )
         },
     ),
-    # Prometheus' volume needs the EBS CSI driver (an add-on, which waits for the system nodes).
+    # Prometheus' volume needs the EBS CSI driver, and every scrape and the adapter need DNS: both
+    # add-ons (which wait for the system nodes only).
     opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[addons]),
 )
 lb_controller = LoadBalancerController(
@@ -112,7 +127,8 @@ lb_controller = LoadBalancerController(
         region=cfg.region,
         vpc_id=network.vpc_id,
         system_node_selector=gpu_spec.system_node_selector(),
-        depends_on=(node_groups.system,),
+        # Like the autoscaler, it calls AWS (ELB, EC2) by name from its first start.
+        depends_on=(node_groups.system, addons.coredns),
     ),
     opts=on_cluster,
 )

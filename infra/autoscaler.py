@@ -30,10 +30,20 @@ FALLBACK_PRIORITY = 1
 # Labels that differ between otherwise identical groups and must not stop balancing across them
 # (https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/FAQ.md,
 # "balance-similar").
+#
+# `eks.amazonaws.com/capacityType` is deliberately NOT here: it is what keeps spot first. After the
+# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.34.1,
+# core/scaleup/orchestrator/orchestrator.go) splits the new nodes across every group the comparator
+# calls similar, whatever their priority. The AWS comparator (processors/nodegroupset/
+# aws_nodegroups.go, compare_nodegroups.go `compareLabels`) calls two groups similar only if every
+# label outside the ignored set is on both with one value. Nodes of a managed group carry
+# capacityType SPOT or ON_DEMAND, and so does a scale-from-zero template
+# (cloudprovider/aws/aws_wrapper.go `getManagedNodegroupInfo`, and our node-template tag), so a spot
+# group is never balanced with an on-demand one: on-demand GPUs start only when the expander falls
+# back to them. tests/infra/test_spot_first.py applies that comparator to our labels.
 BALANCING_IGNORED_LABELS = (
     "eks.amazonaws.com/nodegroup",
     "eks.amazonaws.com/nodegroup-image",
-    "eks.amazonaws.com/capacityType",
     "eks.amazonaws.com/sourceLaunchTemplateId",
     "eks.amazonaws.com/sourceLaunchTemplateVersion",
     "k8s.amazonaws.com/eniConfig",

@@ -5,7 +5,8 @@ retention, the cluster at the pinned version with API-mode authentication and ac
 add-ons that must exist before nodes join (vpc-cni with network policy enforcement, kube-proxy, the
 Pod Identity agent), and one Kubernetes provider built from the cluster. `ClusterAddons`: the
 add-ons that need running nodes (coredns, the EBS CSI driver with its Pod Identity role), created
-after the node groups."""
+after the system node group alone: a GPU group that cannot start (no quota, no spot capacity) must
+not hold up DNS and, through it, everything else on the platform."""
 
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import gpu_spec
-from infra.config import StackConfig
+from infra.config import PROJECT, ClusterConfig, ConfigError, StackConfig
 from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
 
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+VIEW_POLICY = "AmazonEKSViewPolicy"
+"""Read-only, Secrets excluded: enough for `pulumi preview` (without --refresh) of the Kubernetes
+resources. Their dry-run apply is refused (Forbidden) and pulumi-kubernetes then falls back to a
+client-side preview (provider/pkg/provider/provider.go Create/Update: `req.GetPreview() &&
+apierrors.IsForbidden(awaitErr)`; pulumi/pulumi-kubernetes#2419). Access policies:
+https://docs.aws.amazon.com/eks/latest/userguide/access-policy-permissions.html"""
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 
 
@@ -78,6 +85,45 @@ def addon_version(
         most_recent=False,
         opts=pulumi.InvokeOptions(parent=parent),
     ).version
+
+
+def _principal(arn: str) -> tuple[str, str, str] | None:
+    """(account, role|user, name) of an IAM role/user ARN or an assumed-role session ARN. Paths are
+    dropped: a session ARN has none, and a name is unique in its account whatever the path."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[2] not in ("iam", "sts"):
+        return None
+    account, resource = parts[4], parts[5].split("/")
+    if resource[0] == "assumed-role" and len(resource) >= 2:
+        return account, "role", resource[1]
+    if resource[0] in ("role", "user") and len(resource) >= 2:
+        return account, resource[0], resource[-1]
+    return None
+
+
+def require_cluster_access(caller_arn: str, cluster: ClusterConfig, stack_file: str) -> str:
+    """The access entry the identity running Pulumi will use; refused (at preview, before the
+    cluster is created) when it has none, since the cluster's creator gets no access by itself."""
+    caller = _principal(caller_arn)
+    for arn in (*cluster.admins, *cluster.viewers):
+        if caller is not None and _principal(arn) == caller:
+            return arn
+    account, kind, name = caller or ("<account>", "role", "<name>")
+    raise ConfigError(
+        stack_file,
+        f"{PROJECT}:adminPrincipalArns",
+        list(cluster.admin_principal_arns),
+        f"Pulumi runs as {caller_arn}, which would get no access to the cluster: add "
+        f"arn:aws:iam::{account}:{kind}/{name} (with its path, if it has one) to "
+        "adminPrincipalArns, or run as deployRoleArn or previewRoleArn",
+    )
+
+
+def check_caller_access(cfg: StackConfig) -> str:
+    """Refuses to run (before any resource is registered) as an identity that would create the
+    cluster and then fail on every Kubernetes object for lack of access."""
+    caller = aws.get_caller_identity().arn
+    return require_cluster_access(caller, cfg.cluster, cfg.stack_file)
 
 
 def _oidc_issuer(identities: Sequence[aws.eks.outputs.ClusterIdentity]) -> str:
@@ -212,9 +258,12 @@ class Cluster(pulumi.ComponentResource):
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
-                # The deploying identity must administer the cluster for the Kubernetes provider to
-                # work.
-                bootstrap_cluster_creator_admin_permissions=True,
+                # Every grant is an access entry from the stack config. With the creator's implicit
+                # entry, the deploy role (the creator when CI makes the stack) would get a second
+                # entry and EKS would refuse it (ResourceInUseException); a stack a person created
+                # would leave CI without access. CreateCluster accessConfig:
+                # https://docs.aws.amazon.com/eks/latest/APIReference/API_CreateAccessConfigRequest.html
+                bootstrap_cluster_creator_admin_permissions=False,
             ),
             # vpc-cni, kube-proxy and coredns come as managed add-ons below, so EKS must not also
             # install self-managed copies that the add-ons would then have to take over.
@@ -236,21 +285,32 @@ class Cluster(pulumi.ComponentResource):
             lambda v: v.cluster_security_group_id or ""
         )
 
-        for i, principal in enumerate(cc.admin_principal_arns):
-            entry = aws.eks.AccessEntry(
-                f"{name}-admin-{i}",
-                cluster_name=self.eks.name,
-                principal_arn=principal,
-                type="STANDARD",
+        # "An access entry includes the ARN of one, and only one, existing IAM principal. An IAM
+        # principal can't be included in more than one access entry." A role's ARN may include its
+        # path. https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
+        grants = [
+            *[(f"admin-{i}", arn, ADMIN_POLICY) for i, arn in enumerate(cc.admin_principal_arns)],
+            *[("deploy", arn, ADMIN_POLICY) for arn in filter(None, [cc.deploy_role_arn])],
+            *[("preview", arn, VIEW_POLICY) for arn in cc.viewers],
+        ]
+        access = [
+            self._access_entry(f"{name}-{suffix}", principal, policy, cfg.partition)
+            for suffix, principal, policy in grants
+        ]
+        # The private endpoint answers only what the cluster security group admits: nodes, and
+        # these networks (a CI runner's subnet, a VPN). EKS docs, "Cluster API server endpoint",
+        # accessing a private-only endpoint from a connected network:
+        # https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html
+        for i, cidr in enumerate(cc.private_api_access_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-{i}",
+                security_group_id=self.node_security_group_id,
+                cidr_ipv4=cidr,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                description=f"Kubernetes API (private endpoint) from {cidr}",
                 opts=child,
-            )
-            aws.eks.AccessPolicyAssociation(
-                f"{name}-admin-{i}-policy",
-                cluster_name=self.eks.name,
-                principal_arn=principal,
-                policy_arn=f"arn:{cfg.partition}:eks::aws:cluster-access-policy/{ADMIN_POLICY}",
-                access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
             )
 
         self.base_addons = [
@@ -272,7 +332,9 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
-            opts=child,
+            # Every Kubernetes object waits for its provider: none is sent before the identities
+            # running Pulumi have their access policies.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=access),
         )
         self.register_outputs(
             {
@@ -282,6 +344,25 @@ class Cluster(pulumi.ComponentResource):
                 "oidcIssuer": self.oidc_issuer,
                 "kubeconfig": self.kubeconfig,
             }
+        )
+
+    def _access_entry(
+        self, name: str, principal: str, policy: str, partition: str
+    ) -> aws.eks.AccessPolicyAssociation:
+        entry = aws.eks.AccessEntry(
+            name,
+            cluster_name=self.eks.name,
+            principal_arn=principal,
+            type="STANDARD",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return aws.eks.AccessPolicyAssociation(
+            f"{name}-policy",
+            cluster_name=self.eks.name,
+            principal_arn=principal,
+            policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{policy}",
+            access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
         )
 
 
@@ -313,14 +394,24 @@ def managed_addon(
 @dataclass(frozen=True)
 class ClusterAddonsArgs:
     cluster: Cluster
-    nodes: Sequence[pulumi.Resource]
-    """The node groups: these add-ons run Deployments and only become ACTIVE once nodes exist."""
+    system_nodes: pulumi.Resource
+    """The system node group. These add-ons run Deployments, which only become ACTIVE once nodes
+    they may run on exist; they select the system nodes, so no GPU group is waited for."""
 
 
 class ClusterAddons(pulumi.ComponentResource):
-    """coredns and the EBS CSI driver (Prometheus' volume), on the system nodes."""
+    """coredns and the EBS CSI driver (Prometheus' volume), on the system nodes.
+
+    Order: system nodes -> coredns -> EBS CSI driver. `aws.eks.Addon` returns from create only once
+    EKS reports the add-on ACTIVE (terraform-provider-aws internal/service/eks `waitAddonCreated`:
+    pending CREATING/DEGRADED, target ACTIVE), so whatever depends on `coredns` starts with cluster
+    DNS answering. With `bootstrapSelfManagedAddons=False` there is no other DNS in the cluster
+    (https://docs.aws.amazon.com/eks/latest/userguide/eks-add-ons.html)."""
 
     ebs_csi_identity: WorkloadIdentity
+    coredns: aws.eks.Addon
+    """Depend on this to start after cluster DNS works (anything that calls a Service or an AWS
+    endpoint by name: cluster-autoscaler, the LB controller, the EBS CSI controller, monitoring)."""
     addons: list[aws.eks.Addon]
 
     def __init__(
@@ -340,28 +431,28 @@ class ClusterAddons(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.addons = [
-            managed_addon(
-                name,
-                cluster,
-                "coredns",
-                {"nodeSelector": system},
-                depends_on=list(args.nodes),
-                parent=self,
-            ),
-            managed_addon(
-                name,
-                cluster,
-                "aws-ebs-csi-driver",
-                {"controller": {"nodeSelector": system}},
-                depends_on=[*args.nodes, self.ebs_csi_identity],
-                pod_identity=[
-                    aws.eks.AddonPodIdentityAssociationArgs(
-                        role_arn=self.ebs_csi_identity.role_arn,
-                        service_account=EBS_CSI_SERVICE_ACCOUNT,
-                    )
-                ],
-                parent=self,
-            ),
-        ]
+        self.coredns = managed_addon(
+            name,
+            cluster,
+            "coredns",
+            {"nodeSelector": system},
+            depends_on=[args.system_nodes],
+            parent=self,
+        )
+        ebs_csi = managed_addon(
+            name,
+            cluster,
+            "aws-ebs-csi-driver",
+            {"controller": {"nodeSelector": system}},
+            # The controller calls the EC2 API by name from its first start: DNS first.
+            depends_on=[args.system_nodes, self.coredns, self.ebs_csi_identity],
+            pod_identity=[
+                aws.eks.AddonPodIdentityAssociationArgs(
+                    role_arn=self.ebs_csi_identity.role_arn,
+                    service_account=EBS_CSI_SERVICE_ACCOUNT,
+                )
+            ],
+            parent=self,
+        )
+        self.addons = [self.coredns, ebs_csi]
         self.register_outputs({"addons": [a.addon_name for a in self.addons]})

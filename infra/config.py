@@ -152,6 +152,7 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _CLUSTER_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _IAM_PRINCIPAL = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[\w+=,.@/-]+$")
+_IAM_ROLE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _IMAGE_BY_DIGEST = re.compile(
@@ -205,8 +206,24 @@ class ClusterConfig:
     kubernetes_version: str
     endpoint_public_access: bool
     public_access_cidrs: tuple[str, ...]
+    private_api_access_cidrs: tuple[str, ...]
+    """Networks outside the cluster (a CI runner's subnet, a VPN) that may reach the private
+    endpoint on 443."""
     admin_principal_arns: tuple[str, ...]
+    deploy_role_arn: str | None
+    """The CI deploy role of this stack: cluster-admin, like adminPrincipalArns."""
+    preview_role_arn: str | None
+    """The CI preview role of this stack: read-only."""
     log_types: tuple[str, ...]
+
+    @property
+    def admins(self) -> tuple[str, ...]:
+        """Every principal that gets cluster-admin (the creator gets nothing: see cluster.py)."""
+        return (*self.admin_principal_arns, *filter(None, [self.deploy_role_arn]))
+
+    @property
+    def viewers(self) -> tuple[str, ...]:
+        return tuple(filter(None, [self.preview_role_arn]))
 
 
 @dataclass(frozen=True)
@@ -620,14 +637,32 @@ def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
     for log in logs:
         if log not in LOG_TYPES:
             raise r.error("controlPlaneLogTypes", log, f"a subset of {', '.join(LOG_TYPES)}")
+    deploy, preview = _ci_roles(r, admins)
     return ClusterConfig(
         name=name,
         kubernetes_version=version,
         endpoint_public_access=public,
         public_access_cidrs=cidrs if public else (),
+        private_api_access_cidrs=r.cidrs("privateApiAccessCidrs"),
         admin_principal_arns=admins,
+        deploy_role_arn=deploy,
+        preview_role_arn=preview,
         log_types=logs,
     )
+
+
+def _ci_roles(r: _Reader, admins: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """deployRoleArn and previewRoleArn: IAM roles, different from each other and from every
+    adminPrincipalArns entry (EKS refuses a second access entry for one principal)."""
+    allowed = "an IAM role ARN (arn:aws:iam::<account>:role/<name>) or unset"
+    deploy = r.optional("deployRoleArn", _IAM_ROLE, allowed)
+    preview = r.optional("previewRoleArn", _IAM_ROLE, allowed)
+    for key, arn in (("deployRoleArn", deploy), ("previewRoleArn", preview)):
+        if arn is not None and arn in admins:
+            raise r.error(key, arn, "a role not also listed in adminPrincipalArns")
+    if deploy is not None and deploy == preview:
+        raise r.error("previewRoleArn", preview, "a read-only role other than deployRoleArn")
+    return deploy, preview
 
 
 def _node_groups(r: _Reader) -> NodeGroupsConfig:

@@ -80,6 +80,12 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
         # GPU feature discovery would also deploy node-feature-discovery cluster-wide; the node
         # groups already carry the labels the program schedules on (gpu_spec.GPU_NODE_LABELS).
         "gfd": {"enabled": False},
+        # The chart sets none: a BestEffort plugin is the first pod the kubelet evicts under
+        # memory pressure, and the node's GPUs disappear from the scheduler until it returns.
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
     }
     if args.time_slicing_replicas > 1:
         values["config"] = {
@@ -87,6 +93,12 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
             "default": DEVICE_PLUGIN_CONFIG_NAME,
         }
     return values
+
+
+DCGM_EXPORTER_DELETED_DEFAULTS: Final = ("resources.limits.cpu",)
+"""The chart's values.yaml sets limits.cpu 200m and Helm merges it into ours: the exporter would be
+CPU-throttled while it collects every GPU's fields. Its CPU request is guaranteed; the limit
+goes."""
 
 
 def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
@@ -132,7 +144,12 @@ class GpuStack(pulumi.ComponentResource):
         )
         self.dcgm_exporter = k8s.helm.v4.Chart(
             f"{name}-dcgm-exporter",
-            chart_args(versions.DCGM_EXPORTER, args.namespace, dcgm_exporter_values(args)),
+            chart_args(
+                versions.DCGM_EXPORTER,
+                args.namespace,
+                dcgm_exporter_values(args),
+                delete=DCGM_EXPORTER_DELETED_DEFAULTS,
+            ),
             opts=in_namespace,
         )
         self.namespace_name = args.namespace

@@ -45,6 +45,12 @@ device plugin to advertise the GPUs instead of treating the fresh node as unable
 pod and
 scaling up a second time; scale-down then judges the node by GPU utilisation."""
 
+CAPACITY_TYPE_LABEL: Final = "eks.amazonaws.com/capacityType"
+"""Set by EKS on every node of a managed group: SPOT or ON_DEMAND
+(https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html). cluster-autoscaler must
+see it on scale-from-zero templates too, or it could balance a spot scale-up onto on-demand groups
+(see `infra/autoscaler.py` BALANCING_IGNORED_LABELS)."""
+
 SYSTEM_NODE_LABELS: Final = {"gpu-inference.io/node-role": "system"}
 """The untainted on-demand group for cluster add-ons (autoscaler, Prometheus, controllers). Add-ons
 select it
@@ -88,15 +94,19 @@ def node_affinity() -> dict[str, Any]:
 
 
 def autoscaler_node_template_tags(
-    gpus_per_node: int, accelerator: str | None = None
+    gpus_per_node: int, accelerator: str | None = None, capacity_type: str | None = None
 ) -> dict[str, str]:
     """Tags on a node group's Auto Scaling group so cluster-autoscaler can scale it up from zero.
 
     With no node to look at, the autoscaler learns labels, taints and extended resources from these
     tags:
     https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/cloudprovider/aws/README.md
+    The capacity type label repeats what EKS's DescribeNodegroup tells the autoscaler, so the
+    template matches the nodes even if that call fails (it is only logged).
     """
-    labels = gpu_node_labels(accelerator) if accelerator else GPU_NODE_LABELS
+    labels = dict(gpu_node_labels(accelerator) if accelerator else GPU_NODE_LABELS)
+    if capacity_type:
+        labels[CAPACITY_TYPE_LABEL] = capacity_type
     tags = {f"{AUTOSCALER_TAG_PREFIX}/label/{k}": v for k, v in sorted(labels.items())}
     tags[f"{AUTOSCALER_TAG_PREFIX}/taint/{GPU_TAINT.key}"] = f"{GPU_TAINT.value}:{GPU_TAINT.effect}"
     tags[f"{AUTOSCALER_TAG_PREFIX}/resources/{GPU_RESOURCE}"] = str(gpus_per_node)

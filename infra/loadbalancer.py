@@ -229,13 +229,19 @@ def chart_values(args: LoadBalancerControllerArgs) -> dict[str, Any]:
     return {
         "clusterName": args.cluster_name,
         "region": args.region,
-        # Given explicitly: with IMDSv2 hop limit 1 on the nodes the controller cannot read it.
+        # Given explicitly, so the controller never needs instance metadata (IMDS) to find it.
         "vpcId": args.vpc_id,
         "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
         "replicaCount": 2,
         "podDisruptionBudget": {"maxUnavailable": 1},
         "nodeSelector": dict(args.system_node_selector),
         "priorityClassName": "system-cluster-critical",
+        # The chart sets none: without requests the controller is BestEffort, the first pod evicted
+        # under node pressure, and NLB targets stop following pod changes while it is gone.
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
         # Off: the mutating webhook would make every LoadBalancer Service in the cluster an NLB.
         # Ours states its loadBalancerClass explicitly.
         "enableServiceMutatorWebhook": False,

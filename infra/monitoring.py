@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra import adapter_rules, scrape, versions
-from infra.charts import chart_args
+from infra.charts import APISERVICE_V1, chart_args
 from infra.namespaces import pod_security_namespace
 
 NAMESPACE: Final = "monitoring"
@@ -39,7 +39,8 @@ STORAGE_CLASS: Final = "gp3-encrypted"
 VOLUME_TAG: Final = "gpu-inference.io/cluster"
 """Tag on every EBS volume of the storage class (value: the cluster name): what README "Tear down"
 lists to prove that `pulumi destroy` left no volume behind."""
-PROMETHEUS_CLAIM: Final = "prometheus-server"
+PROMETHEUS_CLAIM: Final = "storage-prometheus-server"
+"""Named like Alertmanager's (`storage-<workload>`)."""
 ALERTMANAGER_NAME: Final = "prometheus-alertmanager"
 """fullnameOverride of Alertmanager: its StatefulSet's name, which its claim's name is made of."""
 ALERTMANAGER_CLAIM_TEMPLATE: Final = "storage"
@@ -143,6 +144,8 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "limits": {"memory": "2Gi"},
             },
         },
+        # The chart sets none for its config reloader sidecar (BestEffort otherwise).
+        "configmapReload": {"prometheus": {"resources": _small_resources()}},
         # The chart passes this string through `tpl`; the jobs contain no template braces.
         "extraScrapeConfigs": yaml.safe_dump(scrape.scrape_jobs(args.scrape), sort_keys=False),
         # Deployment, HPA, pod and node state for the alert rules (replicas at max, pods pending).
@@ -152,6 +155,10 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
             # kube_node_labels exposes only allowlisted labels: the dashboard counts spot vs
             # on-demand GPU nodes by capacity type.
             "metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_NODE_LABEL}]"],
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
         },
         "alertmanager": {
             "enabled": True,
@@ -164,6 +171,10 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "size": f"{ALERTMANAGER_VOLUME_GIB}Gi",
                 "storageClass": STORAGE_CLASS,
             },
+            "resources": {
+                "requests": {"cpu": "20m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi"},
+            },
         },
         # node-exporter needs the host network and PID namespace (Pod Security `privileged`) on
         # every node; container metrics come from the kubelet's cAdvisor, GPU metrics from DCGM.
@@ -175,9 +186,19 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
     return values
 
 
+def _small_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+
 def adapter_values(args: MonitoringArgs) -> dict[str, Any]:
     return {
         "nodeSelector": dict(args.system_node_selector),
+        # The chart sets none; the HPA's custom metrics stop with this pod, so it is not
+        # BestEffort (the first evicted under node pressure).
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
         "replicas": args.adapter_replicas,
         "podDisruptionBudget": {"enabled": args.adapter_replicas > 1, "maxUnavailable": 1},
         "prometheus": {
@@ -274,7 +295,12 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.adapter = k8s.helm.v4.Chart(
             f"{name}-prometheus-adapter",
-            chart_args(versions.PROMETHEUS_ADAPTER, args.namespace, adapter_values(args)),
+            chart_args(
+                versions.PROMETHEUS_ADAPTER,
+                args.namespace,
+                adapter_values(args),
+                post_renderer=APISERVICE_V1,
+            ),
             opts=in_namespace,
         )
         self.metrics_server = k8s.helm.v4.Chart(

@@ -1,8 +1,8 @@
 """Managed node groups: one on-demand system group for add-ons, and the tainted GPU groups (spot
 first).
 
-Every group gets its own launch template (IMDSv2 only with a hop limit of 1, so pods cannot reach
-the node's credentials; an encrypted gp3 root volume sized for multi-GB CUDA images). GPU groups
+Every group gets its own launch template (IMDSv2 only, with the hop limit its pods need: see
+`imds_hop_limit`; an encrypted gp3 root volume sized for multi-GB CUDA images). GPU groups
 carry the labels and taint from `infra/gpu_spec.py`, and the same spec is written as
 cluster-autoscaler node-template tags on each group's Auto Scaling group, so the autoscaler can
 scale an empty group up from zero. Pulumi ignores `desiredSize` after creation: the autoscaler owns
@@ -32,6 +32,34 @@ NODE_POLICIES = (
 )
 ROOT_DEVICE = "/dev/xvda"
 """Root device of the AL2023 EKS AMIs."""
+
+
+def imds_hop_limit(group: NodeGroupConfig) -> int:
+    """IMDSv2 PUT response hop limit of a group's nodes: the fewest hops its pods need.
+
+    A pod outside the host network is one hop further from IMDS than the node, so with a limit of 1
+    its token request is answered but the answer never reaches it
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-metadata-v2-how-it-works.html).
+
+    System nodes: 2. The EBS CSI driver (Prometheus' and Alertmanager's volumes attach there) reads
+    the instance's ENI and block-device counts from IMDS to compute how many volumes the node can
+    still attach. Without IMDS it falls back to Kubernetes metadata and assumes one ENI and one
+    volume (kubernetes-sigs/aws-ebs-csi-driver docs/install.md, "Metadata": it "must be run in host
+    networking mode, or with a hop limit of at least 2"). On instance types whose ENIs and EBS
+    volumes share one attachment limit (most Nitro types), the driver subtracts the attached ENIs
+    from it (pkg/driver/node.go `getVolumesLimit`); the VPC CNI adds ENIs as pods arrive, so the
+    fallback overstates the free slots and a volume then fails to attach instead of its pod being
+    scheduled elsewhere. The cost is
+    that pods on system nodes could read the node role's credentials; only the platform's own
+    add-ons run there (every chart selects the system nodes), and the node role holds only the
+    three managed node policies.
+
+    GPU nodes: 1. Nothing there needs instance metadata: the inference pods, the device plugin and
+    the DCGM exporter never call AWS, and vpc-cni, kube-proxy and the Pod Identity agent run in the
+    host network (one hop). The EBS CSI node pod there (it tolerates every taint) uses its
+    Kubernetes fallback, which is harmless because no volume is ever attached to a GPU node. So the
+    inference pods, which parse untrusted input, cannot reach the node's credentials."""
+    return 1 if group.gpu is not None else 2
 
 
 def tag_resource_name(key: str) -> str:
@@ -116,10 +144,6 @@ class NodeGroups(pulumi.ComponentResource):
             }
         )
 
-    @property
-    def all(self) -> list[aws.eks.NodeGroup]:
-        return [self.system, *self.gpu.values()]
-
     def _launch_template(
         self, name: str, cluster: Cluster, group: NodeGroupConfig
     ) -> aws.ec2.LaunchTemplate:
@@ -131,9 +155,8 @@ class NodeGroups(pulumi.ComponentResource):
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",
-                # Hop limit 1: containers (one hop away) cannot fetch the node role's credentials;
-                # workloads get their own roles through Pod Identity.
-                http_put_response_hop_limit=1,
+                # Workloads get their own roles through Pod Identity; IMDS only where pods need it.
+                http_put_response_hop_limit=imds_hop_limit(group),
                 instance_metadata_tags="disabled",
             ),
             block_device_mappings=[
@@ -214,7 +237,7 @@ class NodeGroups(pulumi.ComponentResource):
         assert group.gpu is not None
         asg_name = node_group.resources.apply(_asg_name)
         tags = gpu_spec.autoscaler_node_template_tags(
-            group.gpu.gpus * self._time_slicing_replicas, group.accelerator
+            group.gpu.gpus * self._time_slicing_replicas, group.accelerator, group.capacity_type
         )
         for key, value in tags.items():
             aws.autoscaling.Tag(

@@ -66,11 +66,14 @@ NVIDIA_DEVICE_PLUGIN: Final = HelmChart(
 DCGM_EXPORTER: Final = HelmChart(
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
     chart="dcgm-exporter",
-    version="4.8.3",
-    app_version="4.6.0-4.8.3",
+    version="4.8.2",
+    app_version="4.5.3-4.8.2",
     # Held below 4.9.0 on purpose: 4.9.0 renames the default DCGM fields and changes units
     # (utilisation becomes a 0..1 ratio), which would silently change the HPA's GPU utilisation
-    # target.
+    # target. 4.8.2 rather than 4.8.3: it is the newest release whose published archive the deploy
+    # rehearsal holds (../shared/charts/SOURCES.md: byte-identical to the gh-pages archive, sha256
+    # = the index.yaml digest), so `make synth` renders exactly what `pulumi up` installs. Moving to
+    # 4.8.3 is this line plus its archive (`make charts`); the rehearsal fails until it is there.
     source="https://docs.nvidia.com/datacenter/dcgm/latest/release-notes/dcgm-exporter.html",
 )
 

@@ -26,6 +26,9 @@ class StackInfo:
 
 
 Validate = Callable[[str, Mapping[str, Any], StackInfo], list[str]]
+ValidateWithUrn = Callable[[str, Mapping[str, Any], StackInfo, str | None], list[str]]
+
+CHART_V4 = "kubernetes:helm.sh/v4:Chart"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,31 @@ class PolicySpec:
     resource_types: frozenset[str] | None
     """The resource types the policy looks at (None: every type; it filters itself)."""
     validate: Validate
+    validate_with_urn: ValidateWithUrn | None = None
+    """Used instead of `validate` where the verdict depends on where the resource comes from."""
+
+    def check(
+        self, resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None
+    ) -> list[str]:
+        if self.validate_with_urn is not None:
+            return self.validate_with_urn(resource_type, props, stack, urn)
+        return self.validate(resource_type, props, stack)
+
+
+def rendered_by_chart(urn: str | None) -> str | None:
+    """The `helm.v4.Chart` resource whose render registered a resource, read from its URN: the
+    provider registers each rendered object as a child of the chart (type chain
+    `...$kubernetes:helm.sh/v4:Chart$kubernetes:apps/v1:Deployment`) named
+    `<chart resource>:<namespace>/<name>`. None for anything the program declares itself."""
+    if not urn:
+        return None
+    parts = urn.split("::")
+    if len(parts) < 4:
+        return None
+    chain = parts[2].split("$")
+    if len(chain) >= 2 and chain[-2] == CHART_V4:
+        return parts[3].split(":", 1)[0]
+    return None
 
 
 # --- Kubernetes workloads -------------------------------------------------------------------------
@@ -146,13 +174,20 @@ def gpu_pods_tolerate_taint_and_request_gpu(
 
 
 def images_pinned_by_digest(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> list[str]:
-    """Every container image is referenced by digest, never by the moving `latest` tag: what was
-    reviewed is what runs, and a node replacement cannot pull different code."""
+    """Never the moving `latest` tag (nor no tag, which means `latest`) anywhere. The program's own
+    workloads reference every image by digest: what was reviewed is what runs, and a node
+    replacement cannot pull different code. Objects rendered from a pinned upstream chart
+    (`urn` under a helm.v4.Chart) may use the chart's version tag instead: the chart version in
+    infra/versions.py fixes that tag (each chart's default image tag is its appVersion) and the
+    rehearsal shows it in the synth diff, but a registry could still re-point the tag. Digests for
+    them would have to be read from the registries at each bump, which the offline rehearsal
+    cannot verify (README, "Verification gate")."""
     spec = pod_spec(resource_type, props)
     if spec is None:
         return []
+    chart = rendered_by_chart(urn)
     violations = []
     for container in _containers(spec):
         image = container.get("image")
@@ -161,13 +196,22 @@ def images_pinned_by_digest(
         repository, _, digest = image.partition("@")
         tag = repository.rsplit("/", 1)[-1].partition(":")[2]
         where = f"{_workload_name(props)} container {container.get('name', '?')!r}"
+        if chart is not None:
+            where += f" (rendered by chart {chart})"
         if tag == "latest":
             violations.append(
                 f"{where} uses the `latest` tag ({image}); pin a version and a digest"
             )
-        elif not digest.startswith("sha256:"):
+        elif digest.startswith("sha256:"):
+            continue
+        elif chart is None:
             violations.append(
                 f"{where} image {image} has no @sha256 digest; reference it by digest"
+            )
+        elif not tag:
+            violations.append(
+                f"{where} image {image} has neither a version tag nor a digest (it means "
+                "`latest`); set the chart's image tag or digest in its values"
             )
     return violations
 
@@ -285,8 +329,10 @@ POLICIES: tuple[PolicySpec, ...] = (
     ),
     PolicySpec(
         "images-pinned-by-digest",
-        "Container images are referenced by digest and never by the latest tag.",
+        "The program's container images are referenced by digest; images of pinned upstream "
+        "charts by their version tag at least; never the latest tag.",
         WORKLOAD_TYPES,
+        images_pinned_by_digest,
         images_pinned_by_digest,
     ),
     PolicySpec(
@@ -317,13 +363,15 @@ POLICIES: tuple[PolicySpec, ...] = (
 
 
 def violations(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> dict[str, list[str]]:
-    """Every policy's violations for one resource, by policy name (policies with none left out)."""
+    """Every policy's violations for one resource, by policy name (policies with none left out).
+    `urn` is the resource's URN as the engine hands it to the pack (None: declared by the
+    program)."""
     found: dict[str, list[str]] = {}
     for policy in POLICIES:
         if policy.resource_types is None or resource_type in policy.resource_types:
-            messages = policy.validate(resource_type, props, stack)
+            messages = policy.check(resource_type, props, stack, urn)
             if messages:
                 found[policy.name] = messages
     return found

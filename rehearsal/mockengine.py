@@ -6,6 +6,11 @@ resource. The mocks answer like AWS would (ids, ARNs, the EKS endpoint, CA data 
 that everything computed from outputs (kubeconfig, policies, ASG tags) is exercised too. The run is
 a preview: values the mocks do not produce stay unknown, as in `pulumi preview`.
 
+Each chart resource is rendered from its pinned archive (rehearsal/charts.py) as it is registered.
+A `helm.v4.Chart`'s objects are recorded as the provider registers them: one resource each, child
+of the chart, named `<chart>:<namespace>/<name>`. A `helm.v3.Release`'s objects are kept with its
+render only (Helm creates them; the engine sees the release).
+
 Stack config is read from `Pulumi.yaml` (defaults) and `Pulumi.<stack>.yaml`, passed as the CLI
 passes it (strings; lists and objects as JSON). Secure values cannot be decrypted offline; they
 become placeholders that stay marked secret."""
@@ -33,6 +38,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import GPU_INSTANCE_TYPES, StackConfig, parse
+from rehearsal import charts
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROGRAM: Final = ROOT / "infra" / "__main__.py"
@@ -41,7 +47,29 @@ ACCOUNT: Final = "123456789012"
 UNKNOWN: Final = "<computed>"
 """How values unknown at preview time appear in an Inventory."""
 
-HELM_TYPES: Final = ("kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Release")
+CHART_V4: Final = "kubernetes:helm.sh/v4:Chart"
+RELEASE_V3: Final = "kubernetes:helm.sh/v3:Release"
+HELM_TYPES: Final = (CHART_V4, RELEASE_V3)
+CLUSTER_SCOPED_KINDS: Final = frozenset(
+    {
+        "APIService",
+        "CSIDriver",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "PersistentVolume",
+        "PriorityClass",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+    }
+)
+"""Kinds the provider leaves without a namespace when it applies a chart's default namespace."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,8 @@ class Resource:
     depends_on: tuple[str, ...] = ()
     """URNs of explicit dependencies (depends_on, expanded to a component's children)."""
     ignore_changes: tuple[str, ...] = ()
+    rendered_by: str | None = None
+    """URN of the `helm.v4.Chart` whose render registered this object (None: the program did)."""
 
     @property
     def is_kubernetes_object(self) -> bool:
@@ -80,12 +110,30 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class ChartRender:
+    """One chart resource of the program, rendered as the provider (v4) or Helm (v3) would."""
+
+    resource: Resource
+    source: charts.ChartSource
+    rendered: charts.Rendered
+    registered: bool
+    """True for helm.v4.Chart: each object is a Pulumi resource (previewed, policy-checked). False
+    for helm.v3.Release: Helm creates the objects; the engine sees only the release."""
+    unknown_values: tuple[str, ...] = ()
+    """Values unknown at preview: the real provider renders nothing until they are known."""
+
+
+@dataclass(frozen=True)
 class Inventory:
     resources: tuple[Resource, ...]
     outputs: dict[str, Any]
+    rendered: tuple[ChartRender, ...] = ()
+    """Every chart resource's render, in URN order."""
 
     def of_type(self, type_: str) -> list[Resource]:
-        return [r for r in self.resources if r.type == type_]
+        """The resources of a type the program declares (objects a chart renders are in
+        chart_resources())."""
+        return [r for r in self.resources if r.type == type_ and r.rendered_by is None]
 
     def one(self, type_: str, name: str | None = None) -> Resource:
         found = [r for r in self.of_type(type_) if name is None or r.name == name]
@@ -125,11 +173,34 @@ class Inventory:
         return seen
 
     def k8s_resources(self) -> list[Resource]:
-        return [r for r in self.resources if r.is_kubernetes_object]
+        """The Kubernetes objects the program declares itself (chart renders excluded)."""
+        return [r for r in self.resources if r.is_kubernetes_object and r.rendered_by is None]
 
     def k8s_manifests(self) -> list[dict[str, Any]]:
-        """Every native Kubernetes object as applied (apiVersion, kind, metadata first)."""
+        """Every native Kubernetes object the program declares, as applied (apiVersion, kind,
+        metadata first)."""
         return [manifest(r) for r in self.k8s_resources()]
+
+    def chart_resources(self) -> list[Resource]:
+        """The objects `helm.v4.Chart` resources register, one Pulumi resource each."""
+        return [r for r in self.resources if r.rendered_by is not None]
+
+    def cluster_objects(self) -> list[dict[str, Any]]:
+        """Every object the cluster gets: the program's, each chart's (v4 and v3 alike)."""
+        objects = self.k8s_manifests()
+        for render in self.rendered:
+            objects += [dict(o) for o in render.rendered.objects]
+        return objects
+
+    def render_of(self, chart: str) -> ChartRender:
+        """The render of the chart resource installing `chart` (the upstream chart name)."""
+        found = [r for r in self.rendered if r.source.chart == chart]
+        if len(found) != 1:
+            raise LookupError(
+                f"expected one render of chart {chart}, found {len(found)}; rendered: "
+                f"{[r.source.chart for r in self.rendered]}"
+            )
+        return found[0]
 
     def charts(self) -> list[Resource]:
         return [r for r in self.resources if r.type in HELM_TYPES]
@@ -236,8 +307,14 @@ class MockAccount:
 class AwsLikeMocks(pulumi.runtime.Mocks):
     """Answers registrations and invokes the way AWS and Kubernetes would, deterministically."""
 
-    def __init__(self, region: str, account: MockAccount | None = None) -> None:
+    def __init__(
+        self,
+        region: str,
+        caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci",
+        account: MockAccount | None = None,
+    ) -> None:
         self.region = region
+        self.caller_arn = caller_arn
         self.account = account or MockAccount()
         self.offerings = self.account.offerings or instance_type_offerings(region)
 
@@ -359,7 +436,7 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
-                "arn": f"arn:aws:iam::{ACCOUNT}:user/ci",
+                "arn": self.caller_arn,
                 "userId": "AIDAMOCK",
                 "id": ACCOUNT,
             }
@@ -449,9 +526,12 @@ _ADDON_VERSIONS: Final = {
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, also recording parent, provider and URN of every registration."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str) -> None:
         super().__init__(mocks)
         self.records: list[Resource] = []
+        self.rendered: list[ChartRender] = []
+        self.stack = stack
+        self.chart_error: charts.ChartError | None = None
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
@@ -470,7 +550,142 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=tuple(request.ignoreChanges),
                 )
             )
+            if request.type in HELM_TYPES and self.chart_error is None:
+                try:
+                    self._render_chart(self.records[-1])
+                except charts.ChartError as error:
+                    # Raised once the program has run: an exception here would surface as a
+                    # registration failure deep inside the engine's futures.
+                    self.chart_error = error
         return response
+
+    def _render_chart(self, chart: Resource) -> None:
+        render = render_chart(chart)
+        self.rendered.append(render)
+        if not render.registered:
+            return
+        prefix = chart.inputs.get("resourcePrefix") or chart.name
+        qualified_parent = chart.urn.split("::")[2]
+        for obj in render.rendered.objects:
+            type_ = kubernetes_type(obj)
+            meta = obj.get("metadata") or {}
+            # Resource names as the provider makes them: "<prefix>:<namespace>/<name>" (the
+            # resourcePrefix input of helm.v4.Chart, pulumi_kubernetes/helm/v4/Chart.py).
+            scoped = "/".join(p for p in (meta.get("namespace"), meta.get("name")) if p)
+            name = f"{prefix}:{scoped}"
+            self.records.append(
+                Resource(
+                    type=type_,
+                    name=name,
+                    urn=f"urn:pulumi:{self.stack}::{PROJECT}::{qualified_parent}${type_}::{name}",
+                    inputs=_provider_inputs(obj),
+                    provider=chart.provider,
+                    parent=chart.urn,
+                    rendered_by=chart.urn,
+                )
+            )
+
+
+def kubernetes_type(obj: Mapping[str, Any]) -> str:
+    """The Pulumi type token of a Kubernetes object (`kubernetes:apps/v1:Deployment`)."""
+    api_version = str(obj.get("apiVersion"))
+    if "/" not in api_version:
+        api_version = f"core/{api_version}"
+    return f"kubernetes:{api_version}:{obj.get('kind')}"
+
+
+def _provider_inputs(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A rendered object as the provider registers it: a v1 Secret's data always secret (the
+    provider marks them so that raw YAML never leaks them: provider/pkg/provider/yaml/v2)."""
+    inputs = dict(obj)
+    if inputs.get("apiVersion") == "v1" and inputs.get("kind") == "Secret":
+        for key in ("data", "stringData"):
+            if key in inputs:
+                inputs[key] = Secret(inputs[key])
+    return inputs
+
+
+def chart_source(chart: Resource) -> tuple[charts.ChartSource, tuple[str, ...]]:
+    """What a chart resource asks Helm to render, and the paths of values unknown at preview."""
+    inputs = chart.inputs
+    unknown: list[str] = []
+    values = _revealed(inputs.get("values") or {}, "values", unknown)
+    files = []
+    for asset in inputs.get("valueYamlFiles") or []:
+        if isinstance(asset, pulumi.StringAsset):
+            files.append(asset.text)
+        elif isinstance(asset, pulumi.FileAsset):
+            files.append(Path(asset.path).read_text())
+        else:
+            raise TypeError(
+                f"{chart.name}: valueYamlFiles holds {asset!r}, not a text or file asset"
+            )
+    post = inputs.get("postRenderer") or {}
+    command = (post["command"], *(post.get("args") or [])) if post.get("command") else ()
+    namespace = inputs.get("namespace") or "default"
+    source = charts.ChartSource(
+        chart=str(inputs["chart"]),
+        version=str(inputs.get("version")),
+        release=str(inputs.get("name") or chart.name),
+        namespace=str(namespace),
+        values=values,
+        value_files=tuple(files),
+        post_renderer=command,
+        skip_crds=bool(inputs.get("skipCrds")),
+    )
+    return source, tuple(unknown)
+
+
+def _revealed(value: Any, path: str, unknown: list[str]) -> Any:
+    if isinstance(value, Secret):
+        return _revealed(value.value, path, unknown)
+    if value == UNKNOWN:
+        unknown.append(path)
+    if isinstance(value, dict):
+        return {k: _revealed(v, f"{path}.{k}", unknown) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revealed(v, f"{path}[{i}]", unknown) for i, v in enumerate(value)]
+    return value
+
+
+def render_chart(chart: Resource) -> ChartRender:
+    source, unknown = chart_source(chart)
+    rendered = charts.render(source)
+    registered = chart.type == CHART_V4
+    # helm.v4.Chart drops hooks; a helm.v3.Release is a Helm install, which creates its install
+    # and upgrade hooks too (test hooks only run on `helm test`).
+    installed = (
+        rendered.objects
+        if registered
+        else (*rendered.objects, *charts.install_hooks(rendered.hooks))
+    )
+    cluster_scoped = CLUSTER_SCOPED_KINDS | {
+        o["spec"]["names"]["kind"]
+        for o in installed
+        if o.get("kind") == "CustomResourceDefinition" and o["spec"].get("scope") == "Cluster"
+    }
+    objects = tuple(_with_namespace(o, source.namespace, cluster_scoped) for o in installed)
+    rendered = charts.Rendered(objects, rendered.hooks, rendered.generated, rendered.duplicates)
+    return ChartRender(
+        resource=chart,
+        source=source,
+        rendered=rendered,
+        registered=registered,
+        unknown_values=unknown,
+    )
+
+
+def _with_namespace(
+    obj: dict[str, Any], namespace: str, cluster_scoped: frozenset[str]
+) -> dict[str, Any]:
+    """The chart's namespace on every namespaced object that names none (the provider's
+    Normalize step; Helm itself installs into the release namespace the same way). A custom
+    resource is cluster-scoped when the chart's CRD for it says so."""
+    meta = dict(obj.get("metadata") or {})
+    if obj.get("kind") in cluster_scoped or meta.get("namespace"):
+        return obj
+    meta["namespace"] = namespace
+    return {**obj, "metadata": meta}
 
 
 def _clean(value: Any) -> Any:
@@ -594,8 +809,8 @@ def _run(
     account: MockAccount | None = None,
 ) -> Inventory:
     _ensure_event_loop()
-    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), account)
-    monitor = _RecordingMonitor(mocks)
+    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), _caller(values), account)
+    monitor = _RecordingMonitor(mocks, stack)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(values, secret_keys)
@@ -614,8 +829,23 @@ def _run(
         raise
     finally:
         settings.ROOT.set(None)
+    if monitor.chart_error is not None:
+        raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
-    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())))
+    rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
+    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
+
+
+def _caller(values: Mapping[str, str]) -> str:
+    """Who runs Pulumi: the stack's CI deploy role (a session of it, as STS reports it), else its
+    first admin principal, else a user no access entry names (the program then refuses to run)."""
+    admins = json.loads(values.get(f"{PROJECT}:adminPrincipalArns") or "[]")
+    principal = values.get(f"{PROJECT}:deployRoleArn") or (admins[0] if admins else "")
+    if ":role/" in principal:
+        head, name = principal.split(":role/", 1)
+        account = head.rsplit(":", 1)[-1]
+        return f"arn:aws:sts::{account}:assumed-role/{name.rsplit('/', 1)[-1]}/pulumi"
+    return principal or f"arn:aws:iam::{ACCOUNT}:user/ci"
 
 
 async def _collect_outputs(into: dict[str, Any]) -> None:

@@ -1,17 +1,23 @@
 """Offline render of a stack: `python -m rehearsal.synth dev --out build/synth/dev`.
 
-Runs the real program under the mock engine (no cloud credentials, no Pulumi CLI) and writes a
-deterministic
-tree that reviewers can diff in a pull request and that `make check` validates:
+Runs the real program under the mock engine (no cloud credentials, no Pulumi CLI), renders every
+pinned chart with the program's values (rehearsal/charts.py), and writes a deterministic tree that
+reviewers can diff in a pull request and that `make check` validates:
 
-    inventory.yaml      every resource: type, name, parent, provider and inputs (secrets masked)
-    manifests/          one file per native Kubernetes object, <namespace>-<kind>-<name>.yaml
-    charts/             one file per Helm chart: repository, chart, version, namespace, values
+    inventory.yaml      every resource the engine registers (chart objects included): type, name,
+                        parent, provider and inputs (secrets masked)
+    manifests/          one file per Kubernetes object the program declares,
+                        <namespace>-<kind>-<name>.yaml
+    manifests/charts/<namespace>-<release>/
+                        one file per object each chart renders (hooks left out where helm.v4.Chart
+                        leaves them out; a helm.v3.Release's objects, which Helm creates, too)
+    charts/             one file per chart resource: repository, chart, version, archive, release,
+                        namespace, values, and what its render holds
     outputs.yaml        stack outputs (secrets masked, values unknown before deployment as
-    <computed>)
+                        <computed>)
 
-Two runs give byte-identical files. A config error exits with status 2 and the validation message
-only.
+Two runs give byte-identical files. A config error or a missing chart archive exits with status 2
+and the message only.
 """
 
 from __future__ import annotations
@@ -28,11 +34,21 @@ from typing import Any, Final
 import yaml
 
 from infra.config import ConfigError
-from rehearsal.mockengine import Inventory, Resource, Secret, manifest, run_stack, stacks
+from rehearsal import charts
+from rehearsal.mockengine import (
+    ChartRender,
+    Inventory,
+    Resource,
+    Secret,
+    manifest,
+    run_stack,
+    stacks,
+)
 
 MASK: Final = "[secret]"
 OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
 """What the synth writes; only these are replaced in the output folder."""
+CHART_OBJECTS: Final = Path("manifests") / "charts"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -81,18 +97,54 @@ def _slug(text: str) -> str:
 
 
 def manifest_file(resource: Resource) -> str:
-    meta = resource.inputs.get("metadata") or {}
+    return object_file(resource.inputs, resource.name)
+
+
+def object_file(obj: dict[str, Any], fallback: str = "unnamed") -> str:
+    meta = obj.get("metadata") or {}
     namespace = meta.get("namespace") or "cluster"
-    name = meta.get("name") or resource.name
-    return f"{_slug(str(namespace))}-{_slug(str(resource.inputs['kind']))}-{_slug(str(name))}.yaml"
+    name = meta.get("name") or fallback
+    return f"{_slug(str(namespace))}-{_slug(str(obj['kind']))}-{_slug(str(name))}.yaml"
 
 
-def chart_document(resource: Resource) -> dict[str, Any]:
+def chart_folder(render: ChartRender) -> str:
+    return f"{_slug(render.source.namespace)}-{_slug(render.source.release)}"
+
+
+def program_file(component_type: str | None) -> str | None:
+    """The module that declares a component (`gpu-inference:<module>:<Name>` is in
+    infra/<module>.py by the project's convention)."""
+    if component_type is None or component_type.count(":") != 2:
+        return None
+    module = component_type.split(":")[1]
+    return f"infra/{module}.py"
+
+
+def _parent_type(urn: str) -> str | None:
+    chain = urn.split("::")[2].split("$")
+    return chain[-2] if len(chain) > 1 else None
+
+
+def masked_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """A chart object as written, laid out like the program's manifests; a Secret's data masked,
+    like the program's own Secrets."""
+    secret = obj.get("apiVersion") == "v1" and obj.get("kind") == "Secret"
+    head = [k for k in ("apiVersion", "kind", "metadata") if k in obj]
+    out = {}
+    for key in [*head, *sorted(k for k in obj if k not in head)]:
+        hidden = secret and key in ("data", "stringData")
+        out[key] = masked(Secret(obj[key]) if hidden else obj[key])
+    return out
+
+
+def chart_document(resource: Resource, render: ChartRender | None = None) -> dict[str, Any]:
     inputs = resource.inputs
     repo = inputs.get("repositoryOpts") or {}
-    return {
+    doc: dict[str, Any] = {
         "resource": resource.name,
         "type": resource.type,
+        "component": _parent_type(resource.urn),
+        "program_file": program_file(_parent_type(resource.urn)),
         "repository": repo.get("repo"),
         "chart": inputs.get("chart"),
         "version": inputs.get("version"),
@@ -100,6 +152,30 @@ def chart_document(resource: Resource) -> dict[str, Any]:
         "namespace": inputs.get("namespace"),
         "values": masked(inputs.get("values") or {}),
     }
+    if render is None:
+        return doc
+    source = render.source
+    doc["archive"] = charts.archive_path(source.chart, source.version).name
+    if source.value_files:
+        doc["value_files"] = list(source.value_files)
+    if source.post_renderer:
+        doc["post_renderer"] = list(source.post_renderer)
+    doc["registered"] = (
+        "each object is a Pulumi resource (helm.v4.Chart)"
+        if render.registered
+        else "Helm installs the objects; the engine registers only the release (helm.v3.Release)"
+    )
+    doc["objects"] = len(render.rendered.objects)
+    hooks = [charts.object_key(h) for h in render.rendered.hooks]
+    if hooks:
+        doc["hooks_dropped" if render.registered else "hooks_run_by_helm"] = hooks
+    if render.rendered.generated:
+        doc["generated_at_install"] = list(render.rendered.generated)
+    if render.rendered.duplicates:
+        doc["duplicates_dropped"] = list(render.rendered.duplicates)
+    if render.unknown_values:
+        doc["unknown_at_preview"] = list(render.unknown_values)
+    return doc
 
 
 def chart_file(resource: Resource) -> str:
@@ -138,25 +214,48 @@ def write(inventory: Inventory, stack: str, out: Path) -> dict[str, Any]:
     (out / "charts").mkdir()
 
     k8s = inventory.k8s_resources()
-    charts = inventory.charts()
+    chart_resources = inventory.charts()
+    renders = {r.resource.urn: r for r in inventory.rendered}
     manifest_names = dict(
         zip((r.urn for r in k8s), _unique([manifest_file(r) for r in k8s]), strict=True)
     )
     chart_names = dict(
-        zip((r.urn for r in charts), _unique([chart_file(r) for r in charts]), strict=True)
+        zip(
+            (r.urn for r in chart_resources),
+            _unique([chart_file(r) for r in chart_resources]),
+            strict=True,
+        )
     )
     for r in k8s:
         (out / "manifests" / manifest_names[r.urn]).write_text(dump(masked_manifest(r)))
-    for r in charts:
-        (out / "charts" / chart_names[r.urn]).write_text(dump(chart_document(r)))
+    chart_objects = 0
+    for r in chart_resources:
+        render = renders.get(r.urn)
+        (out / "charts" / chart_names[r.urn]).write_text(dump(chart_document(r, render)))
+        if render is None:
+            continue
+        folder = out / CHART_OBJECTS / chart_folder(render)
+        folder.mkdir(parents=True)
+        objects = render.rendered.objects
+        for obj, name in zip(objects, _unique([object_file(o) for o in objects]), strict=True):
+            (folder / name).write_text(dump(masked_object(obj)))
+            manifest_names.setdefault(
+                _object_urn_key(r.urn, obj), f"{CHART_OBJECTS}/{folder.name}/{name}"
+            )
+        chart_objects += len(objects)
 
     entries = []
     for r in inventory.resources:
         entry: dict[str, Any] = {"type": r.type, "name": r.name, "parent": _short(r.parent)}
         if r.provider:
             entry["provider"] = _short(r.provider)
+        chart_object = (
+            _object_urn_key(r.rendered_by, r.inputs) if r.rendered_by is not None else None
+        )
         if r.urn in manifest_names:
             entry["manifest"] = f"manifests/{manifest_names[r.urn]}"
+        elif chart_object in manifest_names:
+            entry["manifest"] = manifest_names[chart_object]
         elif r.urn in chart_names:
             entry["chart"] = f"charts/{chart_names[r.urn]}"
         else:
@@ -164,7 +263,17 @@ def write(inventory: Inventory, stack: str, out: Path) -> dict[str, Any]:
         entries.append(entry)
     (out / "inventory.yaml").write_text(dump({"stack": stack, "resources": entries}))
     (out / "outputs.yaml").write_text(dump(masked(inventory.outputs)))
-    return {"resources": len(inventory.resources), "manifests": len(k8s), "charts": len(charts)}
+    return {
+        "resources": len(inventory.resources),
+        "manifests": len(k8s),
+        "charts": len(chart_resources),
+        "chart_objects": chart_objects,
+        "objects": len(k8s) + chart_objects,
+    }
+
+
+def _object_urn_key(chart_urn: str, obj: dict[str, Any]) -> str:
+    return f"{chart_urn}#{charts.object_key(obj)}"
 
 
 def masked_manifest(resource: Resource) -> dict[str, Any]:
@@ -192,8 +301,9 @@ def summary(inventory: Inventory, stack: str, out: Path, counts: dict[str, Any])
             kind = f"Provider({kind})"
         groups.setdefault(f"{root.type} {root.name}", Counter())[kind] += 1
     lines = [
-        f"{stack}: {counts['resources']} resources, {counts['manifests']} Kubernetes objects, "
-        f"{counts['charts']} Helm charts -> {out}"
+        f"{stack}: {counts['resources']} resources, {counts['objects']} Kubernetes objects "
+        f"({counts['manifests']} from the program, {counts['chart_objects']} from "
+        f"{counts['charts']} Helm charts) -> {out}"
     ]
     names = sorted(groups)
     for i, name in enumerate(names):
@@ -232,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except FileNotFoundError as error:
+    except (FileNotFoundError, charts.ChartError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)

@@ -101,3 +101,27 @@ def test_missing_checkov_or_target_fails_loudly(tmp_path: Path) -> None:
     missing = check_checkov([Target(tmp_path / "nope", "kubernetes", "absent manifests")])
     assert not missing.passed
     assert "missing" in _messages(missing) or "checkov not found" in _messages(missing)
+
+
+def test_chart_objects_are_scanned_and_fail_without_their_skips(
+    checkov: Path, tmp_path: Path
+) -> None:
+    """The rendered DCGM exporter DaemonSet, with the reviewed skips minus the digest one."""
+    from rehearsal import synth
+    from rehearsal.mockengine import run_stack
+
+    synth.write(run_stack("dev"), "dev", tmp_path / "dev")
+    dcgm = tmp_path / "dev" / "manifests" / "charts" / "gpu-system-dcgm-exporter"
+    skips = tmp_path / "skips.txt"
+    skips.write_text(
+        "\n".join(
+            line
+            for line in SKIPS_FILE.read_text().splitlines()
+            if not line.startswith("CKV_K8S_43  DaemonSet.gpu-system.*")
+        )
+    )
+    scanned = check_checkov([Target(dcgm, "kubernetes", "dcgm chart objects")], skips)
+    assert not scanned.passed
+    [finding] = scanned.findings
+    assert "CKV_K8S_43" in str(finding)
+    assert "DaemonSet.gpu-system.dcgm-exporter" in str(finding)

@@ -114,3 +114,54 @@ def test_unsupported_version_fails(tmp_path: Path) -> None:
     result = check_manifests(_render(tmp_path, DEPLOYMENT), "1.99", "dev")
     assert not result.passed
     assert "does not support version 1.99" in str(result.findings[0])
+
+
+def test_custom_resources_are_validated_against_their_crd_in_the_render(tmp_path: Path) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Cluster",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                },
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    good = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "ok"},
+        "spec": {"size": 3},
+        "status": {"anything": "goes"},
+    }
+    bad = {**good, "metadata": {"name": "bad"}, "spec": {"size": 3, "colour": "red"}}
+    for name, obj in (("crd", crd), ("good", good), ("bad", bad)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(obj))
+    result = check_manifests(tmp_path, "1.34", "dev")
+    [finding] = result.findings
+    assert "Widget bad" in str(finding)
+    assert "colour" in str(finding)
+    assert "CRD's openAPIV3Schema" in str(finding)
+    assert not result.notes

@@ -26,6 +26,7 @@ from policy.policies import (
     gpu_pods_tolerate_taint_and_request_gpu,
     images_pinned_by_digest,
     imdsv2_required,
+    rendered_by_chart,
     violations,
 )
 from rehearsal.mockengine import Inventory, Resource
@@ -65,7 +66,9 @@ def gpu_workloads(inventory: Inventory) -> list[dict[str, Any]]:
     found = [
         r.inputs
         for r in inventory.resources
-        if r.type in WORKLOAD_TYPES and gpu_spec.GPU_RESOURCE in str(r.inputs)
+        if r.type in WORKLOAD_TYPES
+        and r.rendered_by is None
+        and gpu_spec.GPU_RESOURCE in str(r.inputs)
     ]
     assert found, "the program registers no GPU workload: nothing for the GPU policies to check"
     return found
@@ -81,7 +84,7 @@ def test_every_policy_passes_on_the_real_stack(stack_inventories: Stacks, stack:
     found = {
         f"{r.type} {r.name}": v
         for r in inventory.resources
-        if (v := violations(r.type, r.inputs, info))
+        if (v := violations(r.type, r.inputs, info, r.urn))
     }
     assert found == {}
     # Not vacuous: every policy looked at real resources of its types in this stack.
@@ -151,6 +154,61 @@ def test_unpinned_images_violate(stack_inventories: Stacks, image: str, expected
     [message] = images_pinned_by_digest(DEPLOYMENT, broken, info)
     assert expected in message
     assert f"container {container['name']!r}" in message
+
+
+def _chart_workload(inventory: Inventory, chart: str, kind: str) -> Resource:
+    return next(
+        r
+        for r in inventory.chart_resources()
+        if r.type == f"kubernetes:apps/v1:{kind}" and f"-{chart}:" in r.name
+    )
+
+
+def test_chart_images_pass_by_version_tag_and_the_same_image_in_our_workload_does_not(
+    stack_inventories: Stacks,
+) -> None:
+    info, inventory = stack_inventories["dev"]
+    exporter = _chart_workload(inventory, "dcgm-exporter", "DaemonSet")
+    image = exporter.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert "@" not in image, image
+    assert ":" in image.rsplit("/", 1)[-1], image
+    assert images_pinned_by_digest(exporter.type, exporter.inputs, info, exporter.urn) == []
+    # The program's own objects carry no chart URN: the tag alone is a violation.
+    [message] = images_pinned_by_digest(exporter.type, exporter.inputs, info)
+    assert "has no @sha256 digest" in message
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("nvcr.io/nvidia/k8s/dcgm-exporter:latest", "uses the `latest` tag"),
+        ("nvcr.io/nvidia/k8s/dcgm-exporter", "neither a version tag nor a digest"),
+    ],
+)
+def test_chart_images_without_a_version_violate(
+    stack_inventories: Stacks, image: str, expected: str
+) -> None:
+    info, inventory = stack_inventories["dev"]
+    exporter = _chart_workload(inventory, "dcgm-exporter", "DaemonSet")
+    broken = copy.deepcopy(exporter.inputs)
+    broken["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    [message] = images_pinned_by_digest(exporter.type, broken, info, exporter.urn)
+    assert expected in message
+    assert "rendered by chart gpu-inference-dev-gpu-dcgm-exporter" in message
+
+
+def test_chart_provenance_comes_from_the_urn_the_engine_sends() -> None:
+    chart_child = (
+        "urn:pulumi:dev::gpu-inference::gpu-inference:gpu:GpuStack$kubernetes:helm.sh/v4:Chart"
+        "$kubernetes:apps/v1:DaemonSet::dev-gpu-dcgm-exporter:gpu-system/dcgm-exporter"
+    )
+    assert rendered_by_chart(chart_child) == "dev-gpu-dcgm-exporter"
+    own = (
+        "urn:pulumi:dev::gpu-inference::gpu-inference:inference:Inference"
+        "$kubernetes:apps/v1:Deployment::x"
+    )
+    assert rendered_by_chart(own) is None
+    assert rendered_by_chart(None) is None
 
 
 # --- Node groups ----------------------------------------------------------------------------------

@@ -127,16 +127,31 @@ def test_inference_job_scrapes_the_workload_pods_on_the_metrics_port(
 
 def test_dcgm_job_scrapes_the_exporter_namespace(inventory: Inventory) -> None:
     job = scrape_jobs(inventory)[scrape.DCGM_JOB]
-    dcgm = chart_by_name(inventory, versions.DCGM_EXPORTER.chart)
-    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [dcgm.inputs["namespace"]]
-    assert keep_regex(job, scrape.META_APP_NAME_LABEL) == dcgm.inputs["name"]
+    [exporter] = [
+        o
+        for o in inventory.render_of(versions.DCGM_EXPORTER.chart).rendered.objects
+        if o["kind"] == "DaemonSet"
+    ]
+    assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [
+        exporter["metadata"]["namespace"]
+    ]
+    labels = exporter["spec"]["template"]["metadata"]["labels"]
+    assert keep_regex(job, scrape.META_APP_NAME_LABEL) == labels["app.kubernetes.io/name"]
 
 
 def test_adapter_queries_the_prometheus_that_scrapes(inventory: Inventory) -> None:
     adapter = chart_values(inventory, versions.PROMETHEUS_ADAPTER.chart)["prometheus"]
-    prometheus = chart_by_name(inventory, versions.PROMETHEUS.chart)
-    server_name = prometheus.inputs["values"]["server"]["fullnameOverride"]
-    assert adapter["url"] == f"http://{server_name}.{prometheus.inputs['namespace']}.svc"
+    # The Service the Prometheus chart renders for its server (the one that scrapes our jobs).
+    [service] = [
+        o
+        for o in inventory.render_of(versions.PROMETHEUS.chart).rendered.objects
+        if o["kind"] == "Service"
+        and o["spec"]["selector"].get("app.kubernetes.io/component") == "server"
+        and o["spec"].get("clusterIP") != "None"
+    ]
+    meta = service["metadata"]
+    assert adapter["url"] == f"http://{meta['name']}.{meta['namespace']}.svc"
+    assert adapter["port"] in [p["port"] for p in service["spec"]["ports"]]
     assert adapter["port"] == monitoring.PROMETHEUS_SERVICE_PORT
 
 
@@ -262,18 +277,20 @@ def test_network_policy_admits_the_deployed_prometheus_to_the_metrics_port(
     inventory: Inventory,
 ) -> None:
     policy = k8s_object(inventory, "NetworkPolicy", inference.APP_NAME)["spec"]
-    prometheus = chart_by_name(inventory, versions.PROMETHEUS.chart)
-    # The chart labels its server pods with its release name (helper prometheus.server.matchLabels).
-    expected_pods = {
-        "app.kubernetes.io/name": "prometheus",
-        "app.kubernetes.io/instance": prometheus.inputs["name"],
-        "app.kubernetes.io/component": "server",
-    }
+    # The Prometheus server pods as the pinned chart renders them with our values.
+    [server] = [
+        o
+        for o in inventory.render_of(versions.PROMETHEUS.chart).rendered.objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == monitoring.PROMETHEUS_SERVER_NAME
+    ]
+    server_pod_labels = server["spec"]["template"]["metadata"]["labels"]
     (rule,) = [r for r in policy["ingress"] if r["ports"][0]["port"] == contract.METRICS_PORT_NAME]
     (peer,) = rule["from"]
-    assert peer["podSelector"]["matchLabels"] == expected_pods
+    selector = peer["podSelector"]["matchLabels"]
+    assert selector
+    assert selector.items() <= server_pod_labels.items()
     assert peer["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": prometheus.inputs["namespace"]
+        "kubernetes.io/metadata.name": server["metadata"]["namespace"]
     }
 
 

@@ -34,10 +34,11 @@ def test_endpoint_is_private_and_public_only_for_configured_cidrs(
     inventory: Inventory, stack: str
 ) -> None:
     vpc = eks(inventory)["vpcConfig"]
+    cluster = load_stack_config(stack).cluster
     assert vpc["endpointPrivateAccess"] is True
-    assert vpc["endpointPublicAccess"] is True
-    assert vpc["publicAccessCidrs"] == list(load_stack_config(stack).cluster.public_access_cidrs)
-    assert "0.0.0.0/0" not in vpc["publicAccessCidrs"]
+    assert vpc["endpointPublicAccess"] is cluster.endpoint_public_access
+    assert (vpc.get("publicAccessCidrs") or []) == list(cluster.public_access_cidrs)
+    assert "0.0.0.0/0" not in (vpc.get("publicAccessCidrs") or [])
 
 
 def test_secrets_are_envelope_encrypted_with_a_rotated_key(inventory: Inventory) -> None:
@@ -66,21 +67,40 @@ def test_control_plane_logs_are_on_with_a_retention(inventory: Inventory, stack:
     assert group["retentionInDays"] == (90 if c.production else 14)
 
 
-def test_authentication_uses_access_entries(inventory: Inventory, stack: str) -> None:
-    assert eks(inventory)["accessConfig"]["authenticationMode"] == "API"
-    admins = load_stack_config(stack).cluster.admin_principal_arns
+def test_authentication_uses_access_entries_from_the_config_only(
+    inventory: Inventory, stack: str
+) -> None:
+    """Admins (adminPrincipalArns, deployRoleArn) get cluster-admin, the preview role view; the
+    creator gets nothing implicit (a second entry for it would be refused)."""
+    access = eks(inventory)["accessConfig"]
+    assert access["authenticationMode"] == "API"
+    assert access["bootstrapClusterCreatorAdminPermissions"] is False
+    cluster = load_stack_config(stack).cluster
     entries = inventory.of_type("aws:eks/accessEntry:AccessEntry")
-    assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins)
-    policies = inventory.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
-    assert len(policies) == len(admins)
-    for p in policies:
-        assert p.inputs["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")
-        assert p.inputs["accessScope"] == {"type": "cluster"}
+    assert sorted(e.inputs["principalArn"] for e in entries) == sorted(
+        cluster.admins + cluster.viewers
+    )
+    policies = {
+        p.inputs["principalArn"]: p.inputs
+        for p in inventory.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    }
+    assert len(policies) == len(entries)
+    for arn, policy in policies.items():
+        name = "AmazonEKSViewPolicy" if arn in cluster.viewers else "AmazonEKSClusterAdminPolicy"
+        assert policy["policyArn"].endswith(f":cluster-access-policy/{name}"), arn
+        assert policy["accessScope"] == {"type": "cluster"}
 
 
-def test_prod_grants_its_admin_role(prod: Inventory) -> None:
-    (entry,) = prod.of_type("aws:eks/accessEntry:AccessEntry")
-    assert entry.inputs["principalArn"] == "arn:aws:iam::111122223333:role/platform-admin"
+def test_prod_grants_its_admin_role_and_ci_roles(prod: Inventory) -> None:
+    entries = {
+        e.name.rsplit("-", 1)[-1]: e.inputs["principalArn"]
+        for e in prod.of_type("aws:eks/accessEntry:AccessEntry")
+    }
+    assert entries == {
+        "0": "arn:aws:iam::111122223333:role/platform-admin",
+        "deploy": "arn:aws:iam::111122223333:role/gpu-inference-prod-deploy",
+        "preview": "arn:aws:iam::111122223333:role/gpu-inference-prod-preview",
+    }
 
 
 def test_managed_addons_are_all_there_at_resolved_versions(inventory: Inventory) -> None:
@@ -112,10 +132,13 @@ def test_ebs_csi_driver_gets_its_role_through_pod_identity(inventory: Inventory)
     )
 
 
-def test_addons_that_run_deployments_wait_for_nodes(inventory: Inventory) -> None:
-    node_groups = {r.urn for r in inventory.of_type("aws:eks/nodeGroup:NodeGroup")}
+def test_addons_that_run_deployments_wait_for_the_system_nodes(inventory: Inventory) -> None:
+    """The rest of the order (DNS before its users, no GPU group in the way): test_ordering.py."""
+    node_groups = {
+        r.inputs["nodeGroupName"]: r.urn for r in inventory.of_type("aws:eks/nodeGroup:NodeGroup")
+    }
     for addon in inventory.of_type(ADDON):
-        waits = node_groups <= set(addon.depends_on)
+        waits = node_groups["system"] in addon.depends_on
         assert waits == (addon.inputs["addonName"] in {"coredns", "aws-ebs-csi-driver"}), addon.name
 
 

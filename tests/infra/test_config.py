@@ -516,7 +516,10 @@ def test_secret_values_never_appear_in_errors() -> None:
 
 def test_world_api_access_is_allowed_in_dev_and_when_production_opts_in() -> None:
     assert parse({"publicAccessCidrs": [WORLD]}).cluster.public_access_cidrs == (WORLD,)
-    prod = parse({"publicAccessCidrs": [WORLD], "allowWorldApiAccess": True}, "prod")
+    prod = parse(
+        {"endpointPublicAccess": True, "publicAccessCidrs": [WORLD], "allowWorldApiAccess": True},
+        "prod",
+    )
     assert prod.cluster.public_access_cidrs == (WORLD,)
 
 
@@ -639,6 +642,7 @@ def test_prod_is_multi_az_diversified_with_an_on_demand_fallback() -> None:
     assert max(g.max_size for g in cfg.node_groups.gpu) > 2
     assert WORLD not in cfg.cluster.public_access_cidrs
     assert cfg.cluster.public_access_cidrs
+    assert cfg.cluster.private_api_access_cidrs, "a private path for the corporate network"
 
 
 @pytest.mark.parametrize("stack", stacks())

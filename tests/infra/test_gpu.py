@@ -87,9 +87,14 @@ def test_dcgm_exporter_attributes_gpus_to_pods_and_is_scraped_by_our_job(plain: 
     # fail.
     assert dcgm["serviceMonitor"] == {"enabled": False}
     assert dcgm["extraEnv"] == []
-    # scrape.dcgm_job keeps pods by the chart's app name and `metrics` port name.
-    assert versions.DCGM_EXPORTER.chart == scrape.DCGM_APP_NAME
-    assert chart(plain, "dcgm-exporter").inputs["name"] == versions.DCGM_EXPORTER.chart
+    # scrape.dcgm_job keeps pods by the app name and `metrics` port name the chart renders.
+    [daemonset] = [
+        o for o in plain.render_of("dcgm-exporter").rendered.objects if o["kind"] == "DaemonSet"
+    ]
+    pod = daemonset["spec"]["template"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == scrape.DCGM_APP_NAME
+    ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+    assert scrape.DCGM_METRICS_PORT_NAME in ports
 
 
 def test_no_time_slicing_config_with_one_replica(plain: Inventory) -> None:

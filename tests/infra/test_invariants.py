@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,11 @@ def test_node_taints_labels_and_autoscaler_tags_agree(inventory: Inventory, stac
             if t.inputs["autoscalingGroupName"].startswith(f"eks-{group.name}-")
         }
         labels, taints, resources = template_view(asg_tags)
-        assert labels == node_group.inputs["labels"]
+        # EKS itself labels every node with its capacity type; the template must say it too.
+        assert labels == {
+            **node_group.inputs["labels"],
+            gpu_spec.CAPACITY_TYPE_LABEL: node_group.inputs["capacityType"],
+        }
         node_taints = [{**t, "effect": effects[t["effect"]]} for t in node_group.inputs["taints"]]
         assert taints == node_taints
         assert resources == {gpu_spec.GPU_RESOURCE: str(group.gpu.gpus)}
@@ -93,14 +98,53 @@ def test_every_kubernetes_object_and_chart_uses_the_cluster_provider(inventory: 
         assert r.provider == provider.urn, f"{r.type} {r.name} uses {r.provider}"
 
 
-def test_imdsv2_with_hop_limit_one_on_every_launch_template(inventory: Inventory) -> None:
+def test_imdsv2_required_on_every_launch_template(inventory: Inventory) -> None:
     templates = inventory.of_type("aws:ec2/launchTemplate:LaunchTemplate")
     assert len(templates) == len(inventory.of_type("aws:eks/nodeGroup:NodeGroup"))
     for t in templates:
         metadata = t.inputs["metadataOptions"]
         assert metadata["httpTokens"] == "required", t.name
-        assert metadata["httpPutResponseHopLimit"] == 1, t.name
         assert metadata["httpEndpoint"] == "enabled", t.name
+
+
+def hop_limits(inventory: Inventory) -> dict[str, int]:
+    """IMDS hop limit of each node group's nodes, by node group name."""
+    templates = {
+        t.name: t.inputs["metadataOptions"]["httpPutResponseHopLimit"]
+        for t in inventory.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    }
+    return {
+        g.inputs["nodeGroupName"]: next(
+            v for k, v in templates.items() if k.endswith(f"-{g.inputs['nodeGroupName']}-lt")
+        )
+        for g in inventory.of_type("aws:eks/nodeGroup:NodeGroup")
+    }
+
+
+def test_ebs_csi_driver_reaches_imds_where_volumes_attach(inventory: Inventory) -> None:
+    """The EBS CSI driver needs IMDS from a pod (hop limit >= 2, its docs/install.md "Metadata") on
+    the nodes that its controller runs on and where volumes attach: the system nodes."""
+    (ebs,) = [
+        a
+        for a in inventory.of_type("aws:eks/addon:Addon")
+        if a.inputs["addonName"] == "aws-ebs-csi-driver"
+    ]
+    selector = json.loads(ebs.inputs["configurationValues"])["controller"]["nodeSelector"]
+    limits = hop_limits(inventory)
+    for group in inventory.of_type("aws:eks/nodeGroup:NodeGroup"):
+        runs_there = selector.items() <= group.inputs["labels"].items()
+        if runs_there:
+            assert limits[group.inputs["nodeGroupName"]] >= 2, group.name
+
+
+def test_gpu_nodes_keep_imds_from_their_pods(inventory: Inventory) -> None:
+    """No pod on a GPU node needs instance metadata; the inference pods must not reach the node
+    role's credentials."""
+    limits = hop_limits(inventory)
+    gpu = [g for g in limits if g != "system"]
+    assert gpu
+    for name in gpu:
+        assert limits[name] == 1, name
 
 
 def test_encryption_everywhere(inventory: Inventory) -> None:
@@ -141,6 +185,12 @@ def test_every_resource_lives_in_a_component_named_after_it(inventory: Inventory
         if parent is None:
             assert r.type.startswith("gpu-inference:"), (
                 f"{r.type} {r.name} is not inside a component"
+            )
+            continue
+        if r.rendered_by is not None:
+            # Named by the provider: "<chart resource>:<namespace>/<object name>".
+            assert r.name.startswith(f"{parent.name}:"), (
+                f"{r.name} is not named after {parent.name}"
             )
             continue
         assert r.name.startswith(f"{parent.name}-"), f"{r.name} is not named after {parent.name}"

@@ -124,7 +124,9 @@ def test_every_gpu_asg_has_node_template_tags(inventory: Inventory, stack: str, 
             for t in tags
             if t.inputs["autoscalingGroupName"].startswith(f"eks-{group.name}-")
         ]
-        expected = gpu_spec.autoscaler_node_template_tags(group.gpu.gpus, group.accelerator)
+        expected = gpu_spec.autoscaler_node_template_tags(
+            group.gpu.gpus, group.accelerator, group.capacity_type
+        )
         assert {t["tag"]["key"]: t["tag"]["value"] for t in asg} == expected
         assert any(f"/{kind}/" in t["tag"]["key"] for t in asg)
         assert all(t["tag"]["propagateAtLaunch"] is False for t in asg)

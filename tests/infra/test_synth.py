@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
+from infra import versions
 from rehearsal import synth
 from rehearsal.mockengine import ROOT, Inventory, run_function
 
@@ -53,6 +54,30 @@ def test_charts_are_written_with_pins_and_integer_values(rendered: tuple[Path, P
     assert chart["values"]["replicaCount"] == 1
     assert isinstance(chart["values"]["replicaCount"], int)
     assert "replicaCount: 1\n" in chart_file.read_text()
+
+
+def test_every_chart_object_is_written_and_linked_from_the_inventory(
+    rendered: tuple[Path, Path], dev: Inventory
+) -> None:
+    folder = rendered[0] / "manifests" / "charts"
+    written = {p.parent.name: [] for p in folder.rglob("*.yaml")}
+    for path in folder.rglob("*.yaml"):
+        written[path.parent.name].append(yaml.safe_load(path.read_text()))
+    for render in dev.rendered:
+        objects = written[f"{render.source.namespace}-{render.source.release}"]
+        assert len(objects) == len(render.rendered.objects), render.source.chart
+    inventory = yaml.safe_load((rendered[0] / "inventory.yaml").read_text())
+    children = [r for r in inventory["resources"] if ":" in r["name"] and "manifest" in r]
+    assert len(children) == len(dev.chart_resources())
+    for entry in children:
+        assert (rendered[0] / entry["manifest"]).is_file(), entry
+    chart_doc = yaml.safe_load(
+        next((rendered[0] / "charts").glob("*dcgm-exporter.yaml")).read_text()
+    )
+    pin = versions.DCGM_EXPORTER
+    assert chart_doc["archive"] == f"{pin.chart}-{pin.version}.tgz"
+    assert chart_doc["program_file"] == "infra/gpu.py"
+    assert chart_doc["objects"] == len(written["gpu-system-dcgm-exporter"])
 
 
 def test_secrets_are_masked_everywhere(rendered: tuple[Path, Path]) -> None:

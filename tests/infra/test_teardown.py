@@ -10,20 +10,11 @@ when B is in `dependencies(A)`: B reached through dependencies and parents, tran
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import helm_python as helm
 import pytest
-import yaml
-from helm_python import _native
 
 from infra import loadbalancer, monitoring, versions
-from rehearsal.mockengine import ROOT, Inventory, Resource
+from rehearsal.mockengine import Inventory, Resource
 
-CHARTS = ROOT.parent / "shared" / "charts"
-"""The pinned upstream charts (shared/charts/SOURCES.md)."""
-KUBE_VERSION = "v1.34.2"
 SERVICE = "kubernetes:core/v1:Service"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 ADDON = "aws:eks/addon:Addon"
@@ -114,30 +105,12 @@ def test_volume_claims_are_destroyed_while_the_ebs_csi_driver_can_delete_the_vol
             assert required.urn in needed, f"{claim.name} does not outlive {required.name}"
 
 
-# --- The Prometheus chart as rendered with our values ---------------------------------------------
-
-
-def render(chart: versions.HelmChart, namespace: str, values: dict[str, Any]) -> list[dict]:
-    """The chart's objects as Helm renders them for the release helm.v4.Chart installs."""
-    archive = CHARTS / f"{chart.chart}-{chart.version}.tgz"
-    loaded = helm.Chart.load(archive)
-    options = {"name": chart.chart, "namespace": namespace, "kube_version": KUBE_VERSION}
-    out = json.loads(
-        _native.call_string("helm_render", loaded._raw(), json.dumps(values), json.dumps(options))
-    )
-    return [
-        doc
-        for template, text in sorted(out.items())
-        if template.endswith((".yaml", ".yml"))
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+# --- The Prometheus chart as the rehearsal renders it with our values ----------------------------
 
 
 @pytest.fixture(scope="module")
 def prometheus_objects(prod: Inventory) -> list[dict]:
-    chart = next(c for c in prod.charts() if c.inputs.get("chart") == versions.PROMETHEUS.chart)
-    return render(versions.PROMETHEUS, monitoring.NAMESPACE, chart.inputs["values"])
+    return [dict(o) for o in prod.render_of(versions.PROMETHEUS.chart).rendered.objects]
 
 
 def kinds(objects: list[dict], kind: str) -> list[dict]:
