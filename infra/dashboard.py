@@ -30,6 +30,9 @@ _NS = 'namespace="$namespace"'
 # Probes hit /health and /ready every few seconds; traffic panels show the API only.
 _API = f'{_NS}, route=~"{contract.OPENAI_BASE_PATH}/.*"'
 KSM_GPU_RESOURCE = "nvidia_com_gpu"
+ALERTS_SERIES = "ALERTS"
+"""Prometheus' own series of its alerting rules (labels: alertname, alertstate, the rule's
+labels)."""
 CAPACITY_TYPE_LABEL = "label_eks_amazonaws_com_capacity_type"
 """kube-state-metrics' name for the node label eks.amazonaws.com/capacityType (SPOT or
 ON_DEMAND)."""
@@ -62,10 +65,35 @@ def dashboard(
         "schemaVersion": 39,
         "time": {"from": "now-6h", "to": "now"},
         "timezone": "browser",
-        "annotations": {"list": []},
+        "annotations": {"list": [_alerts_annotation()]},
         "links": [],
         "templating": {"list": _variables(namespace)},
         "panels": _layout(rows),
+    }
+
+
+def _alerts_annotation() -> dict[str, Any]:
+    """The alerts of infra/alerts.py as red regions on every panel, from Prometheus' own `ALERTS`
+    series: the namespace's alerts and the cluster's GPU alerts (no namespace label). Opened from
+    a page, the dashboard shows when the alert started next to what the traffic and the GPUs did.
+
+    Grafana's Prometheus annotation support reads `target.expr` and the top-level `titleFormat`,
+    `textFormat` and `tagKeys` (PrometheusAnnotationSupport in grafana/grafana's prometheus
+    package, annotations.ts)."""
+    return {
+        "name": "Firing alerts",
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        "target": {
+            "expr": f'{ALERTS_SERIES}{{alertstate="firing", namespace=~"$namespace|"}}',
+            "interval": "1m",
+            "refId": "Anno",
+        },
+        "titleFormat": "{{alertname}}",
+        "textFormat": "{{severity}}: {{namespace}}{{deployment}}{{Hostname}}",
+        "tagKeys": "severity",
     }
 
 

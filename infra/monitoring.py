@@ -24,8 +24,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import adapter_rules, scrape, versions
+from infra import adapter_rules, alerting, scrape, versions
 from infra.charts import APISERVICE_V1, chart_args
+from infra.config import AlertReceiver
 from infra.namespaces import pod_security_namespace
 
 NAMESPACE: Final = "monitoring"
@@ -35,6 +36,8 @@ PROMETHEUS_SERVER_NAME: Final = "prometheus-server"
 """fullnameOverride of the server, so its Service name does not depend on the release name."""
 PROMETHEUS_SERVICE_PORT: Final = 80
 """The chart's server Service port (it forwards to the container's 9090)."""
+PROMETHEUS_CONTAINER_PORT: Final = 9090
+"""The server container's port (`server.service.targetPort` default, Prometheus' own default)."""
 STORAGE_CLASS: Final = "gp3-encrypted"
 VOLUME_TAG: Final = "gpu-inference.io/cluster"
 """Tag on every EBS volume of the storage class (value: the cluster name): what README "Tear down"
@@ -70,6 +73,11 @@ def prometheus_server_pod_labels() -> dict[str, str]:
     }
 
 
+def dashboard_config_map(file_name: str) -> str:
+    """The ConfigMap that holds one dashboard file (what Grafana mounts)."""
+    return f"dashboard-{file_name.removesuffix('.json')}"
+
+
 def prometheus_url(namespace: str) -> str:
     return (
         f"http://{PROMETHEUS_SERVER_NAME}.{namespace}.svc.cluster.local:{PROMETHEUS_SERVICE_PORT}"
@@ -90,6 +98,10 @@ class MonitoringArgs:
     """A Prometheus rule file ({"groups": [...]}) deployed with the server."""
     dashboards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Grafana dashboards by file name, each deployed as a ConfigMap for the Grafana sidecar."""
+    alert_receivers: tuple[AlertReceiver, ...] = ()
+    """Where Alertmanager delivers (infra/alerting.py); empty: nowhere, and the preview warns."""
+    stack_file: str = "Pulumi.<stack>.yaml"
+    """Named in the preview warning when alerts reach nobody."""
     adapter_replicas: int = 2
     """The HPA is blind while the adapter is down: two replicas and a PDB keep one through node
     drains."""
@@ -160,22 +172,7 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "limits": {"memory": "512Mi"},
             },
         },
-        "alertmanager": {
-            "enabled": True,
-            **on_system,
-            "fullnameOverride": ALERTMANAGER_NAME,
-            # The template must stay: without it the chart mounts an emptyDir. It never creates a
-            # claim, because ours (same name, made first) exists.
-            "persistence": {
-                "enabled": True,
-                "size": f"{ALERTMANAGER_VOLUME_GIB}Gi",
-                "storageClass": STORAGE_CLASS,
-            },
-            "resources": {
-                "requests": {"cpu": "20m", "memory": "64Mi"},
-                "limits": {"memory": "256Mi"},
-            },
-        },
+        "alertmanager": alertmanager_values(args),
         # node-exporter needs the host network and PID namespace (Pod Security `privileged`) on
         # every node; container metrics come from the kubelet's cAdvisor, GPU metrics from DCGM.
         "prometheus-node-exporter": {"enabled": False},
@@ -183,6 +180,45 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
     }
     if args.alert_rules is not None:
         values["serverFiles"] = {ALERT_RULES_FILE: dict(args.alert_rules)}
+    return values
+
+
+def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
+    """The chart's Alertmanager (subchart alertmanager 1.30.0) with the stack's routing.
+
+    The chart writes `config` (less its `enabled` key) verbatim into the Alertmanager ConfigMap
+    (templates/configmap.yaml of the subchart) and adds `extraVolumes`/`extraVolumeMounts` to the
+    StatefulSet (templates/statefulset.yaml); Helm merges maps with the chart defaults, so every key
+    of the default configuration is set here and nothing of the chart's placeholder receiver is
+    left.
+    """
+    values: dict[str, Any] = {
+        "enabled": True,
+        "nodeSelector": dict(args.system_node_selector),
+        "fullnameOverride": ALERTMANAGER_NAME,
+        # The template must stay: without it the chart mounts an emptyDir. It never creates a
+        # claim, because ours (same name, made first: volume_claims) exists.
+        "persistence": {
+            "enabled": True,
+            "size": f"{ALERTMANAGER_VOLUME_GIB}Gi",
+            "storageClass": STORAGE_CLASS,
+        },
+        "resources": {
+            "requests": {"cpu": "20m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "config": {"enabled": True, **alerting.alertmanager_config(args.alert_receivers)},
+    }
+    if alerting.secret_files(args.alert_receivers):
+        # extraVolumes/extraVolumeMounts (copied verbatim) rather than extraSecretMounts, whose
+        # template always writes a `subPath` (null when unset). No subPath: the kubelet refreshes a
+        # whole-volume Secret mount in place, and Alertmanager rereads the files at each
+        # notification, so a rotated credential needs no restart.
+        volume = "receiver-credentials"
+        values["extraVolumes"] = [{"name": volume, "secret": {"secretName": alerting.SECRET_NAME}}]
+        values["extraVolumeMounts"] = [
+            {"name": volume, "mountPath": alerting.SECRETS_DIR, "readOnly": True}
+        ]
     return values
 
 
@@ -284,14 +320,30 @@ class Monitoring(pulumi.ComponentResource):
             )
             for claim, fields in volume_claims(args.namespace, args.volume_size_gib).items()
         ]
+        # Claims first: the StatefulSet must find Alertmanager's, not make its own; on destroy the
+        # pods go first, then the claims.
+        chart_needs: list[pulumi.Resource] = [self.namespace, self.storage_class, *self.volumes]
+        credentials = alerting.secret_files(args.alert_receivers)
+        if credentials:
+            chart_needs.append(
+                k8s.core.v1.Secret(
+                    f"{name}-alert-receivers",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=alerting.SECRET_NAME, namespace=args.namespace
+                    ),
+                    type="Opaque",
+                    # Encrypted in state and masked in every preview: the stack's secret config.
+                    string_data=pulumi.Output.secret(credentials),
+                    opts=in_namespace,
+                )
+            )
+        warning = alerting.delivery_warning(args.alert_receivers, args.stack_file)
+        if warning is not None:
+            pulumi.log.warn(warning, resource=self)
         self.prometheus = k8s.helm.v4.Chart(
             f"{name}-prometheus",
             chart_args(versions.PROMETHEUS, args.namespace, prometheus_values(args)),
-            # Claims first: the StatefulSet must find Alertmanager's, not make its own; on destroy
-            # the pods go first, then the claims.
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.namespace, self.storage_class, *self.volumes]
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=chart_needs),
         )
         self.adapter = k8s.helm.v4.Chart(
             f"{name}-prometheus-adapter",
@@ -313,7 +365,7 @@ class Monitoring(pulumi.ComponentResource):
             k8s.core.v1.ConfigMap(
                 f"{name}-dashboard-{file_name.removesuffix('.json')}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=f"dashboard-{file_name.removesuffix('.json')}",
+                    name=dashboard_config_map(file_name),
                     namespace=args.namespace,
                     labels=DASHBOARD_LABEL,
                 ),
@@ -323,4 +375,7 @@ class Monitoring(pulumi.ComponentResource):
             for file_name, dashboard in sorted(args.dashboards.items())
         ]
         self.prometheus_url = prometheus_url(args.namespace)
-        self.register_outputs({"prometheusUrl": self.prometheus_url})
+        self.alert_delivery = alerting.delivery(args.alert_receivers)
+        self.register_outputs(
+            {"prometheusUrl": self.prometheus_url, "alertDelivery": self.alert_delivery}
+        )

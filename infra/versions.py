@@ -112,6 +112,16 @@ METRICS_SERVER: Final = HelmChart(
     source="https://github.com/kubernetes-sigs/metrics-server/releases/tag/metrics-server-helm-chart-3.13.0",
 )
 
+GRAFANA: Final = HelmChart(
+    repository="https://grafana-community.github.io/helm-charts",
+    chart="grafana",
+    version="12.11.1",
+    app_version="13.2.0",
+    # The chart moved from grafana/helm-charts (deprecated there after 10.5.15) to
+    # grafana-community/helm-charts; 12.11.1 is tag grafana-12.11.1 there.
+    source="https://github.com/grafana-community/helm-charts/releases/tag/grafana-12.11.1",
+)
+
 HELM_CHARTS: Final = (
     CLUSTER_AUTOSCALER,
     NVIDIA_DEVICE_PLUGIN,
@@ -120,6 +130,7 @@ HELM_CHARTS: Final = (
     PROMETHEUS_ADAPTER,
     AWS_LOAD_BALANCER_CONTROLLER,
     METRICS_SERVER,
+    GRAFANA,
 )
 
 EKS_ADDONS: Final = (

@@ -359,6 +359,10 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             built = {k: inputs.get(k) for k in ("buildArgs", "platforms", "tags")}
             digest = hashlib.sha256(json.dumps(built, sort_keys=True, default=str).encode())
             outputs["digest"] = f"sha256:{digest.hexdigest()}"
+        elif type_ == "random:index/randomPassword:RandomPassword":
+            # Known (not <computed>) so the Secret that holds it validates as a map of strings; the
+            # SDK marks `result` secret, so it is masked wherever it appears.
+            outputs["result"] = _hex(seed, min(64, int(inputs.get("length", 16))))
         elif type_ == "aws:kms/key:Key":
             resource_id = _uuid(seed)
             outputs.update(
@@ -738,8 +742,34 @@ def stack_config(
             is_array = schema.get(key, {}).get("type") == "array"
             value = ["mock-secret-value-0000"] if is_array else "mock-secret-value-0000"
             secret_keys.append(key)
+        else:
+            value, secret = _unwrap_secrets(value)
+            if secret:
+                # Like the CLI: one secret leaf (`config set --secret --path`) makes the key secret.
+                secret_keys.append(key)
         values[key] = _cli_string(value)
     return values, secret_keys
+
+
+SECRET_URL_PLACEHOLDER: Final = "https://mock-secret.invalid/0000"
+"""Stands in for an encrypted leaf whose field name says it is a URL (e.g. a Slack webhookUrl)."""
+
+
+def _unwrap_secrets(value: Any, field: str = "") -> tuple[Any, bool]:
+    """Nested secrets of an object or list value: `{"secure": ...}` leaves (encrypted, unreadable
+    offline: a placeholder) and `Secret(...)` leaves (tests: the value itself)."""
+    if isinstance(value, Secret):
+        return value.value, True
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        url = field.lower().endswith("url")
+        return (SECRET_URL_PLACEHOLDER if url else "mock-secret-value-0000"), True
+    if isinstance(value, dict):
+        pairs = {k: _unwrap_secrets(v, str(k)) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
+    if isinstance(value, list):
+        items = [_unwrap_secrets(v, field) for v in value]
+        return [v for v, _ in items], any(s for _, s in items)
+    return value, False
 
 
 def load_stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> StackConfig:

@@ -104,3 +104,15 @@ def test_invalid_json_and_stale_export_fail(tmp_path: Path) -> None:
     stale.write_text(render(dashboard(title="old title")))
     result = check_dashboard(stale, expected=render(dashboard()))
     assert any("regenerate it with `python -m infra.dashboard`" in str(f) for f in result.findings)
+
+
+def test_annotation_queries_are_checked_like_panels(promtool: Path, tmp_path: Path) -> None:
+    board = dashboard()
+    [annotation] = board["annotations"]["list"]
+    assert annotation["target"]["expr"].startswith('ALERTS{alertstate="firing"')
+    annotation["target"]["expr"] = 'ALERT{alertstate="firing"} >'
+    result = check_dashboard(_write(tmp_path, board), expected=None)
+    messages = "\n".join(str(f) for f in result.findings)
+    assert "annotation 'Firing alerts'" in messages
+    assert "unknown metric 'ALERT'" in messages
+    assert "PromQL does not parse" in messages
