@@ -1,49 +1,52 @@
 # syntax=docker/dockerfile:1
-# The model server image: CUDA runtime + torch + service/, with the model baked in at build time so a
-# pod starts from the image alone (HF_HUB_OFFLINE=1; no Hub dependency, no download on scale-out).
+# The model server image: Python + torch (CUDA 12.8 wheels) + service/, with the model baked in at build time
+# so a pod starts from the image alone (HF_HUB_OFFLINE=1; no Hub dependency, no download on scale-out).
 #
 #   docker build --build-arg MODEL_ID=thenlper/gte-large-zh --build-arg MODEL_REVISION=<40-hex commit> .
 #
-# Base: nvidia/cuda 12.8.1 runtime on Ubuntu 24.04, pinned by digest (the index digest that public
-# Dockerfiles pin for this tag; it could not be re-resolved from the build machine, which has no
-# registry access: check with `docker buildx imagetools inspect nvidia/cuda:12.8.1-runtime-ubuntu24.04`
-# when upgrading). torch's cu128 wheels match CUDA 12.8.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:ebef3c171eeef0298e4eb2e4be843105edf3b8b0ac45e0b43acee358e8046867
+# Base: python:3.12-slim-trixie, pinned by the index digest that docker-library/repo-info records for the tag
+# (repos/python/remote/3.12-slim-trixie.md: Python 3.12.13 on Debian 13; linux/amd64 43.2 MB compressed).
+# Re-resolve it with `docker buildx imagetools inspect python:3.12-slim-trixie` when upgrading.
+#
+# No CUDA base image: the torch cu128 wheels install every CUDA user-space library torch loads (cuBLAS, cuDNN,
+# NCCL, ... as nvidia-*-cu12 wheels), so an nvidia/cuda runtime base would ship a second copy (~2 GB compressed)
+# that every new GPU node pulls before the pod can start. What the wheels cannot bring is the driver (libcuda):
+# the NVIDIA container toolkit of the EKS NVIDIA AMI mounts it into a container that has a GPU, for the driver
+# capabilities NVIDIA_DRIVER_CAPABILITIES asks for (unset means `utility` only, no CUDA; NVIDIA Container
+# Toolkit docs, "Specialized Configurations with Docker", Driver Capabilities).
+ARG PYTHON_IMAGE=python:3.12-slim-trixie@sha256:229a2c5bfa27522db7815ea81f9bed70af17ccb9de9fc7ad142b1877b5830d36
 
 # ---- base: the Python every stage shares (the venv is copied between stages, so paths must match)
-FROM ${CUDA_IMAGE} AS base
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# Not version-pinned on purpose: the base is pinned by digest, and python3 from noble-updates
-# carries security fixes that a rebuild should pick up.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
 
-# ---- build: a virtualenv with torch (CUDA 12.8 wheels) and the serving extra
-FROM base AS build
-# Same reason as above (a build-only package, not in the final image).
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+# ---- deps: torch and the serving dependencies, without our code. The largest layer (~4 GB) changes only with
+# the torch pin or pyproject.toml, so a code change neither rebuilds it nor makes nodes pull it again.
+FROM base AS deps
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-RUN python3 -m venv /opt/venv \
+RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY service ./service
-RUN /opt/venv/bin/pip install ".[serve]"
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > requirements.txt \
+    && /opt/venv/bin/pip install -r requirements.txt
 
-# ---- model: fetched once at build time into a Hugging Face cache laid out for offline use
+# ---- app: the service package alone, outside the venv (its own small layer)
+FROM deps AS app
+COPY README.md ./
+COPY service ./service
+RUN /opt/venv/bin/pip install --no-deps --target /opt/app .
+
+# ---- model: fetched once at build time into a Hugging Face cache laid out for offline use; depends on the
+# dependencies only, so a code change does not download the model again.
 # MODEL_REVISION: the gte-large-zh commit that MTEB's model registry pins (embeddings-benchmark/mteb,
 # gte_models.py) and the stacks' gpu-inference:modelRevision; the build fails if it does not exist.
-FROM build AS model
+FROM deps AS model
 ARG MODEL_ID=thenlper/gte-large-zh
 ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 ENV HF_HOME=/opt/hf
@@ -52,14 +55,18 @@ print(snapshot_download(sys.argv[1], revision=sys.argv[2], \
 allow_patterns=['*.json', '*.txt', '*.safetensors', '1_Pooling/*', 'tokenizer*', 'vocab*']))" \
     "${MODEL_ID}" "${MODEL_REVISION}"
 
-# ---- runtime: no compilers, no pip cache, non-root
+# ---- runtime: no compilers, no pip cache, non-root. Layers from the least to the most often changed:
+# dependencies, model, code.
 FROM base AS runtime
 ARG MODEL_ID=thenlper/gte-large-zh
 ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
 COPY --from=model --chown=10001:10001 /opt/hf /opt/hf
+COPY --from=app /opt/app /opt/app
 ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONPATH=/opt/app \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     HF_HOME=/opt/hf \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \

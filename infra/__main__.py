@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring
+from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
     Cluster,
@@ -34,6 +34,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
 from infra.scrape import ScrapeSettings
+from infra.teardown import VolumeSweep, VolumeSweepArgs
 from service import contract
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,8 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
+# The account's side of the config (instance type offerings, GPU quotas), before any resource.
+preflight.check(cfg)
 name = cfg.cluster.name
 # EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
 check_caller_access(cfg)
@@ -51,6 +54,11 @@ cluster = Cluster(
     name,
     ClusterArgs(config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids),
 )
+# Made before the node groups: `pulumi destroy` runs it after them, when all volumes are detached.
+volume_sweep = VolumeSweep(
+    f"{name}-volume-sweep",
+    VolumeSweepArgs(region=cfg.region, tag_key=monitoring.VOLUME_TAG, tag_value=name),
+)
 node_groups = NodeGroups(
     name,
     NodeGroupsArgs(
@@ -58,6 +66,7 @@ node_groups = NodeGroups(
         cluster=cluster,
         time_slicing_replicas=cfg.gpu.time_slicing_replicas,
     ),
+    opts=pulumi.ResourceOptions(depends_on=[volume_sweep]),
 )
 # The platform comes up on the system group alone: DNS (and all that waits for it) never waits for
 # a GPU group, which may not start at all (a zero G-instance quota, no spot capacity).
@@ -87,6 +96,7 @@ metrics = Monitoring(
     f"{name}-monitoring",
     MonitoringArgs(
         namespace=monitoring.NAMESPACE,
+        cluster_name=name,
         system_node_selector=gpu_spec.system_node_selector(),
         retention=cfg.monitoring.prometheus_retention,
         volume_size_gib=cfg.monitoring.prometheus_volume_gib,
@@ -162,7 +172,10 @@ workload = Inference(
         image=model_image.image_ref,
         prometheus_namespace=monitoring.NAMESPACE,
         prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
-        depends_on=(lb_controller, gpu_stack),
+        # On destroy the NLB Service goes first, while the LB controller can still resolve and
+        # reach the ELB and EC2 APIs (cluster DNS here; the NAT path through the subnets) to delete
+        # the NLB, its security groups and their interfaces (README "Tear down").
+        depends_on=(lb_controller, gpu_stack, addons),
     ),
     opts=on_cluster,
 )

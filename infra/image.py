@@ -23,6 +23,10 @@ PLATFORM: Final = docker_build.Platform.LINUX_AMD64
 """GPU node groups are x86_64 (g4dn/g5/g6); an arm64 laptop cross-builds."""
 KEEP_IMAGES: Final = 30
 UNTAGGED_EXPIRY_DAYS: Final = 7
+CACHE_TAG: Final = "buildcache"
+"""The one tag of the layer cache repository, overwritten by every build."""
+CACHE_EXPIRY_DAYS: Final = 1
+"""Cache manifests replaced by a newer build are untagged; their layers go after a day."""
 ALWAYS_IGNORED: Final = frozenset({".git", ".venv", "node_modules", "build"})
 """Never part of any build context here, and too large to walk on every `pulumi up`."""
 
@@ -37,6 +41,28 @@ class ImageArgs:
     """An image pinned by digest (validated by infra/config.py); set, nothing is built."""
     context: Path
     """The build context: the repository root (its .dockerignore selects what is sent)."""
+
+
+def cache_lifecycle_policy() -> str:
+    """Expire replaced cache manifests (untagged) after CACHE_EXPIRY_DAYS."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"replaced build caches after {CACHE_EXPIRY_DAYS} day",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": CACHE_EXPIRY_DAYS,
+                    },
+                    "action": {"type": "expire"},
+                }
+            ]
+        },
+        sort_keys=True,
+    )
 
 
 def lifecycle_policy() -> str:
@@ -170,6 +196,8 @@ class InferenceImage(pulumi.ComponentResource):
     """`<repository>@sha256:<digest>`: what the Deployment runs."""
     tag: str | None
     """The pushed tag (None for a prebuilt image): model slug + content digest, known at preview."""
+    cache_repository: aws.ecr.Repository | None
+    """The build's layer cache (None for a prebuilt image)."""
 
     def __init__(
         self, name: str, args: ImageArgs, opts: pulumi.ResourceOptions | None = None
@@ -183,6 +211,10 @@ class InferenceImage(pulumi.ComponentResource):
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
                 scan_on_push=True
             ),
+            # ECR refuses DeleteRepository while images remain (RepositoryNotEmptyException) unless
+            # asked to force it: without this `pulumi destroy` fails on the pushed images. The
+            # images belong to the stack; nothing outside it pulls them.
+            force_delete=True,
             # KMS with the AWS-managed ECR key: encrypted at rest, no key policy to maintain.
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
@@ -197,6 +229,7 @@ class InferenceImage(pulumi.ComponentResource):
         )
         self.repository_url = self.repository.repository_url
         self.tag = None
+        self.cache_repository = None
         if args.prebuilt_image is not None:
             self.image_ref = pulumi.Output.from_input(args.prebuilt_image)
         else:
@@ -210,6 +243,8 @@ class InferenceImage(pulumi.ComponentResource):
         dockerfile = args.context / "Dockerfile"
         tag = image_tag(args.model_id, context_digest(args.context, dockerfile, build_args))
         self.tag = tag
+        self.cache_repository = self._cache_repository(name, args)
+        cache = pulumi.Output.concat(self.cache_repository.repository_url, ":", CACHE_TAG)
         token = aws.ecr.get_authorization_token_output(registry_id=self.repository.registry_id)
         image = docker_build.Image(
             f"{name}-image",
@@ -220,6 +255,32 @@ class InferenceImage(pulumi.ComponentResource):
             platforms=[PLATFORM],
             build_args=build_args,
             push=True,
+            # Build on `pulumi up` only (pulumi-docker-build 0.0.22 ImageArgs.build_on_preview; the
+            # default, true, builds on every preview). The preview still shows the new tag, which
+            # is the content digest above, and still validates the Dockerfile's syntax.
+            build_on_preview=False,
+            # Layer cache in ECR, every stage (mode max: the torch and model stages are the
+            # expensive ones, and they are not in the final image's own layers). ECR accepts a
+            # cache only as an OCI image manifest (aws.amazon.com/blogs/containers, "Announcing
+            # remote cache support in Amazon ECR for BuildKit clients"; the provider's
+            # CacheToRegistry.image_manifest says the same). A registry cache needs a
+            # docker-container builder, not the default docker driver (README "Deploy").
+            cache_from=[
+                docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache))
+            ],
+            cache_to=[
+                docker_build.CacheToArgs(
+                    registry=docker_build.CacheToRegistryArgs(
+                        ref=cache,
+                        mode=docker_build.CacheMode.MAX,
+                        image_manifest=True,
+                        oci_media_types=True,
+                        # A cache that fails to upload costs the next build time, not this
+                        # deployment.
+                        ignore_error=True,
+                    )
+                )
+            ],
             tags=[pulumi.Output.concat(self.repository.repository_url, ":", tag)],
             registries=[
                 docker_build.RegistryArgs(
@@ -231,3 +292,25 @@ class InferenceImage(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         return pulumi.Output.concat(self.repository.repository_url, "@", image.digest)
+
+    def _cache_repository(self, name: str, args: ImageArgs) -> aws.ecr.Repository:
+        """The layer cache: its own repository, because the image repository's tags are
+        immutable and the cache tag is rewritten by every build."""
+        repository = aws.ecr.Repository(
+            f"{name}-cache-repository",
+            name=f"{args.repository_name}-{CACHE_TAG}",
+            image_tag_mutability="MUTABLE",
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")
+            ],
+            # Like the image repository: destroyed with whatever cache it holds.
+            force_delete=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-cache-lifecycle",
+            repository=repository.name,
+            policy=cache_lifecycle_policy(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return repository

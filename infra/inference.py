@@ -76,8 +76,8 @@ class InferenceArgs:
     prometheus_pod_labels: Mapping[str, str]
     """The only pods admitted to the metrics port."""
     depends_on: tuple[pulumi.Resource, ...] = ()
-    """The load balancer controller (its webhook injects readiness gates; it owns the NLB) and the
-    GPU stack."""
+    """The load balancer controller (its webhook injects readiness gates; it owns the NLB), the GPU
+    stack, and whatever the controller needs to delete the NLB when the Service is destroyed."""
 
 
 def container_env(args: InferenceArgs) -> list[dict[str, Any]]:

@@ -39,6 +39,20 @@ PROMETHEUS_SERVICE_PORT: Final = 80
 PROMETHEUS_CONTAINER_PORT: Final = 9090
 """The server container's port (`server.service.targetPort` default, Prometheus' own default)."""
 STORAGE_CLASS: Final = "gp3-encrypted"
+VOLUME_TAG: Final = "gpu-inference.io/cluster"
+"""Tag on every EBS volume of the storage class (value: the cluster name): what README "Tear down"
+lists to prove that `pulumi destroy` left no volume behind."""
+PROMETHEUS_CLAIM: Final = "storage-prometheus-server"
+"""Named like Alertmanager's (`storage-<workload>`)."""
+ALERTMANAGER_NAME: Final = "prometheus-alertmanager"
+"""fullnameOverride of Alertmanager: its StatefulSet's name, which its claim's name is made of."""
+ALERTMANAGER_CLAIM_TEMPLATE: Final = "storage"
+"""The alertmanager chart's volumeClaimTemplate name (templates/statefulset.yaml, chart 1.30.0)."""
+ALERTMANAGER_CLAIM: Final = f"{ALERTMANAGER_CLAIM_TEMPLATE}-{ALERTMANAGER_NAME}-0"
+"""`<template>-<statefulset>-<ordinal>`: the claim the StatefulSet controller looks for and uses
+when it exists, so it uses ours (kubernetes pkg/controller/statefulset/stateful_pod_control.go:
+createPersistentVolumeClaims creates one only when GetClaim answers NotFound)."""
+ALERTMANAGER_VOLUME_GIB: Final = 2
 ALERT_RULES_FILE: Final = "alerting_rules.yml"
 """A file the chart's default prometheus.yml already lists under rule_files."""
 CAPACITY_TYPE_NODE_LABEL: Final = "eks.amazonaws.com/capacityType"
@@ -73,6 +87,8 @@ def prometheus_url(namespace: str) -> str:
 @dataclass(frozen=True)
 class MonitoringArgs:
     namespace: str
+    cluster_name: str
+    """Tags the volumes (VOLUME_TAG)."""
     system_node_selector: Mapping[str, str]
     retention: str
     """Prometheus duration, e.g. "15d"."""
@@ -131,11 +147,8 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
                 "scrape_timeout": scrape_timeout(args.scrape.scrape_interval),
                 "evaluation_interval": args.scrape.scrape_interval,
             },
-            "persistentVolume": {
-                "enabled": True,
-                "size": f"{args.volume_size_gib}Gi",
-                "storageClass": STORAGE_CLASS,
-            },
+            # The claim is ours (Monitoring.volumes), so the chart renders none.
+            "persistentVolume": {"enabled": True, "existingClaim": PROMETHEUS_CLAIM},
             # A ReadWriteOnce EBS volume cannot attach to a second pod: replace, never surge.
             "strategy": {"type": "Recreate"},
             "resources": {
@@ -182,7 +195,14 @@ def alertmanager_values(args: MonitoringArgs) -> dict[str, Any]:
     values: dict[str, Any] = {
         "enabled": True,
         "nodeSelector": dict(args.system_node_selector),
-        "persistence": {"enabled": True, "size": "2Gi", "storageClass": STORAGE_CLASS},
+        "fullnameOverride": ALERTMANAGER_NAME,
+        # The template must stay: without it the chart mounts an emptyDir. It never creates a
+        # claim, because ours (same name, made first: volume_claims) exists.
+        "persistence": {
+            "enabled": True,
+            "size": f"{ALERTMANAGER_VOLUME_GIB}Gi",
+            "storageClass": STORAGE_CLASS,
+        },
         "resources": {
             "requests": {"cpu": "20m", "memory": "64Mi"},
             "limits": {"memory": "256Mi"},
@@ -234,6 +254,29 @@ def metrics_server_values(args: MonitoringArgs) -> dict[str, Any]:
     }
 
 
+def volume_claims(namespace: str, prometheus_gib: int) -> dict[str, dict[str, Any]]:
+    """The claims of Prometheus' and Alertmanager's volumes, by name, as Pulumi resources.
+
+    Made here and not by the chart, so that `pulumi destroy` deletes them, and with them (reclaim
+    policy Delete) their EBS volumes. A claim from a StatefulSet's volumeClaimTemplate belongs to no
+    release: it outlives the StatefulSet unless the StatefulSet sets
+    persistentVolumeClaimRetentionPolicy, which the alertmanager chart (1.30.0) does not offer, so
+    its volume would be billed after the stack is gone.
+    """
+    sizes = {PROMETHEUS_CLAIM: prometheus_gib, ALERTMANAGER_CLAIM: ALERTMANAGER_VOLUME_GIB}
+    return {
+        name: {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": STORAGE_CLASS,
+                "resources": {"requests": {"storage": f"{size}Gi"}},
+            },
+        }
+        for name, size in sizes.items()
+    }
+
+
 class Monitoring(pulumi.ComponentResource):
     """Prometheus with alert rules, prometheus-adapter, metrics-server, dashboards."""
 
@@ -251,7 +294,14 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-gp3",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=STORAGE_CLASS),
             provisioner="ebs.csi.aws.com",
-            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+            parameters={
+                "type": "gp3",
+                "encrypted": "true",
+                "fsType": "ext4",
+                # The driver tags each volume it creates with these (aws-ebs-csi-driver
+                # docs/tagging.md, "StorageClass Tagging": tagSpecification_<n>: "key=value").
+                "tagSpecification_1": f"{VOLUME_TAG}={args.cluster_name}",
+            },
             # Bind in the zone the pod is scheduled in; an EBS volume cannot follow a pod across
             # zones.
             volume_binding_mode="WaitForFirstConsumer",
@@ -260,7 +310,19 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
-        chart_needs: list[pulumi.Resource] = [self.namespace, self.storage_class]
+        self.volumes = [
+            k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-{claim}",
+                **fields,
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.namespace, self.storage_class]
+                ),
+            )
+            for claim, fields in volume_claims(args.namespace, args.volume_size_gib).items()
+        ]
+        # Claims first: the StatefulSet must find Alertmanager's, not make its own; on destroy the
+        # pods go first, then the claims.
+        chart_needs: list[pulumi.Resource] = [self.namespace, self.storage_class, *self.volumes]
         credentials = alerting.secret_files(args.alert_receivers)
         if credentials:
             chart_needs.append(

@@ -80,7 +80,7 @@ class Network(pulumi.ComponentResource):
         public_rt = aws.ec2.RouteTable(
             f"{name}-public-rt", vpc_id=vpc.id, tags={"Name": f"{cluster_name}-public"}, opts=child
         )
-        aws.ec2.Route(
+        public_route = aws.ec2.Route(
             f"{name}-public-default-route",
             route_table_id=public_rt.id,
             destination_cidr_block="0.0.0.0/0",
@@ -88,8 +88,10 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         public, private, nats = [], [], []
+        # The private subnets' path to the AWS APIs: their routes (to a NAT) and associations.
+        egress: list[aws.ec2.Route | aws.ec2.RouteTableAssociation] = []
         for i, zone in enumerate(cfg.availability_zones):
-            pub = self._subnet(
+            pub, pub_rta = self._subnet(
                 name, vpc, zone, cfg.public_subnet_cidrs[i], "public", cluster_name, public_rt
             )
             public.append(pub)
@@ -106,7 +108,10 @@ class Network(pulumi.ComponentResource):
                         allocation_id=eip.id,
                         subnet_id=pub.id,
                         tags={"Name": f"{cluster_name}-nat-{zone}"},
-                        opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                        # A NAT gateway forwards through its subnet's route to the gateway.
+                        opts=pulumi.ResourceOptions(
+                            parent=self, depends_on=[igw, public_route, pub_rta]
+                        ),
                     )
                 )
         for i, zone in enumerate(cfg.availability_zones):
@@ -116,21 +121,29 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{cluster_name}-private-{zone}"},
                 opts=child,
             )
-            aws.ec2.Route(
+            route = aws.ec2.Route(
                 f"{name}-private-{zone}-default-route",
                 route_table_id=rt.id,
                 destination_cidr_block="0.0.0.0/0",
                 nat_gateway_id=nats[i if cfg.nat_per_az else 0].id,
                 opts=child,
             )
-            private.append(
-                self._subnet(
-                    name, vpc, zone, cfg.private_subnet_cidrs[i], "private", cluster_name, rt
-                )
+            subnet, rta = self._subnet(
+                name, vpc, zone, cfg.private_subnet_cidrs[i], "private", cluster_name, rt
             )
+            private.append(subnet)
+            egress += [route, rta]
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
-        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
+        # The subnet ids carry the egress path as dependencies, so everything placed in them (the
+        # cluster, nodes, and all that runs there) is created after it and destroyed before it.
+        # Without this the routes and NAT gateways, which nothing else references, go first in
+        # `pulumi destroy`: the LB controller and the EBS CSI driver then cannot reach the ELB and
+        # EC2 APIs to delete the NLB and the volumes, and those are left behind.
+        ids = [s.id for s in private]
+        self.private_subnet_ids = pulumi.Output.all(*ids, *[r.id for r in egress]).apply(
+            lambda values: list(values[: len(ids)])
+        )
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
 
     def _subnet(
@@ -142,7 +155,7 @@ class Network(pulumi.ComponentResource):
         tier: str,
         cluster_name: str,
         route_table: aws.ec2.RouteTable,
-    ) -> aws.ec2.Subnet:
+    ) -> tuple[aws.ec2.Subnet, aws.ec2.RouteTableAssociation]:
         """A subnet with the tag the AWS Load Balancer Controller uses to pick it for its tier."""
         child = pulumi.ResourceOptions(parent=self)
         subnet = aws.ec2.Subnet(
@@ -158,10 +171,10 @@ class Network(pulumi.ComponentResource):
             },
             opts=child,
         )
-        aws.ec2.RouteTableAssociation(
+        association = aws.ec2.RouteTableAssociation(
             f"{name}-{tier}-{zone}-rta",
             subnet_id=subnet.id,
             route_table_id=route_table.id,
             opts=child,
         )
-        return subnet
+        return subnet, association

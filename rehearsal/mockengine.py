@@ -18,12 +18,14 @@ become placeholders that stay marked secret."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import hashlib
 import json
 import runpy
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +37,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import StackConfig, parse
+from infra.config import GPU_INSTANCE_TYPES, StackConfig, parse
 from rehearsal import charts
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -150,6 +152,26 @@ class Inventory:
     def children(self, parent: Resource) -> list[Resource]:
         return [r for r in self.resources if r.parent == parent.urn]
 
+    def dependencies(self, resource: Resource) -> set[str]:
+        """URNs of everything `resource` depends on, transitively: its dependencies and parent, and
+        theirs. The engine creates all of them before it and deletes all of them after it (it
+        schedules by DependenciesOf: provider, parent, dependencies; pulumi/pulumi
+        pkg/resource/graph/dependency_graph.go). A component in `depends_on` counts with its
+        children."""
+        by_urn = {r.urn: r for r in self.resources}
+        seen: set[str] = set()
+        pending = [resource]
+        while pending:
+            current = pending.pop()
+            for urn in (*current.depends_on, *([current.parent] if current.parent else [])):
+                if urn in seen:
+                    continue
+                seen.add(urn)
+                if urn in by_urn:
+                    pending.append(by_urn[urn])
+                    pending.extend(r for r in self.resources if r.parent == urn)
+        return seen
+
     def k8s_resources(self) -> list[Resource]:
         """The Kubernetes objects the program declares itself (chart renders excluded)."""
         return [r for r in self.resources if r.is_kubernetes_object and r.rendered_by is None]
@@ -219,12 +241,82 @@ _EC2_ID_PREFIX: Final = {
 }
 
 
+_INVOKE_LOOPS: set[asyncio.AbstractEventLoop] = set()
+"""Event loops the SDK's mock monitor made in the worker threads that run invokes."""
+
+
+@atexit.register
+def _close_invoke_loops() -> None:
+    """Closes the invoke threads' event loops when the process ends. Left to the garbage
+    collector after a run that raised, they print "Exception ignored in BaseEventLoop.__del__".
+    Never between runs: the threads and their loops are reused."""
+    for loop in _INVOKE_LOOPS:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+    _INVOKE_LOOPS.clear()
+
+
+# --- The account the mocks pretend to be ----------------------------------------------------------
+
+_STANDARD_TYPES: Final = tuple(
+    f"{family}.{size}"
+    for family in ("t3", "t3a", "m5", "m6i", "m6a", "m7i", "c6i", "r6i")
+    for size in ("large", "xlarge", "2xlarge", "4xlarge")
+)
+GPU_LESS_ZONE: Final = "d"
+"""The suffix of the one zone per region where the mock account offers no GPU instance types."""
+
+
+def instance_type_offerings(region: str) -> dict[str, frozenset[str]]:
+    """An invented offering table shaped like DescribeInstanceTypeOfferings' answer: zones a-d of
+    every region; a, b and c offer every GPU type of infra/config.py and common general-purpose
+    types, zone d only the general-purpose ones (so tests have a zone a GPU type is missing from).
+    Real regions differ zone by zone; that is why `infra/preflight.py` asks."""
+    gpu = frozenset(GPU_INSTANCE_TYPES)
+    standard = frozenset(_STANDARD_TYPES)
+    return {
+        f"{region}{zone}": standard if zone == GPU_LESS_ZONE else standard | gpu for zone in "abcd"
+    }
+
+
+DEFAULT_QUOTAS: Final = {
+    "L-3819A6DF": 256.0,
+    "L-DB2E81BA": 64.0,
+    "L-7212CCBC": 0.0,
+    "L-417A185B": 0.0,
+    "L-34B43A08": 64.0,
+    "L-1216C47A": 64.0,
+}
+"""vCPU quotas (Service Quotas codes) of an established account: room for the committed stacks'
+G-family and system groups, none for P instances (new accounts start at 0 for all GPU ones)."""
+_VCPUS_BY_SIZE: Final = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
+"""vCPUs of the general-purpose types the mock account offers (every family here doubles per
+size from 2 at large)."""
+
+
+@dataclass(frozen=True)
+class MockAccount:
+    """What the account's invokes answer; tests replace parts of it."""
+
+    offerings: Mapping[str, frozenset[str]] | None = None
+    """Instance types per availability zone (default: `instance_type_offerings(region)`)."""
+    quotas: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    """Service Quotas values by quota code; a code not here is an access-denied error."""
+
+
 class AwsLikeMocks(pulumi.runtime.Mocks):
     """Answers registrations and invokes the way AWS and Kubernetes would, deterministically."""
 
-    def __init__(self, region: str, caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci") -> None:
+    def __init__(
+        self,
+        region: str,
+        caller_arn: str = f"arn:aws:iam::{ACCOUNT}:user/ci",
+        account: MockAccount | None = None,
+    ) -> None:
         self.region = region
         self.caller_arn = caller_arn
+        self.account = account or MockAccount()
+        self.offerings = self.account.offerings or instance_type_offerings(region)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -335,8 +427,14 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "status": "ACTIVE",
         }
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+    def call(  # type: ignore[override]
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
+        if threading.current_thread() is not threading.main_thread():
+            # The mock monitor has just made (or reused) this worker thread's loop
+            # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
+            _INVOKE_LOOPS.add(asyncio.get_event_loop())
         if token == "aws:eks/getAddonVersion:getAddonVersion":
             return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -359,11 +457,63 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
                 "expiresAt": "2030-01-01T00:00:00Z",
                 "id": registry,
             }
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            return self._offerings(a)
+        if token == "aws:servicequotas/getServiceQuota:getServiceQuota":
+            return self._quota(a)
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            instance_type = str(a.get("instanceType"))
+            if instance_type not in _STANDARD_TYPES:
+                reason = f"InvalidInstanceType: {instance_type} is not in the mock account"
+                return {}, [("instanceType", reason)]
+            size = instance_type.split(".", 1)[1]
+            return {**a, "id": instance_type, "defaultVcpus": _VCPUS_BY_SIZE[size]}
         if token == "aws:ec2/getVpc:getVpc":
             return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
         raise NotImplementedError(
             f"the mock engine does not answer the invoke {token}: add it to mocks"
         )
+
+    def _offerings(self, a: dict) -> dict[str, Any]:
+        if a.get("locationType") != "availability-zone":
+            raise NotImplementedError("the mock account answers offerings per availability zone")
+        wanted: set[str] | None = None
+        for item in a.get("filters") or []:
+            if item.get("name") != "instance-type":
+                raise NotImplementedError(f"offerings filter {item.get('name')!r} is not mocked")
+            wanted = set(item.get("values") or [])
+        pairs = sorted(
+            (instance_type, zone)
+            for zone, types in self.offerings.items()
+            for instance_type in types
+            if wanted is None or instance_type in wanted
+        )
+        return {
+            **a,
+            "id": self.region,
+            "instanceTypes": [t for t, _ in pairs],
+            "locations": [z for _, z in pairs],
+            "locationTypes": ["availability-zone"] * len(pairs),
+        }
+
+    def _quota(self, a: dict) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[str, str]]]:
+        code, service = str(a.get("quotaCode")), a.get("serviceCode")
+        if service != "ec2" or code not in self.account.quotas:
+            # How the SDK's mock monitor lets an invoke fail: the program sees an exception.
+            reason = f"AccessDeniedException: no quota {service}/{code} in the mock account"
+            return {}, [("quotaCode", reason)]
+        return {
+            **a,
+            "id": f"{service}/{code}",
+            "arn": f"arn:aws:servicequotas:{self.region}:{ACCOUNT}:{service}/{code}",
+            "value": self.account.quotas[code],
+            "defaultValue": 0.0,
+            "adjustable": True,
+            "globalQuota": False,
+            "quotaName": code,
+            "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+            "usageMetrics": [],
+        }
 
 
 # Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
@@ -643,23 +793,32 @@ def stacks() -> list[str]:
 # --- Running --------------------------------------------------------------------------------------
 
 
-def run_stack(stack: str, overrides: Mapping[str, Any] | None = None) -> Inventory:
+def run_stack(
+    stack: str, overrides: Mapping[str, Any] | None = None, account: MockAccount | None = None
+) -> Inventory:
     """Runs infra/__main__.py for a stack under the mocks: what it registered and exported."""
     values, secret_keys = stack_config(stack, overrides)
     return _run(
-        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), stack, values, secret_keys
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
+        stack,
+        values,
+        secret_keys,
+        account,
     )
 
 
 def run_function(
-    fn: Callable[[], object], config: Mapping[str, Any] | None = None, stack: str = "test"
+    fn: Callable[[], object],
+    config: Mapping[str, Any] | None = None,
+    stack: str = "test",
+    account: MockAccount | None = None,
 ) -> Inventory:
     """Runs any function that builds resources (e.g. one component) under the same mocks."""
     values = {
         (k if ":" in k else f"{PROJECT}:{k}"): _cli_string(v) for k, v in (config or {}).items()
     }
     values.setdefault("aws:region", "us-west-2")
-    return _run(fn, stack, values, [])
+    return _run(fn, stack, values, [], account)
 
 
 def _ensure_event_loop() -> None:
@@ -673,10 +832,14 @@ def _ensure_event_loop() -> None:
 
 
 def _run(
-    fn: Callable[[], Any], stack: str, values: dict[str, str], secret_keys: list[str]
+    fn: Callable[[], Any],
+    stack: str,
+    values: dict[str, str],
+    secret_keys: list[str],
+    account: MockAccount | None = None,
 ) -> Inventory:
     _ensure_event_loop()
-    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), _caller(values))
+    mocks = AwsLikeMocks(values.get("aws:region", "us-west-2"), _caller(values), account)
     monitor = _RecordingMonitor(mocks, stack)
     # A fresh root stack per run: set_mocks only creates one when none exists (machine.md).
     settings.ROOT.set(None)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from infra import image
 from rehearsal.mockengine import ROOT, Inventory, run_function
@@ -52,14 +53,16 @@ def built() -> Inventory:
 
 
 def test_repository_is_immutable_scanned_and_encrypted(built: Inventory) -> None:
-    repo = built.one(REPOSITORY).inputs
+    repo = built.one(REPOSITORY, "img-repository").inputs
     assert repo["imageTagMutability"] == "IMMUTABLE"
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
 
 
 def test_lifecycle_policy_expires_untagged_and_old_images(built: Inventory) -> None:
-    policy = json.loads(built.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
+    policy = json.loads(
+        built.one("aws:ecr/lifecyclePolicy:LifecyclePolicy", "img-lifecycle").inputs["policy"]
+    )
     rules = sorted(policy["rules"], key=lambda rule: rule["rulePriority"])
     assert rules[0]["selection"]["tagStatus"] == "untagged"
     # ECR requires the `any` rule to come last.
@@ -79,6 +82,34 @@ def test_image_is_built_for_amd64_with_the_model_as_build_args(built: Inventory)
     assert (cwd / docker["dockerfile"]["location"]).resolve() == ROOT / "Dockerfile"
     assert (cwd / docker["context"]["location"]).resolve() == ROOT
     assert len(docker["tags"]) == 1
+
+
+def test_image_builds_on_up_only(built: Inventory) -> None:
+    # A preview must not build (and a CI preview runner must not pull torch and the model).
+    assert built.one(DOCKER_IMAGE).inputs["buildOnPreview"] is False
+
+
+def test_every_stage_is_cached_in_its_own_mutable_repository(built: Inventory) -> None:
+    docker = built.one(DOCKER_IMAGE).inputs
+    cache_repo = built.one(REPOSITORY, "img-cache-repository").inputs
+    assert cache_repo["name"] == "gpu-inference-dev-buildcache"
+    # The cache tag is rewritten by each build; the image repository's tags are immutable.
+    assert cache_repo["imageTagMutability"] == "MUTABLE"
+    assert cache_repo["forceDelete"] is True
+    registry_host = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+    ref = f"{registry_host}/gpu-inference-dev-buildcache:{image.CACHE_TAG}"
+    assert docker["cacheFrom"] == [{"registry": {"ref": ref}}]
+    (cache_to,) = docker["cacheTo"]
+    registry = cache_to["registry"]
+    assert registry["ref"] == ref
+    assert registry["mode"] == "max"
+    # ECR stores a cache only as an OCI image manifest.
+    assert (registry["imageManifest"], registry["ociMediaTypes"]) == (True, True)
+    policy = json.loads(
+        built.one("aws:ecr/lifecyclePolicy:LifecyclePolicy", "img-cache-lifecycle").inputs["policy"]
+    )
+    (rule,) = policy["rules"]
+    assert rule["selection"]["tagStatus"] == "untagged"
 
 
 def test_tag_is_the_model_and_the_content_digest() -> None:
@@ -104,6 +135,7 @@ def test_prebuilt_image_skips_the_build_and_is_used_as_is() -> None:
     inventory = built.inventory
     assert inventory.of_type(DOCKER_IMAGE) == []
     assert (built.tag, built.refs) == (None, [PREBUILT])
+    # No build, no cache.
     assert inventory.one(REPOSITORY).inputs["imageTagMutability"] == "IMMUTABLE"
 
 
@@ -140,3 +172,25 @@ def test_tag_is_a_valid_docker_tag() -> None:
     tag = image.image_tag("Org/Some_Model.v2", "0123456789abcdef")
     assert tag == "org-some_model.v2-0123456789ab"
     assert len(image.image_tag("x" * 300, "f" * 64)) <= 128
+
+
+def test_deploy_jobs_build_with_a_builder_that_can_export_the_cache() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    ups = 0
+    for name, job in workflow["jobs"].items():
+        steps = job.get("steps", [])
+        uses = [str(step.get("uses", "")) for step in steps]
+        up = [
+            i
+            for i, step in enumerate(steps)
+            if uses[i].startswith("pulumi/actions@") and step["with"]["command"] == "up"
+        ]
+        if not up:
+            continue
+        ups += 1
+        buildx = [i for i, u in enumerate(uses) if u.startswith("docker/setup-buildx-action@")]
+        assert buildx, f"{name}: no buildx builder"
+        assert buildx[0] < up[0], f"{name}: the buildx builder is set up after pulumi up"
+        driver = (steps[buildx[0]].get("with") or {}).get("driver", "docker-container")
+        assert driver == "docker-container", f"{name}: the {driver} driver cannot export a cache"
+    assert ups >= 2, "dev and prod are deployed by pulumi up"

@@ -13,6 +13,7 @@ from rehearsal.mockengine import Inventory, Resource, run_function
 from service import contract
 
 CHART = "kubernetes:helm.sh/v4:Chart"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 SYSTEM = {"gpu-inference.io/node-role": "system"}
 SCRAPE = scrape.ScrapeSettings(
     inference_namespace="inference",
@@ -27,6 +28,7 @@ DASHBOARD = {"title": "GPU inference", "panels": []}
 def monitoring_args(**overrides: Any) -> monitoring.MonitoringArgs:
     fields: dict[str, Any] = {
         "namespace": "monitoring",
+        "cluster_name": "gpu-inference-test",
         "system_node_selector": SYSTEM,
         "retention": "15d",
         "volume_size_gib": 50,
@@ -168,15 +170,25 @@ def test_prometheus_keeps_data_on_an_encrypted_gp3_volume(inventory: Inventory) 
     assert server["retentionSize"] == "40GB"
     assert server["persistentVolume"] == {
         "enabled": True,
-        "size": "50Gi",
-        "storageClass": monitoring.STORAGE_CLASS,
+        "existingClaim": monitoring.PROMETHEUS_CLAIM,
     }
     assert server["strategy"] == {"type": "Recreate"}
+    claim = inventory.one(PVC, f"mon-{monitoring.PROMETHEUS_CLAIM}").inputs
+    assert claim["metadata"] == {"name": monitoring.PROMETHEUS_CLAIM, "namespace": "monitoring"}
+    assert claim["spec"]["resources"] == {"requests": {"storage": "50Gi"}}
+    assert claim["spec"]["storageClassName"] == monitoring.STORAGE_CLASS
     storage_class = inventory.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
     assert storage_class["metadata"]["name"] == monitoring.STORAGE_CLASS
     assert storage_class["provisioner"] == "ebs.csi.aws.com"
-    assert storage_class["parameters"] == {"type": "gp3", "encrypted": "true", "fsType": "ext4"}
+    assert storage_class["parameters"] == {
+        "type": "gp3",
+        "encrypted": "true",
+        "fsType": "ext4",
+        "tagSpecification_1": "gpu-inference.io/cluster=gpu-inference-test",
+    }
     assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
+    # Deleting a claim deletes its volume.
+    assert storage_class["reclaimPolicy"] == "Delete"
 
 
 def test_prometheus_runs_exactly_the_scrape_jobs_from_scrape_py(inventory: Inventory) -> None:

@@ -53,8 +53,58 @@ def test_base_image_is_pinned_by_digest() -> None:
             f"{image} is not pinned by tag + digest"
         )
         assert ":latest" not in image
-    assert "nvidia/cuda" in external[0]
-    assert "runtime" in external[0]
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions by stage name (FROM ... AS name)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            current = []
+            found[rest.split()[-1]] = current
+        current.append((keyword, rest))
+    return found
+
+
+def test_no_cuda_base_image_under_the_torch_cuda_wheels() -> None:
+    # The torch CUDA wheels bring the CUDA libraries; a CUDA base image would ship them twice.
+    images = [rest.split()[0] for keyword, rest in instructions() if keyword == "FROM"]
+    resolved = [args()[i[2:-1]] if i.startswith("${") else i for i in images]
+    assert not [i for i in resolved if "nvidia/cuda" in i], resolved
+    assert re.match(r"python:3\.\d+-slim", args()["PYTHON_IMAGE"])
+    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu\d+", args()["TORCH_INDEX_URL"])
+
+
+def test_the_runtime_asks_the_container_toolkit_for_the_cuda_driver() -> None:
+    # Unset, NVIDIA_DRIVER_CAPABILITIES means `utility` only: no libcuda in the container.
+    runtime = stages()["runtime"]
+    env = " ".join(rest for k, rest in runtime if k == "ENV")
+    capabilities = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", env)
+    assert capabilities is not None
+    assert "compute" in capabilities.group(1).split(",")
+
+
+def test_a_code_change_leaves_the_dependency_and_model_layers_alone() -> None:
+    all_stages = stages()
+
+    def ancestry(stage: str) -> list[str]:
+        parent = all_stages[stage][0][1].split()[0]
+        return [stage, *(ancestry(parent) if parent in all_stages else [])]
+
+    def copies_code(stage: str) -> bool:
+        return any(
+            k == "COPY" and "service" in rest.split()[:-1]
+            for name in ancestry(stage)
+            for k, rest in all_stages[name]
+        )
+
+    runtime_copies = [rest for k, rest in all_stages["runtime"] if k == "COPY"]
+    sources = [m.group(1) for c in runtime_copies if (m := re.search(r"--from=(\S+)", c))]
+    assert len(sources) == len(runtime_copies), "the runtime copies only from build stages"
+    # The code comes last; nothing copied before it was built from a stage that saw service/.
+    assert copies_code(sources[-1])
+    assert not [s for s in sources[:-1] if copies_code(s)], sources
 
 
 def test_cmd_is_the_contract_command_in_exec_form() -> None:

@@ -1,0 +1,238 @@
+"""What the stack config asks of the AWS account, checked at preview before any resource exists.
+
+`infra/config.py` knows the config but not the account: an instance type that the region does not
+offer in the stack's zones (a typo in the system group, a GPU family that a zone lacks) and a vCPU
+quota (GPU or standard) too small for a group's minimum both fail only when EKS creates the node
+group, about 20 minutes into `pulumi up`. Here they fail the preview instead.
+
+The lookups are synchronous invokes (the `aws.ec2.get_instance_type_offerings` form without
+`_output` returns its result), made before any resource is registered: a refusal raises
+`ConfigError` with nothing created or half-planned, exactly like a bad config value. An Output-based
+check could only fail inside `apply`, after the components had already been registered. Invokes run
+in `pulumi preview` as in `pulumi up`; they need `ec2:DescribeInstanceTypeOfferings`,
+`ec2:DescribeInstanceTypes` and `servicequotas:GetServiceQuota` (all in the AWS-managed
+ReadOnlyAccess policy).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import GPU_INSTANCE_TYPES, PROJECT, ConfigError, NodeGroupConfig, StackConfig
+
+
+@dataclass(frozen=True)
+class QuotaKind:
+    """An EC2 vCPU quota that GPU instances of some families count against."""
+
+    code: str
+    name: str
+    families: tuple[str, ...]
+    """Instance family prefixes it covers (`g` matches g4dn, g5, g6, g6e)."""
+    capacity_type: str
+
+
+_STANDARD: Final = ("a", "c", "d", "h", "i", "m", "r", "t", "z")
+STANDARD_NAME: Final = "Standard (A, C, D, H, I, M, R, T, Z)"
+
+# Service Quotas codes for EC2 (service code "ec2"). The names are those of the EC2 User Guide's
+# "Spot Instance quotas" page (docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-limits.html:
+# "All G and VT Spot Instance Requests", default 0); the codes are the ones public tooling reads
+# with GetServiceQuota, e.g. cloudsnorkel/cloud-z collect-aws (spot L-3819A6DF G and VT,
+# L-7212CCBC P, L-34B43A08 Standard) and the on-demand "Running On-Demand G and VT instances"
+# L-DB2E81BA, "Running On-Demand P instances" L-417A185B and "Running On-Demand Standard ...
+# instances" L-1216C47A. All are counted in vCPUs. The Standard ones matter for the system group:
+# new accounts can start with only a few vCPUs there too.
+QUOTAS: Final = (
+    QuotaKind("L-3819A6DF", "All G and VT Spot Instance Requests", ("g", "vt"), "SPOT"),
+    QuotaKind("L-DB2E81BA", "Running On-Demand G and VT instances", ("g", "vt"), "ON_DEMAND"),
+    QuotaKind("L-7212CCBC", "All P Spot Instance Requests", ("p",), "SPOT"),
+    QuotaKind("L-417A185B", "Running On-Demand P instances", ("p",), "ON_DEMAND"),
+    QuotaKind("L-34B43A08", f"All {STANDARD_NAME} Spot Instance Requests", _STANDARD, "SPOT"),
+    QuotaKind("L-1216C47A", f"Running On-Demand {STANDARD_NAME} instances", _STANDARD, "ON_DEMAND"),
+)
+
+
+def quota_kind(instance_type: str, capacity_type: str) -> QuotaKind | None:
+    """The vCPU quota an instance of this type and capacity type counts against (None for the
+    families no node group here uses: F, Inf, Trn, X, ...)."""
+    family = instance_type.split(".", 1)[0]
+    for kind in QUOTAS:
+        if kind.capacity_type == capacity_type and any(
+            family.startswith(prefix) and family[len(prefix) : len(prefix) + 1].isdigit()
+            for prefix in kind.families
+        ):
+            return kind
+    return None
+
+
+def _groups(cfg: StackConfig) -> list[tuple[str, NodeGroupConfig]]:
+    """Every node group with the config key that declares it (as infra/config.py names it)."""
+    return [
+        (f"{PROJECT}:systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system),
+        *((f"{PROJECT}:gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu),
+    ]
+
+
+# --- Instance type offerings ----------------------------------------------------------------------
+
+
+def offered_zones(instance_types: Iterable[str], locations: Iterable[str]) -> dict[str, set[str]]:
+    """Zones per instance type from the data source's parallel lists (one entry per offering, as
+    the provider's aws_ec2_instance_type_offerings appends them)."""
+    zones: dict[str, set[str]] = defaultdict(set)
+    for instance_type, zone in zip(instance_types, locations, strict=True):
+        zones[instance_type].add(zone)
+    return zones
+
+
+def check_offerings(cfg: StackConfig, offered: Mapping[str, set[str]]) -> None:
+    """Every instance type of every group must be offered in every zone of the stack.
+
+    A managed node group spans every private subnet it is given (one per stack zone), and
+    cluster-autoscaler plans a scale-up of a group from one node template for all of its zones. A
+    type a zone does not offer can never run there, so the rule is deliberately strict: what a group
+    lists is what each of its zones can run (drop the type or the zone). A type offered nowhere in
+    the region is misspelt, retired or not in this region.
+    """
+    zones = cfg.network.availability_zones
+    for key, group in _groups(cfg):
+        for instance_type in group.instance_types:
+            where = sorted(offered.get(instance_type, set()))
+            missing = [z for z in zones if z not in where]
+            if not missing:
+                continue
+            if where:
+                allowed = (
+                    f"an instance type offered in every zone of availabilityZones "
+                    f"({', '.join(zones)}); {instance_type} is not offered in "
+                    f"{', '.join(missing)} (AWS offers it in {', '.join(where)} of "
+                    f"{cfg.region}): drop it from this group or change availabilityZones"
+                )
+            else:
+                allowed = (
+                    f"an EC2 instance type offered in {cfg.region}; AWS offers {instance_type} "
+                    f"in none of its zones (misspelt, or not available in this region)"
+                )
+            raise ConfigError(cfg.stack_file, f"{key}.instanceTypes", instance_type, allowed)
+
+
+def lookup_offerings(cfg: StackConfig) -> dict[str, set[str]]:
+    """The region's zones of each configured instance type (`DescribeInstanceTypeOfferings`)."""
+    types = sorted({t for _, group in _groups(cfg) for t in group.instance_types})
+    result = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=types)],
+    )
+    return offered_zones(result.instance_types, result.locations)
+
+
+# --- GPU vCPU quotas ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuotaNeed:
+    kind: QuotaKind
+    min_vcpus: int
+    """What the groups' minSize keep running: must fit, or node group creation fails."""
+    max_vcpus: int
+    """What the groups reach at maxSize: above the quota, scale-ups stop short."""
+    groups: tuple[str, ...]
+    """Config keys of the groups counted."""
+
+
+def quota_needs(cfg: StackConfig, vcpus_of: Callable[[str], int]) -> list[QuotaNeed]:
+    """vCPUs per quota at the groups' minimum and maximum sizes, counting each node as the largest
+    of its group's types (GPU groups share one shape; the system group may mix sizes)."""
+    needs: dict[str, tuple[int, int, list[str]]] = {}
+    kinds = {kind.code: kind for kind in QUOTAS}
+    for key, group in _groups(cfg):
+        kind = quota_kind(group.instance_types[0], group.capacity_type)
+        if kind is None:
+            continue
+        vcpus = max(vcpus_of(t) for t in group.instance_types)
+        low, high, keys = needs.get(kind.code, (0, 0, []))
+        needs[kind.code] = (
+            low + group.min_size * vcpus,
+            high + group.max_size * vcpus,
+            [*keys, key],
+        )
+    return [
+        QuotaNeed(kinds[code], low, high, tuple(keys))
+        for code, (low, high, keys) in sorted(needs.items())
+    ]
+
+
+def check_quota(cfg: StackConfig, need: QuotaNeed, value: float) -> str | None:
+    """Raises when the minimum does not fit; returns a warning when the maximum does not."""
+    kind = need.kind
+    if value < need.min_vcpus:
+        raise ConfigError(
+            cfg.stack_file,
+            f"{need.groups[0]}.minSize",
+            need.min_vcpus,
+            f"GPU vCPUs within the account's quota: {need.min_vcpus} vCPUs at the minimum size of "
+            f"{', '.join(need.groups)} exceed {kind.name} ({kind.code}) = {value:g} vCPUs in "
+            f"{cfg.region}; lower minSize or request an increase in the Service Quotas console",
+        )
+    if value < need.max_vcpus:
+        return (
+            f"{kind.name} ({kind.code}) is {value:g} vCPUs in {cfg.region}, but "
+            f"{', '.join(need.groups)} reach {need.max_vcpus} vCPUs at maxSize: scale-ups stop "
+            f"at the quota; request an increase or lower maxSize"
+        )
+    return None
+
+
+def lookup_vcpus(instance_type: str) -> int:
+    """vCPUs of an instance type: infra/config.py's GPU table, else EC2 DescribeInstanceTypes."""
+    if instance_type in GPU_INSTANCE_TYPES:
+        return GPU_INSTANCE_TYPES[instance_type].vcpus
+    return int(aws.ec2.get_instance_type(instance_type=instance_type).default_vcpus)
+
+
+def lookup_quota(kind: QuotaKind) -> float:
+    result = aws.servicequotas.get_service_quota(service_code="ec2", quota_code=kind.code)
+    return float(result.value)
+
+
+# --- Entry point ----------------------------------------------------------------------------------
+
+
+def check(cfg: StackConfig) -> list[str]:
+    """Runs every account check; raises ConfigError on the first refusal. Returns the report lines
+    it also logged (the quotas as read), which the preview shows as diagnostics."""
+    check_offerings(cfg, lookup_offerings(cfg))
+    report = []
+    for need in quota_needs(cfg, lookup_vcpus):
+        try:
+            value = lookup_quota(need.kind)
+        # Any failure (most often a role without servicequotas:GetServiceQuota) is reported, not
+        # fatal: the quota only informs the preview.
+        except Exception as error:
+            line = (
+                f"could not read {need.kind.name} ({need.kind.code}): {error}; the groups need "
+                f"{need.min_vcpus}-{need.max_vcpus} vCPUs (grant servicequotas:GetServiceQuota "
+                f"to see it checked here)"
+            )
+            pulumi.log.warn(line)
+            report.append(line)
+            continue
+        warning = check_quota(cfg, need, value)
+        line = (
+            f"{need.kind.name} ({need.kind.code}): {value:g} vCPUs; "
+            f"{', '.join(need.groups)} need {need.min_vcpus} at minSize, "
+            f"{need.max_vcpus} at maxSize"
+        )
+        report.append(line)
+        pulumi.log.info(line)
+        if warning is not None:
+            pulumi.log.warn(warning)
+            report.append(warning)
+    return report
