@@ -116,7 +116,7 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    document = build_document(ENDPOINTS, title=TITLE, version=__version__, description=__doc__)
+    document = build_document(ENDPOINTS, title=TITLE, version=__version__, description=DESCRIPTION)
     app.openapi_schema = document  # what app.openapi() returns
     routes: dict[str, dict[str, Handler]] = {}
     prefixes: dict[str, tuple[str, dict[str, Handler]]] = {}
@@ -132,6 +132,12 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
 
 
 TITLE = "gpu-inference embedding server"
+DESCRIPTION = (
+    "Sentence embeddings from one model, OpenAI-compatible (`POST /v1/embeddings`, `GET "
+    "/v1/models`: the openai SDK works as is), with dynamic batching. Every error is the OpenAI "
+    'envelope `{"error": {"message", "type", "param", "code"}}`; each response carries '
+    "`X-Request-ID`. `/v1` routes need `Authorization: Bearer <key>` when the server has API keys."
+)
 
 
 class EmbeddingApp(FastAPI):

@@ -244,3 +244,23 @@ def test_limit_runner_records_the_measured_inputs_after_its_warm_up_in_one_loop(
     assert result.window.inputs == 16
     assert result.window.tokens == 160
     assert result.window.elapsed_s > 0
+
+
+def test_limit_runner_cuts_a_window_of_mixed_lengths_like_the_server(encoder: Encoder) -> None:
+    """Half sentences, half paragraphs: with the CPU pass cost each window of 8 runs as two length
+    buckets (the server's plan_batches); with a pass cost no padding is worth, as one batch."""
+    paragraph = " ".join(["the quick brown fox jumps over the lazy dog"] * 15)
+    corpus = [Item("a short query", 5) if i % 2 else Item(paragraph, 140) for i in range(16)]
+    passes = {}
+    for cost in (64, 1_000_000):
+        result = run_limit_round(
+            encoder,
+            corpus,
+            BatchLimits(8, 32768, pass_cost_tokens=cost),
+            concurrency=8,
+            plan=SegmentPlan(warmup=8, measured=16),
+        ).result
+        assert result.ok == 16
+        passes[cost] = result.batch_totals[1]
+    assert passes[1_000_000] == 4  # three windows of 8, then the closing input
+    assert passes[64] == 7  # each full window in two buckets
