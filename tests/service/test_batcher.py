@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -78,7 +77,9 @@ async def test_token_budget_and_size_cap_hold_and_padding_is_sorted_away() -> No
         for k in rng.integers(1, 12, size=20)
     ]
     tasks = [asyncio.create_task(vectors(batcher, r)) for r in requests]
-    await asyncio.sleep(0.05)
+    # Every request queued and prepared before the device frees up: one window holds them all.
+    total = sum(len(ids) for r in requests for ids in r)
+    await eventually(lambda: batcher.queued_tokens == total)
     device.release.set()
     results = await asyncio.gather(blocker, *tasks)
     for request, result in zip(requests, results[1:], strict=True):
@@ -211,18 +212,25 @@ async def test_a_failing_batch_fails_only_its_own_requests() -> None:
 
 
 async def test_event_loop_stays_responsive_during_a_long_batch() -> None:
+    busy = threading.Event()
+    release = threading.Event()
+
     def slow(batch: list[list[int]]) -> np.ndarray:
-        time.sleep(0.5)
+        busy.set()
+        release.wait(30)
         return expected(batch)
 
     batcher = Batcher(slow, max_batch_tokens=64, max_batch_size=8, max_queue_items=100)
     batcher.start()
     work = asyncio.create_task(vectors(batcher, [[1]]))
-    ticks = 0
-    while not work.done():
-        await asyncio.sleep(0.01)
-        ticks += 1
-    assert ticks >= 10  # the loop kept running other coroutines while the device was busy
+    await asyncio.to_thread(busy.wait, 30)
+    # The device is busy until this coroutine releases it: the loop can only get here (and tick)
+    # if the forward pass runs off the event loop.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not work.done()
+    release.set()
+    np.testing.assert_array_equal(await work, expected([[1]]))
     await batcher.stop(5)
 
 
@@ -256,9 +264,11 @@ async def test_stop_timeout_fails_what_is_left() -> None:
 
 async def test_batch_wait_collects_more_items_when_configured() -> None:
     device = Device()
-    batcher = make(device, batch_wait_s=0.05, max_batch_size=8)
+    # The wait is a time by design; 1 s against a second request sent right after the first is a
+    # bound no busy machine comes near, not a race.
+    batcher = make(device, batch_wait_s=1.0, max_batch_size=8)
     first = asyncio.create_task(vectors(batcher, [[1]]))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
     second = asyncio.create_task(vectors(batcher, [[2]]))
     await asyncio.gather(first, second)
     assert len(device.batches) == 1
