@@ -136,6 +136,7 @@ REGIONS: Final = frozenset(
 LOG_TYPES: Final = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 CAPACITY_TYPES: Final = ("SPOT", "ON_DEMAND")
 DTYPES: Final = ("float16", "bfloat16", "float32")
+NORMALIZE_MODES: Final = ("true", "false", "model")
 NAT_MODES: Final = ("single", "perAz")
 RESERVED_NAMESPACES: Final = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
@@ -316,6 +317,9 @@ class ModelConfig:
     """A pinned Hub commit, or None: the build takes the current head; the image digest pins it."""
     embedding_dimension: int
     dtype: str
+    normalize: str = "true"
+    """true/false force the server's L2 normalisation (EMBED_NORMALIZE); model follows the model's
+    modules.json (the server's own default)."""
 
 
 @dataclass(frozen=True)
@@ -809,6 +813,7 @@ def _model(r: _Reader) -> ModelConfig:
         revision=revision,
         embedding_dimension=r.integer("embeddingDimension", 1, 8192),
         dtype=r.choice("dtype", DTYPES),
+        normalize=r.choice("normalize", NORMALIZE_MODES),
     )
 
 

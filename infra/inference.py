@@ -100,6 +100,8 @@ def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
     }
     if model.revision is not None:
         env[contract.ENV_MODEL_REVISION] = model.revision
+    if model.normalize != "model":  # unset: the server follows the model's modules.json
+        env[contract.ENV_NORMALIZE] = model.normalize
     if inference.api_keys:
         env[contract.ENV_API_KEYS_FILE] = f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"
     return [{"name": key, "value": value} for key, value in sorted(env.items())]

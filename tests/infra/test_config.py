@@ -266,6 +266,7 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ),
     ("embedding-dimension", "dev", {"embeddingDimension": 0}, "embeddingDimension", "1 to 8192"),
     ("dtype", "dev", {"dtype": "int8"}, "dtype", "float16, bfloat16, float32"),
+    ("normalize", "dev", {"normalize": "yes"}, "normalize", "one of true, false, model"),
     (
         "image-pinned-by-digest",
         "dev",

@@ -156,6 +156,8 @@ def test_settings_reach_the_server_through_contract_env_names(name: str) -> None
     assert values[contract.ENV_MODEL] == cfg.model.id
     assert values[contract.ENV_SERVED_MODEL_NAME] == cfg.model.id
     assert values[contract.ENV_DTYPE] == cfg.model.dtype
+    # Unit vectors by default, whatever the checkpoint's modules.json says.
+    assert values[contract.ENV_NORMALIZE] == "true"
     assert values[contract.ENV_MAX_BATCH_TOKENS] == str(cfg.inference.max_batch_tokens)
     assert values[contract.ENV_MAX_BATCH_SIZE] == str(cfg.inference.max_batch_size)
     assert values[contract.ENV_MAX_QUEUE_ITEMS] == str(cfg.inference.max_queue_items)
@@ -164,6 +166,23 @@ def test_settings_reach_the_server_through_contract_env_names(name: str) -> None
         key.startswith(contract.ENV_PREFIX) or key in {"HOME", "TMPDIR"} for key in values
     ), values
     assert contract.ENV_API_KEYS_FILE not in values  # no keys configured in the stack files
+
+
+def test_normalize_model_leaves_the_choice_to_the_model() -> None:
+    cfg = stack("dev", {"normalize": "model"})
+    assert cfg.model.normalize == "model"
+    assert contract.ENV_NORMALIZE not in {
+        item["name"]
+        for item in inference.container_env(
+            inference.InferenceArgs(
+                inference=cfg.inference,
+                model=cfg.model,
+                image=IMAGE,
+                prometheus_namespace="monitoring",
+                prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
+            )
+        )
+    }
 
 
 @pytest.mark.parametrize("name", STACKS)
