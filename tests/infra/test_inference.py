@@ -40,18 +40,19 @@ def build(name: str, public: bool = False, with_tls: bool = False) -> Inventory:
     cfg = stack(name, tls(name) if with_tls else PUBLIC if public else None)
 
     def program() -> None:
-        inference.Inference(
-            "inf",
-            inference.InferenceArgs(
-                inference=cfg.inference,
-                model=cfg.model,
-                image=IMAGE,
-                prometheus_namespace="monitoring",
-                prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
-            ),
-        )
+        inference.Inference("inf", inference_args(cfg))
 
     return run_function(program)
+
+
+def inference_args(cfg: config.StackConfig) -> inference.InferenceArgs:
+    return inference.InferenceArgs(
+        inference=cfg.inference,
+        model=cfg.model,
+        image=IMAGE,
+        prometheus_namespace="monitoring",
+        prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
+    )
 
 
 def kind(inventory: Inventory, type_: str, name: str) -> dict[str, Any]:
@@ -171,18 +172,8 @@ def test_settings_reach_the_server_through_contract_env_names(name: str) -> None
 def test_normalize_model_leaves_the_choice_to_the_model() -> None:
     cfg = stack("dev", {"normalize": "model"})
     assert cfg.model.normalize == "model"
-    assert contract.ENV_NORMALIZE not in {
-        item["name"]
-        for item in inference.container_env(
-            inference.InferenceArgs(
-                inference=cfg.inference,
-                model=cfg.model,
-                image=IMAGE,
-                prometheus_namespace="monitoring",
-                prometheus_pod_labels=monitoring.prometheus_server_pod_labels(),
-            )
-        )
-    }
+    names = {item["name"] for item in inference.container_env(inference_args(cfg))}
+    assert contract.ENV_NORMALIZE not in names
 
 
 @pytest.mark.parametrize("name", STACKS)
