@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +29,7 @@ from service.errors import (
     MethodNotAllowedError,
     RequestTooLargeError,
     RouteNotFoundError,
+    describe_validation,
     error_response,
 )
 from service.front import FrontDoor, Handler, allow_header
@@ -210,7 +210,7 @@ def _freeze_heap() -> None:
 def error_reply(exc: BaseException) -> Response:
     """Any exception as the response the error table gives it (the front door's errors)."""
     if isinstance(exc, RequestValidationError):
-        return error_response(_describe_validation(exc.errors()))
+        return error_response(describe_validation(exc.errors()))
     if isinstance(exc, StarletteHTTPException):
         return _http_error_response(exc)
     return error_response(exc, headers=allow_header(exc))
@@ -226,36 +226,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     # the catch-all Exception goes to ServerErrorMiddleware, which logs a traceback and re-raises.
     for cls in (*ERROR_TABLE, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(cls, table)
-
-
-def _describe_validation(errors: Any) -> InvalidRequestError:
-    """FastAPI's list of pydantic errors -> one clear message naming the field (OpenAI style)."""
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    kind = first.get("type", "")
-    if kind == "json_invalid":
-        detail = first.get("ctx", {}).get("error", "")
-        if "surrogate" in detail or "hex escape" in detail:
-            # jiter's words for a \ud800-\udfff escape without its pair ("unexpected end of hex
-            # escape", "lone leading surrogate") read like a syntax error; the text is the problem.
-            where = detail[detail.index(" at line ") :] if " at line " in detail else ""
-            return InvalidRequestError(
-                "the request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff "
-                f"without its pair){where}: that is not a Unicode character, so the text cannot "
-                "be embedded; send valid UTF-8 text"
-            )
-        return InvalidRequestError(f"the request body is not valid JSON: {detail}".rstrip(": "))
-    if not loc:
-        if kind == "missing":
-            return InvalidRequestError("the request body must be a JSON object")
-        return InvalidRequestError(f"the request body must be a JSON object: {first.get('msg')}")
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    param = ".".join(loc)
-    if kind == "missing":
-        message = f"'{param}' is a required property"
-    elif not message.startswith(loc[0]):
-        message = f"{param}: {message}"
-    return InvalidRequestError(message, param=loc[0])
 
 
 def _http_error_response(exc: StarletteHTTPException) -> Response:

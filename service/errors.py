@@ -7,6 +7,7 @@ exceptions, the batcher's and the encoder's alike, so a status is decided in exa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
@@ -120,3 +121,33 @@ def error_response(
     if kind.status == 429:
         headers = {"Retry-After": "1", **(headers or {})}
     return Response(body, status_code=kind.status, media_type="application/json", headers=headers)
+
+
+def describe_validation(errors: Any) -> InvalidRequestError:
+    """pydantic's list of errors -> one clear message naming the field (OpenAI style)."""
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        if "surrogate" in detail or "hex escape" in detail:
+            # jiter's words for a \ud800-\udfff escape without its pair ("unexpected end of hex
+            # escape", "lone leading surrogate") read like a syntax error; the text is the problem.
+            where = detail[detail.index(" at line ") :] if " at line " in detail else ""
+            return InvalidRequestError(
+                "the request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                f"without its pair){where}: that is not a Unicode character, so the text cannot "
+                "be embedded; send valid UTF-8 text"
+            )
+        return InvalidRequestError(f"the request body is not valid JSON: {detail}".rstrip(": "))
+    if not loc:
+        if kind == "missing":
+            return InvalidRequestError("the request body must be a JSON object")
+        return InvalidRequestError(f"the request body must be a JSON object: {first.get('msg')}")
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    param = ".".join(loc)
+    if kind == "missing":
+        message = f"'{param}' is a required property"
+    elif not message.startswith(loc[0]):
+        message = f"{param}: {message}"
+    return InvalidRequestError(message, param=loc[0])

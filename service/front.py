@@ -188,7 +188,8 @@ class FrontDoor:
                 raise refusal
             if methods is None:
                 return await self._fall_back(scope, receive, send, rid)
-            handler = methods.get(scope["method"])
+            # HEAD is GET without the body (RFC 9110 9.3.2), as the framework's routes answered it.
+            handler = methods.get("GET" if scope["method"] == "HEAD" else scope["method"])
             if handler is None:
                 allowed = ", ".join(methods)
                 raise _NotAllowedError(allowed)
@@ -216,7 +217,7 @@ class FrontDoor:
             (b"x-request-id", rid),
             *reply.headers,
         ]
-        await _send(send, reply.status, headers, reply.body)
+        await _send(send, reply.status, headers, b"" if scope["method"] == "HEAD" else reply.body)
         return reply.status
 
     async def _send_error(self, send: Send, exc: BaseException, rid: bytes) -> int:

@@ -13,11 +13,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service import __version__, contract
-from service.errors import InvalidRequestError, ModelNotFoundError, NotReadyError
+from service.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    describe_validation,
+)
 from service.front import Call, ClientGone, Endpoint, Reply
 from service.metrics import CONTENT_TYPE
 from service.model_types import ModelInfo
@@ -153,11 +157,11 @@ def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.
 
 def parse_body(call: Call, model: type[B]) -> B:
     """Validate the raw body with pydantic's own JSON parser, whatever the Content-Type (curl -d
-    sends form encoding); errors become the same envelope as FastAPI's validation errors."""
+    sends form encoding); a 400 naming the field, like the framework's validation errors."""
     try:
         return model.model_validate_json(call.body)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        raise describe_validation(exc.errors(include_url=False)) from None
 
 
 async def create_embeddings(call: Call) -> Reply:

@@ -174,8 +174,17 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "status", "param"), BAD_BODIES)
-def test_bad_input(server: LiveServer, body: Any, status: int, param: str | None) -> None:
-    error = assert_envelope(post(server, contract.EMBEDDINGS_PATH, body), status, param)
+def test_bad_input(
+    server: LiveServer,
+    body: Any,
+    status: int,
+    param: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service"):
+        error = assert_envelope(post(server, contract.EMBEDDINGS_PATH, body), status, param)
+    # A client's mistake is not a server error: no ERROR line, no traceback.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     if status == 404:
         assert error["code"] == "model_not_found"
     assert httpx.get(f"{server.base_url}/ready").status_code == 200
@@ -203,6 +212,9 @@ def test_per_request_token_cap(server: LiveServer) -> None:
 def test_unknown_route_and_method(server: LiveServer) -> None:
     assert_envelope(httpx.get(f"{server.base_url}/v1/nothing"), 404)
     assert_envelope(httpx.get(f"{server.base_url}{contract.EMBEDDINGS_PATH}"), 405)
+    head = httpx.head(f"{server.base_url}{contract.HEALTH_PATH}")
+    assert (head.status_code, head.content) == (200, b"")
+    assert int(head.headers["content-length"]) > 0  # GET's length, without the body
 
 
 # --- The simple GTE routes -----------------------------------------------------------------------
