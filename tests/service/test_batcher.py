@@ -262,17 +262,23 @@ async def test_stop_timeout_fails_what_is_left() -> None:
     assert all(isinstance(o, BatcherStopped) for o in outcomes)
 
 
-async def test_batch_wait_collects_more_items_when_configured() -> None:
+@pytest.mark.parametrize(("wait_s", "batches"), [(1.0, [2]), (0.0, [1, 1])])
+async def test_batch_wait_collects_more_items_when_configured(
+    wait_s: float, batches: list[int]
+) -> None:
     device = Device()
-    # The wait is a time by design; 1 s against a second request sent right after the first is a
-    # bound no busy machine comes near, not a race.
-    batcher = make(device, batch_wait_s=1.0, max_batch_size=8)
+    # The wait is a time by design; 1 s against a second request sent a few loop iterations after
+    # the first is a bound no busy machine comes near, not a race.
+    batcher = make(device, batch_wait_s=wait_s, max_batch_size=8)
     first = asyncio.create_task(vectors(batcher, [[1]]))
-    await asyncio.sleep(0)
+    # The first request is prepared and past the batcher's own arrival yields: without a wait it
+    # is already on the device.
+    await eventually(lambda: batcher.queued_tokens == 1 or device.started.is_set())
+    for _ in range(10):
+        await asyncio.sleep(0)
     second = asyncio.create_task(vectors(batcher, [[2]]))
     await asyncio.gather(first, second)
-    assert len(device.batches) == 1
-    assert len(device.batches[0]) == 2
+    assert [len(batch) for batch in device.batches] == batches
     await batcher.stop(5)
 
 

@@ -103,38 +103,47 @@ async def _load_through_sigterm(
     """Clients keep sending through the drain delay; a few large requests start during it, so
     they are still in flight (and queued) when the listener closes.
 
-    Nothing here races the drain delay: /ready is read until it answers 503 (the flip is
-    immediate; the delay only has to outlast those few reads), the large requests go right after,
-    and no new connection is opened after them, so a slow machine cannot turn the closed listener
-    into a connection error."""
+    Nothing here races the drain delay: the load opens a fresh connection per request only until
+    /ready answers 503, and the /ready reads and the large requests go over keep-alive
+    connections opened before SIGTERM, so a slow machine cannot turn the closed listener into a
+    connection error."""
     statuses: list[int] = []
     ready_during_drain: list[int] = []
     stop_sending = asyncio.Event()
-    limits = httpx.Limits(max_keepalive_connections=0)  # a fresh connection per request
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
 
     async def steady(client: httpx.AsyncClient) -> None:
         while not stop_sending.is_set():
             response = await client.post(contract.EMBEDDINGS_PATH, json={"input": ["hi"] * 8})
             statuses.append(response.status_code)
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async def ready(probe: httpx.AsyncClient) -> int:
+        return (await probe.get(contract.READY_PATH)).status_code
+
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=60, limits=fresh) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=60) as probe,
+    ):
+        # Four connections open and idle in the probe's pool: one for /ready, three for the
+        # large requests.
+        assert await asyncio.gather(*(ready(probe) for _ in range(4))) == [200] * 4
         workers = [asyncio.create_task(steady(client)) for _ in range(6)]
         await asyncio.sleep(0.5)
         process.send_signal(signal.SIGTERM)
         for _ in range(50):
-            ready_during_drain.append((await client.get(contract.READY_PATH)).status_code)
+            ready_during_drain.append(await ready(probe))
             if ready_during_drain[-1] == 503:
                 break
             await asyncio.sleep(0.05)
+        stop_sending.set()
         for _ in range(2):  # and it stays 503
-            ready_during_drain.append((await client.get(contract.READY_PATH)).status_code)
+            ready_during_drain.append(await ready(probe))
         big = [
             asyncio.create_task(
-                client.post(contract.EMBEDDINGS_PATH, json={"input": [LONG_TEXT] * 32})
+                probe.post(contract.EMBEDDINGS_PATH, json={"input": [LONG_TEXT] * 32})
             )
             for _ in range(3)
         ]
-        stop_sending.set()
         await asyncio.gather(*workers)
         statuses.extend(response.status_code for response in await asyncio.gather(*big))
     return statuses, ready_during_drain
@@ -150,7 +159,11 @@ async def test_a_client_that_goes_away_has_its_queued_inputs_dropped(
     body = json.dumps({"input": texts}).encode()
     length = f"Content-Length: {len(body)}\r\n"
     _, writer = await raw_post(server.base_url, contract.EMBEDDINGS_PATH, length, body)
-    await asyncio.sleep(0.3)  # a few batches run, most of the request is still queued
+    # Leave once the first batch has run: most of the request is still queued.
+    for _ in range(600):  # a bound for a stuck server (30 s), not a speed budget
+        if server.metric(contract.TOKENS_TOTAL) > before:
+            break
+        await asyncio.sleep(0.05)
     writer.close()
     await writer.wait_closed()
     for _ in range(600):  # a bound for a stuck server (30 s), not a speed budget
