@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -52,9 +51,6 @@ class FairnessRun:
 class FairnessResult:
     bulk_inputs: int
     runs: list[FairnessRun]
-
-    def median(self, name: str) -> float:
-        return statistics.median(getattr(run, name) for run in self.runs)
 
     def to_json(self) -> dict[str, object]:
         return {

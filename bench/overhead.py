@@ -38,8 +38,6 @@ HOST = "127.0.0.1"
 FLOOR = "floor"
 MODEL_NAME = "tiny"
 CLIENTS = 64
-TARGET = 0.5
-"""Issue #12: the server at >= 0.5x the floor's requests/s on the tiny model."""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,10 @@ from checks.report import CheckResult
 from checks.synth_checks import deployed_rule_files
 from checks.synth_render import StackRender, walk_mappings
 from checks.yamlio import dump_yaml
+from infra.alerting import NOWHERE
 
 ALERTMANAGER_VALUES_KEY = "alertmanager"
 CONFIG_FILE = "alertmanager.yml"
-NOWHERE = "nowhere"
-"""infra.alerting.NOWHERE: the receiver without integrations."""
-PAGE_SEVERITY = "critical"
 
 
 def deployed_alertmanager_configs(render: StackRender) -> list[tuple[str, dict[str, Any]]]:
@@ -75,6 +73,8 @@ def routed_receivers(amtool: Path, config: Path, labels: dict[str, str]) -> list
     args: list[str | Path] = [amtool, "config", "routes", "test", f"--config.file={config}"]
     args += [f"{k}={v}" for k, v in sorted(labels.items())]
     routed = tools.run(args)
+    if routed.returncode != 0:
+        raise RuntimeError(f"amtool config routes test failed: {routed.stderr.strip()}")
     return [r.strip() for r in routed.stdout.replace(",", "\n").splitlines() if r.strip()]
 
 
@@ -95,7 +95,11 @@ def check_routes(
     table = []
     for rule in rules:
         labels = {"alertname": rule["alert"], **(rule.get("labels") or {})}
-        receivers = routed_receivers(amtool, config_path, labels)
+        try:
+            receivers = routed_receivers(amtool, config_path, labels)
+        except RuntimeError as error:
+            result.fail(subject, f"alert {labels['alertname']}: {error}")
+            continue
         result.inspected += 1
         table.append(f"{labels['alertname']} -> {'+'.join(receivers) or '-'}")
         if delivered and (not receivers or NOWHERE in receivers):

@@ -301,7 +301,7 @@ class Cluster(pulumi.ComponentResource):
         # these networks (a CI runner's subnet, a VPN). EKS docs, "Cluster API server endpoint",
         # accessing a private-only endpoint from a connected network:
         # https://docs.aws.amazon.com/eks/latest/userguide/cluster-endpoint.html
-        for i, cidr in enumerate(cc.private_api_access_cidrs):
+        api_rules = [
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-api-from-{i}",
                 security_group_id=self.node_security_group_id,
@@ -312,6 +312,8 @@ class Cluster(pulumi.ComponentResource):
                 description=f"Kubernetes API (private endpoint) from {cidr}",
                 opts=child,
             )
+            for i, cidr in enumerate(cc.private_api_access_cidrs)
+        ]
 
         self.base_addons = [
             managed_addon(name, self, "vpc-cni", {"enableNetworkPolicy": "true"}, parent=self),
@@ -333,8 +335,9 @@ class Cluster(pulumi.ComponentResource):
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
             # Every Kubernetes object waits for its provider: none is sent before the identities
-            # running Pulumi have their access policies.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=access),
+            # running Pulumi have their access policies, nor before a runner that reaches the
+            # private endpoint is admitted to it.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*access, *api_rules]),
         )
         self.register_outputs(
             {

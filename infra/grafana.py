@@ -31,7 +31,6 @@ import pulumi_random as random
 from infra import versions
 from infra.charts import chart_args
 
-RELEASE: Final = versions.GRAFANA.chart
 FULLNAME: Final = "grafana"
 """The chart's fullname for release `grafana` (helper grafana.fullname: the release name when it
 contains the chart name): its Deployment, Service and NetworkPolicy are named this."""

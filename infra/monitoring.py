@@ -24,7 +24,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import adapter_rules, alerting, scrape, versions
+from infra import adapter_rules, alerting, gpu_spec, scrape, versions
 from infra.charts import APISERVICE_V1, chart_args
 from infra.config import AlertReceiver
 from infra.namespaces import pod_security_namespace
@@ -55,7 +55,6 @@ createPersistentVolumeClaims creates one only when GetClaim answers NotFound).""
 ALERTMANAGER_VOLUME_GIB: Final = 2
 ALERT_RULES_FILE: Final = "alerting_rules.yml"
 """A file the chart's default prometheus.yml already lists under rule_files."""
-CAPACITY_TYPE_NODE_LABEL: Final = "eks.amazonaws.com/capacityType"
 DASHBOARD_LABEL: Final = {"grafana_dashboard": "1"}
 """What the Grafana chart's dashboard sidecar watches for (its default
 `sidecar.dashboards.label`)."""
@@ -166,7 +165,7 @@ def prometheus_values(args: MonitoringArgs) -> dict[str, Any]:
             **on_system,
             # kube_node_labels exposes only allowlisted labels: the dashboard counts spot vs
             # on-demand GPU nodes by capacity type.
-            "metricLabelsAllowlist": [f"nodes=[{CAPACITY_TYPE_NODE_LABEL}]"],
+            "metricLabelsAllowlist": [f"nodes=[{gpu_spec.CAPACITY_TYPE_LABEL}]"],
             "resources": {
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},

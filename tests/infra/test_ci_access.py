@@ -89,3 +89,7 @@ def test_networks_routed_to_the_vpc_reach_the_private_endpoint(stack: str) -> No
     own = {g.urn for g in inventory.of_type("aws:ec2/securityGroup:SecurityGroup")}
     assert group.startswith("sg-")
     assert group not in own
+    # A runner admitted only through these rules makes the provider's first call: rules first.
+    (provider,) = inventory.of_type("pulumi:providers:kubernetes")
+    api_urns = {r.urn for r in rules if r.inputs in api}
+    assert api_urns <= set(provider.depends_on)
