@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.batcher import BatcherStopped, Overloaded, TooLargeForQueue
@@ -86,7 +85,6 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
     ClientDisconnectedError: ErrorKind(499, "invalid_request_error", "client_disconnected"),
     # Starlette's: the client went away while its body was still arriving.
-    ClientDisconnect: ErrorKind(499, "invalid_request_error", "client_disconnected"),
     NonFiniteEmbeddingError: ErrorKind(500, "server_error", "non_finite_embedding"),
     NotReadyError: ErrorKind(503, "server_error", "not_ready"),
     BatcherStopped: ErrorKind(503, "server_error", "shutting_down"),

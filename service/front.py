@@ -29,9 +29,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import contract, logs
 from service.batcher import BatcherStopped
 from service.errors import (
+    ERROR_TABLE,
     INTERNAL,
     ApiError,
     AuthenticationError,
+    ClientDisconnectedError,
     MethodNotAllowedError,
     RequestTooLargeError,
     kind_of,
@@ -48,7 +50,8 @@ _QUIET_ROUTES = frozenset({contract.HEALTH_PATH, contract.READY_PATH, contract.M
 _API_PREFIX = contract.OPENAI_BASE_PATH + "/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The status recorded when the client went away before an answer (nginx's convention).
-CLIENT_CLOSED = 499
+CLIENT_CLOSED = ERROR_TABLE[ClientDisconnectedError].status
+"""What a request whose client left is counted as (nobody reads it)."""
 JSON = b"application/json"
 
 
@@ -104,10 +107,6 @@ class Endpoint:
 
 
 ErrorReply = Callable[[BaseException], Response]
-
-
-class ClientGone(Exception):  # noqa: N818
-    """The client closed the connection while sending its request: nothing to answer."""
 
 
 class FrontDoor:
@@ -195,13 +194,13 @@ class FrontDoor:
                 raise _NotAllowedError(allowed)
             body = await self._read_body(receive) if scope["method"] == "POST" else b""
             reply = await handler(Call(scope, receive, body, self.runtime))
-        except ClientGone:
+        except ClientDisconnectedError:
             return CLIENT_CLOSED
         except asyncio.CancelledError:
-            # Only uvicorn cancels a handler from outside (its own disconnect watch turns into
-            # ClientGone): its graceful-shutdown timeout ran out, e.g. on a client still sending
-            # its body. Answer that in the envelope, not with uvicorn's plain-text 500 and a
-            # CancelledError traceback; the task ends here either way.
+            # Only uvicorn cancels a handler from outside (our own disconnect watch turns into
+            # ClientDisconnectedError): its graceful-shutdown timeout ran out, e.g. on a client
+            # still sending its body. Answer that in the envelope, not with uvicorn's plain-text
+            # 500 and a CancelledError traceback; the task ends here either way.
             if methods is None:  # the framework's stack may have started its answer
                 raise
             task = asyncio.current_task()
@@ -262,7 +261,7 @@ class FrontDoor:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise ClientGone
+                raise ClientDisconnectedError("the client closed the connection while sending")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:

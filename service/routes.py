@@ -17,12 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from service import __version__, contract
 from service.errors import (
+    ClientDisconnectedError,
     InvalidRequestError,
     ModelNotFoundError,
     NotReadyError,
     describe_validation,
 )
-from service.front import Call, ClientGone, Endpoint, Reply
+from service.front import Call, Endpoint, Reply
 from service.metrics import CONTENT_TYPE
 from service.model_types import ModelInfo
 from service.runtime import Embedded, Runtime
@@ -86,7 +87,7 @@ async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
         if not disconnected:
             raise
         handler.uncancel()  # the cancellation was ours: nobody is left to answer
-        raise ClientGone from None
+        raise ClientDisconnectedError("the client closed the connection") from None
     finally:
         timer.cancel()
         if watcher is not None:
