@@ -20,7 +20,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import gpu_spec
-from infra.config import PROJECT, ClusterConfig, ConfigError, StackConfig
+from infra.config import PROJECT, ClusterConfig, ConfigError, StackConfig, iam_principal
 from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
 
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
@@ -87,26 +87,12 @@ def addon_version(
     ).version
 
 
-def _principal(arn: str) -> tuple[str, str, str] | None:
-    """(account, role|user, name) of an IAM role/user ARN or an assumed-role session ARN. Paths are
-    dropped: a session ARN has none, and a name is unique in its account whatever the path."""
-    parts = arn.split(":", 5)
-    if len(parts) != 6 or parts[2] not in ("iam", "sts"):
-        return None
-    account, resource = parts[4], parts[5].split("/")
-    if resource[0] == "assumed-role" and len(resource) >= 2:
-        return account, "role", resource[1]
-    if resource[0] in ("role", "user") and len(resource) >= 2:
-        return account, resource[0], resource[-1]
-    return None
-
-
 def require_cluster_access(caller_arn: str, cluster: ClusterConfig, stack_file: str) -> str:
     """The access entry the identity running Pulumi will use; refused (at preview, before the
     cluster is created) when it has none, since the cluster's creator gets no access by itself."""
-    caller = _principal(caller_arn)
+    caller = iam_principal(caller_arn)
     for arn in (*cluster.admins, *cluster.viewers):
-        if caller is not None and _principal(arn) == caller:
+        if caller is not None and iam_principal(arn) == caller:
             return arn
     account, kind, name = caller or ("<account>", "role", "<name>")
     raise ConfigError(

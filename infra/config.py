@@ -687,6 +687,20 @@ def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
     )
 
 
+def iam_principal(arn: str) -> tuple[str, str, str] | None:
+    """(account, role|user, name) of an IAM role/user ARN or an assumed-role session ARN. Paths are
+    dropped: a session ARN has none, and a name is unique in its account whatever the path."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[2] not in ("iam", "sts"):
+        return None
+    account, resource = parts[4], parts[5].split("/")
+    if resource[0] == "assumed-role" and len(resource) >= 2:
+        return account, "role", resource[1]
+    if resource[0] in ("role", "user") and len(resource) >= 2:
+        return account, resource[0], resource[-1]
+    return None
+
+
 def _ci_roles(r: _Reader, admins: tuple[str, ...]) -> tuple[str | None, str | None]:
     """deployRoleArn and previewRoleArn: IAM roles, different from each other and from every
     adminPrincipalArns entry (EKS refuses a second access entry for one principal)."""
@@ -694,9 +708,14 @@ def _ci_roles(r: _Reader, admins: tuple[str, ...]) -> tuple[str | None, str | No
     deploy = r.optional("deployRoleArn", _IAM_ROLE, allowed)
     preview = r.optional("previewRoleArn", _IAM_ROLE, allowed)
     for key, arn in (("deployRoleArn", deploy), ("previewRoleArn", preview)):
-        if arn is not None and arn in admins:
+        # One principal, whatever the ARN's path: EKS would refuse its second access entry.
+        if arn is not None and iam_principal(arn) in {iam_principal(a) for a in admins}:
             raise r.error(key, arn, "a role not also listed in adminPrincipalArns")
-    if deploy is not None and deploy == preview:
+    if (
+        deploy is not None
+        and preview is not None
+        and iam_principal(deploy) == iam_principal(preview)
+    ):
         raise r.error("previewRoleArn", preview, "a read-only role other than deployRoleArn")
     return deploy, preview
 

@@ -21,6 +21,8 @@ ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
         ({"previewRoleArn": "gpu-inference-dev-preview"}, "previewRoleArn"),
         ({"previewRoleArn": DEPLOY}, "previewRoleArn"),
         ({"adminPrincipalArns": [DEPLOY]}, "deployRoleArn"),
+        # The same role under a path: one IAM principal, so a second access entry EKS refuses.
+        ({"adminPrincipalArns": [DEPLOY.replace(":role/", ":role/ci/")]}, "deployRoleArn"),
     ],
 )
 def test_ci_roles_are_checked_before_anything_is_registered(overrides: dict, key: str) -> None:
