@@ -38,7 +38,7 @@ def _validator(
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if spec.resource_types is not None and args.resource_type not in spec.resource_types:
             return
-        for message in spec.check(args.resource_type, args.props, stack_info(), args.urn):
+        for message in spec.validate(args.resource_type, args.props, stack_info(), args.urn):
             report_violation(message, args.urn)
 
     return validate

@@ -25,8 +25,9 @@ class StackInfo:
     production: bool
 
 
-Validate = Callable[[str, Mapping[str, Any], StackInfo], list[str]]
-ValidateWithUrn = Callable[[str, Mapping[str, Any], StackInfo, str | None], list[str]]
+Validate = Callable[[str, Mapping[str, Any], StackInfo, str | None], list[str]]
+"""(resource type, inputs, stack, URN or None when the program declares the resource itself):
+the URN tells whether a pinned upstream chart rendered the object."""
 
 CHART_V4 = "kubernetes:helm.sh/v4:Chart"
 
@@ -38,15 +39,6 @@ class PolicySpec:
     resource_types: frozenset[str] | None
     """The resource types the policy looks at (None: every type; it filters itself)."""
     validate: Validate
-    validate_with_urn: ValidateWithUrn | None = None
-    """Used instead of `validate` where the verdict depends on where the resource comes from."""
-
-    def check(
-        self, resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None
-    ) -> list[str]:
-        if self.validate_with_urn is not None:
-            return self.validate_with_urn(resource_type, props, stack, urn)
-        return self.validate(resource_type, props, stack)
 
 
 def rendered_by_chart(urn: str | None) -> str | None:
@@ -145,7 +137,7 @@ def _workload_name(props: Mapping[str, Any]) -> str:
 
 
 def gpu_pods_tolerate_taint_and_request_gpu(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> list[str]:
     """A pod that asks for a GPU must tolerate the GPU taint (or it never schedules on a GPU node),
     and a pod placed on GPU nodes must ask for a GPU (or it holds an expensive node without using
@@ -236,7 +228,7 @@ def _is_gpu_node_group(props: Mapping[str, Any]) -> bool:
 
 
 def gpu_node_groups_spot_outside_production(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> list[str]:
     """Outside production every GPU node group is SPOT: on-demand GPUs cost about three times as
     much, and a non-production stack can wait for capacity."""
@@ -253,7 +245,7 @@ def gpu_node_groups_spot_outside_production(
 
 
 def eks_api_not_world_open_in_production(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> list[str]:
     """In production the public API endpoint is off or limited to known CIDRs, never the whole
     internet."""
@@ -281,7 +273,7 @@ def eks_api_not_world_open_in_production(
 
 
 def eks_secrets_encrypted_with_kms(
-    resource_type: str, props: Mapping[str, Any], stack: StackInfo
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
 ) -> list[str]:
     """Kubernetes Secrets are envelope-encrypted with a KMS key, so an etcd snapshot does not reveal
     them."""
@@ -301,7 +293,9 @@ def eks_secrets_encrypted_with_kms(
     ]
 
 
-def imdsv2_required(resource_type: str, props: Mapping[str, Any], stack: StackInfo) -> list[str]:
+def imdsv2_required(
+    resource_type: str, props: Mapping[str, Any], stack: StackInfo, urn: str | None = None
+) -> list[str]:
     """Instances require IMDSv2 session tokens (or have no metadata endpoint at all): IMDSv1 lets a
     server-side request forgery in a pod read the node role's credentials."""
     if resource_type == NODE_GROUP:
@@ -332,7 +326,6 @@ POLICIES: tuple[PolicySpec, ...] = (
         "The program's container images are referenced by digest; images of pinned upstream "
         "charts by their version tag at least; never the latest tag.",
         WORKLOAD_TYPES,
-        images_pinned_by_digest,
         images_pinned_by_digest,
     ),
     PolicySpec(
@@ -371,7 +364,7 @@ def violations(
     found: dict[str, list[str]] = {}
     for policy in POLICIES:
         if policy.resource_types is None or resource_type in policy.resource_types:
-            messages = policy.check(resource_type, props, stack, urn)
+            messages = policy.validate(resource_type, props, stack, urn)
             if messages:
                 found[policy.name] = messages
     return found
