@@ -20,9 +20,6 @@ Every wait is a bounded poll: the test never depends on how fast the machine is.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -35,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from loopback import free_port, require_binary, stop
 
 from infra import alerting, dashboard
 from infra.alerts import alert_rule_groups
@@ -48,24 +46,6 @@ ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 FAST = alerting.Timing(group_wait="1s", group_interval="1s", repeat_interval="1h")
 TIMEOUT_S = 120.0
 """Generous upper bound of every wait; the test finishes as soon as each condition holds."""
-
-
-def _binary(*names: str) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = f"none of {names} is installed (apt-get install prometheus prometheus-alertmanager)"
-    if os.environ.get("REQUIRE_PROMETHEUS") == "1" or os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -144,15 +124,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _poll(what: str, probe: Callable[[], Any], logs: list[Path]) -> Any:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
@@ -172,8 +143,8 @@ def _alerts(notification: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sink, str]) -> None:
-    prometheus = _binary("prometheus")
-    alertmanager = _binary("prometheus-alertmanager", "alertmanager")
+    prometheus = require_binary("prometheus")
+    alertmanager = require_binary("prometheus-alertmanager", "alertmanager")
     state, address = sink
     receivers = (
         AlertReceiver("oncall", "pagerduty", ("page",), secret=ROUTING_KEY),
@@ -204,7 +175,7 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
         gpu_memory_for="1s",
     )
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-    am_port, prom_port = _free_port(), _free_port()
+    am_port, prom_port = free_port(), free_port()
     prom_config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
@@ -240,8 +211,8 @@ def test_page_and_ticket_delivered_then_resolved(tmp_path: Path, sink: tuple[Sin
     try:
         _run_scenario(state, am_port, prom_port, logs)
     finally:
-        _stop(prom)
-        _stop(am)
+        stop(prom)
+        stop(am)
 
 
 def _at(state: Sink, path: str) -> list[dict[str, Any]]:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from loopback import free_port, require_binary, stop
 
 from infra import adapter_rules, scrape
 from service import contract
@@ -57,23 +56,6 @@ NAIVE_DCGM_JOB = "dcgm-naive-pod-labels"
 SCRAPE_INTERVAL = "1s"
 READY_TIMEOUT_S = 180.0
 CHAIN_TIMEOUT_S = 40.0
-
-
-def _prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        message = "the `prometheus` binary is not installed (apt-get install -y prometheus)"
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"REQUIRE_PROMETHEUS=1 but {message}")
-        pytest.skip(message)
-    return binary
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for(
@@ -199,7 +181,7 @@ class ServiceInstance:
 
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    return _prometheus_binary()
+    return require_binary("prometheus")
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +193,7 @@ def services(prometheus_binary: str) -> Iterator[dict[str, ServiceInstance]]:
     logs = tempfile.TemporaryDirectory(prefix="chain-service-")
     try:
         for pod in (POD_BUSY, POD_IDLE):
-            api_port, metrics_port = _free_port(), _free_port()
+            api_port, metrics_port = free_port(), free_port()
             env = {
                 **os.environ,
                 "EMBED_HOST": "127.0.0.1",
@@ -250,12 +232,7 @@ def services(prometheus_binary: str) -> Iterator[dict[str, ServiceInstance]]:
         yield instances
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         logs.cleanup()
 
 
@@ -331,7 +308,7 @@ def prometheus(
     }
     config_path = Path(workdir.name) / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             prometheus_binary,
@@ -347,11 +324,7 @@ def prometheus(
         _wait_for("prometheus", lambda: httpx.get(url + "/-/ready").status_code == 200, 30, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=15)
         workdir.cleanup()
 
 
