@@ -43,26 +43,26 @@ class ImageArgs:
     """The build context: the repository root (its .dockerignore selects what is sent)."""
 
 
+def _expire_untagged(days: int, description: str) -> dict[str, object]:
+    return {
+        "rulePriority": 1,
+        "description": description,
+        "selection": {
+            "tagStatus": "untagged",
+            "countType": "sinceImagePushed",
+            "countUnit": "days",
+            "countNumber": days,
+        },
+        "action": {"type": "expire"},
+    }
+
+
 def cache_lifecycle_policy() -> str:
     """Expire replaced cache manifests (untagged) after CACHE_EXPIRY_DAYS."""
-    return json.dumps(
-        {
-            "rules": [
-                {
-                    "rulePriority": 1,
-                    "description": f"replaced build caches after {CACHE_EXPIRY_DAYS} day",
-                    "selection": {
-                        "tagStatus": "untagged",
-                        "countType": "sinceImagePushed",
-                        "countUnit": "days",
-                        "countNumber": CACHE_EXPIRY_DAYS,
-                    },
-                    "action": {"type": "expire"},
-                }
-            ]
-        },
-        sort_keys=True,
+    rule = _expire_untagged(
+        CACHE_EXPIRY_DAYS, f"replaced build caches after {CACHE_EXPIRY_DAYS} day"
     )
+    return json.dumps({"rules": [rule]}, sort_keys=True)
 
 
 def lifecycle_policy() -> str:
@@ -70,17 +70,9 @@ def lifecycle_policy() -> str:
     return json.dumps(
         {
             "rules": [
-                {
-                    "rulePriority": 1,
-                    "description": f"untagged images after {UNTAGGED_EXPIRY_DAYS} days",
-                    "selection": {
-                        "tagStatus": "untagged",
-                        "countType": "sinceImagePushed",
-                        "countUnit": "days",
-                        "countNumber": UNTAGGED_EXPIRY_DAYS,
-                    },
-                    "action": {"type": "expire"},
-                },
+                _expire_untagged(
+                    UNTAGGED_EXPIRY_DAYS, f"untagged images after {UNTAGGED_EXPIRY_DAYS} days"
+                ),
                 {
                     # `any` must have the lowest priority (highest number) of all rules (ECR docs).
                     "rulePriority": 2,
