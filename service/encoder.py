@@ -37,7 +37,6 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -50,6 +49,7 @@ from service.model_types import (
     TokenIdError,
     Tokenized,
 )
+from service.textcut import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -366,8 +366,14 @@ class Encoder:
         self._backend = backend
         self._prefix, self._suffix = _special_token_template(backend)
         self._content_limit = info.max_tokens - len(self._prefix) - len(self._suffix)
+        self._text = TextTokenizer(
+            backend,
+            max_tokens=info.max_tokens,
+            prefix=self._prefix,
+            suffix=self._suffix,
+            truncate=truncate,
+        )
         self._pool = _POOLERS[info.pooling]
-        self._full_length_backend: Any = None
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -440,25 +446,11 @@ class Encoder:
     # --- Tokenisation (thread-safe) ---------------------------------------------------------------
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized:
         """Texts -> ids with special tokens; `prompt` goes right before each text (counted in the
-        model's maximum, kept when the text is truncated), as sentence-transformers does."""
+        model's maximum, kept when the text is truncated), as sentence-transformers does. A text
+        of any length costs a bounded amount of tokenizer work (service.textcut)."""
         if prompt:
             texts = [prompt + text for text in texts]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=True)
-        truncated = [bool(encoding.overflowing) for encoding in encodings]
-        if not self._truncate and any(truncated):
-            index = truncated.index(True)
-            full = len(self._untruncated().encode(texts[index], add_special_tokens=True).ids)
-            raise InputTooLongError(index, full, self.info.max_tokens)
-        return Tokenized([encoding.ids for encoding in encodings], truncated)
-
-    def _untruncated(self) -> Any:
-        """A copy of the tokenizer without truncation, to report an input's real length (built
-        on first use: only rejected inputs need it)."""
-        if self._full_length_backend is None:
-            backend = Tokenizer.from_str(self._backend.to_str())
-            backend.no_truncation()
-            self._full_length_backend = backend
-        return self._full_length_backend
+        return self._text.tokenize(texts)
 
     def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized:
         """Client token ids (this tokenizer's, without special tokens): validate, truncate, wrap.

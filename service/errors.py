@@ -18,6 +18,7 @@ from service.model_types import (
     DeviceOutOfMemoryError,
     InputTooLongError,
     NonFiniteEmbeddingError,
+    SparseTextError,
     TokenIdError,
 )
 
@@ -75,6 +76,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     InvalidRequestError: ErrorKind(400, "invalid_request_error", "invalid_request"),
     InputTooLongError: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     TokenIdError: ErrorKind(400, "invalid_request_error", "invalid_token_id"),
+    SparseTextError: ErrorKind(400, "invalid_request_error", "input_too_sparse"),
     TooLargeForQueue: ErrorKind(400, "invalid_request_error", "too_many_inputs"),
     AuthenticationError: ErrorKind(401, "authentication_error", "invalid_api_key"),
     ModelNotFoundError: ErrorKind(404, "invalid_request_error", "model_not_found"),

@@ -24,6 +24,7 @@ from service.model_types import (
     InputTooLongError,
     ModelInfo,
     NonFiniteEmbeddingError,
+    SparseTextError,
     TokenIdError,
     Tokenized,
 )
@@ -145,8 +146,9 @@ class Runtime:
             texts = [text for i in members for text in jobs[i].inputs.texts or ()]
             try:
                 everything = encoder.tokenize(texts, prompt)
-            except InputTooLongError:
-                # Only with truncation off: find whose, one request at a time.
+            except (InputTooLongError, SparseTextError):
+                # A text refused (too long with truncation off, or too sparse to cut): find
+                # whose, one request at a time.
                 for i in members:
                     results[i] = _attempt(encoder.tokenize, jobs[i].inputs.texts or [], prompt)
                 continue
@@ -197,5 +199,5 @@ def _attempt(
 ) -> Tokenized | Exception:
     try:
         return call(inputs, prompt)
-    except (InputTooLongError, TokenIdError) as exc:
+    except (InputTooLongError, SparseTextError, TokenIdError) as exc:
         return exc
