@@ -355,6 +355,8 @@ class InferenceConfig:
     max_batch_tokens: int
     max_batch_size: int
     max_queue_items: int
+    max_queue_ms: int
+    """The server's admission target (EMBED_MAX_QUEUE_SECONDS), in milliseconds."""
     cpu_request: str
     memory_request: str
     internet_facing: bool
@@ -922,6 +924,7 @@ def _inference(
         max_batch_tokens=r.integer("maxBatchTokens", 512, 1_048_576),
         max_batch_size=max_batch_size,
         max_queue_items=max_queue_items,
+        max_queue_ms=r.integer("maxQueueMs", 50, 600_000),
         cpu_request=cpu,
         memory_request=memory,
         internet_facing=internet_facing,

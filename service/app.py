@@ -176,6 +176,8 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         max_batch_tokens=s.max_batch_tokens,
         max_batch_size=s.max_batch_size,
         max_queue_items=s.max_queue_items,
+        max_queue_seconds=s.max_queue_seconds,
+        seconds_per_token=encoder.seconds_per_token,
         batch_wait_s=s.batch_wait_ms / 1000,
         pass_cost_tokens=runtime.pass_cost_tokens,
         observer=runtime.metrics,

@@ -20,9 +20,15 @@ each an asyncio task that hands its work to one worker thread:
 While a window runs the queue fills, so under load the next window is full without any timer;
 `batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
 
-Admission is bounded by what is queued, the request itself included: a request that would take the
-queue over `max_queue_items` gets Overloaded (429) even when the queue is empty, and one larger
-than the whole queue is refused as too large (it could never be admitted).
+Admission is by time (service.admission): a request is admitted only when the work it would wait
+behind, at the device's measured seconds per token, fits `max_queue_seconds`; otherwise Overloaded
+(429) with the time until it would fit. So under overload the queue holds about that much work and
+what it admits is answered in time, instead of everything being answered late. A request that
+has waited twice that long without any of its inputs reaching the device (the device slowed, or
+the work was underestimated) is shed with QueueTimeout (429), as are the queued inputs of a
+client that went away: the device only runs work someone still waits for. `max_queue_items` bounds
+the inputs held (memory) whatever the estimate says; a request larger than that is refused as too
+large (it could never be admitted).
 
 Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
 so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +49,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from service.admission import Throughput, TokensPerInput, retry_after_s, tokens_ahead
 from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,9 @@ _ARRIVAL_YIELDS = 3
 # Inputs prepared in one tokenizer call at most: bounds how long a call holds the thread while
 # small requests queue behind it.
 _PREPARE_MAX_INPUTS = 4096
+# A request none of whose inputs reached the device this many latency targets after admission is
+# shed: the estimate that admitted it was wrong by 2x, and its answer would come late anyway.
+_SHED_AFTER_TARGETS = 2.0
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -60,7 +71,16 @@ Prepare = Callable[[list[R]], list[Tokenized | Exception]]
 
 
 class Overloaded(Exception):  # noqa: N818 (the name the API docs use)
-    """The queue is full: the client should retry later (HTTP 429)."""
+    """The queue holds all the work the server can finish in time: retry later (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """When the queue is expected to have room (the Retry-After header)."""
+
+
+class QueueTimeout(Overloaded):
+    """Admitted, but none of the request's inputs reached the device by its deadline (HTTP 429)."""
 
 
 class TooLargeForQueue(ValueError):  # noqa: N818
@@ -74,7 +94,7 @@ class BatcherStopped(Exception):  # noqa: N818
 
 
 class BatchObserver(Protocol):
-    def queue_changed(self, items: int, tokens: int) -> None: ...
+    def queue_changed(self, items: int, tokens: int, seconds: float) -> None: ...
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None: ...
 
@@ -82,7 +102,7 @@ class BatchObserver(Protocol):
 
 
 class _NullObserver:
-    def queue_changed(self, items: int, tokens: int) -> None:
+    def queue_changed(self, items: int, tokens: int, seconds: float) -> None:
         pass
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None:
@@ -97,6 +117,9 @@ class _Request(Generic[R]):
     future: asyncio.Future[np.ndarray]
     raw: R
     size: int
+    admitted_at: float
+    per_input: float
+    """Tokens per input: estimated until prepared, then counted."""
     prepared: Tokenized | None = None
     taken: int = 0
     """Inputs already taken into a window (the next one to take)."""
@@ -126,6 +149,10 @@ class _Queue(Generic[R]):
     """Of those, the inputs not prepared yet (stage 1)."""
     live_tokens: int = 0
     """Tokens of prepared inputs not yet taken."""
+    pending_tokens: float = 0.0
+    """Estimated tokens of the inputs not prepared yet."""
+    per_input_sum: float = 0.0
+    """Sum of per_input over the requests with inputs not yet taken (service.admission)."""
 
 
 def _ids_as_prepared(raws: list[list[list[int]]]) -> list[Tokenized | Exception]:
@@ -141,17 +168,27 @@ class Batcher(Generic[R]):
         max_batch_tokens: int,
         max_batch_size: int,
         max_queue_items: int,
+        max_queue_seconds: float | None = None,
+        seconds_per_token: float | None = None,
         batch_wait_s: float = 0.0,
         pass_cost_tokens: int = 0,
         prepare: Prepare[R] | None = None,
         observer: BatchObserver | None = None,
         on_device_failure: Callable[[DeviceFailedError], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`max_queue_seconds`: the latency target admission keeps (None: inputs are admitted up
+        to `max_queue_items` only); `seconds_per_token`: the device's speed before any pass is
+        measured (the warm-up's); `clock`: what deadlines are read from."""
         self._run_batch = run_batch
         self._prepare: Prepare[R] = prepare or _ids_as_prepared  # type: ignore[assignment]
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
         self._max_queue_items = max_queue_items
+        self._max_queue_seconds = max_queue_seconds
+        self._throughput = Throughput(seconds_per_token)
+        self._tokens_per_input = TokensPerInput()
+        self._clock = clock
         self._batch_wait_s = batch_wait_s
         self._pass_cost_tokens = pass_cost_tokens
         self._observer = observer or _NullObserver()
@@ -165,6 +202,7 @@ class Batcher(Generic[R]):
         self._tokenizer: ThreadPoolExecutor | None = None
         self._preparing: list[_Request[R]] = []
         self._window: list[_Item] = []  # taken from the queue, not yet answered
+        self._window_tokens = 0  # of those, the tokens not run yet
         self._on_device_failure = on_device_failure or (lambda _: None)
         self._device_error: DeviceFailedError | None = None
 
@@ -175,6 +213,22 @@ class Batcher(Generic[R]):
     @property
     def queued_tokens(self) -> int:
         return self._queue.live_tokens
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        """The device's measured speed (None before the first pass, without a prior)."""
+        return self._throughput.seconds_per_token
+
+    def wait_s(self, inputs: int) -> float | None:
+        """Estimated seconds a new request of `inputs` inputs waits behind queued and running
+        work (None while the device's speed is unknown)."""
+        seconds_per_token = self._throughput.seconds_per_token
+        if seconds_per_token is None:
+            return None
+        queue = self._queue
+        queued = queue.live_tokens + queue.pending_tokens
+        ahead = tokens_ahead(inputs, queued, queue.per_input_sum) + self._window_tokens
+        return ahead * seconds_per_token
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
@@ -239,18 +293,62 @@ class Batcher(Generic[R]):
                 "split it into smaller requests"
             )
         if queue.live_items + size > limit:
+            # Until enough inputs have left: that share of the queued work's time.
+            excess = queue.live_items + size - limit
+            share = self._queued_seconds() * excess / max(1, queue.live_items)
             raise Overloaded(
                 f"{queue.live_items} inputs are queued; this request's {size} would exceed the "
-                f"queue limit of {limit}"
+                f"queue limit of {limit}",
+                retry_after_s(share, 0.0),
+            )
+        target = self._max_queue_seconds
+        wait_s = self.wait_s(size)
+        if target is not None and wait_s is not None and wait_s > target:
+            raise Overloaded(
+                f"the server is at capacity: this request would wait about {wait_s:.1f} s for "
+                f"queued work, over its target of {target:g} s",
+                retry_after_s(wait_s, target),
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        request = _Request(future, raw, size, remaining=size)
+        per_input = self._tokens_per_input.value
+        request = _Request(future, raw, size, self._clock(), per_input, remaining=size)
         queue.arrivals.append(request)
         queue.live_items += size
         queue.pending_items += size
-        self._observer.queue_changed(queue.live_items, queue.live_tokens)
+        queue.pending_tokens += size * per_input
+        queue.per_input_sum += per_input
+        self._report()
         self._has_arrivals.set()
         return request
+
+    def _queued_seconds(self) -> float:
+        """The queued work at the measured speed (0 while the speed is unknown)."""
+        queue = self._queue
+        seconds_per_token = self._throughput.seconds_per_token or 0.0
+        return (queue.live_tokens + queue.pending_tokens) * seconds_per_token
+
+    def _report(self) -> None:
+        queue = self._queue
+        self._observer.queue_changed(queue.live_items, queue.live_tokens, self._queued_seconds())
+
+    def _overdue(self, request: _Request[R], now: float) -> bool:
+        """Admitted, untouched, and past its deadline (see _SHED_AFTER_TARGETS)."""
+        target = self._max_queue_seconds
+        return (
+            target is not None
+            and request.taken == 0
+            and now - request.admitted_at > target * _SHED_AFTER_TARGETS
+        )
+
+    def _shed(self, request: _Request[R], now: float) -> None:
+        waited = now - request.admitted_at
+        wait_s = self.wait_s(request.size) or 0.0
+        retry = retry_after_s(wait_s, self._max_queue_seconds or 0.0)
+        message = (
+            f"the request waited {waited:.1f} s in the queue without reaching the device (the "
+            "server is slower than it estimated): retry later"
+        )
+        self._fail(request, QueueTimeout(message, retry))
 
     def _fail(self, request: _Request[R], error: BaseException | None) -> None:
         """Finish a request early (error; cancelled when None) and forget its queued inputs."""
@@ -261,13 +359,25 @@ class Batcher(Generic[R]):
                 request.future.set_exception(error)
         untaken = request.size - request.taken
         if untaken:
+            queue = self._queue
             if request.prepared is None:
-                self._queue.pending_items -= untaken
+                queue.pending_items -= untaken
+                queue.pending_tokens -= untaken * request.per_input
             request.taken = request.size
-            self._queue.live_items -= untaken
-            self._queue.live_tokens -= request.queued_tokens
+            queue.live_items -= untaken
+            queue.live_tokens -= request.queued_tokens
+            queue.per_input_sum -= request.per_input
             request.queued_tokens = 0
-            self._observer.queue_changed(self._queue.live_items, self._queue.live_tokens)
+            self._settle_sums()
+            self._report()
+
+    def _settle_sums(self) -> None:
+        """Float sums drift by rounding: an empty queue resets them to exactly zero."""
+        queue = self._queue
+        if queue.pending_items == 0:
+            queue.pending_tokens = 0.0
+        if queue.live_items == 0:
+            queue.per_input_sum = 0.0
 
     # --- Stage 1: prepare in bulk -----------------------------------------------------------------
     async def _prepare_loop(self) -> None:
@@ -305,16 +415,23 @@ class Batcher(Generic[R]):
                     self._fail(request, result)
                     continue
                 queue.pending_items -= request.size
+                queue.pending_tokens -= request.size * request.per_input
+                queue.per_input_sum -= request.per_input
                 request.prepared = result
                 request.queued_tokens = result.token_count
+                request.per_input = result.token_count / request.size
+                queue.per_input_sum += request.per_input
+                self._tokens_per_input.record(result.token_count, request.size)
                 queue.live_tokens += request.queued_tokens
                 queue.ready.append(request)
             self._preparing = []
-            self._observer.queue_changed(queue.live_items, queue.live_tokens)
+            self._settle_sums()
+            self._report()
             self._has_work.set()
 
     def _take_arrivals(self) -> list[_Request[R]]:
-        """The oldest arrivals, up to _PREPARE_MAX_INPUTS inputs (at least one request)."""
+        """The oldest arrivals, up to _PREPARE_MAX_INPUTS inputs (at least one request); those
+        past their deadline are shed before they cost the tokenizer anything."""
         arrivals = self._queue.arrivals
         count = inputs = 0
         for request in arrivals:
@@ -322,7 +439,13 @@ class Batcher(Generic[R]):
                 break
             count += 1
             inputs += request.size
-        taken = [request for request in arrivals[:count] if not request.future.done()]
+        now = self._clock()
+        taken = []
+        for request in arrivals[:count]:
+            if self._overdue(request, now):
+                self._shed(request, now)
+            elif not request.future.done():
+                taken.append(request)
         del arrivals[:count]
         return taken
 
@@ -338,6 +461,7 @@ class Batcher(Generic[R]):
                 continue
             await self._gather_arrivals()
             self._window = self._take_window()
+            self._window_tokens = sum(len(item.ids) for item in self._window)
             for batch in plan_batches(
                 self._window,
                 _item_length,
@@ -348,7 +472,9 @@ class Batcher(Generic[R]):
                 live = [item for item in batch if not item.request.future.done()]
                 if live:
                     await self._execute(live)
+                self._window_tokens -= sum(len(item.ids) for item in batch)
             self._window = []
+            self._window_tokens = 0
 
     async def _gather_arrivals(self) -> None:
         """Before a window that is not full: let the event loop run a few iterations, so requests
@@ -377,9 +503,13 @@ class Batcher(Generic[R]):
         ready = queue.ready
         window: list[_Item] = []
         tokens = 0
+        now = self._clock()
         while ready and len(window) < self._max_batch_size:
             request = ready.popleft()
             if request.future.done():
+                continue
+            if self._overdue(request, now):
+                self._shed(request, now)
                 continue
             assert request.prepared is not None
             ids = request.prepared.ids[request.taken]
@@ -394,12 +524,17 @@ class Batcher(Generic[R]):
             queue.live_tokens -= len(ids)
             if request.taken < request.size:
                 ready.append(request)
-        self._observer.queue_changed(queue.live_items, queue.live_tokens)
+            else:
+                queue.per_input_sum -= request.per_input
+        self._settle_sums()
+        self._report()
         return window
 
     async def _execute(self, batch: list[_Item]) -> None:
         ids = [item.ids for item in batch]
+        tokens = sum(len(x) for x in ids)
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._run_batch, ids)
         except DeviceOutOfMemoryError as exc:
@@ -415,7 +550,7 @@ class Batcher(Generic[R]):
             for item in batch:
                 self._fail(item.request, exc)
             return
-        tokens = sum(len(x) for x in ids)
+        self._throughput.record(tokens, time.perf_counter() - start)
         self._observer.batch_done(len(batch), len(batch) * max(map(len, ids)), tokens)
         for row, item in enumerate(batch):
             request = item.request

@@ -374,6 +374,8 @@ class Encoder:
             truncate=truncate,
         )
         self._pool = _POOLERS[info.pooling]
+        self.seconds_per_token: float | None = None
+        """Device seconds per token of a full-length batch, once warm_up has measured it."""
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -540,12 +542,20 @@ class Encoder:
 
     def warm_up(self, batch_size: int) -> float:
         """Forward passes at a short and at the full length (on CUDA at the full batch, so an
-        out-of-memory shows at start, not under load). Returns the seconds spent."""
+        out-of-memory shows at start, not under load); a second full-length pass, warm, gives
+        `seconds_per_token`, the speed admission starts from. Returns the seconds spent."""
         start = time.perf_counter()
         self.encode(["warm up"])
         longest = [self._prefix + [self._pad_id + 1] * self._content_limit + self._suffix]
         rows = batch_size if self._device.type == "cuda" else 1
-        self.encode_ids(longest * rows)
+        self._timed_pass(longest * rows)
+        seconds = self._timed_pass(longest * rows)
+        self.seconds_per_token = seconds / (rows * self.info.max_tokens)
+        return time.perf_counter() - start
+
+    def _timed_pass(self, batch: list[list[int]]) -> float:
+        start = time.perf_counter()
+        self.encode_ids(batch)
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         return time.perf_counter() - start

@@ -6,13 +6,14 @@ exceptions, the batcher's and the encoder's alike, so a status is decided in exa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from service.batcher import BatcherStopped, Overloaded, TooLargeForQueue
+from service.batcher import BatcherStopped, Overloaded, QueueTimeout, TooLargeForQueue
 from service.model_types import (
     DeviceFailedError,
     DeviceOutOfMemoryError,
@@ -84,6 +85,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     MethodNotAllowedError: ErrorKind(405, "invalid_request_error", "method_not_allowed"),
     RequestTooLargeError: ErrorKind(413, "invalid_request_error", "request_too_large"),
     Overloaded: ErrorKind(429, "rate_limit_error", "overloaded"),
+    QueueTimeout: ErrorKind(429, "rate_limit_error", "queue_timeout"),
     # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
     ClientDisconnectedError: ErrorKind(499, "invalid_request_error", "client_disconnected"),
     # Starlette's: the client went away while its body was still arriving.
@@ -118,8 +120,10 @@ def error_response(
         message = "internal server error"
     param = getattr(exc, "param", None)
     body = error_body(kind, message or str(exc) or kind.type, param)
-    if kind.status == 429:
-        headers = {"Retry-After": "1", **(headers or {})}
+    if isinstance(exc, Overloaded):
+        # Whole seconds (RFC 9110 10.2.3), rounded up: a client back that early finds room.
+        retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+        headers = {"Retry-After": retry_after, **(headers or {})}
     return Response(body, status_code=kind.status, media_type="application/json", headers=headers)
 
 

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 class EncoderLike(Protocol):
     info: ModelInfo
+    seconds_per_token: float | None
+    """The device's speed as the warm-up measured it (None without a warm-up)."""
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
