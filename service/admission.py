@@ -23,6 +23,10 @@ PASS_DECAY: Final = 0.9
 """Weight of the past per measured pass: the estimate follows the last ~10 passes, so a change of
 load (batch size, lengths) or of device speed shows within a second or two under load."""
 TOKENS_PER_INPUT_DECAY: Final = 0.95
+MAX_PROMISED_S: Final = 60.0
+"""The most Retry-After grows to for work already refused: clients that retry sooner than told
+must not push every later client's Retry-After out without bound, and the openai SDK gives up
+instead of retrying past 120 s (MAX_RETRY_AFTER_DELAY in openai/_constants.py, 3.63)."""
 
 
 class Throughput:
@@ -70,3 +74,24 @@ def retry_after_s(wait_s: float, max_wait_s: float) -> float:
     """When the queue will have drained enough for the refused request to fit: the excess wait,
     at least one second (Retry-After counts whole seconds)."""
     return max(1.0, wait_s - max_wait_s)
+
+
+class Promises:
+    """The work refused clients were told to bring back, draining at the device's pace: each
+    refusal's Retry-After is when the queue will have room for it *after* the work refused
+    before it, so clients that honour Retry-After come back spread over the time the device
+    needs for them instead of all at the next second (512 clients told "1" came back ~450 times a
+    second for ~12 admissions, and the refusals' own CPU slowed the device)."""
+
+    def __init__(self, now: float) -> None:
+        self._seconds = 0.0
+        self._at = now
+
+    def refuse(self, now: float, excess_s: float, work_s: float) -> float:
+        """The Retry-After of a request with `work_s` seconds of work, refused now while the
+        queue is `excess_s` over its target."""
+        self._seconds = max(0.0, self._seconds - (now - self._at))
+        self._at = now
+        retry = max(1.0, excess_s + self._seconds)
+        self._seconds = min(MAX_PROMISED_S, self._seconds + work_s)
+        return retry

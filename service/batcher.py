@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from service.admission import Throughput, TokensPerInput, retry_after_s, tokens_ahead
+from service.admission import Promises, Throughput, TokensPerInput, retry_after_s, tokens_ahead
 from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,10 @@ class _Request(Generic[R]):
     admitted_at: float
     per_input: float
     """Tokens per input: estimated until prepared, then counted."""
+    wait_s: float = 0.0
+    """The wait behind queued work estimated at admission."""
+    due: float = math.inf
+    """When it is expected to be answered: admission + wait + its own work (when estimated)."""
     prepared: Tokenized | None = None
     taken: int = 0
     """Inputs already taken into a window (the next one to take)."""
@@ -189,6 +194,7 @@ class Batcher(Generic[R]):
         self._throughput = Throughput(seconds_per_token)
         self._tokens_per_input = TokensPerInput()
         self._clock = clock
+        self._promises = Promises(clock())
         self._batch_wait_s = batch_wait_s
         self._pass_cost_tokens = pass_cost_tokens
         self._observer = observer or _NullObserver()
@@ -304,14 +310,18 @@ class Batcher(Generic[R]):
         target = self._max_queue_seconds
         wait_s = self.wait_s(size)
         if target is not None and wait_s is not None and wait_s > target:
+            own_s = size * self._tokens_per_input.value * (self.seconds_per_token or 0.0)
             raise Overloaded(
                 f"the server is at capacity: this request would wait about {wait_s:.1f} s for "
                 f"queued work, over its target of {target:g} s",
-                retry_after_s(wait_s, target),
+                self._promises.refuse(self._clock(), wait_s - target, own_s),
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         per_input = self._tokens_per_input.value
         request = _Request(future, raw, size, self._clock(), per_input, remaining=size)
+        if wait_s is not None:
+            request.wait_s = wait_s
+            self._schedule(request, size * per_input)
         queue.arrivals.append(request)
         queue.live_items += size
         queue.pending_items += size
@@ -326,6 +336,11 @@ class Batcher(Generic[R]):
         queue = self._queue
         seconds_per_token = self._throughput.seconds_per_token or 0.0
         return (queue.live_tokens + queue.pending_tokens) * seconds_per_token
+
+    def _schedule(self, request: _Request[R], tokens: float) -> None:
+        seconds_per_token = self._throughput.seconds_per_token
+        if seconds_per_token is not None and self._max_queue_seconds is not None:
+            request.due = request.admitted_at + request.wait_s + tokens * seconds_per_token
 
     def _report(self) -> None:
         queue = self._queue
@@ -420,6 +435,7 @@ class Batcher(Generic[R]):
                 request.prepared = result
                 request.queued_tokens = result.token_count
                 request.per_input = result.token_count / request.size
+                self._schedule(request, result.token_count)
                 queue.per_input_sum += request.per_input
                 self._tokens_per_input.record(result.token_count, request.size)
                 queue.live_tokens += request.queued_tokens
@@ -452,16 +468,23 @@ class Batcher(Generic[R]):
     # --- Stage 2: fair, length-cut batches --------------------------------------------------------
     async def _loop(self) -> None:
         queue = self._queue
+        busy_since: float | None = None
         while True:
             if not queue.ready:
                 if self._stopping and not queue.arrivals and not self._preparing:
                     return
+                busy_since = None
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
+            # The speed admission needs is the device's as the queue sees it: from the end of
+            # the last window (when work was waiting) to the end of this one, so the time spent
+            # between passes (forming windows, the event loop's own work) counts too.
+            start = busy_since if busy_since is not None else time.perf_counter()
             await self._gather_arrivals()
             self._window = self._take_window()
             self._window_tokens = sum(len(item.ids) for item in self._window)
+            ran = 0
             for batch in plan_batches(
                 self._window,
                 _item_length,
@@ -472,9 +495,13 @@ class Batcher(Generic[R]):
                 live = [item for item in batch if not item.request.future.done()]
                 if live:
                     await self._execute(live)
+                    ran += sum(len(item.ids) for item in live)
                 self._window_tokens -= sum(len(item.ids) for item in batch)
             self._window = []
             self._window_tokens = 0
+            now = time.perf_counter()
+            self._throughput.record(ran, now - start)
+            busy_since = now if queue.ready else None
 
     async def _gather_arrivals(self) -> None:
         """Before a window that is not full: let the event loop run a few iterations, so requests
@@ -498,43 +525,78 @@ class Batcher(Generic[R]):
         return self._queue.live_items - self._queue.pending_items
 
     def _take_window(self) -> list[_Item]:
-        """At most one batch of inputs, one input per queued request per pass (round robin)."""
+        """At most one batch of inputs: first the remaining inputs of requests that would
+        otherwise be answered after they are due, the earliest due first; then one input per
+        queued request per pass (round robin). A request is due at its admission time plus the
+        wait and the work admission estimated for it: round robin alone stretches every
+        request's time by the others that arrive while it runs, so under sustained load it would
+        miss the target that admitted it."""
         queue = self._queue
         ready = queue.ready
         window: list[_Item] = []
         tokens = 0
         now = self._clock()
+        for request in self._late(now):
+            while request.taken < request.size and (
+                added := self._take_one(request, window, tokens)
+            ):
+                tokens += added
         while ready and len(window) < self._max_batch_size:
             request = ready.popleft()
-            if request.future.done():
+            if request.future.done() or request.taken == request.size:
                 continue
             if self._overdue(request, now):
                 self._shed(request, now)
                 continue
-            assert request.prepared is not None
-            ids = request.prepared.ids[request.taken]
-            if window and tokens + len(ids) > self._max_batch_tokens:
+            added = self._take_one(request, window, tokens)
+            if not added:
                 ready.appendleft(request)
                 break
-            window.append(_Item(request, request.taken, ids))
-            tokens += len(ids)
-            request.taken += 1
-            request.queued_tokens -= len(ids)
-            queue.live_items -= 1
-            queue.live_tokens -= len(ids)
+            tokens += added
             if request.taken < request.size:
                 ready.append(request)
-            else:
-                queue.per_input_sum -= request.per_input
         self._settle_sums()
         self._report()
         return window
 
+    def _late(self, now: float) -> list[_Request[R]]:
+        """Queued requests whose remaining work, started now, ends after they are due; the
+        earliest due first. Those past their deadline untouched are shed instead."""
+        seconds_per_token = self._throughput.seconds_per_token
+        if seconds_per_token is None:
+            return []
+        late = []
+        for request in self._queue.ready:
+            if request.future.done() or request.taken == request.size:
+                continue
+            if self._overdue(request, now):
+                self._shed(request, now)
+            elif now + request.queued_tokens * seconds_per_token >= request.due:
+                late.append(request)
+        return sorted(late, key=lambda request: request.due)
+
+    def _take_one(self, request: _Request[R], window: list[_Item], tokens: int) -> int:
+        """Move the request's next input into the window (holding `tokens`) if it has room for
+        it: the input's tokens, or 0."""
+        if len(window) >= self._max_batch_size:
+            return 0
+        assert request.prepared is not None
+        ids = request.prepared.ids[request.taken]
+        if window and tokens + len(ids) > self._max_batch_tokens:
+            return 0
+        window.append(_Item(request, request.taken, ids))
+        request.taken += 1
+        request.queued_tokens -= len(ids)
+        queue = self._queue
+        queue.live_items -= 1
+        queue.live_tokens -= len(ids)
+        if request.taken == request.size:
+            queue.per_input_sum -= request.per_input
+        return len(ids)
+
     async def _execute(self, batch: list[_Item]) -> None:
         ids = [item.ids for item in batch]
-        tokens = sum(len(x) for x in ids)
         loop = asyncio.get_running_loop()
-        start = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(self._executor, self._run_batch, ids)
         except DeviceOutOfMemoryError as exc:
@@ -550,7 +612,7 @@ class Batcher(Generic[R]):
             for item in batch:
                 self._fail(item.request, exc)
             return
-        self._throughput.record(tokens, time.perf_counter() - start)
+        tokens = sum(len(x) for x in ids)
         self._observer.batch_done(len(batch), len(batch) * max(map(len, ids)), tokens)
         for row, item in enumerate(batch):
             request = item.request

@@ -121,9 +121,14 @@ def error_response(
     param = getattr(exc, "param", None)
     body = error_body(kind, message or str(exc) or kind.type, param)
     if isinstance(exc, Overloaded):
-        # Whole seconds (RFC 9110 10.2.3), rounded up: a client back that early finds room.
-        retry_after = str(max(1, math.ceil(exc.retry_after_s)))
-        headers = {"Retry-After": retry_after, **(headers or {})}
+        # Whole seconds (RFC 9110 10.2.3), rounded up: a client back that early finds room. The
+        # openai SDK prefers retry-after-ms (`_parse_retry_after_header`, openai 3.63): the exact
+        # delay spreads its retries instead of bunching them on whole seconds.
+        retry = {
+            "Retry-After": str(max(1, math.ceil(exc.retry_after_s))),
+            "Retry-After-Ms": str(max(1, math.ceil(exc.retry_after_s * 1000))),
+        }
+        headers = {**retry, **(headers or {})}
     return Response(body, status_code=kind.status, media_type="application/json", headers=headers)
 
 

@@ -514,6 +514,26 @@ async def test_a_bulk_request_does_not_block_small_ones_and_a_second_bulk_waits(
     await batcher.stop(5)
 
 
+async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin() -> None:
+    """Round robin alone lets newer requests stretch an admitted one past the time admission
+    estimated for it: once it would end late, its remaining inputs go first."""
+    device = Device()
+    device.release.clear()
+    clock = Clock()
+    batcher = timed(device, clock)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    early = [[8] * 10] * 4  # 0.4 s of work, due 0.41 s after admission
+    first = asyncio.create_task(vectors(batcher, early))
+    await eventually(lambda: batcher.queued_tokens == 40)
+    clock.now += 0.3  # 0.3 s + its 0.4 s of work would end after it is due
+    newer = [asyncio.create_task(vectors(batcher, [[9] * 10])) for _ in range(3)]
+    await eventually(lambda: batcher.queued_tokens == 70)
+    device.release.set()
+    await asyncio.gather(running, first, *newer)
+    assert device.batches[1] == early  # round robin would have taken one of it and the 3 newer
+
+
 async def test_work_past_its_deadline_is_shed_before_the_device() -> None:
     device = Device()
     device.release.clear()
