@@ -181,7 +181,14 @@ def run(
     if model is not None:
         argv += ["--model", model]
     # PYTHONPATH first: `service` is imported from `source`, not from this checkout's install.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(source), **(server_env or {})}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(source),
+        # Stopped at the end: nothing routes to it, so no drain delay.
+        contract.ENV_DRAIN_DELAY_SECONDS: "0",
+        **(server_env or {}),
+    }
     server = ServerProcess(
         "server under overload",
         argv,
