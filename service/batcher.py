@@ -310,11 +310,11 @@ class Batcher(Generic[R]):
         target = self._max_queue_seconds
         wait_s = self.wait_s(size)
         if target is not None and wait_s is not None and wait_s > target:
-            own_s = size * self._tokens_per_input.value * (self.seconds_per_token or 0.0)
+            tokens = size * self._tokens_per_input.value
             raise Overloaded(
                 f"the server is at capacity: this request would wait about {wait_s:.1f} s for "
                 f"queued work, over its target of {target:g} s",
-                self._promises.refuse(self._clock(), wait_s - target, own_s),
+                self._retry_after(wait_s - target, tokens),
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         per_input = self._tokens_per_input.value
@@ -357,13 +357,19 @@ class Batcher(Generic[R]):
 
     def _shed(self, request: _Request[R], now: float) -> None:
         waited = now - request.admitted_at
-        wait_s = self.wait_s(request.size) or 0.0
-        retry = retry_after_s(wait_s, self._max_queue_seconds or 0.0)
         message = (
             f"the request waited {waited:.1f} s in the queue without reaching the device (the "
             "server is slower than it estimated): retry later"
         )
-        self._fail(request, QueueTimeout(message, retry))
+        tokens = request.size * request.per_input
+        excess_s = self._queued_seconds() - (self._max_queue_seconds or 0.0)
+        self._fail(request, QueueTimeout(message, self._retry_after(excess_s, tokens)))
+
+    def _retry_after(self, excess_s: float, tokens: float) -> float:
+        """Retry-After for refused work of `tokens` tokens while the queue is `excess_s` over
+        its target: after the queue and the work refused before it (service.admission)."""
+        own_s = tokens * (self._throughput.seconds_per_token or 0.0)
+        return self._promises.refuse(self._clock(), excess_s, own_s)
 
     def _fail(self, request: _Request[R], error: BaseException | None) -> None:
         """Finish a request early (error; cancelled when None) and forget its queued inputs."""

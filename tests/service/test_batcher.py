@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.admission import Throughput
+from service.admission import MAX_PROMISED_S, Promises, Throughput
 from service.batcher import (
     Batcher,
     BatcherStopped,
@@ -615,3 +615,18 @@ def test_throughput_follows_the_recent_passes() -> None:
     assert throughput.seconds_per_token == pytest.approx(0.004, rel=0.01)
     assert Throughput(prior_seconds_per_token=0.5).seconds_per_token == 0.5
     assert Throughput().seconds_per_token is None
+
+
+def test_refused_clients_are_told_to_come_back_one_after_another() -> None:
+    """Each refusal's Retry-After counts the work refused before it, so clients that honour it
+    return spread over the time the device needs for them, not all at the next second."""
+    promises = Promises(now=0.0)
+    first = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
+    second = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
+    third = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
+    assert (first, second, third) == (1.0, 2.5, 4.5)
+    assert promises.refuse(now=3.0, excess_s=0.5, work_s=2.0) == 3.5  # 3 s of it drained
+    assert promises.refuse(now=100.0, excess_s=0.0, work_s=1.0) == 1.0  # all of it drained
+    for _ in range(200):  # clients that never wait as told cannot push it out without bound
+        last = promises.refuse(now=100.0, excess_s=0.0, work_s=1.0)
+    assert last == MAX_PROMISED_S
