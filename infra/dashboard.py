@@ -155,7 +155,7 @@ def _traffic_panels() -> list[dict[str, Any]]:
         _panel(
             "Rejected with 429",
             "Requests refused because the pod held all the work it can finish within its "
-            "admission target (maxQueueMs), or shed after waiting twice that: the service needs "
+            "admission target (maxQueueMs), or shed when that late: the service needs "
             "more replicas.",
             "reqps",
             [

@@ -20,15 +20,17 @@ each an asyncio task that hands its work to one worker thread:
 While a window runs the queue fills, so under load the next window is full without any timer;
 `batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
 
-Admission is by time (service.admission): a request is admitted only when the work it would wait
-behind, at the device's measured seconds per token, fits `max_queue_seconds`; otherwise Overloaded
-(429) with the time until it would fit. So under overload the queue holds about that much work and
-what it admits is answered in time, instead of everything being answered late. A request that
-has waited twice that long without any of its inputs reaching the device (the device slowed, or
-the work was underestimated) is shed with QueueTimeout (429), as are the queued inputs of a
-client that went away: the device only runs work someone still waits for. `max_queue_items` bounds
-the inputs held (memory) whatever the estimate says; a request larger than that is refused as too
-large (it could never be admitted).
+Admission is by time (service.admission): a request is admitted only when the queued work it would
+wait behind, at the device's measured seconds per token, fits `max_queue_seconds`; otherwise
+Overloaded (429) with when to come back (after the work refused before it). So under overload the
+queue holds about that much work and what it admits is answered in time, instead of everything
+being answered late. Each admitted request is due when the estimate says it will be answered;
+requests about to miss that go first (above), and one that is later than that by more than the
+target without any of its inputs on the device (the device slowed, or the work was
+underestimated) is shed with QueueTimeout (429), as are the queued inputs of a client that went
+away: the device only runs work someone still waits for. `max_queue_items` bounds the inputs held
+(memory) whatever the estimate says; a request larger than that is refused as too large (it could
+never be admitted).
 
 Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
 so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
@@ -61,9 +63,6 @@ _ARRIVAL_YIELDS = 3
 # Inputs prepared in one tokenizer call at most: bounds how long a call holds the thread while
 # small requests queue behind it.
 _PREPARE_MAX_INPUTS = 4096
-# A request none of whose inputs reached the device this many latency targets after admission is
-# shed: the estimate that admitted it was wrong by 2x, and its answer would come late anyway.
-_SHED_AFTER_TARGETS = 2.0
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -226,15 +225,17 @@ class Batcher(Generic[R]):
         return self._throughput.seconds_per_token
 
     def wait_s(self, inputs: int) -> float | None:
-        """Estimated seconds a new request of `inputs` inputs waits behind queued and running
-        work (None while the device's speed is unknown)."""
+        """Estimated seconds a new request of `inputs` inputs waits behind queued work, the
+        pass under way left out (None while the device's speed is unknown): what admission
+        compares with the target. The running pass is committed whatever admission decides, and
+        on a CPU one pass of max_batch_tokens alone can take longer than the target: counting
+        it would refuse even the first request behind one bulk request."""
         seconds_per_token = self._throughput.seconds_per_token
         if seconds_per_token is None:
             return None
         queue = self._queue
         queued = queue.live_tokens + queue.pending_tokens
-        ahead = tokens_ahead(inputs, queued, queue.per_input_sum) + self._window_tokens
-        return ahead * seconds_per_token
+        return tokens_ahead(inputs, queued, queue.per_input_sum) * seconds_per_token
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
@@ -338,22 +339,21 @@ class Batcher(Generic[R]):
         return (queue.live_tokens + queue.pending_tokens) * seconds_per_token
 
     def _schedule(self, request: _Request[R], tokens: float) -> None:
+        """When the request is due: admission + the pass under way + its wait + its own work."""
         seconds_per_token = self._throughput.seconds_per_token
         if seconds_per_token is not None and self._max_queue_seconds is not None:
-            request.due = request.admitted_at + request.wait_s + tokens * seconds_per_token
+            own_s = (self._window_tokens + tokens) * seconds_per_token
+            request.due = request.admitted_at + request.wait_s + own_s
 
     def _report(self) -> None:
         queue = self._queue
         self._observer.queue_changed(queue.live_items, queue.live_tokens, self._queued_seconds())
 
     def _overdue(self, request: _Request[R], now: float) -> bool:
-        """Admitted, untouched, and past its deadline (see _SHED_AFTER_TARGETS)."""
+        """Untouched, and later than when it was due by more than the target: the estimate that
+        admitted it was wrong (the device slowed), and its answer would come late anyway."""
         target = self._max_queue_seconds
-        return (
-            target is not None
-            and request.taken == 0
-            and now - request.admitted_at > target * _SHED_AFTER_TARGETS
-        )
+        return target is not None and request.taken == 0 and now > request.due + target
 
     def _shed(self, request: _Request[R], now: float) -> None:
         waited = now - request.admitted_at

@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Latency target of admission: a request that would wait longer than this "
         "for queued work (estimated from the device's measured seconds per token) gets 429 with "
-        "Retry-After; one not started after twice this is shed (429 queue_timeout).",
+        "Retry-After; one not started this long after it was due is shed (429 queue_timeout).",
     )
     max_queue_items: int = Field(
         16384,
