@@ -6,13 +6,14 @@ under overload every admitted request finished near its client's timeout and goo
 time target adapts to the device, the model and the input lengths: the same setting holds a few
 hundred inputs on a CPU and thousands on a GPU.
 
-The estimate is deliberately simple: device seconds per token, measured over the last passes
-(real tokens, so padding and a pass's fixed cost are included at today's mix), times the tokens a
-new request would wait behind. Under round robin (service.batcher) a request of n inputs waits,
-per queued request j, for at most min(n, inputs of j) of j's inputs; summed, that is at most
-min(all queued tokens, n x the sum over queued requests of their tokens per input), which is what
-`tokens_ahead` returns: one short query behind a 2048-input request waits for one of its inputs,
-not all of them, and is admitted while the bulk request runs.
+The estimate is deliberately simple: device seconds per token, measured over the last full
+windows (real tokens over wall time, so padding, a pass's fixed cost and the time between passes
+are included at today's mix of lengths), times the tokens a new request would wait behind. Under
+round robin (service.batcher) a request of n inputs waits, per queued request j, for at most
+min(n, inputs of j) of j's inputs; summed, that is at most min(all queued tokens, n x the sum over
+queued requests of their tokens per input), which is what `tokens_ahead` returns: one short query
+behind a 2048-input request waits for one of its inputs, not all of them, and is admitted while
+the bulk request runs.
 """
 
 from __future__ import annotations
@@ -52,15 +53,18 @@ class Throughput:
 
 class TokensPerInput:
     """The running mean of tokens per input of the requests prepared so far: the estimate for a
-    request that is admitted but not tokenised yet."""
+    request that is admitted but not tokenised yet (a guess until the first one)."""
 
     def __init__(self, initial: float = 16.0) -> None:
         self.value = initial
+        self._seen = False
 
     def record(self, tokens: int, inputs: int) -> None:
-        if inputs > 0:
-            weight = TOKENS_PER_INPUT_DECAY**inputs
-            self.value = self.value * weight + (tokens / inputs) * (1 - weight)
+        if inputs <= 0:
+            return
+        weight = TOKENS_PER_INPUT_DECAY**inputs if self._seen else 0.0
+        self.value = self.value * weight + (tokens / inputs) * (1 - weight)
+        self._seen = True
 
 
 def tokens_ahead(inputs: int, queued_tokens: float, per_input_sum: float) -> float:

@@ -634,3 +634,16 @@ def test_refused_clients_are_told_to_come_back_one_after_another() -> None:
     for _ in range(200):  # clients that never wait as told cannot push it out without bound
         last = promises.refuse(now=100.0, excess_s=0.0, work_s=1.0)
     assert last == MAX_PROMISED_S
+
+
+async def test_only_full_windows_measure_the_device() -> None:
+    """A window of a few inputs is mostly a pass's fixed cost: it would make the device look
+    slow and refuse work at the next burst. Only windows cut by the batch limits (the queue
+    still holds more) replace the prior, here an absurd 1 s per token."""
+    device = Device()
+    batcher = timed(device, max_batch_size=4, seconds_per_token=1.0)
+    await vectors(batcher, [TEN])  # one input: a window far from full
+    assert batcher.seconds_per_token == 1.0
+    await vectors(batcher, [TEN] * 12)  # two full windows, then the last four
+    assert (batcher.seconds_per_token or 1.0) < 0.1
+    await batcher.stop(5)
