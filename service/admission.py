@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Final
 
-PASS_DECAY: Final = 0.9
-"""Weight of the past per measured pass: the estimate follows the last ~10 passes, so a change of
-load (batch size, lengths) or of device speed shows within a second or two under load."""
+PASS_DECAY: Final = 0.95
+"""Weight of the past per measured window: the fit follows the last ~20 windows, so a change of
+device speed or of input lengths shows within a few seconds under load."""
 TOKENS_PER_INPUT_DECAY: Final = 0.95
 MAX_PROMISED_S: Final = 60.0
 """The most Retry-After grows to for work already refused: clients that retry sooner than told
@@ -31,24 +31,50 @@ instead of retrying past 120 s (MAX_RETRY_AFTER_DELAY in openai/_constants.py, 3
 
 
 class Throughput:
-    """Device seconds per real token over the recent passes (None until one is known)."""
+    """A window's seconds as a fixed part plus a part per token, fitted (least squares, the
+    recent windows weighing most) over the windows the batcher measured.
+
+    A window of a few short inputs is mostly the fixed part (the pass's setup, the time between
+    passes); dividing its seconds by its tokens made the device look several times slower than
+    it is with full windows, which is when admission matters (the queue is long), and the
+    refusals that followed kept the windows small. The fit separates the two; the seconds per
+    token admission uses are those of a full window."""
 
     def __init__(self, prior_seconds_per_token: float | None = None) -> None:
         self._prior = prior_seconds_per_token
-        # Decayed sums of the measured passes' seconds and tokens.
-        self._seconds = 0.0
-        self._tokens = 0.0
+        # Decayed sums of 1, x (tokens), y (seconds), x^2 and x*y over the measured windows.
+        self._n = self._x = self._y = self._xx = self._xy = 0.0
 
     def record(self, tokens: int, seconds: float) -> None:
         if tokens <= 0 or seconds <= 0:
             return
-        self._seconds = self._seconds * PASS_DECAY + seconds
-        self._tokens = self._tokens * PASS_DECAY + tokens
+        d = PASS_DECAY
+        self._n = self._n * d + 1
+        self._x = self._x * d + tokens
+        self._y = self._y * d + seconds
+        self._xx = self._xx * d + tokens * tokens
+        self._xy = self._xy * d + tokens * seconds
 
-    @property
-    def seconds_per_token(self) -> float | None:
-        """The measured speed; the prior (the warm-up's) until a pass has been measured."""
-        return self._seconds / self._tokens if self._tokens else self._prior
+    def fit(self) -> tuple[float, float] | None:
+        """(fixed seconds per window, seconds per token); None before any window or prior."""
+        if not self._n:
+            return None if self._prior is None else (0.0, self._prior)
+        spread = self._n * self._xx - self._x * self._x
+        if spread > 1e-9 * self._n * self._xx:
+            per_token = (self._n * self._xy - self._x * self._y) / spread
+            fixed = (self._y - per_token * self._x) / self._n
+            if per_token > 0 and fixed >= 0:
+                return fixed, per_token
+        # Windows all of one size, or a fit that noise made meaningless: the plain ratio.
+        return 0.0, self._y / self._x
+
+    def seconds_per_token(self, window_tokens: float) -> float | None:
+        """Seconds per token of windows of `window_tokens` tokens (the fixed part shared)."""
+        fit = self.fit()
+        if fit is None:
+            return None
+        fixed, per_token = fit
+        return per_token + fixed / max(window_tokens, 1.0)
 
 
 class TokensPerInput:

@@ -221,8 +221,10 @@ class Batcher(Generic[R]):
 
     @property
     def seconds_per_token(self) -> float | None:
-        """The device's measured speed (None before the first pass, without a prior)."""
-        return self._throughput.seconds_per_token
+        """The device's measured speed with full windows, what a long queue runs in (None
+        before the first window, without a prior)."""
+        full = min(self._max_batch_tokens, self._max_batch_size * self._tokens_per_input.value)
+        return self._throughput.seconds_per_token(full)
 
     def wait_s(self, inputs: int) -> float | None:
         """Estimated seconds a new request of `inputs` inputs waits behind queued work, the
@@ -230,7 +232,7 @@ class Batcher(Generic[R]):
         compares with the target. The running pass is committed whatever admission decides, and
         on a CPU one pass of max_batch_tokens alone can take longer than the target: counting
         it would refuse even the first request behind one bulk request."""
-        seconds_per_token = self._throughput.seconds_per_token
+        seconds_per_token = self.seconds_per_token
         if seconds_per_token is None:
             return None
         queue = self._queue
@@ -335,12 +337,12 @@ class Batcher(Generic[R]):
     def _queued_seconds(self) -> float:
         """The queued work at the measured speed (0 while the speed is unknown)."""
         queue = self._queue
-        seconds_per_token = self._throughput.seconds_per_token or 0.0
+        seconds_per_token = self.seconds_per_token or 0.0
         return (queue.live_tokens + queue.pending_tokens) * seconds_per_token
 
     def _schedule(self, request: _Request[R], tokens: float) -> None:
         """When the request is due: admission + the pass under way + its wait + its own work."""
-        seconds_per_token = self._throughput.seconds_per_token
+        seconds_per_token = self.seconds_per_token
         if seconds_per_token is not None and self._max_queue_seconds is not None:
             own_s = (self._window_tokens + tokens) * seconds_per_token
             request.due = request.admitted_at + request.wait_s + own_s
@@ -368,7 +370,7 @@ class Batcher(Generic[R]):
     def _retry_after(self, excess_s: float, tokens: float) -> float:
         """Retry-After for refused work of `tokens` tokens while the queue is `excess_s` over
         its target: after the queue and the work refused before it (service.admission)."""
-        own_s = tokens * (self._throughput.seconds_per_token or 0.0)
+        own_s = tokens * (self.seconds_per_token or 0.0)
         return self._promises.refuse(self._clock(), excess_s, own_s)
 
     def _fail(self, request: _Request[R], error: BaseException | None) -> None:
@@ -490,10 +492,6 @@ class Batcher(Generic[R]):
             await self._gather_arrivals()
             self._window = self._take_window()
             self._window_tokens = sum(len(item.ids) for item in self._window)
-            # Only a full window measures the speed admission needs: admission matters when the
-            # queue is long, and then every window is full. A window of a few short inputs is
-            # mostly a pass's fixed cost, and would make the device look several times slower.
-            full = self._ready_items() > 0
             ran = 0
             for batch in plan_batches(
                 self._window,
@@ -510,8 +508,7 @@ class Batcher(Generic[R]):
             self._window = []
             self._window_tokens = 0
             now = time.perf_counter()
-            if full:
-                self._throughput.record(ran, now - start)
+            self._throughput.record(ran, now - start)
             busy_since = now if queue.ready else None
 
     async def _gather_arrivals(self) -> None:
@@ -573,7 +570,7 @@ class Batcher(Generic[R]):
     def _late(self, now: float) -> list[_Request[R]]:
         """Queued requests whose remaining work, started now, ends after they are due; the
         earliest due first. Those past their deadline untouched are shed instead."""
-        seconds_per_token = self._throughput.seconds_per_token
+        seconds_per_token = self.seconds_per_token
         if seconds_per_token is None:
             return []
         late = []

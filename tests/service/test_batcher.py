@@ -610,15 +610,21 @@ async def test_arrivals_past_their_deadline_are_shed_before_the_tokenizer() -> N
     await batcher.stop(5)
 
 
-def test_throughput_follows_the_recent_passes() -> None:
+def test_the_speed_of_full_windows_is_not_taken_from_small_ones() -> None:
+    """A window of a few short inputs is mostly a fixed cost: its seconds per token are ten times
+    those of a full window. The fit of fixed + per-token parts gives full windows their own."""
     throughput = Throughput(prior_seconds_per_token=1.0)
-    throughput.record(tokens=1000, seconds=1.0)  # a measured pass replaces the prior
-    assert throughput.seconds_per_token == pytest.approx(0.001, rel=0.01)
-    for _ in range(60):  # the device got 4x slower
-        throughput.record(tokens=1000, seconds=4.0)
-    assert throughput.seconds_per_token == pytest.approx(0.004, rel=0.01)
-    assert Throughput(prior_seconds_per_token=0.5).seconds_per_token == 0.5
-    assert Throughput().seconds_per_token is None
+    assert throughput.seconds_per_token(4000) == 1.0  # the prior, until a window is measured
+    for _ in range(10):
+        throughput.record(tokens=40, seconds=0.05 + 40 * 1e-4)
+        throughput.record(tokens=4000, seconds=0.05 + 4000 * 1e-4)
+    assert throughput.fit() == pytest.approx((0.05, 1e-4))
+    assert throughput.seconds_per_token(4000) == pytest.approx(1e-4 + 0.05 / 4000)
+    for _ in range(100):  # the device got 4x slower
+        throughput.record(tokens=40, seconds=4 * (0.05 + 40 * 1e-4))
+        throughput.record(tokens=4000, seconds=4 * (0.05 + 4000 * 1e-4))
+    assert throughput.seconds_per_token(4000) == pytest.approx(4 * (1e-4 + 0.05 / 4000), rel=0.01)
+    assert Throughput().seconds_per_token(4000) is None
 
 
 def test_refused_clients_are_told_to_come_back_one_after_another() -> None:
@@ -634,16 +640,3 @@ def test_refused_clients_are_told_to_come_back_one_after_another() -> None:
     for _ in range(200):  # clients that never wait as told cannot push it out without bound
         last = promises.refuse(now=100.0, excess_s=0.0, work_s=1.0)
     assert last == MAX_PROMISED_S
-
-
-async def test_only_full_windows_measure_the_device() -> None:
-    """A window of a few inputs is mostly a pass's fixed cost: it would make the device look
-    slow and refuse work at the next burst. Only windows cut by the batch limits (the queue
-    still holds more) replace the prior, here an absurd 1 s per token."""
-    device = Device()
-    batcher = timed(device, max_batch_size=4, seconds_per_token=1.0)
-    await vectors(batcher, [TEN])  # one input: a window far from full
-    assert batcher.seconds_per_token == 1.0
-    await vectors(batcher, [TEN] * 12)  # two full windows, then the last four
-    assert (batcher.seconds_per_token or 1.0) < 0.1
-    await batcher.stop(5)
