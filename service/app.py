@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service import __version__
+from service.admission import TextTokens
 from service.batcher import Batcher
 from service.errors import (
     ERROR_TABLE,
@@ -184,6 +185,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
         on_device_failure=runtime.device_failed,
     )
     batcher.start()
+    runtime.text_tokens = TextTokens(encoder.info.max_tokens)
     _freeze_heap()
     runtime.encoder, runtime.batcher = encoder, batcher
     seconds = time.perf_counter() - start

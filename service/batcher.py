@@ -274,12 +274,15 @@ class Batcher(Generic[R]):
                 # After a timeout a thread may be stuck in a call: do not wait for it.
                 executor.shutdown(wait=not timed_out, cancel_futures=True)
 
-    async def embed(self, raw: R, size: int) -> tuple[np.ndarray, Tokenized]:
+    async def embed(
+        self, raw: R, size: int, tokens: float | None = None
+    ) -> tuple[np.ndarray, Tokenized]:
         """Embed one request's `size` inputs: the vectors (rows in input order) and what preparing
-        them found (token ids, truncation). Raises Overloaded, TooLargeForQueue, BatcherStopped,
-        what `prepare` returned for this request, or what the encoder raised for a batch holding
-        one of its inputs."""
-        request = self._enqueue(raw, size)
+        them found (token ids, truncation). `tokens`: what the caller expects them to have, the
+        admission's estimate until they are tokenised (default: the mean of requests so far).
+        Raises Overloaded, TooLargeForQueue, BatcherStopped, what `prepare` returned for this
+        request, or what the encoder raised for a batch holding one of its inputs."""
+        request = self._enqueue(raw, size, tokens)
         try:
             vectors = await request.future
         except asyncio.CancelledError:
@@ -289,7 +292,7 @@ class Batcher(Generic[R]):
         assert request.prepared is not None
         return vectors, request.prepared
 
-    def _enqueue(self, raw: R, size: int) -> _Request[R]:
+    def _enqueue(self, raw: R, size: int, expected_tokens: float | None) -> _Request[R]:
         if self._device_error is not None:
             raise self._device_error
         if self._stopping or self._task is None:
@@ -310,17 +313,17 @@ class Batcher(Generic[R]):
                 f"queue limit of {limit}",
                 retry_after_s(share, 0.0),
             )
+        per_input = expected_tokens / size if expected_tokens else self._tokens_per_input.value
         target = self._max_queue_seconds
         wait_s = self.wait_s(size)
         if target is not None and wait_s is not None and wait_s > target:
-            tokens = size * self._tokens_per_input.value
+            tokens = size * per_input
             raise Overloaded(
                 f"the server is at capacity: this request would wait about {wait_s:.1f} s for "
                 f"queued work, over its target of {target:g} s",
                 self._retry_after(wait_s - target, tokens),
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        per_input = self._tokens_per_input.value
         request = _Request(future, raw, size, self._clock(), per_input, remaining=size)
         if wait_s is not None:
             request.wait_s = wait_s

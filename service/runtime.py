@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from service import contract
+from service.admission import TextTokens
 from service.batcher import Batcher
 from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
@@ -85,6 +86,8 @@ class Runtime:
         self.device_error: DeviceFailedError | None = None
         self.pass_cost_tokens = 0
         """A forward pass's fixed cost in padded tokens (the setting, or the device's default)."""
+        self.text_tokens: TextTokens | None = None
+        """Tokens a request is expected to have before it is tokenised (set once loaded)."""
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping: asyncio.Task[None] | None = None
@@ -159,6 +162,7 @@ class Runtime:
                 end = start + len(jobs[i].inputs)
                 results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
                 start = end
+            self._learn_tokens_per_char(texts, prompt, everything)
         limit = self.settings.max_request_tokens
         for i, result in enumerate(results):
             if isinstance(result, Tokenized) and result.token_count > limit:
@@ -169,10 +173,38 @@ class Runtime:
                 )
         return results
 
+    def _learn_tokens_per_char(
+        self, texts: list[str], prompt: str | None, tokenized: Tokenized
+    ) -> None:
+        estimator = self.text_tokens
+        if estimator is None:
+            return
+        extra = len(prompt or "")
+        chars = tokens = 0
+        for text, ids, cut in zip(texts, tokenized.ids, tokenized.truncated, strict=True):
+            if not cut:
+                chars += len(text) + extra
+                tokens += len(ids) - estimator.special_tokens
+        estimator.record(chars, tokens)
+
+    def expected_tokens(self, job: Job) -> float | None:
+        """The job's tokens as admission estimates them before the tokenizer has seen it."""
+        estimator = self.text_tokens
+        if estimator is None:
+            return None
+        prompt_chars = len(job.prompt or "")
+        if job.inputs.texts is not None:
+            return estimator.estimate([len(text) + prompt_chars for text in job.inputs.texts])
+        # Token ids are counted exactly; only the prompt's text is estimated.
+        prompt = prompt_chars * estimator.per_char
+        cap = estimator.max_tokens
+        special = estimator.special_tokens
+        return sum(min(cap, len(ids) + prompt + special) for ids in job.inputs.token_ids or ())
+
     async def embed(self, inputs: Inputs, prompt_name: str | None = None) -> Embedded:
         encoder, batcher = self.serving()
         job = Job(inputs, self.prompt(prompt_name))
-        vectors, tokenized = await batcher.embed(job, len(inputs))
+        vectors, tokenized = await batcher.embed(job, len(inputs), self.expected_tokens(job))
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
             # orjson writes NaN as null and base64 carries the bytes: neither may go out as a 200.

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.admission import MAX_PROMISED_S, Promises, Throughput
 from service.batcher import (
     Batcher,
     BatcherStopped,
@@ -608,35 +607,3 @@ async def test_arrivals_past_their_deadline_are_shed_before_the_tokenizer() -> N
     assert seen == [[[1]]]  # `overdue` never reached the tokenizer
     assert device.batches == []
     await batcher.stop(5)
-
-
-def test_the_speed_of_full_windows_is_not_taken_from_small_ones() -> None:
-    """A window of a few short inputs is mostly a fixed cost: its seconds per token are ten times
-    those of a full window. The fit of fixed + per-token parts gives full windows their own."""
-    throughput = Throughput(prior_seconds_per_token=1.0)
-    assert throughput.seconds_per_token(4000) == 1.0  # the prior, until a window is measured
-    for _ in range(10):
-        throughput.record(tokens=40, seconds=0.05 + 40 * 1e-4)
-        throughput.record(tokens=4000, seconds=0.05 + 4000 * 1e-4)
-    assert throughput.fit() == pytest.approx((0.05, 1e-4))
-    assert throughput.seconds_per_token(4000) == pytest.approx(1e-4 + 0.05 / 4000)
-    for _ in range(100):  # the device got 4x slower
-        throughput.record(tokens=40, seconds=4 * (0.05 + 40 * 1e-4))
-        throughput.record(tokens=4000, seconds=4 * (0.05 + 4000 * 1e-4))
-    assert throughput.seconds_per_token(4000) == pytest.approx(4 * (1e-4 + 0.05 / 4000), rel=0.01)
-    assert Throughput().seconds_per_token(4000) is None
-
-
-def test_refused_clients_are_told_to_come_back_one_after_another() -> None:
-    """Each refusal's Retry-After counts the work refused before it, so clients that honour it
-    return spread over the time the device needs for them, not all at the next second."""
-    promises = Promises(now=0.0)
-    first = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
-    second = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
-    third = promises.refuse(now=0.0, excess_s=0.5, work_s=2.0)
-    assert (first, second, third) == (1.0, 2.5, 4.5)
-    assert promises.refuse(now=3.0, excess_s=0.5, work_s=2.0) == 3.5  # 3 s of it drained
-    assert promises.refuse(now=100.0, excess_s=0.0, work_s=1.0) == 1.0  # all of it drained
-    for _ in range(200):  # clients that never wait as told cannot push it out without bound
-        last = promises.refuse(now=100.0, excess_s=0.0, work_s=1.0)
-    assert last == MAX_PROMISED_S
