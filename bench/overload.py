@@ -422,6 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overload-s", type=float, default=40.0)
     parser.add_argument("--deadline-s", type=float, default=5.0)
     parser.add_argument("--client-timeout-s", type=float, default=30.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the started server, e.g. EMBED_MAX_QUEUE_SECONDS=1 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     install_signal_handlers()
@@ -434,7 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         deadline_s=args.deadline_s,
         client_timeout_s=args.client_timeout_s,
     )
-    result = run(args.url, scenario=scenario, source_dir=args.source_dir, model=args.model)
+    env = dict(item.split("=", 1) for item in args.env)
+    result = run(
+        args.url, scenario=scenario, source_dir=args.source_dir, model=args.model, server_env=env
+    )
     print("\n".join(result.lines()))
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -106,8 +106,11 @@ class Settings(BaseSettings):
         description="Wait this long for more work when a batch is not full. 0: never wait when "
         "the device is free (the default: the queue fills while the device is busy).",
     )
+    # 1 s: what is admitted is then answered in about this plus the pass under way plus its own
+    # work (~2.2 s at 32x overload on the 2-core build machine, where a pass of 128 sentences
+    # takes ~1 s; a GPU pass takes milliseconds). 2 s answered at ~3-4 s there, p99 up to 6 s.
     max_queue_seconds: float = Field(
-        2.0,
+        1.0,
         gt=0,
         description="Latency target of admission: a request that would wait longer than this "
         "for queued work (estimated from the device's measured seconds per token) gets 429 with "
