@@ -15,7 +15,9 @@ each an asyncio task that hands its work to one worker thread:
    running (about one batch), never behind the whole bulk request. The window is sorted by length
    and cut into length buckets where that lowers the padded work (`plan_batches`): a paragraph no
    longer pads 63 short queries to its length. Every input of a window runs before any newer
-   input, so sorting cannot starve long inputs.
+   input, so sorting cannot starve long inputs. Only requests about to be answered later than
+   admission estimated (below) go before the round robin, the earliest due first: under
+   sustained load, newcomers would otherwise stretch every admitted request past its estimate.
 
 While a window runs the queue fills, so under load the next window is full without any timer;
 `batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
@@ -25,7 +27,7 @@ wait behind, at the device's measured seconds per token, fits `max_queue_seconds
 Overloaded (429) with when to come back (after the work refused before it). So under overload the
 queue holds about that much work and what it admits is answered in time, instead of everything
 being answered late. Each admitted request is due when the estimate says it will be answered;
-requests about to miss that go first (above), and one that is later than that by more than the
+requests about to miss that go first (above), and one later than that by more than the
 target without any of its inputs on the device (the device slowed, or the work was
 underestimated) is shed with QueueTimeout (429), as are the queued inputs of a client that went
 away: the device only runs work someone still waits for. `max_queue_items` bounds the inputs held
