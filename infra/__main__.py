@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
+from infra import alerts, charts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
     Cluster,
@@ -42,6 +42,8 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
+# The vendored chart archives are the pinned bytes (infra/versions.py), before any resource.
+charts.check_archives()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
 name = cfg.cluster.name

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import gpu_spec, versions
+from infra.charts import chart_args
 from infra.cluster import Cluster
 from infra.config import AutoscalerConfig, NodeGroupConfig
 from infra.identity import WorkloadIdentity, WorkloadIdentityArgs
@@ -149,16 +150,9 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.values = chart_values(cluster.name, cluster.region, args.config, args.gpu_groups)
-        chart = versions.CLUSTER_AUTOSCALER
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
-            chart=chart.chart,
-            # The release is named after the chart, so in-cluster names are the chart's own.
-            name=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
-            namespace=NAMESPACE,
-            values=self.values,
+            chart_args(versions.CLUSTER_AUTOSCALER, NAMESPACE, self.values),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=cluster.provider,

@@ -1,8 +1,10 @@
 """Every pinned version the program deploys, in one table.
 
-Bumping a version is a one-line change here, and a reviewer sees it in the synth diff
-(`charts/*.yaml`). Chart versions pin the images too: each chart's default image tag is its
-appVersion."""
+Each Helm chart is vendored in `charts/` (README "Charts"): `pulumi up` installs that file and the
+rehearsal renders the same bytes, checked against the sha256 here. A chart bump is the version,
+appVersion and sha256 below plus the archive, which `make charts` fetches from the upstream
+repository and compares; reviewers see it in the synth diff (`charts/*.yaml`). Chart versions pin
+the images too: each chart's default image tag is its appVersion."""
 
 from __future__ import annotations
 
@@ -38,18 +40,29 @@ records the release in state and never changes it silently. A stack can pin one 
 @dataclass(frozen=True)
 class HelmChart:
     repository: str
+    """The upstream chart repository (`make charts` compares the vendored archive with it)."""
     chart: str
     version: str
     app_version: str
+    """The archive's Chart.yaml `appVersion`, exactly (`make check` compares them)."""
+    sha256: str
+    """Of the vendored archive `charts/<chart>-<version>.tgz`: what `pulumi up` installs and the
+    rehearsal renders (infra/charts.py refuses any other bytes)."""
     source: str
     """Where the version was checked (kept next to the pin so the next bump knows where to look)."""
+
+    @property
+    def archive_name(self) -> str:
+        """The file name `helm pull` gives the archive."""
+        return f"{self.chart}-{self.version}.tgz"
 
 
 CLUSTER_AUTOSCALER: Final = HelmChart(
     repository="https://kubernetes.github.io/autoscaler",
     chart="cluster-autoscaler",
     version="9.52.1",
-    app_version="1.34.x",
+    app_version="1.34.1",
+    sha256="ac57e3befa49df04dd1f39b1928c43df5212734798b22db0568c9536a76649d8",
     # Chart 9.51.0+ carries cluster-autoscaler 1.34 (compatibility table in kubernetes/autoscaler
     # cluster-autoscaler/README.md); 9.52.1 was released 2025-10-20.
     source="https://github.com/kubernetes/autoscaler/releases/tag/cluster-autoscaler-chart-9.52.1",
@@ -59,7 +72,8 @@ NVIDIA_DEVICE_PLUGIN: Final = HelmChart(
     repository="https://nvidia.github.io/k8s-device-plugin",
     chart="nvidia-device-plugin",
     version="0.18.2",
-    app_version="v0.18.2",
+    app_version="0.18.2",
+    sha256="b9ad1bcae78149a93c4be1e02c53245133c17a13bd6ecd3c9b355c6edb304bdb",
     source="https://github.com/NVIDIA/k8s-device-plugin/releases/tag/v0.18.2",
 )
 
@@ -67,13 +81,15 @@ DCGM_EXPORTER: Final = HelmChart(
     repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
     chart="dcgm-exporter",
     version="4.8.2",
-    app_version="4.5.3-4.8.2",
+    app_version="4.8.2",
+    sha256="1c5535c03ebab3f021444df6016fce1cd7871385122e115c6ed24c804b623803",
     # Held below 4.9.0 on purpose: 4.9.0 renames the default DCGM fields and changes units
     # (utilisation becomes a 0..1 ratio), which would silently change the HPA's GPU utilisation
-    # target. 4.8.2 rather than 4.8.3: it is the newest release whose published archive the deploy
-    # rehearsal holds (../shared/charts/SOURCES.md: byte-identical to the gh-pages archive, sha256
-    # = the index.yaml digest), so `make synth` renders exactly what `pulumi up` installs. Moving to
-    # 4.8.3 is this line plus its archive (`make charts`); the rehearsal fails until it is there.
+    # target. 4.8.2 rather than 4.8.3: it is the newest release whose published archive was at hand
+    # when the charts were vendored (charts/README.md: byte-identical to the gh-pages archive,
+    # sha256 = the index.yaml digest). Chart.yaml's appVersion is 4.8.2; the image tag the chart
+    # defaults to is 4.5.3-4.8.2-distroless (DCGM 4.5.3). Moving to 4.8.3 is this entry plus its
+    # archive (`make charts` fetches it and prints the sha256).
     source="https://docs.nvidia.com/datacenter/dcgm/latest/release-notes/dcgm-exporter.html",
 )
 
@@ -81,7 +97,8 @@ PROMETHEUS: Final = HelmChart(
     repository="https://prometheus-community.github.io/helm-charts",
     chart="prometheus",
     version="27.52.0",
-    app_version="v3.8.x",
+    app_version="v3.8.1",
+    sha256="b452d784bff11ec0a253d81b44e8bffe6fe603973bb942b9fc56708167066fc4",
     source="https://github.com/prometheus-community/helm-charts/releases/tag/prometheus-27.52.0",
 )
 
@@ -90,6 +107,7 @@ PROMETHEUS_ADAPTER: Final = HelmChart(
     chart="prometheus-adapter",
     version="5.2.0",
     app_version="v0.12.0",
+    sha256="1a4a14f982e3b96442c746b0912c1cac71f7db594190b9820003a13fd1c95c1c",
     source="https://artifacthub.io/packages/helm/prometheus-community/prometheus-adapter/5.2.0",
 )
 
@@ -98,6 +116,7 @@ AWS_LOAD_BALANCER_CONTROLLER: Final = HelmChart(
     chart="aws-load-balancer-controller",
     version="1.17.0",
     app_version="v2.17.0",
+    sha256="10306157bdb76a1b778a57832ef75ebf42008a2bcaea09dc99c4d17384cad3fd",
     source="https://github.com/aws/eks-charts/releases/tag/v0.0.220",
 )
 
@@ -105,7 +124,8 @@ METRICS_SERVER: Final = HelmChart(
     repository="https://kubernetes-sigs.github.io/metrics-server",
     chart="metrics-server",
     version="3.13.0",
-    app_version="v0.8.0",
+    app_version="0.8.0",
+    sha256="7a311054f180eb7e20765d57de9d150e2ca28284928dc270c83e7650aa996d9e",
     # The chart rather than the EKS community add-on: the chart lets us pin the version in this
     # table, put it on system nodes with the same nodeSelector as every other add-on, and the
     # preview shows its objects.
@@ -117,6 +137,7 @@ GRAFANA: Final = HelmChart(
     chart="grafana",
     version="12.11.1",
     app_version="13.2.0",
+    sha256="d5b8d9b4673fec89c0bd9f2cdac49d6cc841cecec02099bf9a4ab3b52e8e6396",
     # The chart moved from grafana/helm-charts (deprecated there after 10.5.15) to
     # grafana-community/helm-charts; 12.11.1 is tag grafana-12.11.1 there.
     source="https://github.com/grafana-community/helm-charts/releases/tag/grafana-12.11.1",

@@ -627,9 +627,19 @@ def chart_source(chart: Resource) -> tuple[charts.ChartSource, tuple[str, ...]]:
     post = inputs.get("postRenderer") or {}
     command = (post["command"], *(post.get("args") or [])) if post.get("command") else ()
     namespace = inputs.get("namespace") or "default"
+    if (inputs.get("repositoryOpts") or {}).get("repo"):
+        # With a repository, a Release skips the local chart and downloads (pulumi-kubernetes
+        # provider/pkg/provider/helm_release.go `locateChart`): not what the rehearsal renders.
+        raise charts.ChartError(
+            f"{chart.name}: names the chart repository {inputs['repositoryOpts']['repo']}; "
+            "install the vendored archive instead (infra/charts.py chart_path)"
+        )
+    # The path as the provider resolves it: relative to the working directory it shares with the
+    # program (infra/charts.py). Only a pinned archive with its pinned bytes is rendered.
+    archive = Path(str(inputs["chart"]))
+    charts.pin_of(archive)
     source = charts.ChartSource(
-        chart=str(inputs["chart"]),
-        version=str(inputs.get("version")),
+        archive=archive,
         release=str(inputs.get("name") or chart.name),
         namespace=str(namespace),
         values=values,

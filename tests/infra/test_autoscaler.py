@@ -6,22 +6,20 @@ import json
 import re
 
 from infra import autoscaler, gpu_spec, versions
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Resource, load_stack_config
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 
 
 def chart(inventory: Inventory) -> Resource:
-    (found,) = [c for c in inventory.charts() if c.inputs["chart"] == "cluster-autoscaler"]
-    return found
+    return inventory.render_of(versions.CLUSTER_AUTOSCALER.chart).resource
 
 
 def test_chart_is_the_pinned_upstream_one(inventory: Inventory) -> None:
-    inputs = chart(inventory).inputs
-    pinned = versions.CLUSTER_AUTOSCALER
-    assert inputs["version"] == pinned.version
-    assert inputs["repositoryOpts"] == {"repo": pinned.repository}
-    assert inputs["namespace"] == "kube-system"
+    render = inventory.render_of(versions.CLUSTER_AUTOSCALER.chart)
+    assert pin_of(render.source.archive) == versions.CLUSTER_AUTOSCALER
+    assert render.resource.inputs["namespace"] == "kube-system"
 
 
 def test_autodiscovers_this_cluster_in_its_region(inventory: Inventory, stack: str) -> None:
