@@ -15,7 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, charts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
+from infra import (
+    alerts,
+    charts,
+    config,
+    dashboard,
+    gpu,
+    gpu_spec,
+    inference,
+    kubernetes_support,
+    monitoring,
+    preflight,
+)
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
     Cluster,
@@ -46,6 +57,8 @@ cfg = config.load()
 charts.check_archives()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
+# EKS's version calendar: the pinned Kubernetes minor still supported the way the stack asks.
+kubernetes_support.check(cfg)
 name = cfg.cluster.name
 # EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
 check_caller_access(cfg)

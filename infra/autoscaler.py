@@ -33,7 +33,7 @@ FALLBACK_PRIORITY = 1
 # "balance-similar").
 #
 # `eks.amazonaws.com/capacityType` is deliberately NOT here: it is what keeps spot first. After the
-# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.34.1,
+# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.35.0,
 # core/scaleup/orchestrator/orchestrator.go) splits the new nodes across every group the comparator
 # calls similar, whatever their priority. The AWS comparator (processors/nodegroupset/
 # aws_nodegroups.go, compare_nodegroups.go `compareLabels`) calls two groups similar only if every
@@ -41,7 +41,8 @@ FALLBACK_PRIORITY = 1
 # capacityType SPOT or ON_DEMAND, and so does a scale-from-zero template
 # (cloudprovider/aws/aws_wrapper.go `getManagedNodegroupInfo`, and our node-template tag), so a spot
 # group is never balanced with an on-demand one: on-demand GPUs start only when the expander falls
-# back to them. tests/infra/test_spot_first.py applies that comparator to our labels.
+# back to them. tests/infra/test_spot_first.py applies that comparator to our labels. (1.35.0
+# ignores topology.k8s.aws/zone-id by itself; nothing else in this list moved since 1.34.1.)
 BALANCING_IGNORED_LABELS = (
     "eks.amazonaws.com/nodegroup",
     "eks.amazonaws.com/nodegroup-image",

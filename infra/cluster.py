@@ -259,7 +259,7 @@ class Cluster(pulumi.ComponentResource):
                 resources=["secrets"],
             ),
             enabled_cluster_log_types=list(cc.log_types),
-            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cc.support_type),
             tags={"Name": cc.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, key_policy, logs]),
         )

@@ -138,6 +138,16 @@ CAPACITY_TYPES: Final = ("SPOT", "ON_DEMAND")
 DTYPES: Final = ("float16", "bfloat16", "float32")
 NORMALIZE_MODES: Final = ("true", "false", "model")
 NAT_MODES: Final = ("single", "perAz")
+SUPPORT_TYPES: Final = ("STANDARD", "EXTENDED")
+"""EKS `upgradePolicy.supportType` (CreateCluster API, UpgradePolicyRequest)."""
+RETIRED_KEYS: Final = {
+    "kubernetesVersion": (
+        "no value: the Kubernetes minor is no longer a stack key; it is pinned in "
+        f"infra/versions.py (KUBERNETES_VERSION = {versions.KUBERNETES_VERSION}) with the "
+        "cluster-autoscaler and GPU driver checked for it. Remove the key from the stack file"
+    ),
+}
+"""Keys a stack file may still set from an older version of the program, and why they go."""
 RESERVED_NAMESPACES: Final = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 # Kubelet, OS and the DaemonSets on every GPU node (aws-node, kube-proxy, pod identity agent, EBS
@@ -205,6 +215,11 @@ class NetworkConfig:
 class ClusterConfig:
     name: str
     kubernetes_version: str
+    """infra/versions.py KUBERNETES_VERSION (not a stack key)."""
+    support_type: str
+    """What EKS does at the end of the minor's standard support: EXTENDED keeps it (billed at the
+    extended rate), STANDARD upgrades the control plane; the preview stops in the second case
+    (infra/kubernetes_support.py)."""
     endpoint_public_access: bool
     public_access_cidrs: tuple[str, ...]
     private_api_access_cidrs: tuple[str, ...]
@@ -640,13 +655,10 @@ def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
         raise r.error(
             "clusterName", name, "letters, digits and '-', starting with a letter, at most 100"
         )
-    version = r.required("kubernetesVersion", "a Kubernetes minor like 1.34")
-    if version not in versions.SUPPORTED_KUBERNETES_VERSIONS:
-        raise r.error(
-            "kubernetesVersion",
-            version,
-            f"one of {', '.join(versions.SUPPORTED_KUBERNETES_VERSIONS)}",
-        )
+    for retired, why in RETIRED_KEYS.items():
+        # Refused, not ignored: a stack that sets it expects it to take effect.
+        if r.raw(retired) is not None:
+            raise r.error(retired, r.raw(retired), why)
     public = r.boolean("endpointPublicAccess")
     cidrs = r.cidrs("publicAccessCidrs")
     if public and not cidrs:
@@ -676,7 +688,8 @@ def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
     deploy, preview = _ci_roles(r, admins)
     return ClusterConfig(
         name=name,
-        kubernetes_version=version,
+        kubernetes_version=versions.KUBERNETES_VERSION,
+        support_type=r.choice("kubernetesSupportType", SUPPORT_TYPES),
         endpoint_public_access=public,
         public_access_cidrs=cidrs if public else (),
         private_api_access_cidrs=r.cidrs("privateApiAccessCidrs"),
@@ -740,11 +753,22 @@ def _node_groups(r: _Reader) -> NodeGroupsConfig:
     return NodeGroupsConfig(
         system=system,
         gpu=groups,
-        ami_release_version=r.optional(
-            "amiReleaseVersion", _AMI_RELEASE, "an EKS AMI release like 1.34.2-20251112"
-        )
-        or versions.AMI_RELEASE_VERSION,
+        ami_release_version=_ami_release(r) or versions.AMI_RELEASE_VERSION,
     )
+
+
+def _ami_release(r: _Reader) -> str | None:
+    """An EKS AMI release of the pinned minor. Every node group is created at the cluster's
+    Kubernetes version (infra/nodegroups.py), and an AMI release is built for one Kubernetes
+    version (`<k8s patch>-<date>`; EKS CreateNodegroup `releaseVersion`: "the latest available AMI
+    version for the node group's current Kubernetes version" by default): a release of another
+    minor would fail when EKS creates or updates the group, 20 minutes into `pulumi up`."""
+    minor = versions.KUBERNETES_VERSION
+    allowed = f"an EKS AMI release of Kubernetes {minor}, like {minor}.6-20260714"
+    release = r.optional("amiReleaseVersion", _AMI_RELEASE, allowed)
+    if release is not None and not release.startswith(f"{minor}."):
+        raise r.error("amiReleaseVersion", release, allowed)
+    return release
 
 
 _GROUP_KEYS: Final = frozenset(

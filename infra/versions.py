@@ -11,15 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-KUBERNETES_VERSION: Final = "1.34"
-"""EKS control plane and node minor version.
+KUBERNETES_VERSION: Final = "1.35"
+"""The Kubernetes minor of the EKS control plane and of every node group: the one place it is set.
 
-1.34 reached EKS on 2025-10-06, standard support until 2026-12-02
-(https://endoflife.date/amazon-eks). cluster-autoscaler must match this minor (see
-CLUSTER_AUTOSCALER below)."""
+Everything that depends on the minor reads it here: the cluster and its node groups, the managed
+add-on versions (`aws.eks.get_addon_version` per minor), the chart renders of the rehearsal (kube
+version), cluster-autoscaler (which must be of the same minor: `make check`), and the NVIDIA driver
+of the GPU nodes' AMI (GPU_AMI_NVIDIA_DRIVER, checked against the image's CUDA by `make check`).
+It is not a stack key: a stack on another minor would run an autoscaler and a driver nobody
+checked. An upgrade is a change here, reviewed in the preview diff; EKS moves one minor at a time.
 
-SUPPORTED_KUBERNETES_VERSIONS: Final = ("1.32", "1.33", "1.34", "1.35")
-"""EKS minors this program is tested against (https://docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html)."""
+1.35 reached EKS on 2026-01-28; standard support until 2027-03-27, extended support until
+2028-03-27 (https://endoflife.date/amazon-eks; EKS user guide "Understand the Kubernetes version
+lifecycle on EKS": 14 months of standard support, then 12 of extended). 1.34 left standard support
+on 2026-12-02. 1.36 is on EKS too (AL2023 AMIs since awslabs/amazon-eks-ami v20260618) but has no
+cluster-autoscaler chart yet (kubernetes/autoscaler: tags cluster-autoscaler-1.36.x, newest chart
+9.59.0 carries 1.35.0). `pulumi preview` reads EKS's own calendar (infra/kubernetes_support.py)."""
 
 GPU_AMI_TYPE: Final = "AL2023_x86_64_NVIDIA"
 """EKS-optimised Amazon Linux 2023 with the NVIDIA driver and container toolkit preinstalled.
@@ -50,6 +57,8 @@ class HelmChart:
     rehearsal renders (infra/charts.py refuses any other bytes)."""
     source: str
     """Where the version was checked (kept next to the pin so the next bump knows where to look)."""
+    tracks_kubernetes: bool = False
+    """The app is released per Kubernetes minor and must match KUBERNETES_VERSION (`make check`)."""
 
     @property
     def archive_name(self) -> str:
@@ -60,12 +69,20 @@ class HelmChart:
 CLUSTER_AUTOSCALER: Final = HelmChart(
     repository="https://kubernetes.github.io/autoscaler",
     chart="cluster-autoscaler",
-    version="9.52.1",
-    app_version="1.34.1",
-    sha256="ac57e3befa49df04dd1f39b1928c43df5212734798b22db0568c9536a76649d8",
-    # Chart 9.51.0+ carries cluster-autoscaler 1.34 (compatibility table in kubernetes/autoscaler
-    # cluster-autoscaler/README.md); 9.52.1 was released 2025-10-20.
-    source="https://github.com/kubernetes/autoscaler/releases/tag/cluster-autoscaler-chart-9.52.1",
+    version="9.59.0",
+    app_version="1.35.0",
+    sha256="4630211e5d459045a6811a7be0f8b00091b829464554eb88f97322a78cc26715",
+    # "We recommend using Cluster Autoscaler with the Kubernetes control plane version for which it
+    # was meant ... versioning scheme was changed to match Kubernetes minor releases exactly"
+    # (kubernetes/autoscaler cluster-autoscaler/README.md "Releases", at the tag
+    # cluster-autoscaler-chart-9.59.0; its table stops at 1.34, and 1.35.0's go.mod builds on
+    # k8s.io/kubernetes v1.35.0). Every chart
+    # from 9.54.0 on carries 1.35.0 and grants the resource.k8s.io reads that 1.35's always-on DRA
+    # handling needs (config/flags/flags.go: --enable-dynamic-resource-allocation "locked to true");
+    # 9.59.0 (2026-07-21) is the newest. The chart's own image tag (v1.35.0) is kept: 1.35.1 and
+    # 1.35.2 exist as source tags, but no promotion of their images could be read here.
+    tracks_kubernetes=True,
+    source="https://github.com/kubernetes/autoscaler/releases/tag/cluster-autoscaler-chart-9.59.0",
 )
 
 NVIDIA_DEVICE_PLUGIN: Final = HelmChart(

@@ -24,7 +24,7 @@ import hashlib
 import json
 import runpy
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -294,6 +294,15 @@ _VCPUS_BY_SIZE: Final = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
 size from 2 at large)."""
 
 
+EKS_FIXTURE: Final = ROOT / "rehearsal" / "fixtures" / "eks.json"
+"""EKS's version calendar and default add-on versions as the mock account answers them."""
+
+
+def eks_fixture() -> dict[str, Any]:
+    fixture: dict[str, Any] = json.loads(EKS_FIXTURE.read_text())
+    return fixture
+
+
 @dataclass(frozen=True)
 class MockAccount:
     """What the account's invokes answer; tests replace parts of it."""
@@ -302,6 +311,14 @@ class MockAccount:
     """Instance types per availability zone (default: `instance_type_offerings(region)`)."""
     quotas: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     """Service Quotas values by quota code; a code not here is an access-denied error."""
+    cluster_versions: Sequence[Mapping[str, Any]] | None = field(
+        default_factory=lambda: tuple(eks_fixture()["clusterVersions"])
+    )
+    """EKS DescribeClusterVersions rows (default: the fixture's); None: access denied."""
+    addon_versions: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: eks_fixture()["addonVersions"]
+    )
+    """The default version of each managed add-on, per Kubernetes minor."""
 
 
 class AwsLikeMocks(pulumi.runtime.Mocks):
@@ -436,7 +453,9 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
             _INVOKE_LOOPS.add(asyncio.get_event_loop())
         if token == "aws:eks/getAddonVersion:getAddonVersion":
-            return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
+            return self._addon_version(a)
+        if token == "aws:eks/getClusterVersions:getClusterVersions":
+            return self._cluster_versions(a)
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
@@ -496,6 +515,35 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "locationTypes": ["availability-zone"] * len(pairs),
         }
 
+    def _addon_version(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """The default version of an add-on for the Kubernetes minor asked for, as AWS derives it
+        from the cluster's version; a minor the account does not know is an error, as at AWS."""
+        minor, addon = str(a.get("kubernetesVersion")), str(a.get("addonName"))
+        version = self.account.addon_versions.get(minor, {}).get(addon)
+        if version is None:
+            reason = f"ResourceNotFoundException: no {addon} version for Kubernetes {minor}"
+            return {}, [("kubernetesVersion", reason)]
+        return {**a, "id": addon, "version": version}
+
+    def _cluster_versions(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        if self.account.cluster_versions is None:
+            reason = "AccessDeniedException: not authorized to perform eks:DescribeClusterVersions"
+            return {}, [("clusterType", reason)]
+        only = set(a.get("clusterVersionsOnlies") or [])
+        status = a.get("versionStatus")
+        rows = [
+            {
+                "clusterType": "eks",
+                "controlPlaneComponentConfigs": [],
+                "controlPlaneScalingTiers": [],
+                **row,
+            }
+            for row in self.account.cluster_versions
+            if (not only or row["clusterVersion"] in only)
+            and (status is None or row["versionStatus"] == status)
+        ]
+        return {**a, "id": self.region, "clusterVersions": rows}
+
     def _quota(self, a: dict) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[str, str]]]:
         code, service = str(a.get("quotaCode")), a.get("serviceCode")
         if service != "ec2" or code not in self.account.quotas:
@@ -514,17 +562,6 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
             "usageMetrics": [],
         }
-
-
-# Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
-# version).
-_ADDON_VERSIONS: Final = {
-    "vpc-cni": "v1.20.4-eksbuild.1",
-    "kube-proxy": "v1.34.0-eksbuild.4",
-    "coredns": "v1.12.3-eksbuild.1",
-    "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
-    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
-}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
