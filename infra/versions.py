@@ -44,6 +44,43 @@ records the release in state and never changes it silently. A stack can pin one 
 `amiReleaseVersion` key."""
 
 
+GPU_AMI_NVIDIA_DRIVER: Final = {"1.35": "580.159.03"}
+"""The NVIDIA driver of the GPU_AMI_TYPE AMI per Kubernetes minor (`make check` compares it with the
+image's CUDA). 1.35: kmod-nvidia-latest-dkms 580.159.03 in AMI release 1.35.6-20260714
+(awslabs/amazon-eks-ami CHANGELOG.md, "AMI Release v20260714", Kubernetes 1.35, column
+AL2023_x86_64_NVIDIA); the AMI builds install the R580 branch for 1.34+ (templates/al2023/
+variables-default.json `nvidia_driver_major_version: "580"`, commit 3cb8b058 "default to 580 driver
+for 1.34+"), so every later 1.35 release stays on R580. A minor bump needs its row here."""
+
+# --- The model image: Python, torch and the CUDA it was built with --------------------------------
+
+PYTHON_VERSION: Final = "3.11"
+"""The Python of the server image (Dockerfile PYTHON_IMAGE) and the one CI tests the server on
+(every `actions/setup-python` in .github/workflows, `.ci/run`'s Debian 12 python3, mypy's target):
+one interpreter, so what the tests pass on is what runs. 3.11 rather than 3.12 because it is the
+newest Python this build machine and `.ci/run` can install (Debian 12 ships 3.11 only); torch 2.13
+supports 3.10-3.15 (pytorch/pytorch RELEASE.md, Release Compatibility Matrix), and 3.11 is
+maintained until 2027-10. `make check` fails when any of them differs."""
+
+TORCH_VERSION: Final = "2.13.0"
+"""torch in the image (Dockerfile TORCH_VERSION) and the CPU wheel of `make setup` (Makefile)."""
+
+TORCH_CUDA: Final = "13.0"
+"""The CUDA build of torch in the image: the wheels of https://download.pytorch.org/whl/cu130
+(Dockerfile TORCH_INDEX_URL). They bring the CUDA 13 user-space libraries (nvidia-*-cu13 wheels, the
+same ones PyPI's default torch 2.13.0 depends on); the node brings the driver."""
+
+TORCH_CUDA_BUILDS: Final = {"2.13": ("12.6", "13.0", "13.2")}
+"""The CUDA builds PyTorch publishes per release: pytorch/pytorch RELEASE.md, "Release Compatibility
+Matrix", 2.13: stable CUDA 12.6 and 13.0, experimental 13.2. 12.8, the image's old cu128 index, was
+dropped after 2.11, so `torch==2.13.0` was never on it."""
+
+CUDA_MINIMUM_DRIVER: Final = {"13.0": "580.65.06"}
+"""The Linux x86_64 driver each CUDA release needs: NVIDIA CUDA Toolkit release notes, "CUDA Toolkit
+and Corresponding Driver Versions" (CUDA 13.0 GA: >= 580.65.06); the R580 branch is the one that
+supports CUDA 13.x (NVIDIA data center drivers, "Supported Drivers and CUDA Toolkit Versions")."""
+
+
 @dataclass(frozen=True)
 class HelmChart:
     repository: str
