@@ -34,6 +34,8 @@ GPU_AMI_TYPE: Final = "AL2023_x86_64_NVIDIA"
 Chosen over BOTTLEROCKET_x86_64_NVIDIA because Bottlerocket ships its own built-in device plugin,
 while this program deploys the upstream NVIDIA device plugin chart (time-slicing config, pinned
 version, same DaemonSet on every GPU node). AL2 NVIDIA AMIs are not published for Kubernetes 1.33+.
+Published for 1.35: amazon-eks-node-al2023-x86_64-nvidia-1.35-v20260714 (awslabs/amazon-eks-ami
+CHANGELOG.md, release 1.35.6-20260714), as is the AL2023 standard AMI of the system group.
 """
 
 SYSTEM_AMI_TYPE: Final = "AL2023_x86_64_STANDARD"
