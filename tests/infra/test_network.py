@@ -79,7 +79,7 @@ def test_an_existing_vpc_creates_nothing() -> None:
     seen: dict[str, object] = {}
 
     def program() -> None:
-        network = Network("net", NetworkArgs(config=net, cluster_name="c"))
+        network = Network("net", NetworkArgs(config=net, cluster_name="c", region="us-west-2"))
         network.private_subnet_ids.apply(lambda ids: seen.setdefault("private", ids))
         network.vpc_cidr.apply(lambda cidr: seen.setdefault("cidr", cidr))
 
