@@ -315,8 +315,10 @@ PRICE_LIST_ENDPOINTS: Final = frozenset(
 )
 """Where the mock's Price List Query API answers (api.pricing.<region>.amazonaws.com); any other
 region has no such host."""
-EXTENDED_SUPPORT_VERSIONS: Final = frozenset({"1.28", "1.29", "1.30", "1.31"})
-"""Kubernetes minors the mock EKS reports in extended support (DescribeClusterVersions)."""
+EXTENDED_SUPPORT_VERSIONS: Final = frozenset({"1.29", "1.30", "1.31", "1.32", "1.33"})
+"""Kubernetes minors the mock EKS reports in extended support (DescribeClusterVersions), as of
+the price fixture's date (2026-12-01: 1.33's standard support ended 2026-07-29, 1.34's ends
+2026-12-02)."""
 
 
 class AwsLikeMocks(pulumi.runtime.Mocks):
