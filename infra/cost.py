@@ -100,7 +100,9 @@ def _ec2_usage(region: str, usage: str) -> str:
 def instance_product(region: str, instance_type: str) -> Product:
     """A Linux instance on shared tenancy, on-demand: the attributes of the pulumi-aws
     `get_product` example (instanceType, operatingSystem, preInstalledSw, licenseModel, tenancy,
-    capacitystatus `Used`: not the reserved-capacity variants), the region as `regionCode`."""
+    capacitystatus `Used`: not the reserved-capacity variants), with the region as `regionCode`
+    (the code every product carries next to `location`, the region's long name) instead of
+    `location`."""
     return Product(
         "AmazonEC2",
         (
@@ -302,20 +304,23 @@ class Line:
     """As billed: spot nodes at today's spot prices. None: unpriced (see problem)."""
     on_demand_rate: Rate | None
     """Spot nodes at on-demand prices, the most they are billed; the same as rate otherwise."""
+    spot: bool = False
     problem: str | None = None
 
-    @property
-    def spot(self) -> bool:
-        return self.rate != self.on_demand_rate
 
-
-def _priced(key: str, what: str, counts: tuple[int, int], price: Any) -> Line:
+def _priced(
+    key: str,
+    what: str,
+    counts: tuple[int, int],
+    price: Callable[[], tuple[Rate, Rate]],
+    spot: bool = False,
+) -> Line:
     """A line whose rates come from `price()` -> (rate, on-demand rate), unpriced on failure."""
     try:
         rate, on_demand = price()
     except PriceError as error:
-        return Line(key, what, *counts, None, None, str(error))
-    return Line(key, what, *counts, rate, on_demand)
+        return Line(key, what, *counts, None, None, spot, str(error))
+    return Line(key, what, *counts, rate, on_demand, spot)
 
 
 def node_group_line(
@@ -332,7 +337,7 @@ def node_group_line(
         spot = [book.spot(t, z) for t in group.instance_types for z in zones]
         return Rate(min(spot), max(spot)), od_rate
 
-    return _priced(key, what, (group.min_size, group.max_size), price)
+    return _priced(key, what, (group.min_size, group.max_size), price, group.is_spot)
 
 
 def control_plane_line(cfg: StackConfig, extended_support: bool, book: PriceBook) -> Line:

@@ -19,8 +19,9 @@ NAT = "aws:ec2/natGateway:NatGateway"
 ROUTE = "aws:ec2/route:Route"
 ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+VPC_ID = "vpc-0123456789abcdef0"
 EXISTING = {
-    "existingVpcId": "vpc-0123456789abcdef0",
+    "existingVpcId": VPC_ID,
     "existingPrivateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
 }
 
@@ -146,7 +147,7 @@ def test_gpu_nodes_start_after_the_s3_endpoint_exists(inventory: Inventory) -> N
     ("account", "warning"),
     [
         (MockAccount(), "has no S3 gateway endpoint"),
-        (MockAccount(s3_gateway_vpcs=frozenset({EXISTING["existingVpcId"]})), None),
+        (MockAccount(s3_gateway_vpcs=frozenset({VPC_ID})), None),
         (
             MockAccount(denied=frozenset({"ec2:DescribeVpcEndpoints"})),
             "grant ec2:DescribeVpcEndpoints",
