@@ -181,12 +181,12 @@ class Network(pulumi.ComponentResource):
         No endpoint policy (the default allows all): the endpoint carries all traffic from these
         subnets to S3 buckets of this region, not only ECR's layer bucket
         (`arn:aws:s3:::prod-<region>-starport-layer-bucket/*`, the minimum the ECR guide names).
-        registry.k8s.io, where cluster-autoscaler's image comes from, sends AWS clients to
-        per-region S3 buckets for layers (`prod-registry-k8s-io-<region>`,
+        registry.k8s.io, where the cluster-autoscaler and prometheus-adapter images come from,
+        sends AWS clients to per-region S3 buckets for layers (`prod-registry-k8s-io-<region>`,
         kubernetes/registry.k8s.io cmd/archeio/app/buckets.go), and Amazon Linux 2023 package
         repositories are S3 buckets too. A request the policy denies does not fall back to the
-        NAT route; it fails, so a policy naming only ECR's bucket would break those pulls while
-        the NAT path stays open to every other bucket anyway: it would restrict nothing."""
+        NAT route; it fails. A policy naming only ECR's bucket would break those pulls, and
+        restrict little: the NAT path still reaches every bucket outside the region."""
         return aws.ec2.VpcEndpoint(
             f"{name}-s3",
             vpc_id=vpc.id,
@@ -235,8 +235,9 @@ def existing_s3_endpoint_warning(existing: ExistingNetwork, region: str) -> str 
     """A warning when an existing VPC has no S3 gateway endpoint (None when it has one).
 
     The program adds no endpoint to a VPC it does not own: the routes of that VPC's route tables
-    are its owners' (a second S3 gateway endpoint on a table that already routes the S3 prefix
-    list is refused), and `pulumi destroy` of this stack must not change a shared VPC's routing.
+    are its owners' (a route table cannot hold two endpoint routes to the same service: Amazon VPC,
+    "Gateway endpoints", considerations), and `pulumi destroy` of this stack must not change a
+    shared VPC's routing.
     It only reads what is there (`ec2:DescribeVpcEndpoints`) and says what the missing endpoint
     costs. A failed lookup is reported, never fatal. The provider's data source fails with "no
     matching EC2 VPC Endpoint found" when none matches (terraform-provider-aws
