@@ -15,8 +15,9 @@ runs at its floor (every node group at `minSize`) and at its ceiling (`maxSize`)
 A line's unit rate is a range over the group's instance types (and zones, for spot): the floor takes
 the cheapest, the ceiling the dearest, so each is a bound whichever types EKS launches. Every bound
 comes twice: with spot nodes at today's spot prices, and with spot nodes at on-demand prices, the
-most a spot instance is billed (with no maximum price set, as in EKS managed node groups, the
-maximum is the on-demand price: EC2 user guide, "Spot Instances", "How Spot Instances work").
+most a spot instance is billed here: EKS's CreateNodegroup takes no maximum price and the launch
+templates of infra/nodegroups.py set no InstanceMarketOptions, and without a maximum price EC2's
+default is the on-demand price (EC2 user guide, "Spot Instances", "How Spot Instances work").
 
 Not counted, because it depends on traffic or data, not on the hour: see NOT_COUNTED.
 

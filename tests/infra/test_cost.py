@@ -307,3 +307,11 @@ def test_each_product_query_selects_one_product_among_its_decoys(product: cost.P
     assert len(pricelist.matching(region, product.service_code, dict(product.filters))) == 1
     loose = {"regionCode": region}
     assert len(pricelist.matching(region, product.service_code, loose)) > 1
+
+
+def test_no_launch_template_caps_spot_below_the_on_demand_bound(inventory: Inventory) -> None:
+    """allOnDemand is the most a spot node is billed only while no maximum price is set."""
+    templates = inventory.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert templates
+    for template in templates:
+        assert "instanceMarketOptions" not in template.inputs, template.name
