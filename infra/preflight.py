@@ -62,7 +62,11 @@ STANDARD_NAME: Final = "Standard (A, C, D, H, I, M, R, T, Z)"
 # L-7212CCBC P, L-34B43A08 Standard) and the on-demand "Running On-Demand G and VT instances"
 # L-DB2E81BA, "Running On-Demand P instances" L-417A185B and "Running On-Demand Standard ...
 # instances" L-1216C47A. All are counted in vCPUs. The Standard ones matter for the system group:
-# new accounts can start with only a few vCPUs there too.
+# new accounts can start with only a few vCPUs there too. Of the codes, AWS's own documentation
+# (the AWS CLI User Guide's Service Quotas examples, get-aws-default-service-quota) shows only
+# L-1216C47A with its name and its vCPU usage metric; the G/VT and P codes are the ones
+# `aws service-quotas list-service-quotas --service-code ec2` lists under those names, as the
+# tooling above reads them: a code that ever stopped matching reads as unreadable (a warning).
 QUOTAS: Final = (
     QuotaKind("L-3819A6DF", "All G and VT Spot Instance Requests", ("g", "vt"), "SPOT"),
     QuotaKind("L-DB2E81BA", "Running On-Demand G and VT instances", ("g", "vt"), "ON_DEMAND"),
