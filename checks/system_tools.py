@@ -69,6 +69,7 @@ def main(machine: Machine | None = None) -> int:
     if not packages:
         return 0
     commands = install_commands(packages, machine or this_machine())
+    why = "this user cannot install them (apt-get as root or with password-less sudo)"
     if commands is not None:
         print(
             f"make: installing {' '.join(packages)} (apt-get) for the gate and the tests that "
@@ -81,6 +82,7 @@ def main(machine: Machine | None = None) -> int:
         packages = missing_packages()
         if not packages:
             return 0
+        why = "apt-get did not provide them"
     hint = f"sudo apt-get install {' '.join(packages)}"
     if tools_required():
         print(
@@ -91,8 +93,8 @@ def main(machine: Machine | None = None) -> int:
         return 1
     print(
         f"make: SKIPPING what needs {', '.join(packages)} (promtool and amtool checks of the "
-        f"gate, the metrics-chain and alert-delivery tests): not installed, and this user cannot "
-        f"install them (apt-get as root or with password-less sudo); to run them: {hint}",
+        f"gate, the metrics-chain and alert-delivery tests): not installed, and {why}; to run "
+        f"them: {hint}",
         flush=True,
     )
     return 0
