@@ -524,6 +524,7 @@ _ADDON_VERSIONS: Final = {
     "coredns": "v1.12.3-eksbuild.1",
     "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
     "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+    "eks-node-monitoring-agent": "v1.7.0-eksbuild.1",
 }
 
 
