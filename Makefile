@@ -19,7 +19,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHARTS ?= $(if $(wildcard ../shared/charts),../shared/charts,.charts)
 export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
 
-.PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov
+.PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov system-tools
 
 setup: $(STAMP)
 
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(STAMP) $(CHECKOV_STAMP) system-tools
 	$(BIN)/pytest
 	$(MAKE) lint
 	$(MAKE) check
@@ -69,12 +69,18 @@ bench-gpu: $(STAMP)
 # The pre-deploy gate: rehearses both stacks offline (every chart object included), then schema, chart
 # values, security, lint, rule, dashboard, policy and workflow checks on all of it (python -m checks;
 # README "Verification gate and CI/CD").
-check: $(STAMP) $(CHECKOV_STAMP)
+check: $(STAMP) $(CHECKOV_STAMP) system-tools
 	$(MAKE) synth STACK=dev
 	$(MAKE) synth STACK=prod
 	$(BIN)/python -m checks dev prod
 
 checkov: $(CHECKOV_STAMP)
+
+# promtool, amtool, Prometheus and Alertmanager (Debian/Ubuntu packages): installed with apt-get as
+# root or with password-less sudo; elsewhere what needs them is skipped with a line saying how to
+# install them, except in CI (CI or REQUIRE_PROMETHEUS=1), where that fails (checks/system_tools.py).
+system-tools: $(STAMP)
+	$(BIN)/python -m checks.system_tools
 
 $(CHECKOV_STAMP):
 	$(PY) -m venv $(CHECKOV_VENV)

@@ -129,6 +129,8 @@ class Inventory:
     outputs: dict[str, Any]
     rendered: tuple[ChartRender, ...] = ()
     """Every chart resource's render, in URN order."""
+    invokes: tuple[str, ...] = ()
+    """The token of every invoke (data source) the program made, sorted."""
 
     def of_type(self, type_: str) -> list[Resource]:
         """The resources of a type the program declares (objects a chart renders are in
@@ -336,6 +338,8 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         self.offerings = self.account.offerings or instance_type_offerings(region)
         self.provider_regions: dict[str, str] = {}
         """Region of every explicit AWS provider, by the id its references carry."""
+        self.invokes: set[str] = set()
+        """Tokens of the invokes answered (rehearsal/permissions.py maps them to IAM actions)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -452,6 +456,7 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         self, args: pulumi.runtime.MockCallArgs
     ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
+        self.invokes.add(token)
         if threading.current_thread() is not threading.main_thread():
             # The mock monitor has just made (or reused) this worker thread's loop
             # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
@@ -657,6 +662,7 @@ _ADDON_VERSIONS: Final = {
     "coredns": "v1.12.3-eksbuild.1",
     "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
     "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+    "eks-node-monitoring-agent": "v1.7.0-eksbuild.1",
 }
 
 
@@ -996,7 +1002,12 @@ def _run(
         raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
-    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
+    return Inventory(
+        resources=resources,
+        outputs=dict(sorted(outputs.items())),
+        rendered=rendered,
+        invokes=tuple(sorted(mocks.invokes)),
+    )
 
 
 def _caller(values: Mapping[str, str]) -> str:

@@ -3,7 +3,6 @@ them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,12 @@ from rehearsal.mockengine import Inventory, run_stack, stacks
 
 
 def require(tool: tools.Tool) -> Path:
-    """The tool's path; a missing tool skips locally and fails in CI (CI=true), where it must
-    exist."""
+    """The tool's path; a missing tool skips locally and fails where tools are required (CI,
+    REQUIRE_PROMETHEUS=1), where it must exist."""
     path = tool.locate()
     if path is None:
         message = tool.missing_message()
-        if os.environ.get("CI"):
+        if tools.tools_required():
             pytest.fail(message)
         pytest.skip(message)
     return path
