@@ -138,7 +138,9 @@ def test_model_ids_with_special_tokens_are_not_given_them_twice(
     # Without special tokens the ids are embedded as given: nothing is added.
     bare = [ids[1:-1] for ids in complete]
     expected = prompted.encode_ids(bare)
-    np.testing.assert_allclose(vectors(post(model_ids_server, {"input": bare})), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        vectors(post(model_ids_server, {"input": bare})), expected, atol=1e-5
+    )
 
 
 def test_model_ids_get_the_prompt_after_the_leading_special_tokens(
@@ -171,7 +173,9 @@ def test_model_ids_outside_the_vocabulary_are_a_400(
     vocab = prompted.info.vocab_size
     response = post(model_ids_server, {"input": [[2, vocab]]})
     assert response.status_code == 400
-    assert f"token id {vocab}, outside this model's vocabulary" in response.json()["error"]["message"]
+    assert (
+        f"token id {vocab}, outside this model's vocabulary" in response.json()["error"]["message"]
+    )
 
 
 # --- reject ----------------------------------------------------------------------------------------
