@@ -505,7 +505,8 @@ class Encoder:
                 bad = next(t for t in seq if not 0 <= t < vocab)
                 raise TokenIdError(
                     f"input[{index}] contains token id {bad}, outside this model's vocabulary "
-                    f"[0, {vocab})"
+                    f"[0, {vocab}): this server reads token ids as the model's own "
+                    f"({contract.ENV_PREFIX}TOKEN_IDS=model), not as OpenAI's cl100k_base"
                 )
             if complete:
                 prefix, content, suffix = self._split_special_tokens(seq)
