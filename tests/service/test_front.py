@@ -22,7 +22,8 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 KEY = "sk-front"
-INFERENCE = {contract.EMBEDDINGS_PATH, contract.EMBEDDING_PATH, contract.SIMILARITY_PATH}
+# The contract's list is what infra's alerts and dashboard read: the table's flags must equal it.
+INFERENCE = set(contract.INFERENCE_PATHS)
 
 
 class Recorded:
