@@ -162,10 +162,12 @@ def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.
 
 
 def request_truncation(body: EmbeddingsRequest, model: ModelInfo) -> Truncation:
-    """The cut a request asks for with vLLM's `truncate_prompt_tokens` (-1: the model's maximum;
-    vllm/renderers/params.py, TokenizeParams) and `truncation_side`, or TEI's
-    `truncation_direction` (router/src/http/types.rs, TruncationDirection: left/right, either
-    case)."""
+    """The cut a request asks for with vLLM's `truncate_prompt_tokens` and `truncation_side`
+    (vllm-project/vllm: vllm/entrypoints/pooling/base/protocol.py, PoolingBasicRequestMixin, at
+    020638a6; vllm/renderers/params.py, TokenizeParams: -1 maps to the model's maximum, a limit
+    over it is refused, the limit counts special tokens as HF's max_length does, at 1aa021e8), or
+    TEI's `truncation_direction` (huggingface/text-embeddings-inference v1.9.3,
+    router/src/http/types.rs, TruncationDirection: left or right, either case)."""
     side = body.truncation_side
     direction = body.truncation_direction.lower() if body.truncation_direction else None
     if side is not None and direction is not None and side != direction:

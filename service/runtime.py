@@ -213,8 +213,9 @@ class Runtime:
         ids, which the encoder takes as they are."""
         if inputs.texts is not None:
             return inputs.texts
-        if self.openai_tokens is None:
+        if self.settings.token_ids != "cl100k_base":
             return None
+        assert self.openai_tokens is not None  # loaded with the model in this mode
         return self.openai_tokens.decode(inputs.token_ids or [])
 
     async def embed(

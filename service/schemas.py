@@ -188,6 +188,9 @@ class EmbeddingsRequest(BaseModel):
     truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(
         None, description="TEI's name for truncation_side."
     )
+    # TEI's /embed `normalize` (v1.9.3 router/src/http/types.rs, EmbedRequest; default true
+    # there). vLLM had one too and now refuses it for `use_activation` (vllm/entrypoints/pooling/
+    # base/protocol.py, reject_removed_pooling_parameters): here it means what TEI's means.
     normalize: StrictBool | None = Field(
         None,
         description="TEI's option: true returns unit-length vectors, false the pooled vectors "
