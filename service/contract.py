@@ -27,6 +27,10 @@ EMBEDDING_PATH: Final = "/v1/embedding"
 """Simple route used by existing GTE deployments: {"text": ...} -> vector."""
 SIMILARITY_PATH: Final = "/v1/similarity"
 """Simple route used by existing GTE deployments: cosine scores of candidates against a source."""
+INFERENCE_PATHS: Final = (EMBEDDINGS_PATH, EMBEDDING_PATH, SIMILARITY_PATH)
+"""The routes that queue work for the model (flagged `inference` in service/routes.py's endpoint
+table): they count toward REQUESTS_IN_FLIGHT, and the throttle and latency alerts read them only,
+so a cheap route (the model list) neither scales GPU pods nor dilutes those ratios."""
 HEALTH_PATH: Final = "/health"
 """Liveness: the process answers."""
 READY_PATH: Final = "/ready"
@@ -122,6 +126,12 @@ ALL_METRICS: Final = (
     READY,
     DEVICE_ERRORS_TOTAL,
 )
+
+
+def inference_routes_selector() -> str:
+    """A PromQL label matcher for the `route` label of INFERENCE_PATHS."""
+    return f'route=~"{"|".join(INFERENCE_PATHS)}"'
+
 
 # Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).
 HPA_PODS_METRICS: Final = (REQUESTS_IN_FLIGHT, QUEUE_ITEMS)
