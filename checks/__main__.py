@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         check_dashboard,
         lambda: check_deployed_observability(renders, BUILD_DIR / "deployed"),
         lambda: check_alertmanager(renders, BUILD_DIR / "alertmanager"),
-        lambda: check_policies(args.stacks),
+        lambda: check_policies(renders),
         lambda: check_yamllint(default_targets()),
         check_workflows,
     ]

@@ -129,6 +129,9 @@ class Inventory:
     outputs: dict[str, Any]
     rendered: tuple[ChartRender, ...] = ()
     """Every chart resource's render, in URN order."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The config the program ran with (full keys, values as the CLI hands them; secret ones as
+    `Secret`)."""
 
     def of_type(self, type_: str) -> list[Resource]:
         """The resources of a type the program declares (objects a chart renders are in
@@ -863,7 +866,13 @@ def _run(
         raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
-    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
+    config = {k: Secret(v) if k in secret_keys else v for k, v in sorted(values.items())}
+    return Inventory(
+        resources=resources,
+        outputs=dict(sorted(outputs.items())),
+        rendered=rendered,
+        config=config,
+    )
 
 
 def _caller(values: Mapping[str, str]) -> str:
