@@ -98,17 +98,13 @@ class Errors:
         return ConfigError(self.stack_file, full, shown, allowed)
 
 
-_AS_GIVEN: Final = object()
-
-
 class RefusedError(ValueError):
-    """Raised by a validator: what is allowed (None: the key's own `allowed`, or `each` for an
-    item), and the value the error shows (by default the value as given)."""
+    """Raised by a validator with what is allowed (None: the key's own `allowed`, or its `each` for
+    an item of a list)."""
 
-    def __init__(self, allowed: str | None = None, shown: object = _AS_GIVEN) -> None:
+    def __init__(self, allowed: str | None = None) -> None:
         super().__init__(allowed or "refused")
         self.allowed = allowed
-        self.shown = shown
 
 
 # --- Patterns (infra/config.py checks the fields of object-valued keys with some of them) ---------
@@ -805,10 +801,11 @@ def _spec(name: str) -> KeySpec:
         (item, _) = get_args(annotation)
         if get_origin(item) is Literal:
             each = f"a subset of {', '.join(get_args(item))}"
-    elif annotation is Any:
-        pulumi_type, allowed = None, ""
     else:
-        pulumi_type, allowed = "string", ""
+        # A string or an object: only the declaration can say what is allowed.
+        pulumi_type, allowed = (None if annotation is Any else "string"), ""
+        if not extra["allowed"]:
+            raise TypeError(f"infra/keys.py: {name} must declare allowed= (what a refusal says)")
     return KeySpec(
         name=name,
         description=info.description or "",
@@ -858,9 +855,8 @@ def _refusal(invalid: ValidationError, errors: Errors) -> ConfigError:
     item = len(problem["loc"]) > 1
     allowed, shown = (spec.each if item else spec.allowed), problem["input"]
     cause = (problem.get("ctx") or {}).get("error")
-    if isinstance(cause, RefusedError):
-        allowed = cause.allowed or allowed
-        shown = shown if cause.shown is _AS_GIVEN else cause.shown
+    if isinstance(cause, RefusedError) and cause.allowed:
+        allowed = cause.allowed
     return errors(spec.name, "[secret]" if spec.secret else shown, allowed)
 
 

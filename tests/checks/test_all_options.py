@@ -18,7 +18,7 @@ from checks.synth_render import StackRender
 from infra import gpu
 from policy.policies import StackInfo
 from rehearsal import synth
-from rehearsal.mockengine import Inventory, run_stack
+from rehearsal.mockengine import Inventory, run_stack, stacks
 from rehearsal.overlay import SUFFIX, all_options
 
 DEVICE_PLUGIN = Path("manifests/charts/gpu-system-nvidia-device-plugin")
@@ -161,3 +161,13 @@ def test_the_policy_check_sees_every_resource_the_engine_registered(
         shown = synth.masked_object if resource.rendered_by else synth.masked
         assert read[resource.urn].inputs == shown(resource.inputs), resource.name
     assert stack_info(dev_all_options) == StackInfo("dev", production=False)
+
+
+def test_make_check_gates_every_stack_as_committed_and_with_all_options() -> None:
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    recipe = makefile.split("\ncheck:", 1)[1].split("\n\n", 1)[0]
+    gate = next(line for line in recipe.splitlines() if "-m checks" in line).split()
+    for stack in stacks():
+        assert f"synth STACK={stack}" in recipe
+        assert f"synth-all-options STACK={stack}" in recipe
+        assert {stack, stack + SUFFIX} <= set(gate), gate
