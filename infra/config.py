@@ -403,7 +403,7 @@ def parse(
         stack=stack,
         stack_file=error.stack_file,
         region=region,
-        partition=_partition(region),
+        partition=partition(region),
         network=network,
         cluster=cluster,
         node_groups=node_groups,
@@ -426,7 +426,8 @@ def load() -> StackConfig:
     return parse(raw, stack, secret)
 
 
-def _partition(region: str) -> str:
+def partition(region: str) -> str:
+    """The AWS partition of a region (its ARNs start arn:<partition>:)."""
     if region.startswith("cn-"):
         return "aws-cn"
     if region.startswith("us-gov-"):
@@ -762,12 +763,12 @@ def _check_tls(error: Errors, inference: InferenceConfig, region: str, productio
     # An NLB listener can only use an ACM certificate of its own region and partition.
     match = _ACM_CERTIFICATE.match(arn)
     assert match is not None  # the reader checked the format
-    partition = _partition(region)
-    if match["partition"] != partition or match["region"] != region:
+    expected = partition(region)
+    if match["partition"] != expected or match["region"] != region:
         raise error(
             "tlsCertificateArn",
             arn,
-            f"a certificate of the stack's region: arn:{partition}:acm:{region}:<account>:"
+            f"a certificate of the stack's region: arn:{expected}:acm:{region}:<account>:"
             "certificate/<id> (an NLB uses ACM certificates of its own region only)",
         )
 

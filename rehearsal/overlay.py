@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from infra import keys
-from infra.config import _partition
+from infra.config import partition
 from rehearsal.mockengine import stack_config
 
 SUFFIX: Final = "-all-options"
@@ -26,7 +26,7 @@ def all_options(stack: str) -> dict[str, Any]:
     """Key -> value that switches the key's feature on in `stack` (short keys, as `--set` takes)."""
     values, _ = stack_config(stack)
     region = values["aws:region"]
-    places = {"region": region, "partition": _partition(region)}
+    places = {"region": region, "partition": partition(region)}
     return {s.name: _fill(s.on, places) for s in keys.specs().values() if s.has_on}
 
 
