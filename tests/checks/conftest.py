@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from checks import tools
-from checks.policy_check import stack_info
 from policy.policies import StackInfo
 from rehearsal.mockengine import Inventory, run_stack, stacks
 
@@ -48,4 +47,11 @@ def checkov() -> Path:
 @pytest.fixture(scope="session")
 def stack_inventories() -> dict[str, tuple[StackInfo, Inventory]]:
     """Each stack's real program under the mock engine, with its production flag from its config."""
-    return {stack: (stack_info(stack), run_stack(stack)) for stack in stacks()}
+    inventories = {stack: run_stack(stack) for stack in stacks()}
+    return {
+        stack: (
+            StackInfo(stack, inventory.config.get("gpu-inference:production") == "true"),
+            inventory,
+        )
+        for stack, inventory in inventories.items()
+    }
