@@ -117,7 +117,7 @@ def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str
 
 
 def container(args: InferenceArgs) -> dict[str, Any]:
-    gpu = {gpu_spec.GPU_RESOURCE: "1"}
+    gpu = {gpu_spec.GPU_RESOURCE: str(gpu_spec.GPUS_PER_POD)}
     memory = args.inference.memory_request
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     if args.inference.api_keys:

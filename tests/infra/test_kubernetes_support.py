@@ -3,7 +3,6 @@ past the support it asks for (infra/kubernetes_support.py), before anything is r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from rehearsal.mockengine import (
     AwsLikeMocks,
     Inventory,
     MockAccount,
+    calendar_with,
     eks_fixture,
     load_stack_config,
     run_function,
@@ -25,16 +25,9 @@ CLUSTER = "aws:eks/cluster:Cluster"
 MINOR = versions.KUBERNETES_VERSION
 
 
-def calendar_with(status: str) -> tuple[Mapping[str, Any], ...]:
-    """Today's calendar, with the pinned minor moved to another status (time passing)."""
-    return tuple(
-        {**row, "versionStatus": status} if row["clusterVersion"] == MINOR else row
-        for row in eks_fixture()["clusterVersions"]
-    )
-
-
 def account(status: str) -> MockAccount:
-    return MockAccount(cluster_versions=calendar_with(status))
+    """Today's account, with the pinned minor moved to another status (time passing)."""
+    return MockAccount(cluster_versions=calendar_with(MINOR, status))
 
 
 def support_type(inventory: Inventory) -> str:
@@ -93,7 +86,7 @@ def test_without_eks_describe_cluster_versions_the_preview_warns_and_goes_on() -
     lines: list[str] = []
     run_function(
         lambda: lines.extend(kubernetes_support.check(cfg)),
-        account=MockAccount(cluster_versions=None),
+        account=MockAccount(denied=frozenset({"eks:DescribeClusterVersions"})),
     )
     [line] = lines
     assert "could not read EKS's Kubernetes version calendar" in line
