@@ -14,11 +14,6 @@ CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-# The pinned Helm chart archives the rehearsal renders (rehearsal/charts.py): ../shared/charts where it
-# exists (CI, the shared build machine), else the local cache .charts that `make charts` fills.
-CHARTS ?= $(if $(wildcard ../shared/charts),../shared/charts,.charts)
-export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
-
 .PHONY: setup serve test lint fmt synth synth-all-options charts bench bench-gpu check checkov system-tools
 
 setup: $(STAMP)
@@ -55,10 +50,11 @@ synth: $(STAMP)
 synth-all-options: $(STAMP)
 	$(BIN)/python -m rehearsal.synth $(STACK) --all-options --out build/synth/$(STACK)-all-options
 
-# Pulls every chart pinned in infra/versions.py that $(CHARTS) lacks (needs the chart repositories),
-# then checks each archive is the pinned chart and version. Offline it only checks.
+# The chart archives vendored in charts/ (what `pulumi up` installs and the rehearsal renders) against
+# infra/versions.py and against what the upstream chart repositories publish; fetches an archive a bump
+# added to the table. Offline it checks the vendored files only (rehearsal/chartsync.py).
 charts: $(STAMP)
-	$(BIN)/python -m rehearsal.charts pull --dir $(CHARTS)
+	$(BIN)/python -m rehearsal.chartsync
 
 # The server vs its in-process limit vs the naive design (bundled MiniLM, short sentences, 1-256 clients),
 # then the mixed corpus at 64 clients, the serving overhead (tiny model vs the framework floor) and the

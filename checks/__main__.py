@@ -26,6 +26,7 @@ from checks.policy_check import check_policies
 from checks.report import CheckResult
 from checks.synth_checks import check_deployed_observability
 from checks.synth_render import SYNTH_ROOT, StackRender
+from checks.versions import check_versions
 from checks.workflows import check_workflows
 from checks.yaml_lint import check_yamllint, default_targets
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ] + [Target(DOCKERFILE, "dockerfile", "Dockerfile")]
     checks: list[Callable[[], CheckResult]] = [
         lambda: _render_problems(renders),
+        check_versions,
         *_manifest_checks(renders),
         lambda: check_chart_values(renders),
         lambda: check_checkov(checkov_targets),

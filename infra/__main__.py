@@ -15,10 +15,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
+from infra import (
+    alerts,
+    charts,
+    config,
+    dashboard,
+    gpu,
+    gpu_spec,
+    inference,
+    kubernetes_support,
+    monitoring,
+    preflight,
+)
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
-    SUPPORT_TYPE,
     Cluster,
     ClusterAddons,
     ClusterAddonsArgs,
@@ -44,8 +54,12 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
+# The vendored chart archives are the pinned bytes (infra/versions.py), before any resource.
+charts.check_archives()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
+# EKS's version calendar: the pinned Kubernetes minor still supported the way the stack asks.
+kubernetes_support.check(cfg)
 name = cfg.cluster.name
 # EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
 check_caller_access(cfg)
@@ -194,10 +208,7 @@ if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname
     )
 
 # --- Cost: what the stack is billed per hour, at AWS prices read at preview ----------------------
-cost = CostEstimate(
-    f"{name}-cost",
-    CostEstimateArgs(config=cfg, extended_support=SUPPORT_TYPE == "EXTENDED"),
-)
+cost = CostEstimate(f"{name}-cost", CostEstimateArgs(config=cfg))
 
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import gpu_spec, versions
+from infra.charts import chart_args
 from infra.cluster import Cluster
 from infra.config import AutoscalerConfig, NodeGroupConfig
 from infra.identity import WorkloadIdentity, WorkloadIdentityArgs
@@ -32,7 +33,7 @@ FALLBACK_PRIORITY = 1
 # "balance-similar").
 #
 # `eks.amazonaws.com/capacityType` is deliberately NOT here: it is what keeps spot first. After the
-# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.34.1,
+# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.35.0,
 # core/scaleup/orchestrator/orchestrator.go) splits the new nodes across every group the comparator
 # calls similar, whatever their priority. The AWS comparator (processors/nodegroupset/
 # aws_nodegroups.go, compare_nodegroups.go `compareLabels`) calls two groups similar only if every
@@ -40,7 +41,8 @@ FALLBACK_PRIORITY = 1
 # capacityType SPOT or ON_DEMAND, and so does a scale-from-zero template
 # (cloudprovider/aws/aws_wrapper.go `getManagedNodegroupInfo`, and our node-template tag), so a spot
 # group is never balanced with an on-demand one: on-demand GPUs start only when the expander falls
-# back to them. tests/infra/test_spot_first.py applies that comparator to our labels.
+# back to them. tests/infra/test_spot_first.py applies that comparator to our labels. (1.35.0
+# ignores topology.k8s.aws/zone-id by itself; nothing else in this list moved since 1.34.1.)
 BALANCING_IGNORED_LABELS = (
     "eks.amazonaws.com/nodegroup",
     "eks.amazonaws.com/nodegroup-image",
@@ -149,16 +151,9 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.values = chart_values(cluster.name, cluster.region, args.config, args.gpu_groups)
-        chart = versions.CLUSTER_AUTOSCALER
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
-            chart=chart.chart,
-            # The release is named after the chart, so in-cluster names are the chart's own.
-            name=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
-            namespace=NAMESPACE,
-            values=self.values,
+            chart_args(versions.CLUSTER_AUTOSCALER, NAMESPACE, self.values),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=cluster.provider,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -22,11 +22,6 @@ import pulumi_kubernetes as k8s
 from infra import gpu_spec
 from infra.config import PROJECT, ClusterConfig, ConfigError, StackConfig, iam_principal
 from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
-
-SUPPORT_TYPE: Final = "STANDARD"
-"""The cluster's upgrade policy. STANDARD: EKS upgrades the control plane when the minor's standard
-support ends; EXTENDED keeps it, and bills the extended-support rate from then (infra/cost.py
-prices both)."""
 
 ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 VIEW_POLICY = "AmazonEKSViewPolicy"
@@ -265,7 +260,7 @@ class Cluster(pulumi.ComponentResource):
                 resources=["secrets"],
             ),
             enabled_cluster_log_types=list(cc.log_types),
-            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=SUPPORT_TYPE),
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cc.support_type),
             tags={"Name": cc.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, key_policy, logs]),
         )

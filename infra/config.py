@@ -166,6 +166,11 @@ class NetworkConfig:
 class ClusterConfig:
     name: str
     kubernetes_version: str
+    """infra/versions.py KUBERNETES_VERSION (not a stack key)."""
+    support_type: str
+    """What EKS does at the end of the minor's standard support: EXTENDED keeps it (billed at the
+    extended rate), STANDARD upgrades the control plane; the preview stops in the second case
+    (infra/kubernetes_support.py)."""
     endpoint_public_access: bool
     public_access_cidrs: tuple[str, ...]
     allow_world_api_access: bool
@@ -390,7 +395,7 @@ def parse(
     k = keys.read(values, error)
     network = _network(k, error, region)
     cluster = _cluster(k, error, stack)
-    node_groups = _node_groups(k, error)
+    node_groups = _node_groups(k, error, cluster.kubernetes_version)
     gpu = _filled(GpuConfig, k, "gpu")
     inference = _inference(k, error, network, node_groups, gpu)
     _check_tls(error, inference, region, k.production)
@@ -520,7 +525,12 @@ def _cluster(k: StackKeys, error: Errors, stack: str) -> ClusterConfig:
         )
     _check_ci_roles(k, error)
     return _filled(
-        ClusterConfig, k, "cluster", name=name, public_access_cidrs=cidrs if public else ()
+        ClusterConfig,
+        k,
+        "cluster",
+        name=name,
+        kubernetes_version=versions.KUBERNETES_VERSION,
+        public_access_cidrs=cidrs if public else (),
     )
 
 
@@ -555,7 +565,7 @@ def _check_ci_roles(k: StackKeys, error: Errors) -> None:
         raise error("previewRoleArn", preview, "a read-only role other than deployRoleArn")
 
 
-def _node_groups(k: StackKeys, error: Errors) -> NodeGroupsConfig:
+def _node_groups(k: StackKeys, error: Errors, kubernetes_version: str) -> NodeGroupsConfig:
     system_raw = k.systemNodeGroup
     if not isinstance(system_raw, dict):
         raise error("systemNodeGroup", system_raw, "an object with instanceTypes and sizes")
@@ -578,8 +588,27 @@ def _node_groups(k: StackKeys, error: Errors) -> NodeGroupsConfig:
         "node_groups",
         system=system,
         gpu=groups,
-        ami_release_version=k.amiReleaseVersion or versions.AMI_RELEASE_VERSION,
+        ami_release_version=_ami_release(k, error, kubernetes_version)
+        or versions.AMI_RELEASE_VERSION,
     )
+
+
+def _ami_release(k: StackKeys, error: Errors, kubernetes_version: str) -> str | None:
+    """amiReleaseVersion, when it is a release of the cluster's minor. Every node group is created
+    at the cluster's Kubernetes version (infra/nodegroups.py), and an AMI release is built for one
+    Kubernetes version (`<k8s patch>-<date>`; EKS CreateNodegroup `releaseVersion`: "the latest
+    available AMI version for the node group's current Kubernetes version" by default): a release
+    of another minor would fail when EKS creates or updates the group, 20 minutes into
+    `pulumi up`."""
+    release = k.amiReleaseVersion
+    if release is not None and not release.startswith(f"{kubernetes_version}."):
+        raise error(
+            "amiReleaseVersion",
+            release,
+            f"an EKS AMI release of Kubernetes {kubernetes_version} (the cluster's minor, pinned "
+            f"in infra/versions.py), like {keys.AMI_RELEASE_EXAMPLE}",
+        )
+    return release
 
 
 _GROUP_KEYS: Final = frozenset(

@@ -6,8 +6,9 @@ runs at its floor (every node group at `minSize`) and at its ceiling (`maxSize`)
 - every node group, system included: instances at spot prices (DescribeSpotPriceHistory, per type
   and zone: spot pools are per zone) or on-demand prices (the Price List);
 - the EKS control plane: the per-cluster rate, plus the extended-support rate when the stack opts
-  into extended support (in the ceiling always; in the floor once the pinned minor is in extended
-  support, which EKS reports: it charges the surcharge only then);
+  into extended support (`kubernetesSupportType: EXTENDED`; in the ceiling always; in the floor
+  once the pinned minor is in extended support, which EKS reports: it charges the surcharge only
+  then);
 - the NAT gateways this stack creates (none with `existingVpcId`), their Elastic IPs and an
   internet-facing NLB's addresses (AWS bills every public IPv4 address by the hour);
 - the inference Service's Network Load Balancer (its hourly charge).
@@ -341,8 +342,11 @@ def node_group_line(
     return _priced(key, what, (group.min_size, group.max_size), price, group.is_spot)
 
 
-def control_plane_line(cfg: StackConfig, extended_support: bool, book: PriceBook) -> Line:
+def control_plane_line(cfg: StackConfig, book: PriceBook) -> Line:
+    """The cluster hour, with the extended-support surcharge when kubernetesSupportType is EXTENDED
+    (the cluster's upgradePolicy: EKS bills it once the minor leaves standard support)."""
     version = cfg.cluster.kubernetes_version
+    extended_support = cfg.cluster.support_type == "EXTENDED"
     what = (
         f"EKS control plane ({'extended' if extended_support else 'standard'} support, {version})"
     )
@@ -376,14 +380,14 @@ def nat_gateway_count(cfg: StackConfig) -> int:
     return len(net.availability_zones) if net.nat_per_az else 1
 
 
-def lines(cfg: StackConfig, extended_support: bool, book: PriceBook) -> Iterator[Line]:
+def lines(cfg: StackConfig, book: PriceBook) -> Iterator[Line]:
     """Every line the stack is billed for by the hour, in a stable order."""
     zones = cfg.network.availability_zones
     groups = cfg.node_groups
     yield node_group_line(f"systemNodeGroup[{groups.system.name}]", groups.system, zones, book)
     for group in groups.gpu:
         yield node_group_line(f"gpuNodeGroups[{group.name}]", group, zones, book)
-    yield control_plane_line(cfg, extended_support, book)
+    yield control_plane_line(cfg, book)
     nats = nat_gateway_count(cfg)
     if nats:
         mode = "one per zone" if cfg.network.nat_per_az else "single"
@@ -500,8 +504,6 @@ def summary(items: tuple[Line, ...], currency: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class CostEstimateArgs:
     config: StackConfig
-    extended_support: bool
-    """Whether the cluster's upgrade policy is EXTENDED (EKS bills the surcharge then)."""
 
 
 class CostEstimate(pulumi.ComponentResource):
@@ -529,7 +531,7 @@ class CostEstimate(pulumi.ComponentResource):
             else None
         )
         book = PriceBook(cfg.region, cfg.partition, provider, endpoint)
-        items = tuple(lines(cfg, args.extended_support, book))
+        items = tuple(lines(cfg, book))
         self.floor, self.ceiling = bounds(items)
         self.summary = summary(items, book.currency)
         sources = f"Price List via {endpoint or 'no endpoint'}, spot prices of {cfg.region}"

@@ -252,8 +252,9 @@ def build_recipe(args: ImageArgs) -> dict[str, Any]:
         "buildOnPreview": BUILD_ON_PREVIEW,
         "cache": {"repository": cache_repository_name(args.repository_name), "tag": CACHE_TAG},
         "cacheTo": dict(CACHE_TO),
-        # Relative to the working directory (the project root under `pulumi up` and the synth),
-        # so the preview and the synth do not depend on where the checkout lives.
+        # Relative to the working directory (`infra/`, Pulumi.yaml's `main`, under `pulumi up`:
+        # infra/charts.py cites the engine; the repository root in the synth), so neither the
+        # preview nor the synth depends on where the checkout lives.
         "context": _relative(args.context),
         "dockerfile": _relative(args.context / "Dockerfile"),
         # The SDK's default, set here so that a new default in a later SDK shows in the tag.

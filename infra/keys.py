@@ -37,6 +37,10 @@ How to add a key (the AWS region stays the provider's own `aws:region`):
    section's parse step computes it from the key (then `fills` names the field the key decides).
 4. Run `.venv/bin/python -m infra.keys` (rewrites Pulumi.yaml's config block), add the key to the
    README's key table, and use the field.
+
+How to remove a key: delete its declaration and add it to `RETIRED_KEYS` with the reason. The CLI
+hands the program every key a stack file sets, declared or not, so a stack file that still sets it
+is refused with that reason rather than quietly ignored.
 """
 
 from __future__ import annotations
@@ -121,6 +125,10 @@ IMAGE_BY_DIGEST: Final = r"^[a-z0-9][\w.-]*(:[0-9]+)?(/[\w.-]+)+(:[\w.-]+)?@sha2
 CPU: Final = r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$"
 MEMORY: Final = r"^[0-9]+(Mi|Gi)$"
 AMI_RELEASE: Final = r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$"
+AMI_RELEASE_EXAMPLE: Final = "1.35.6-20260714"
+"""An AMI release of versions.KUBERNETES_VERSION (awslabs/amazon-eks-ami v20260714, the release
+versions.GPU_AMI_NVIDIA_DRIVER was read from). The all-options render pins it, so a minor bump that
+leaves it behind fails `make check` on the AMI-minor rule of infra/config.py."""
 VPC_ID: Final = r"^vpc-[0-9a-f]{8,17}$"
 SUBNET_ID: Final = r"^subnet-[0-9a-f]{8,17}$"
 ACM_CERTIFICATE: Final = (
@@ -226,6 +234,15 @@ def key(
     )
 
 
+RETIRED_KEYS: Final = {
+    "kubernetesVersion": (
+        "no value: the Kubernetes minor is no longer a stack key; it is pinned in "
+        f"infra/versions.py (KUBERNETES_VERSION = {versions.KUBERNETES_VERSION}) with the "
+        "cluster-autoscaler and GPU driver checked for it. Remove the key from the stack file"
+    ),
+}
+"""Keys an older version of the program declared, and why they went (see "How to remove a key")."""
+
 _CIDRS = "IPv4 CIDRs like 203.0.113.0/24 (host bits zero)"
 _ROLE = "an IAM role ARN (arn:aws:iam::<account>:role/<name>) or unset"
 _NO_WORLD = "a permission for 0.0.0.0/0, which no render opens to the world"
@@ -311,11 +328,17 @@ class StackKeys(BaseModel):
         allowed="letters, digits and '-', starting with a letter, at most 100",
         off="a name: the default name renders the same objects",
     )
-    kubernetesVersion: str = key(
-        versions.KUBERNETES_VERSION,
-        "EKS Kubernetes minor version (one of infra/versions.py SUPPORTED_KUBERNETES_VERSIONS).",
-        fills="cluster.kubernetes_version",
-        allowed="a Kubernetes minor like 1.34",
+    kubernetesSupportType: Literal["STANDARD", "EXTENDED"] = key(
+        "STANDARD",
+        "What EKS does when the Kubernetes minor pinned in infra/versions.py leaves standard "
+        "support (the cluster's upgradePolicy): STANDARD (upgrade the control plane; the preview "
+        "stops once the minor is past standard support) or EXTENDED (stay on it at the "
+        "extended-support price).",
+        fills="cluster.support_type",
+        # The only render of the extended-support path: the cluster's upgradePolicy, the preview's
+        # calendar check that lets a minor past standard support through, and the cost's surcharge
+        # line (a Price List product the STANDARD renders never ask for).
+        on="EXTENDED",
     )
     endpointPublicAccess: Flag = key(
         True,
@@ -420,12 +443,12 @@ class StackKeys(BaseModel):
     )
     amiReleaseVersion: OptionalText = key(
         None,
-        "Pin the EKS AMI release of every node group (e.g. 1.34.2-20251112). Unset means the "
-        "latest at creation.",
+        "Pin the EKS AMI release of every node group, one of the pinned Kubernetes minor (e.g. "
+        f"{AMI_RELEASE_EXAMPLE}). Unset means the latest at creation.",
         fills="node_groups.ami_release_version",
         pattern=AMI_RELEASE,
-        allowed="an EKS AMI release like 1.34.2-20251112",
-        on="1.34.2-20251112",
+        allowed=f"an EKS AMI release of the pinned Kubernetes minor, like {AMI_RELEASE_EXAMPLE}",
+        on=AMI_RELEASE_EXAMPLE,
     )
 
     # --- Cluster autoscaler -------------------------------------------------------------------
@@ -720,13 +743,6 @@ class StackKeys(BaseModel):
             raise RefusedError("a private (RFC 1918) IPv4 CIDR from /16 to /24")
         return str(vpc)
 
-    @field_validator("kubernetesVersion")
-    @classmethod
-    def _supported_version(cls, value: str) -> str:
-        if value not in versions.SUPPORTED_KUBERNETES_VERSIONS:
-            raise RefusedError(f"one of {', '.join(versions.SUPPORTED_KUBERNETES_VERSIONS)}")
-        return value
-
     @field_validator("namespace")
     @classmethod
     def _dedicated_namespace(cls, value: str) -> str:
@@ -834,6 +850,11 @@ def read(values: Mapping[str, str], errors: Errors) -> StackKeys:
     """Every key of the project namespace, validated. `values` maps full keys
     (`gpu-inference:vpcCidr`) to what the CLI hands the program; a key it lacks takes its
     declared default, as the CLI fills it from Pulumi.yaml."""
+    for name, why in RETIRED_KEYS.items():
+        # Refused, not ignored: a stack that sets it expects it to take effect.
+        retired = values.get(f"{PROJECT}:{name}")
+        if retired is not None:
+            raise errors(name, retired, why)
     given: dict[str, str] = {}
     for spec in specs().values():
         value = values.get(spec.full)

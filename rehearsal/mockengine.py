@@ -24,7 +24,7 @@ import hashlib
 import json
 import runpy
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -300,6 +300,24 @@ _VCPUS_BY_SIZE: Final = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
 size from 2 at large)."""
 
 
+EKS_FIXTURE: Final = ROOT / "rehearsal" / "fixtures" / "eks.json"
+"""EKS's version calendar and default add-on versions as the mock account answers them."""
+
+
+def eks_fixture() -> dict[str, Any]:
+    fixture: dict[str, Any] = json.loads(EKS_FIXTURE.read_text())
+    return fixture
+
+
+def calendar_with(minor: str, status: str) -> tuple[Mapping[str, Any], ...]:
+    """The fixture's EKS calendar with one minor moved to another status (time passing), for
+    `MockAccount(cluster_versions=...)`."""
+    return tuple(
+        {**row, "versionStatus": status} if row["clusterVersion"] == minor else row
+        for row in eks_fixture()["clusterVersions"]
+    )
+
+
 @dataclass(frozen=True)
 class MockAccount:
     """What the account's invokes answer; tests replace parts of it."""
@@ -308,6 +326,14 @@ class MockAccount:
     """Instance types per availability zone (default: `instance_type_offerings(region)`)."""
     quotas: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     """Service Quotas values by quota code; a code not here is an access-denied error."""
+    cluster_versions: Sequence[Mapping[str, Any]] = field(
+        default_factory=lambda: tuple(eks_fixture()["clusterVersions"])
+    )
+    """EKS DescribeClusterVersions rows (default: the fixture's)."""
+    addon_versions: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: eks_fixture()["addonVersions"]
+    )
+    """The default version of each managed add-on, per Kubernetes minor."""
     denied: frozenset[str] = frozenset()
     """IAM actions the caller lacks (e.g. `pricing:GetProducts`): their invokes fail as AWS
     refuses them."""
@@ -320,10 +346,6 @@ PRICE_LIST_ENDPOINTS: Final = frozenset(
 )
 """Where the mock's Price List Query API answers (api.pricing.<region>.amazonaws.com); any other
 region has no such host."""
-EXTENDED_SUPPORT_VERSIONS: Final = frozenset({"1.29", "1.30", "1.31", "1.32", "1.33"})
-"""Kubernetes minors the mock EKS reports in extended support (DescribeClusterVersions), as of
-the price fixture's date (2026-12-01: 1.33's standard support ended 2026-07-29, 1.34's ends
-2026-12-02)."""
 
 
 class AwsLikeMocks(pulumi.runtime.Mocks):
@@ -465,7 +487,9 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
             _INVOKE_LOOPS.add(asyncio.get_event_loop())
         if token == "aws:eks/getAddonVersion:getAddonVersion":
-            return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
+            return self._addon_version(a)
+        if token == "aws:eks/getClusterVersions:getClusterVersions":
+            return self._cluster_versions(a)
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
@@ -505,8 +529,6 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             return self._spot_price(a)
         if token == "aws:pricing/getProduct:getProduct":
             return self._product(a, self._invoke_region(args.provider))
-        if token == "aws:eks/getClusterVersions:getClusterVersions":
-            return self._cluster_versions(a)
         raise NotImplementedError(
             f"the mock engine does not answer the invoke {token}: add it to mocks"
         )
@@ -532,6 +554,35 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "locations": [z for _, z in pairs],
             "locationTypes": ["availability-zone"] * len(pairs),
         }
+
+    def _addon_version(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """The default version of an add-on for the Kubernetes minor asked for, as AWS derives it
+        from the cluster's version; a minor the account does not know is an error, as at AWS."""
+        minor, addon = str(a.get("kubernetesVersion")), str(a.get("addonName"))
+        version = self.account.addon_versions.get(minor, {}).get(addon)
+        if version is None:
+            reason = f"ResourceNotFoundException: no {addon} version for Kubernetes {minor}"
+            return {}, [("kubernetesVersion", reason)]
+        return {**a, "id": addon, "version": version}
+
+    def _cluster_versions(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        refused = self._refused("eks:DescribeClusterVersions", "clusterType")
+        if refused is not None:
+            return refused
+        only = set(a.get("clusterVersionsOnlies") or [])
+        status = a.get("versionStatus")
+        rows = [
+            {
+                "clusterType": "eks",
+                "controlPlaneComponentConfigs": [],
+                "controlPlaneScalingTiers": [],
+                **row,
+            }
+            for row in self.account.cluster_versions
+            if (not only or row["clusterVersion"] in only)
+            and (status is None or row["versionStatus"] == status)
+        ]
+        return {**a, "id": self.region, "region": self.region, "clusterVersions": rows}
 
     def _invoke_region(self, provider_ref: str | None) -> str:
         """The region an invoke runs in: its explicit provider's, else the stack's."""
@@ -605,23 +656,6 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             return {}, [("filters", reason)]
         return {**a, "id": found[0]["sku"], "result": pricelist.document(found[0])}
 
-    def _cluster_versions(self, a: dict) -> dict[str, Any]:
-        versions = a.get("clusterVersionsOnlies") or ["1.31", "1.32", "1.33", "1.34", "1.35"]
-        return {
-            **a,
-            "id": self.region,
-            "region": self.region,
-            "clusterVersions": [
-                {
-                    "clusterVersion": v,
-                    "versionStatus": "EXTENDED_SUPPORT"
-                    if v in EXTENDED_SUPPORT_VERSIONS
-                    else "STANDARD_SUPPORT",
-                }
-                for v in versions
-            ],
-        }
-
     def _vpc_endpoint(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
         refused = self._refused("ec2:DescribeVpcEndpoints", "vpcId")
         if refused is not None:
@@ -655,18 +689,6 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
             "usageMetrics": [],
         }
-
-
-# Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
-# version).
-_ADDON_VERSIONS: Final = {
-    "vpc-cni": "v1.20.4-eksbuild.1",
-    "kube-proxy": "v1.34.0-eksbuild.4",
-    "coredns": "v1.12.3-eksbuild.1",
-    "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
-    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
-    "eks-node-monitoring-agent": "v1.7.0-eksbuild.1",
-}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -769,9 +791,19 @@ def chart_source(chart: Resource) -> tuple[charts.ChartSource, tuple[str, ...]]:
     post = inputs.get("postRenderer") or {}
     command = (post["command"], *(post.get("args") or [])) if post.get("command") else ()
     namespace = inputs.get("namespace") or "default"
+    if (inputs.get("repositoryOpts") or {}).get("repo"):
+        # With a repository, a Release skips the local chart and downloads (pulumi-kubernetes
+        # provider/pkg/provider/helm_release.go `locateChart`): not what the rehearsal renders.
+        raise charts.ChartError(
+            f"{chart.name}: names the chart repository {inputs['repositoryOpts']['repo']}; "
+            "install the vendored archive instead (infra/charts.py chart_path)"
+        )
+    # The path as the provider resolves it: relative to the working directory it shares with the
+    # program (infra/charts.py). Only a pinned archive with its pinned bytes is rendered.
+    archive = Path(str(inputs["chart"]))
+    charts.pin_of(archive)
     source = charts.ChartSource(
-        chart=str(inputs["chart"]),
-        version=str(inputs.get("version")),
+        archive=archive,
         release=str(inputs.get("name") or chart.name),
         namespace=str(namespace),
         values=values,

@@ -282,6 +282,7 @@ INVOKE_ACTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "aws:ec2/getVpcEndpoint:getVpcEndpoint": ("ec2:DescribeVpcEndpoints",),
     "aws:ecr/getAuthorizationToken:getAuthorizationToken": ("ecr:GetAuthorizationToken",),
     "aws:eks/getAddonVersion:getAddonVersion": ("eks:DescribeAddonVersions",),
+    "aws:eks/getClusterVersions:getClusterVersions": ("eks:DescribeClusterVersions",),
     # GetCallerIdentity needs no permission (STS API Reference); getPartition calls nothing.
     "aws:index/getCallerIdentity:getCallerIdentity": (),
     "aws:index/getPartition:getPartition": (),

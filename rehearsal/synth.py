@@ -37,6 +37,7 @@ from typing import Any, Final
 import pulumi
 import yaml
 
+from infra.charts import CHARTS_DIR, ChartArchiveError
 from infra.config import ConfigError
 from rehearsal import charts, overlay
 from rehearsal.mockengine import (
@@ -154,23 +155,32 @@ def masked_object(obj: dict[str, Any]) -> dict[str, Any]:
 
 def chart_document(resource: Resource, render: ChartRender | None = None) -> dict[str, Any]:
     inputs = resource.inputs
-    repo = inputs.get("repositoryOpts") or {}
     doc: dict[str, Any] = {
         "resource": resource.name,
         "type": resource.type,
         "component": _parent_type(resource.urn),
         "program_file": program_file(_parent_type(resource.urn)),
-        "repository": repo.get("repo"),
-        "chart": inputs.get("chart"),
-        "version": inputs.get("version"),
-        "release": inputs.get("name") or resource.name,
-        "namespace": inputs.get("namespace"),
-        "values": masked(inputs.get("values") or {}),
     }
+    if render is not None:
+        pin = charts.pin_of(render.source.archive)
+        # What is installed: the vendored archive (its path from the repository root, not from
+        # the working directory the program ran in), and the upstream it is checked against.
+        doc.update(
+            chart=pin.chart,
+            version=pin.version,
+            app_version=pin.app_version,
+            archive=f"{CHARTS_DIR.name}/{pin.archive_name}",
+            sha256=pin.sha256,
+            repository=pin.repository,
+        )
+    doc.update(
+        release=inputs.get("name") or resource.name,
+        namespace=inputs.get("namespace"),
+        values=masked(inputs.get("values") or {}),
+    )
     if render is None:
         return doc
     source = render.source
-    doc["archive"] = charts.archive_path(source.chart, source.version).name
     if source.value_files:
         doc["value_files"] = list(source.value_files)
     if source.post_renderer:
@@ -377,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, charts.ChartError) as error:
+    except (FileNotFoundError, charts.ChartError, ChartArchiveError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)

@@ -72,6 +72,11 @@ def test_the_overlay_renders_what_the_committed_stacks_leave_off(
     annotations = service["metadata"]["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert "service.beta.kubernetes.io/aws-load-balancer-ssl-cert" in annotations  # TLS
+    # kubernetesSupportType: EXTENDED, the cluster's upgrade policy and its pinned AMI release.
+    [cluster] = [r.inputs for r in registered if r.type == "aws:eks/cluster:Cluster"]
+    assert cluster["upgradePolicy"] == {"supportType": "EXTENDED"}
+    groups = [r.inputs for r in registered if r.type == "aws:eks/nodeGroup:NodeGroup"]
+    assert {g["releaseVersion"] for g in groups} == {config["gpu-inference:amiReleaseVersion"]}
 
 
 def test_a_typo_in_an_optional_features_chart_values_fails_the_gate_by_name(

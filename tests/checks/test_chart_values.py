@@ -16,6 +16,7 @@ from checks.checkov_scan import SKIPS_FILE, load_skips
 from checks.manifests import check_manifests
 from checks.report import CheckResult
 from checks.synth_render import StackRender
+from infra import charts as infra_charts
 from infra import monitoring, versions
 from rehearsal import charts, synth
 from rehearsal.mockengine import run_stack
@@ -75,8 +76,9 @@ def test_a_key_the_chart_does_not_read_fails_naming_chart_key_and_file(
     ],
 )
 def test_unread_keys(values: dict[str, Any], unread: list[str]) -> None:
-    chart = charts.load("prometheus", "27.52.0")
-    templates = charts.template_sources("prometheus", "27.52.0")
+    archive = infra_charts.archive(versions.PROMETHEUS)
+    chart = charts.load(archive)
+    templates = charts.template_sources(archive)
     assert unread_keys("prometheus", values, chart.merge_values({}), templates) == unread
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import config
+from infra import config, versions
 from infra.config import ConfigError, StackConfig
 from rehearsal.mockengine import ROOT, load_stack_config, run_stack, stacks
 
@@ -92,7 +92,21 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "existingPrivateSubnetIds",
         "subnet ids",
     ),
-    ("kubernetes-version", "dev", {"kubernetesVersion": "1.20"}, "kubernetesVersion", "1.34"),
+    # The minor is pinned in infra/versions.py: a stack that still sets it is told, not ignored.
+    (
+        "kubernetes-version-retired",
+        "dev",
+        {"kubernetesVersion": "1.34"},
+        "kubernetesVersion",
+        f"pinned in infra/versions.py (KUBERNETES_VERSION = {versions.KUBERNETES_VERSION})",
+    ),
+    (
+        "kubernetes-support-type",
+        "dev",
+        {"kubernetesSupportType": "FOREVER"},
+        "kubernetesSupportType",
+        "one of STANDARD, EXTENDED",
+    ),
     ("cluster-name", "dev", {"clusterName": "9_bad"}, "clusterName", "starting with a letter"),
     (
         "public-endpoint-needs-cidrs",
@@ -232,6 +246,14 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "at least 100",
     ),
     ("ami-release", "dev", {"amiReleaseVersion": "latest"}, "amiReleaseVersion", "EKS AMI release"),
+    # An AMI release is built for one Kubernetes version; the node groups run the pinned one.
+    (
+        "ami-release-minor",
+        "dev",
+        {"amiReleaseVersion": "1.34.2-20251112"},
+        "amiReleaseVersion",
+        f"release of Kubernetes {versions.KUBERNETES_VERSION}",
+    ),
     (
         "autoscaler-duration",
         "dev",
@@ -494,6 +516,18 @@ def test_rule_rejects_with_file_key_value_and_allowed(
 
 def test_every_rule_is_distinct() -> None:
     assert len({rule[0] for rule in RULES}) == len(RULES)
+
+
+def test_an_ami_release_of_the_pinned_minor_pins_every_node_group() -> None:
+    release = f"{versions.KUBERNETES_VERSION}.6-20260714"
+    assert parse({"amiReleaseVersion": release}).node_groups.ami_release_version == release
+
+
+def test_the_minor_comes_from_the_versions_table_and_support_type_from_the_stack() -> None:
+    cluster = parse().cluster
+    assert cluster.kubernetes_version == versions.KUBERNETES_VERSION
+    assert cluster.support_type == "STANDARD"
+    assert parse({"kubernetesSupportType": "EXTENDED"}).cluster.support_type == "EXTENDED"
 
 
 def test_a_config_error_stops_the_program_before_any_resource() -> None:

@@ -6,7 +6,6 @@ import json
 import logging
 from typing import Any
 
-import pulumi_aws as aws
 import pytest
 
 from infra import config, cost
@@ -16,8 +15,8 @@ from rehearsal.mockengine import (
     PRICE_LIST_ENDPOINTS,
     Inventory,
     MockAccount,
+    calendar_with,
     load_stack_config,
-    run_function,
     run_stack,
 )
 
@@ -29,8 +28,9 @@ def _spread(values: list[float]) -> tuple[float, float]:
     return (min(values), max(values))
 
 
-def expected(cfg: StackConfig) -> Expected:
-    """What the stack is billed for by the hour, written out from the fixture's tables."""
+def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expected:
+    """What the stack is billed for by the hour, written out from the fixture's tables (whose EKS
+    calendar has the pinned minor in standard support: tests/infra/test_kubernetes_support.py)."""
     zones = cfg.network.availability_zones
     lines: Expected = {}
     groups = [(f"systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system)]
@@ -52,6 +52,12 @@ def expected(cfg: StackConfig) -> Expected:
         lines[key] = ((count, count), (price, price), (price, price))
 
     fixed("controlPlane", 1, pricelist.EKS_CLUSTER)
+    if cfg.cluster.support_type == "EXTENDED":
+        # The surcharge in the ceiling always, in the floor once EKS bills it (the minor is past
+        # standard support).
+        extended = pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT
+        low = extended if minor_in_extended_support else pricelist.EKS_CLUSTER
+        lines["controlPlane"] = ((1, 1), (low, extended), (low, extended))
     nats = 0 if cfg.network.existing else (len(zones) if cfg.network.nat_per_az else 1)
     if nats:
         fixed("natGateways", nats, pricelist.NAT_GATEWAY)
@@ -246,31 +252,18 @@ def test_an_unreadable_price_empties_the_totals_but_never_stops_the_preview(
     assert inventory.of_type("aws:eks/cluster:Cluster")
 
 
-@pytest.mark.parametrize(
-    ("version", "floor"),
-    [
-        # Opted into extended support while the minor is still in standard support: only the
-        # ceiling carries the surcharge (EKS bills it from the end of standard support).
-        ("1.34", pricelist.EKS_CLUSTER),
-        ("1.33", pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT),
-    ],
-)
-def test_extended_support_adds_its_rate_once_the_minor_is_in_it(version: str, floor: float) -> None:
-    cfg = load_stack_config("dev", {"kubernetesVersion": version})
-    lines: list[cost.Line] = []
-
-    def program() -> None:
-        provider = aws.Provider("price-list", region="us-east-1")
-        book = cost.PriceBook(cfg.region, cfg.partition, provider, "us-east-1")
-        lines.append(cost.control_plane_line(cfg, True, book))
-
-    run_function(program, {"aws:region": cfg.region})
-    (line,) = lines
-    assert line.rate is not None
-    assert (line.rate.low, line.rate.high) == pytest.approx(
-        (floor, pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT)
-    )
-    assert "extended support" in line.what
+@pytest.mark.parametrize("status", ["STANDARD_SUPPORT", "EXTENDED_SUPPORT"])
+def test_extended_support_follows_the_key_and_bills_once_the_minor_is_in_it(status: str) -> None:
+    """kubernetesSupportType: EXTENDED prices the surcharge: in the ceiling while the pinned minor
+    is in standard support, in the floor too once EKS reports it in extended support."""
+    overrides = {"kubernetesSupportType": "EXTENDED"}
+    cfg = load_stack_config("dev", overrides)
+    account = MockAccount(cluster_versions=calendar_with(cfg.cluster.kubernetes_version, status))
+    inventory = run_stack("dev", overrides, account=account)
+    want = expected(cfg, minor_in_extended_support=status == "EXTENDED_SUPPORT")
+    assert flat(reported(inventory))["controlPlane"] == pytest.approx(flat(want)["controlPlane"])
+    line = inventory.outputs["hourlyCost"]["lines"]["controlPlane"]
+    assert line["what"] == f"EKS control plane (extended support, {cfg.cluster.kubernetes_version})"
 
 
 def test_a_product_needs_exactly_one_hourly_price() -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from infra import config, gpu, gpu_spec, scrape, versions
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Resource, run_function
 
 CHART = "kubernetes:helm.sh/v4:Chart"
@@ -49,11 +50,10 @@ def values(inventory: Inventory, name: str) -> dict[str, Any]:
 def test_charts_are_the_pinned_upstream_ones(
     plain: Inventory, name: str, pinned: versions.HelmChart
 ) -> None:
-    inputs = chart(plain, name).inputs
-    assert inputs["chart"] == pinned.chart
-    assert inputs["version"] == pinned.version
-    assert inputs["repositoryOpts"]["repo"] == pinned.repository
-    assert inputs["namespace"] == "gpu-system"
+    render = plain.render_of(pinned.chart)
+    assert render.resource == chart(plain, name)
+    assert pin_of(render.source.archive) == pinned
+    assert render.resource.inputs["namespace"] == "gpu-system"
 
 
 @pytest.mark.parametrize("name", ["device-plugin", "dcgm-exporter"])

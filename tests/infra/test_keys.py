@@ -208,6 +208,15 @@ def test_a_secret_key_never_shows_its_value() -> None:
     assert "short" not in str(caught.value)
 
 
+def test_a_retired_key_is_refused_with_its_reason_and_declared_nowhere() -> None:
+    assert not set(keys.RETIRED_KEYS) & set(keys.specs())
+    values = {**_required_keys(), "gpu-inference:kubernetesVersion": "1.34"}
+    with pytest.raises(ConfigError) as caught:
+        config.parse(values, "test")
+    assert caught.value.key == "gpu-inference:kubernetesVersion"
+    assert caught.value.allowed == keys.RETIRED_KEYS["kubernetesVersion"]
+
+
 # --- The all-options render -----------------------------------------------------------------------
 
 
