@@ -370,6 +370,55 @@ class InferenceConfig:
     creates that record."""
 
 
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Day names of `servingHours` windows, Monday first (Python's weekday numbers)."""
+MINUTES_PER_DAY: Final = 24 * 60
+
+
+@dataclass(frozen=True)
+class ServingWindow:
+    """One `servingHours` window: from `start` on each of `days` until `end` (the next day when
+    `end` is not after `start`)."""
+
+    days: tuple[int, ...]
+    """Weekday numbers, 0 = Monday, in order."""
+    start: int
+    """Minute of the day the window opens."""
+    end: int
+    """Minute of the day it closes; 1440 is midnight at the end of the day."""
+
+    @property
+    def overnight(self) -> bool:
+        return self.end <= self.start
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """The window's [open, close) minutes of the week (a close past the week's end wraps)."""
+        length = (self.end - self.start) % MINUTES_PER_DAY or MINUTES_PER_DAY
+        return [
+            (day * MINUTES_PER_DAY + self.start, day * MINUTES_PER_DAY + self.start + length)
+            for day in self.days
+        ]
+
+
+@dataclass(frozen=True)
+class ServingHours:
+    """When the inference Deployment runs; outside every window it is scaled to zero."""
+
+    timezone: str
+    """IANA name, the CronJobs' `spec.timeZone`."""
+    windows: tuple[ServingWindow, ...]
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Capacity kept ready ahead of load, and when none is kept at all."""
+
+    gpu_headroom: int
+    """Placeholder pods (each one inference pod's requests) holding warm GPU capacity."""
+    serving_hours: ServingHours | None
+    """None: the Deployment runs around the clock."""
+
+
 @dataclass(frozen=True)
 class StackConfig:
     project: str
@@ -386,6 +435,7 @@ class StackConfig:
     monitoring: MonitoringConfig
     model: ModelConfig
     inference: InferenceConfig
+    capacity: CapacityConfig
 
 
 # --- Reading --------------------------------------------------------------------------------------
@@ -536,6 +586,10 @@ def parse(
         ),
         model=_model(r),
         inference=inference,
+        capacity=CapacityConfig(
+            gpu_headroom=_gpu_headroom(r, node_groups, gpu, inference),
+            serving_hours=_serving_hours(r),
+        ),
     )
 
 
@@ -1104,3 +1158,127 @@ def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
         channel=channel,
         secret=secret,
     )
+
+
+def _gpu_headroom(
+    r: _Reader, node_groups: NodeGroupsConfig, gpu: GpuConfig, inference: InferenceConfig
+) -> int:
+    headroom = r.integer("gpuHeadroom", 0, 64)
+    capacity = sum(g.max_size * (g.gpu.gpus if g.gpu else 0) for g in node_groups.gpu)
+    capacity *= gpu.time_slicing_replicas
+    if headroom + inference.hpa_min_replicas > capacity:
+        raise r.error(
+            "gpuHeadroom",
+            headroom,
+            f"at most {capacity - inference.hpa_min_replicas}: with hpaMinReplicas "
+            f"({inference.hpa_min_replicas}) it must fit the GPU node groups' maxSize x GPUs per "
+            "node x timeSlicingReplicas, or placeholders would stay pending for good",
+        )
+    return headroom
+
+
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_DAY_RANGE = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?$")
+_SERVING_HOURS_SHAPE: Final = (
+    'an object {"timezone": "<IANA name>", "windows": [{"days": ["mon-fri"], "start": "07:00", '
+    '"end": "19:00"}]}, or unset to serve around the clock'
+)
+
+
+def _serving_hours(r: _Reader) -> ServingHours | None:
+    key = "servingHours"
+    raw = r.json(key, _SERVING_HOURS_SHAPE)
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"timezone", "windows"}:
+        raise r.error(key, raw, _SERVING_HOURS_SHAPE)
+    timezone = raw["timezone"]
+    if not _is_iana_zone(timezone):
+        raise r.error(
+            f"{key}.timezone",
+            timezone,
+            "an IANA time zone name like Europe/Berlin or America/Los_Angeles (what a CronJob's "
+            "spec.timeZone takes; not an offset, an abbreviation or Local)",
+        )
+    windows = raw["windows"]
+    if not isinstance(windows, list) or not windows:
+        raise r.error(f"{key}.windows", windows, "a non-empty list of {days, start, end} objects")
+    parsed = tuple(_serving_window(r, f"{key}.windows[{i}]", w) for i, w in enumerate(windows))
+    _check_not_always(r, f"{key}.windows", parsed)
+    return ServingHours(timezone=timezone, windows=parsed)
+
+
+def _is_iana_zone(name: object) -> bool:
+    import zoneinfo
+
+    if not isinstance(name, str) or name in ("", "Local") or name.startswith(("/", ".")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _serving_window(r: _Reader, where: str, raw: Any) -> ServingWindow:
+    if not isinstance(raw, dict) or set(raw) != {"days", "start", "end"}:
+        raise r.error(where, raw, 'an object with days (like ["mon-fri"]), start and end ("HH:MM")')
+    days: set[int] = set()
+    listed = raw["days"]
+    if not isinstance(listed, list) or not listed:
+        raise r.error(f"{where}.days", listed, "a non-empty list of days or ranges like mon-fri")
+    for item in listed:
+        match = _DAY_RANGE.match(item) if isinstance(item, str) else None
+        if match is None:
+            raise r.error(
+                f"{where}.days", item, f"a day ({', '.join(WEEKDAYS)}) or a range like mon-fri"
+            )
+        first, last = WEEKDAYS.index(match[1]), WEEKDAYS.index(match[3] or match[1])
+        if last < first:
+            raise r.error(f"{where}.days", item, "a range forward within the week, like mon-fri")
+        days.update(range(first, last + 1))
+    start, end = (_minutes(r, f"{where}.{edge}", raw[edge]) for edge in ("start", "end"))
+    if start == MINUTES_PER_DAY:
+        raise r.error(f"{where}.start", raw["start"], "a time of day from 00:00 to 23:59")
+    if start == end:
+        raise r.error(
+            f"{where}.end",
+            raw["end"],
+            f"a time other than the start ({raw['start']}): for a whole day use 00:00 to 24:00",
+        )
+    return ServingWindow(days=tuple(sorted(days)), start=start, end=end)
+
+
+def _minutes(r: _Reader, where: str, value: Any) -> int:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise r.error(where, value, 'a 24-hour time of day "HH:MM" (00:00 to 24:00)')
+    return MINUTES_PER_DAY if value == "24:00" else int(match[1]) * 60 + int(match[2])
+
+
+def awake_spans(windows: tuple[ServingWindow, ...]) -> list[tuple[int, int]]:
+    """The union of the windows as [open, close) minutes of the week, overlapping and touching
+    windows merged (Monday 00:00 is minute 0; a span that runs past Sunday ends above a week)."""
+    week = 7 * MINUTES_PER_DAY
+    spans = sorted(span for window in windows for span in window.intervals())
+    merged: list[list[int]] = []
+    for opened, closed in spans:
+        if merged and opened <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], closed)
+        else:
+            merged.append([opened, closed])
+    # A span running past Sunday midnight joins one that opens on Monday morning.
+    if len(merged) > 1 and merged[-1][1] >= week + merged[0][0]:
+        merged[-1][1] = max(merged[-1][1], merged.pop(0)[1] + week)
+    return [(opened, closed) for opened, closed in merged]
+
+
+def _check_not_always(r: _Reader, where: str, windows: tuple[ServingWindow, ...]) -> None:
+    spans = awake_spans(windows)
+    if len(spans) == 1 and spans[0][1] - spans[0][0] >= 7 * MINUTES_PER_DAY:
+        raise r.error(
+            where,
+            "every minute of the week",
+            "windows that leave some time outside them; to serve around the clock, unset "
+            "servingHours",
+        )

@@ -144,3 +144,12 @@ EKS_ADDONS: Final = (
 `aws.eks.get_addon_version` (most_recent=False: the version AWS marks default for that minor) so an
 upgrade of KUBERNETES_VERSION moves them in the same preview; the resolved version is recorded in
 state and shown in the diff."""
+
+PYTHON_IMAGE: Final = (
+    "docker.io/library/python:3.12-slim-trixie"
+    "@sha256:229a2c5bfa27522db7815ea81f9bed70af17ccb9de9fc7ad142b1877b5830d36"
+)
+"""The image the servingHours CronJobs run (infra/schedule.py): the Dockerfile's base, by the same
+index digest (docker-library/repo-info repos/python/remote/3.12-slim-trixie.md; the Dockerfile's
+PYTHON_IMAGE argument, which tests/infra/test_schedule.py keeps equal). 43 MB on a system node
+instead of the multi-GB inference image, and its standard library is all the scaler needs."""
