@@ -54,7 +54,7 @@ class KubeApi:
     def __init__(self, base_url: str, token_file: str, ca_file: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token_file = token_file
-        self.context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self.ca_file = ca_file
 
     @classmethod
     def in_cluster(cls, environ: Mapping[str, str] | None = None) -> KubeApi:
@@ -77,8 +77,9 @@ class KubeApi:
         request = urllib.request.Request(
             f"{self.base_url}{path}", data=data, headers=headers, method=method
         )
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
         try:
-            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
                 return json.load(response)
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
