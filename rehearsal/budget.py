@@ -25,6 +25,8 @@ import yaml
 
 from infra import headroom, inference, scrape
 
+FILE: Final = "scaleup-budget.md"
+"""What the synth writes next to the manifests."""
 RESULTS: Final = Path(__file__).resolve().parent.parent / "bench" / "results"
 COLD_START_FILE: Final = RESULTS / "cpu-2c-amd-epyc" / "coldstart.json"
 """The committed `python -m bench.startup` result the budget's model-load step uses."""
@@ -124,8 +126,8 @@ def _scrape_interval(objects: Sequence[Mapping[str, Any]]) -> float:
     return seconds(interval)
 
 
-def _container(workload: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    (found,) = [c for c in pod_template(workload)["containers"] if c["name"] == name]
+def only_container(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    (found,) = pod_template(workload)["containers"]
     return found
 
 
@@ -141,17 +143,15 @@ def budget(stack: str, objects: Sequence[Mapping[str, Any]]) -> Budget:
     server = find(objects, "Deployment", inference.APP_NAME)
     hpa = find(objects, "HorizontalPodAutoscaler", inference.APP_NAME)
     nlb = find(objects, "Service", f"{inference.APP_NAME}-nlb")
-    autoscaler = flags(
-        _container(find(objects, "Deployment", "cluster-autoscaler"), "cluster-autoscaler")
-    )
+    autoscaler = flags(only_container(find(objects, "Deployment", "cluster-autoscaler")))
     adapter = find(objects, "Deployment", "prometheus-adapter")
     placeholders = find_optional(objects, "Deployment", headroom.APP_NAME)
-    container = pod_template(server)["containers"][0]
+    container = only_container(server)
     annotations = nlb["metadata"]["annotations"]
     lb = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-"
     scan = seconds(autoscaler.get("scan-interval", f"{AUTOSCALER_DEFAULT_SCAN_SECONDS}s"))
     delay = seconds(autoscaler.get("new-pod-scale-up-delay", "0s"))
-    relist = flags(adapter["spec"]["template"]["spec"]["containers"][0])["metrics-relist-interval"]
+    relist = flags(only_container(adapter))["metrics-relist-interval"]
     grace = (
         pod_template(placeholders)["terminationGracePeriodSeconds"]
         if placeholders is not None

@@ -15,6 +15,8 @@ reviewers can diff in a pull request and that `make check` validates:
                         namespace, values, and what its render holds
     outputs.yaml        stack outputs (secrets masked, values unknown before deployment as
                         <computed>)
+    scaleup-budget.md   load to a new replica serving, step by step, read from the render
+                        (rehearsal/budget.py): a change that slows a step shows in the diff
 
 Two runs give byte-identical files. A config error or a missing chart archive exits with status 2
 and the message only.
@@ -34,7 +36,7 @@ from typing import Any, Final
 import yaml
 
 from infra.config import ConfigError
-from rehearsal import charts
+from rehearsal import budget, charts
 from rehearsal.mockengine import (
     ChartRender,
     Inventory,
@@ -46,7 +48,7 @@ from rehearsal.mockengine import (
 )
 
 MASK: Final = "[secret]"
-OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
+OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts", budget.FILE)
 """What the synth writes; only these are replaced in the output folder."""
 CHART_OBJECTS: Final = Path("manifests") / "charts"
 
@@ -346,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)
+    # The whole program's render only: write() also serves partial inventories.
+    (out / budget.FILE).write_text(
+        budget.table([budget.budget(args.stack, inventory.cluster_objects())])
+    )
     print(summary(inventory, args.stack, out, counts))
     return 0
 

@@ -14,7 +14,7 @@ import pytest
 
 from infra import gpu_spec, headroom, inference
 from infra.config import ConfigError
-from rehearsal.budget import find, flags, pod_template
+from rehearsal.budget import find, flags, only_container, pod_template
 from rehearsal.mockengine import Inventory, Resource, load_stack_config, run_stack
 
 Objects = Sequence[Mapping[str, Any]]
@@ -41,7 +41,7 @@ def priority(objects: Objects, pod: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def expendable_cutoff(objects: Objects) -> int:
-    (container,) = pod_template(find(objects, "Deployment", "cluster-autoscaler"))["containers"]
+    container = only_container(find(objects, "Deployment", "cluster-autoscaler"))
     return int(
         flags(container).get("expendable-pods-priority-cutoff", headroom.DEFAULT_EXPENDABLE_CUTOFF)
     )
