@@ -1,4 +1,4 @@
-"""The scale-up time budget of a stack, read from its rendered objects: `python -m rehearsal.budget`.
+"""A stack's scale-up time budget, read from its rendered objects: `python -m rehearsal.budget`.
 
 From load arriving to a new replica serving it, each step either comes from what the stack renders
 (scrape interval, HPA behaviour, autoscaler flags, probes, load balancer health checks, the

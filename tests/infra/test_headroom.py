@@ -102,7 +102,8 @@ def test_placeholder_only_waits_locked_down(prod: Inventory) -> None:
     spare = pod_template(placeholders(objects))
     (container,) = spare["containers"]
     assert container["command"] == list(headroom.WAIT_COMMAND)
-    assert "ports" not in container and "args" not in container
+    assert "ports" not in container
+    assert "args" not in container
     assert spare["automountServiceAccountToken"] is False
     assert spare["securityContext"]["runAsNonRoot"] is True
     context = container["securityContext"]
@@ -112,7 +113,8 @@ def test_placeholder_only_waits_locked_down(prod: Inventory) -> None:
     policy = find(objects, "NetworkPolicy", headroom.APP_NAME)
     assert policy["spec"]["podSelector"]["matchLabels"] == headroom.SELECTOR
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
-    assert "ingress" not in policy["spec"] and "egress" not in policy["spec"]
+    assert "ingress" not in policy["spec"]
+    assert "egress" not in policy["spec"]
     namespace = find(objects, "Namespace", headroom.NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 

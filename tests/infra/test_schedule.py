@@ -19,7 +19,7 @@ import pytest
 
 from infra import headroom, inference, scaler, schedule, versions
 from infra.config import ConfigError, ServingHours, ServingWindow
-from rehearsal.budget import find, pod_template
+from rehearsal.budget import find
 from rehearsal.mockengine import Inventory, load_stack_config, run_stack
 
 Objects = Sequence[Mapping[str, Any]]
@@ -107,7 +107,7 @@ def test_scaler_pods_are_pinned_locked_down_and_off_the_gpu_nodes(dev: Inventory
 
 def test_cron_image_is_the_dockerfiles_base_by_the_same_digest() -> None:
     (argument,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert versions.PYTHON_IMAGE == f"docker.io/library/{argument}"
+    assert f"docker.io/library/{argument}" == versions.PYTHON_IMAGE
 
 
 def test_role_grants_only_scaling_the_named_deployments(dev: Inventory) -> None:
@@ -277,10 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._handle("get")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._handle("patch")
 
 
