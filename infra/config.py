@@ -1187,7 +1187,7 @@ _SERVING_HOURS_SHAPE: Final = (
 
 def _serving_hours(r: _Reader) -> ServingHours | None:
     key = "servingHours"
-    raw = r.json(key, _SERVING_HOURS_SHAPE)
+    raw = r.json("servingHours", _SERVING_HOURS_SHAPE)
     if raw is None or raw == {}:
         return None
     if not isinstance(raw, dict) or set(raw) != {"timezone", "windows"}:
