@@ -22,8 +22,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bench import machine, modelfiles, scrape
 from bench.procs import ServerProcess, free_port
@@ -32,7 +33,7 @@ from service import contract
 HOST = "127.0.0.1"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LOG_DIR = Path("build") / "bench"
-GTE_LARGE = {
+GTE_LARGE: Final[Mapping[str, int]] = {
     "hidden_size": 1024,
     "num_hidden_layers": 24,
     "num_attention_heads": 16,
@@ -43,8 +44,9 @@ GTE_LARGE = {
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def build_large_model(source: Path, folder: Path) -> Path:
-    """A random BERT of gte-large-zh's shape with `source`'s tokenizer, saved as the Hub would."""
+def build_large_model(source: Path, folder: Path, shape: Mapping[str, int] = GTE_LARGE) -> Path:
+    """A random BERT of gte-large-zh's shape (or `shape`) with `source`'s tokenizer, saved as the
+    Hub would."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -53,7 +55,7 @@ def build_large_model(source: Path, folder: Path) -> Path:
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    pooling = {"word_embedding_dimension": GTE_LARGE["hidden_size"], "pooling_mode_cls_token": True}
+    pooling = {"word_embedding_dimension": shape["hidden_size"], "pooling_mode_cls_token": True}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -71,16 +73,16 @@ def build_large_model(source: Path, folder: Path) -> Path:
         },
     ]
     (folder / "modules.json").write_text(json.dumps(modules))
-    limit = {"max_seq_length": GTE_LARGE["max_position_embeddings"], "do_lower_case": False}
+    limit = {"max_seq_length": shape["max_position_embeddings"], "do_lower_case": False}
     (folder / "sentence_bert_config.json").write_text(json.dumps(limit))
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=BertConfig.from_pretrained(source).vocab_size,
-        hidden_size=GTE_LARGE["hidden_size"],
-        num_hidden_layers=GTE_LARGE["num_hidden_layers"],
-        num_attention_heads=GTE_LARGE["num_attention_heads"],
-        intermediate_size=GTE_LARGE["intermediate_size"],
-        max_position_embeddings=GTE_LARGE["max_position_embeddings"],
+        hidden_size=shape["hidden_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=shape["max_position_embeddings"],
     )
     BertModel(config).eval().save_pretrained(folder, safe_serialization=True)
     return folder
