@@ -158,7 +158,13 @@ def alert_rule_groups(
     gpu_rules = [
         _alert(
             "InferenceGPUCapacityUnavailable",
-            f'sum by (namespace) (kube_pod_status_phase{{{ns}, phase="Pending"}}) > 0\n'
+            # Pods that wait for a GPU: not the servingHours scaler's Jobs (system nodes), whose
+            # pending pod at night, with no GPU node left, is no GPU shortage.
+            "sum by (namespace) (\n"
+            f'  kube_pod_status_phase{{{ns}, phase="Pending"}} == 1\n'
+            "  and on (namespace, pod)\n"
+            f'  kube_pod_container_resource_requests{{{ns}, resource="{KSM_GPU_RESOURCE}"}}\n'
+            ") > 0\n"
             "and on ()\n"
             f'(\n  (sum(kube_node_status_allocatable{{resource="{KSM_GPU_RESOURCE}"}}) or '
             "vector(0))\n"

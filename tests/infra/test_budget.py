@@ -86,3 +86,11 @@ def test_synth_writes_the_budget_next_to_the_manifests(tmp_path: Path, dev: Inve
     assert synth.main(["dev", "--out", str(tmp_path)]) == 0
     expected = budget.table([budget.budget("dev", dev.cluster_objects())])
     assert (tmp_path / budget.FILE).read_text() == expected
+
+
+def test_the_readme_command_prints_the_table(
+    inventories: dict[str, Inventory], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert budget.main([]) == 0
+    budgets = [budget.budget(name, inv.cluster_objects()) for name, inv in inventories.items()]
+    assert capsys.readouterr().out == budget.table(budgets)
