@@ -58,7 +58,7 @@ def test_rendered_steps_are_the_shortened_ones(prod: Inventory) -> None:
     assert step(b, "cluster-autoscaler sees").seconds == 5  # --scan-interval=5s (default 10 s)
     assert step(b, "kubelet sees /ready").seconds == 2  # startup probe period (was 10 s)
     assert step(b, "HPA scale-up stabilisation").seconds == 0
-    assert step(b, "NLB marks").seconds == 20
+    assert step(b, "NLB marks").seconds == 10  # 2 x 5 s (was 2 x 10 s)
 
 
 def test_the_model_load_step_is_the_committed_measurement() -> None:
