@@ -19,7 +19,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHARTS ?= $(if $(wildcard ../shared/charts),../shared/charts,.charts)
 export GPU_INFERENCE_CHARTS := $(abspath $(CHARTS))
 
-.PHONY: setup serve test lint fmt synth charts bench bench-gpu check checkov
+.PHONY: setup serve test lint fmt synth synth-all-options charts bench bench-gpu check checkov system-tools
 
 setup: $(STAMP)
 
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: $(STAMP) $(CHECKOV_STAMP) system-tools
 	$(BIN)/pytest
 	$(MAKE) lint
 	$(MAKE) check
@@ -49,6 +49,11 @@ fmt: $(STAMP)
 
 synth: $(STAMP)
 	$(BIN)/python -m rehearsal.synth $(STACK) --out build/synth/$(STACK)
+
+# The same stack with every optional feature switched on (rehearsal/overlay.py, generated from the key
+# declarations in infra/keys.py) -> build/synth/$(STACK)-all-options.
+synth-all-options: $(STAMP)
+	$(BIN)/python -m rehearsal.synth $(STACK) --all-options --out build/synth/$(STACK)-all-options
 
 # Pulls every chart pinned in infra/versions.py that $(CHARTS) lacks (needs the chart repositories),
 # then checks each archive is the pinned chart and version. Offline it only checks.
@@ -66,15 +71,23 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python -m bench --gpu $(BENCH_ARGS)
 
-# The pre-deploy gate: rehearses both stacks offline (every chart object included), then schema, chart
-# values, security, lint, rule, dashboard, policy and workflow checks on all of it (python -m checks;
-# README "Verification gate and CI/CD").
-check: $(STAMP) $(CHECKOV_STAMP)
+# The pre-deploy gate: rehearses both stacks offline (every chart object included), as committed and with
+# every optional feature on, then schema, chart values, security, lint, rule, dashboard, policy and
+# workflow checks on all four renders (python -m checks; README "Verification gate and CI/CD").
+check: $(STAMP) $(CHECKOV_STAMP) system-tools
 	$(MAKE) synth STACK=dev
 	$(MAKE) synth STACK=prod
-	$(BIN)/python -m checks dev prod
+	$(MAKE) synth-all-options STACK=dev
+	$(MAKE) synth-all-options STACK=prod
+	$(BIN)/python -m checks dev prod dev-all-options prod-all-options
 
 checkov: $(CHECKOV_STAMP)
+
+# promtool, amtool, Prometheus and Alertmanager (Debian/Ubuntu packages): installed with apt-get as
+# root or with password-less sudo; elsewhere what needs them is skipped with a line saying how to
+# install them, except in CI (CI or REQUIRE_PROMETHEUS=1), where that fails (checks/system_tools.py).
+system-tools: $(STAMP)
+	$(BIN)/python -m checks.system_tools
 
 $(CHECKOV_STAMP):
 	$(PY) -m venv $(CHECKOV_VENV)

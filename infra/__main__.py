@@ -29,12 +29,14 @@ from infra import (
 )
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
+    SUPPORT_TYPE,
     Cluster,
     ClusterAddons,
     ClusterAddonsArgs,
     ClusterArgs,
     check_caller_access,
 )
+from infra.cost import CostEstimate, CostEstimateArgs
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.grafana import Grafana, GrafanaArgs
@@ -62,7 +64,7 @@ name = cfg.cluster.name
 check_caller_access(cfg)
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
-network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))
+network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name, region=cfg.region))
 cluster = Cluster(
     name,
     ClusterArgs(config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids),
@@ -242,6 +244,12 @@ if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname
         ),
     )
 
+# --- Cost: what the stack is billed per hour, at AWS prices read at preview ----------------------
+cost = CostEstimate(
+    f"{name}-cost",
+    CostEstimateArgs(config=cfg, extended_support=SUPPORT_TYPE == "EXTENDED"),
+)
+
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
 pulumi.export("region", cfg.region)
@@ -277,5 +285,10 @@ if grafana is not None:
     pulumi.export("grafanaAdminPassword", grafana.admin_password)
 pulumi.export("imageRef", model_image.image_ref)
 pulumi.export("ecrRepositoryUrl", model_image.repository_url)
+# USD (CNY in China) per hour, spot nodes at today's spot prices; None when a price was unreadable
+# (README "Cost"). hourlyCost holds both bounds with spot billed on-demand, and every line.
+pulumi.export("hourlyCostFloor", cost.floor.with_spot)
+pulumi.export("hourlyCostCeiling", cost.ceiling.with_spot)
+pulumi.export("hourlyCost", cost.summary)
 if cfg.inference.api_keys:
     pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))

@@ -84,9 +84,9 @@ def alert_rule_groups(
     ns = f'namespace="{namespace}"'
     deploy = f'{ns}, deployment="{deployment}"'
     hpa_sel = f'{ns}, horizontalpodautoscaler="{hpa}"'
-    # Probes hit /health and /ready every few seconds; only API routes count for throttling and
-    # latency.
-    api = f'{ns}, route=~"{contract.OPENAI_BASE_PATH}/.*"'
+    # Probes hit /health and /ready every few seconds and the model list is cheap: only the routes
+    # that queue model work count for throttling and latency.
+    api = f"{ns}, {contract.inference_routes_selector()}"
     w = rate_window
 
     service_rules = [

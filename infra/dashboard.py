@@ -27,8 +27,10 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _RATE = "[$__rate_interval]"
 _WIDTH = 24  # Grafana's grid is 24 columns wide.
 _NS = 'namespace="$namespace"'
-# Probes hit /health and /ready every few seconds; traffic panels show the API only.
+# Probes hit /health and /ready every few seconds; traffic panels show the API only, and latency
+# and 429s the routes that queue model work (as the alerts read them).
 _API = f'{_NS}, route=~"{contract.OPENAI_BASE_PATH}/.*"'
+_INFERENCE = f"{_NS}, {contract.inference_routes_selector()}"
 KSM_GPU_RESOURCE = "nvidia_com_gpu"
 ALERTS_SERIES = "ALERTS"
 """Prometheus' own series of its alerting rules (labels: alertname, alertstate, the rule's
@@ -142,11 +144,13 @@ def _traffic_panels() -> list[dict[str, Any]]:
         ),
         _panel(
             "Latency p50 / p95",
-            "Time from request received to response sent, queueing included.",
+            "Time from request received to response sent, queueing included, of the routes that "
+            "embed.",
             "s",
             [
                 _target(
-                    f"histogram_quantile({q}, sum by (le) (rate({duration}{{{_API}}}{_RATE})))",
+                    f"histogram_quantile({q}, sum by (le) "
+                    f"(rate({duration}{{{_INFERENCE}}}{_RATE})))",
                     f"p{round(q * 100)}",
                 )
                 for q in (0.5, 0.95)
@@ -158,12 +162,12 @@ def _traffic_panels() -> list[dict[str, Any]]:
             "reqps",
             [
                 _target(
-                    f'sum(rate({requests}{{{_API}, status="429"}}{_RATE}))',
+                    f'sum(rate({requests}{{{_INFERENCE}, status="429"}}{_RATE}))',
                     "429/s",
                 ),
                 _target(
-                    f'sum(rate({requests}{{{_API}, status="429"}}{_RATE}))'
-                    f" / sum(rate({requests}{{{_API}}}{_RATE}))",
+                    f'sum(rate({requests}{{{_INFERENCE}, status="429"}}{_RATE}))'
+                    f" / sum(rate({requests}{{{_INFERENCE}}}{_RATE}))",
                     "share of requests",
                 ),
             ],

