@@ -289,6 +289,9 @@ pulumi.export("ecrRepositoryUrl", model_image.repository_url)
 # (README "Cost"). hourlyCost holds both bounds with spot billed on-demand, and every line.
 pulumi.export("hourlyCostFloor", cost.floor.with_spot)
 pulumi.export("hourlyCostCeiling", cost.ceiling.with_spot)
+if cost.idle_floor is not None:
+    # Outside servingHours: no inference replica or placeholder keeps a GPU node up.
+    pulumi.export("hourlyCostIdleFloor", cost.idle_floor.with_spot)
 pulumi.export("hourlyCost", cost.summary)
 if cfg.inference.api_keys:
     pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))
