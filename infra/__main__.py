@@ -22,10 +22,12 @@ from infra import (
     dashboard,
     gpu,
     gpu_spec,
+    headroom,
     inference,
     kubernetes_support,
     monitoring,
     preflight,
+    schedule,
 )
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
@@ -39,12 +41,14 @@ from infra.cost import CostEstimate, CostEstimateArgs
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.grafana import Grafana, GrafanaArgs
+from infra.headroom import GpuHeadroom, HeadroomArgs
 from infra.image import ImageArgs, InferenceImage
 from infra.inference import Inference, InferenceArgs
 from infra.loadbalancer import LoadBalancerController, LoadBalancerControllerArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.schedule import ScaledDeployment, ScheduleArgs, ServingSchedule
 from infra.scrape import ScrapeSettings
 from infra.teardown import VolumeSweep, VolumeSweepArgs
 from service import contract
@@ -195,6 +199,44 @@ workload = Inference(
     ),
     opts=on_cluster,
 )
+# --- Capacity ahead of load, none outside servingHours -------------------------------------------
+capacity = cfg.capacity
+warm_gpus = (
+    GpuHeadroom(
+        f"{name}-headroom",
+        HeadroomArgs(
+            replicas=capacity.gpu_headroom,
+            inference=cfg.inference,
+            image=model_image.image_ref,
+            scheduled=capacity.serving_hours is not None,
+        ),
+        # Placeholders hold GPUs the device plugin advertises.
+        opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[gpu_stack]),
+    )
+    if capacity.gpu_headroom
+    else None
+)
+if capacity.serving_hours is not None:
+    scaled = [
+        ScaledDeployment(
+            cfg.inference.namespace, inference.APP_NAME, cfg.inference.hpa_min_replicas
+        )
+    ]
+    if warm_gpus is not None:
+        scaled.append(
+            ScaledDeployment(headroom.NAMESPACE, headroom.APP_NAME, capacity.gpu_headroom)
+        )
+    ServingSchedule(
+        f"{name}-schedule",
+        ScheduleArgs(
+            namespace=cfg.inference.namespace,
+            hours=capacity.serving_hours,
+            targets=tuple(scaled),
+            depends_on=(workload, *filter(None, [warm_gpus])),
+        ),
+        opts=on_cluster,
+    )
+
 if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname is not None:
     # The name clients call (and the certificate covers) -> the NLB; AWS resources use the default
     # (stack-region) provider.
@@ -233,6 +275,8 @@ pulumi.export("embeddingDimension", cfg.model.embedding_dimension)
 pulumi.export("apiPaths", dict(contract.API_PATHS))
 pulumi.export("namespace", cfg.inference.namespace)
 pulumi.export("hpaName", inference.APP_NAME)
+# README "Idle to zero on a schedule": when the endpoint has replicas (None: around the clock).
+pulumi.export("servingHours", schedule.describe(capacity.serving_hours))
 pulumi.export("prometheusUrl", metrics.prometheus_url)
 # Who is notified of what: {"page": [...], "ticket": [...]}; empty: nobody (the preview warns).
 pulumi.export("alertDelivery", metrics.alert_delivery)
@@ -247,6 +291,9 @@ pulumi.export("ecrRepositoryUrl", model_image.repository_url)
 # (README "Cost"). hourlyCost holds both bounds with spot billed on-demand, and every line.
 pulumi.export("hourlyCostFloor", cost.floor.with_spot)
 pulumi.export("hourlyCostCeiling", cost.ceiling.with_spot)
+if cost.idle_floor is not None:
+    # Outside servingHours: no inference replica or placeholder keeps a GPU node up.
+    pulumi.export("hourlyCostIdleFloor", cost.idle_floor.with_spot)
 pulumi.export("hourlyCost", cost.summary)
 if cfg.inference.api_keys:
     pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))

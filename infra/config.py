@@ -340,6 +340,55 @@ class InferenceConfig:
     creates that record."""
 
 
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Day names of `servingHours` windows, Monday first (Python's weekday numbers)."""
+MINUTES_PER_DAY: Final = 24 * 60
+
+
+@dataclass(frozen=True)
+class ServingWindow:
+    """One `servingHours` window: from `start` on each of `days` until `end` (the next day when
+    `end` is not after `start`)."""
+
+    days: tuple[int, ...]
+    """Weekday numbers, 0 = Monday, in order."""
+    start: int
+    """Minute of the day the window opens."""
+    end: int
+    """Minute of the day it closes; 1440 is midnight at the end of the day."""
+
+    @property
+    def overnight(self) -> bool:
+        return self.end <= self.start
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """The window's [open, close) minutes of the week (a close past the week's end wraps)."""
+        length = (self.end - self.start) % MINUTES_PER_DAY or MINUTES_PER_DAY
+        return [
+            (day * MINUTES_PER_DAY + self.start, day * MINUTES_PER_DAY + self.start + length)
+            for day in self.days
+        ]
+
+
+@dataclass(frozen=True)
+class ServingHours:
+    """When the inference Deployment runs; outside every window it is scaled to zero."""
+
+    timezone: str
+    """IANA name, the CronJobs' `spec.timeZone`."""
+    windows: tuple[ServingWindow, ...]
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Capacity kept ready ahead of load, and when none is kept at all."""
+
+    gpu_headroom: int
+    """Placeholder pods (each one inference pod's requests) holding warm GPU capacity."""
+    serving_hours: ServingHours | None
+    """None: the Deployment runs around the clock."""
+
+
 @dataclass(frozen=True)
 class StackConfig:
     project: str
@@ -356,6 +405,7 @@ class StackConfig:
     monitoring: MonitoringConfig
     model: ModelConfig
     inference: InferenceConfig
+    capacity: CapacityConfig
 
 
 # --- Parsing --------------------------------------------------------------------------------------
@@ -400,6 +450,8 @@ def parse(
     inference = _inference(k, error, network, node_groups, gpu)
     _check_tls(error, inference, region, k.production)
     _check_endpoint(error, inference, k.production)
+    capacity = _filled(CapacityConfig, k, "capacity", serving_hours=_serving_hours(k, error))
+    _check_headroom(error, capacity.gpu_headroom, node_groups, gpu, inference)
     return _filled(
         StackConfig,
         k,
@@ -417,6 +469,7 @@ def parse(
         monitoring=_filled(MonitoringConfig, k, "monitoring", alert_receivers=_receivers(k, error)),
         model=_filled(ModelConfig, k, "model"),
         inference=inference,
+        capacity=capacity,
     )
 
 
@@ -689,6 +742,12 @@ def _gib(value: str) -> float:
     return int(value[:-2]) / (1024 if value.endswith("Mi") else 1)
 
 
+def _gpu_pod_capacity(node_groups: NodeGroupsConfig, gpu: GpuConfig) -> int:
+    """GPU-requesting pods the GPU groups hold at maxSize."""
+    capacity = sum(g.max_size * (g.gpu.gpus if g.gpu else 0) for g in node_groups.gpu)
+    return capacity * gpu.time_slicing_replicas
+
+
 def _inference(
     k: StackKeys,
     error: Errors,
@@ -699,8 +758,7 @@ def _inference(
     hpa_min, hpa_max = k.hpaMinReplicas, k.hpaMaxReplicas
     if hpa_max < hpa_min:
         raise error("hpaMaxReplicas", hpa_max, f">= hpaMinReplicas ({hpa_min})")
-    capacity = sum(g.max_size * (g.gpu.gpus if g.gpu else 0) for g in node_groups.gpu)
-    capacity *= gpu.time_slicing_replicas
+    capacity = _gpu_pod_capacity(node_groups, gpu)
     if hpa_max > capacity:
         raise error(
             "hpaMaxReplicas",
@@ -906,3 +964,124 @@ def _alert_receiver(error: Errors, index: int, raw: Any) -> AlertReceiver:
         channel=channel,
         secret=secret,
     )
+
+
+def _check_headroom(
+    error: Errors,
+    headroom: int,
+    node_groups: NodeGroupsConfig,
+    gpu: GpuConfig,
+    inference: InferenceConfig,
+) -> None:
+    capacity = _gpu_pod_capacity(node_groups, gpu)
+    if headroom + inference.hpa_min_replicas > capacity:
+        raise error(
+            "gpuHeadroom",
+            headroom,
+            f"at most {capacity - inference.hpa_min_replicas}: with hpaMinReplicas "
+            f"({inference.hpa_min_replicas}) it must fit the GPU node groups' maxSize x GPUs per "
+            "node x timeSlicingReplicas, or placeholders would stay pending for good",
+        )
+
+
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_DAY_RANGE = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?$")
+
+
+def _serving_hours(k: StackKeys, error: Errors) -> ServingHours | None:
+    key = "servingHours"
+    raw = k.servingHours
+    if raw == {}:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"timezone", "windows"}:
+        raise error(key, raw, keys.specs()[key].allowed)
+    timezone = raw["timezone"]
+    if not _is_iana_zone(timezone):
+        raise error(
+            f"{key}.timezone",
+            timezone,
+            "an IANA time zone name like Europe/Berlin or America/Los_Angeles (what a CronJob's "
+            "spec.timeZone takes; not an offset, an abbreviation or Local)",
+        )
+    windows = raw["windows"]
+    if not isinstance(windows, list) or not windows:
+        raise error(f"{key}.windows", windows, "a non-empty list of {days, start, end} objects")
+    parsed = tuple(_serving_window(error, f"{key}.windows[{i}]", w) for i, w in enumerate(windows))
+    _check_not_always(error, f"{key}.windows", parsed)
+    return ServingHours(timezone=timezone, windows=parsed)
+
+
+def _is_iana_zone(name: object) -> bool:
+    import zoneinfo
+
+    if not isinstance(name, str) or name in ("", "Local") or name.startswith(("/", ".")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _serving_window(error: Errors, where: str, raw: Any) -> ServingWindow:
+    if not isinstance(raw, dict) or set(raw) != {"days", "start", "end"}:
+        raise error(where, raw, 'an object with days (like ["mon-fri"]), start and end ("HH:MM")')
+    days: set[int] = set()
+    listed = raw["days"]
+    if not isinstance(listed, list) or not listed:
+        raise error(f"{where}.days", listed, "a non-empty list of days or ranges like mon-fri")
+    for item in listed:
+        match = _DAY_RANGE.match(item) if isinstance(item, str) else None
+        if match is None:
+            raise error(
+                f"{where}.days", item, f"a day ({', '.join(WEEKDAYS)}) or a range like mon-fri"
+            )
+        first, last = WEEKDAYS.index(match[1]), WEEKDAYS.index(match[3] or match[1])
+        if last < first:
+            raise error(f"{where}.days", item, "a range forward within the week, like mon-fri")
+        days.update(range(first, last + 1))
+    start, end = (_minutes(error, f"{where}.{edge}", raw[edge]) for edge in ("start", "end"))
+    if start == MINUTES_PER_DAY:
+        raise error(f"{where}.start", raw["start"], "a time of day from 00:00 to 23:59")
+    if start == end:
+        raise error(
+            f"{where}.end",
+            raw["end"],
+            f"a time other than the start ({raw['start']}): for a whole day use 00:00 to 24:00",
+        )
+    return ServingWindow(days=tuple(sorted(days)), start=start, end=end)
+
+
+def _minutes(error: Errors, where: str, value: Any) -> int:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise error(where, value, 'a 24-hour time of day "HH:MM" (00:00 to 24:00)')
+    return MINUTES_PER_DAY if value == "24:00" else int(match[1]) * 60 + int(match[2])
+
+
+def awake_spans(windows: tuple[ServingWindow, ...]) -> list[tuple[int, int]]:
+    """The union of the windows as [open, close) minutes of the week, overlapping and touching
+    windows merged (Monday 00:00 is minute 0; a span that runs past Sunday ends above a week)."""
+    week = 7 * MINUTES_PER_DAY
+    spans = sorted(span for window in windows for span in window.intervals())
+    merged: list[list[int]] = []
+    for opened, closed in spans:
+        if merged and opened <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], closed)
+        else:
+            merged.append([opened, closed])
+    # A span running past Sunday midnight joins one that opens on Monday morning.
+    if len(merged) > 1 and merged[-1][1] >= week + merged[0][0]:
+        merged[-1][1] = max(merged[-1][1], merged.pop(0)[1] + week)
+    return [(opened, closed) for opened, closed in merged]
+
+
+def _check_not_always(error: Errors, where: str, windows: tuple[ServingWindow, ...]) -> None:
+    spans = awake_spans(windows)
+    if len(spans) == 1 and spans[0][1] - spans[0][0] >= 7 * MINUTES_PER_DAY:
+        raise error(
+            where,
+            "every minute of the week",
+            "windows that leave some time outside them; to serve around the clock, unset "
+            "servingHours",
+        )

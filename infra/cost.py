@@ -1,7 +1,11 @@
 """What a stack costs per hour, priced from AWS's own price data when the program runs.
 
 Counted: what is billed by the hour whatever the traffic, each line with how many units the stack
-runs at its floor (every node group at `minSize`) and at its ceiling (`maxSize`):
+runs at its floor and at its ceiling (every node group at `maxSize`). The floor is what runs with no
+load: every node group at `minSize`, plus the GPU nodes that the `hpaMinReplicas` inference pods and
+the `gpuHeadroom` placeholders (infra/headroom.py) keep up beyond what the `minSize` nodes hold.
+With `servingHours` the schedule scales both to zero outside the windows (infra/schedule.py), and
+cluster-autoscaler removes those nodes: the idle floor, every group at `minSize`, is a third bound.
 
 - every node group, system included: instances at spot prices (DescribeSpotPriceHistory, per type
   and zone: spot pools are per zone) or on-demand prices (the Price List);
@@ -29,15 +33,18 @@ leaves that line unpriced with a warning and the totals empty; the cost never st
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.config import PROJECT, NodeGroupConfig, StackConfig
+from infra.preflight import pods_per_node
 
 PRICE_LIST_ENDPOINTS: Final = {
     "aws": ("us-east-1", "eu-central-1", "ap-south-1"),
@@ -302,6 +309,8 @@ class Line:
     what: str
     floor_count: int
     ceiling_count: int
+    idle_count: int
+    """Outside servingHours (the floor's count when the stack has no schedule)."""
     rate: Rate | None
     """As billed: spot nodes at today's spot prices. None: unpriced (see problem)."""
     on_demand_rate: Rate | None
@@ -317,12 +326,14 @@ def _priced(
     price: Callable[[], tuple[Rate, Rate]],
     spot: bool = False,
 ) -> Line:
-    """A line whose rates come from `price()` -> (rate, on-demand rate), unpriced on failure."""
+    """A line whose rates come from `price()` -> (rate, on-demand rate), unpriced on failure.
+    Its floor is `counts[0]` in and outside servingHours."""
+    floor, ceiling = counts
     try:
         rate, on_demand = price()
     except PriceError as error:
-        return Line(key, what, *counts, None, None, spot, str(error))
-    return Line(key, what, *counts, rate, on_demand, spot)
+        return Line(key, what, floor, ceiling, floor, None, None, spot, str(error))
+    return Line(key, what, floor, ceiling, floor, rate, on_demand, spot)
 
 
 def node_group_line(
@@ -340,6 +351,53 @@ def node_group_line(
         return Rate(min(spot), max(spot)), od_rate
 
     return _priced(key, what, (group.min_size, group.max_size), price, group.is_spot)
+
+
+def warm_pods(cfg: StackConfig) -> int:
+    """GPU pods that run with no load: the HPA's minimum and the warm-GPU placeholders."""
+    return cfg.inference.hpa_min_replicas + cfg.capacity.gpu_headroom
+
+
+def warm_nodes(
+    cfg: StackConfig, group_lines: dict[str, tuple[NodeGroupConfig, Line]]
+) -> dict[str, int]:
+    """GPU nodes above `minSize`, by line key, that the warm pods keep up at the floor.
+
+    The `minSize` nodes hold what they can; cluster-autoscaler adds nodes for the rest, in a spot
+    group while one has room (the priority expander, infra/autoscaler.py), else in an on-demand
+    group. It picks among groups of one priority at random, so the floor, a lower bound, takes the
+    cheapest node per pod at the floor's rate (an unpriced group last: the totals are empty then
+    anyway), as many nodes as `maxSize` allows, then the next."""
+    holds = {key: pods_per_node(cfg, group) for key, (group, _) in group_lines.items()}
+    missing = warm_pods(cfg) - sum(g.min_size * holds[k] for k, (g, _) in group_lines.items())
+
+    def order(key: str) -> tuple[bool, float]:
+        group, line = group_lines[key]
+        per_pod = line.rate.low / holds[key] if line.rate is not None else math.inf
+        return (not group.is_spot, per_pod)
+
+    added: dict[str, int] = {}
+    for key in sorted((k for k in group_lines if holds[k]), key=order):
+        if missing <= 0:
+            break
+        group, _ = group_lines[key]
+        nodes = min(math.ceil(missing / holds[key]), group.max_size - group.min_size)
+        if nodes:
+            added[key] = nodes
+            missing -= nodes * holds[key]
+    return added
+
+
+def _with_warm_nodes(line: Line, group: NodeGroupConfig, nodes: int, scheduled: bool) -> Line:
+    """A GPU group's line with the warm pods' nodes in its floor; outside servingHours (when the
+    stack has a schedule) the group is back at minSize."""
+    return dataclasses.replace(
+        line,
+        what=f"{line.what} (minSize {group.min_size} + {nodes} for the hpaMinReplicas and "
+        "gpuHeadroom pods)",
+        floor_count=line.floor_count + nodes,
+        idle_count=group.min_size if scheduled else line.floor_count + nodes,
+    )
 
 
 def control_plane_line(cfg: StackConfig, book: PriceBook) -> Line:
@@ -385,8 +443,14 @@ def lines(cfg: StackConfig, book: PriceBook) -> Iterator[Line]:
     zones = cfg.network.availability_zones
     groups = cfg.node_groups
     yield node_group_line(f"systemNodeGroup[{groups.system.name}]", groups.system, zones, book)
-    for group in groups.gpu:
-        yield node_group_line(f"gpuNodeGroups[{group.name}]", group, zones, book)
+    gpu_lines = {
+        key: (group, node_group_line(key, group, zones, book))
+        for key, group in ((f"gpuNodeGroups[{g.name}]", g) for g in groups.gpu)
+    }
+    added = warm_nodes(cfg, gpu_lines)
+    scheduled = cfg.capacity.serving_hours is not None
+    for key, (group, line) in gpu_lines.items():
+        yield _with_warm_nodes(line, group, added[key], scheduled) if key in added else line
     yield control_plane_line(cfg, book)
     nats = nat_gateway_count(cfg)
     if nats:
@@ -423,40 +487,57 @@ class Bound:
     """Spot nodes at on-demand prices."""
 
 
-def _total(items: tuple[Line, ...], ceiling: bool, on_demand: bool) -> float | None:
+Bounds = Literal["floor", "ceiling", "idle"]
+
+
+def _total(items: tuple[Line, ...], bound: Bounds, on_demand: bool) -> float | None:
     total = 0.0
     for line in items:
         rate = line.on_demand_rate if on_demand else line.rate
         if rate is None:
             return None
-        total += line.ceiling_count * rate.high if ceiling else line.floor_count * rate.low
+        if bound == "ceiling":
+            total += line.ceiling_count * rate.high
+        else:
+            total += (line.idle_count if bound == "idle" else line.floor_count) * rate.low
     return round(total, 4)
+
+
+def bound(items: tuple[Line, ...], which: Bounds) -> Bound:
+    """The hourly cost at the floor, the ceiling or the idle floor (outside servingHours)."""
+    return Bound(_total(items, which, False), _total(items, which, True))
 
 
 def bounds(items: tuple[Line, ...]) -> tuple[Bound, Bound]:
     """(floor, ceiling) of the hourly cost."""
-    return (
-        Bound(_total(items, False, False), _total(items, False, True)),
-        Bound(_total(items, True, False), _total(items, True, True)),
-    )
+    return bound(items, "floor"), bound(items, "ceiling")
 
 
 def _range(low: float, high: float) -> str:
     return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
 
 
-def report(items: tuple[Line, ...], currency: str, sources: str) -> str:
-    """The preview's message: the bounds, then every line, then what is left out."""
+def _amount(value: float | None) -> str:
+    return "unpriced" if value is None else f"{value:.4f}"
+
+
+def report(items: tuple[Line, ...], currency: str, sources: str, scheduled: bool) -> str:
+    """The preview's message: the bounds (the idle floor too with a schedule), then every line,
+    then what is left out."""
     floor, ceiling = bounds(items)
-
-    def amount(value: float | None) -> str:
-        return "unpriced" if value is None else f"{value:.4f}"
-
-    out = [
-        f"Hourly cost, {currency} ({sources}): floor {amount(floor.with_spot)}, ceiling "
-        f"{amount(ceiling.with_spot)} at today's spot prices; floor {amount(floor.all_on_demand)}, "
-        f"ceiling {amount(ceiling.all_on_demand)} with spot nodes billed on-demand"
-    ]
+    head = (
+        f"Hourly cost, {currency} ({sources}): floor {_amount(floor.with_spot)}, ceiling "
+        f"{_amount(ceiling.with_spot)} at today's spot prices; floor "
+        f"{_amount(floor.all_on_demand)}, ceiling {_amount(ceiling.all_on_demand)} with spot "
+        "nodes billed on-demand"
+    )
+    if scheduled:
+        idle = bound(items, "idle")
+        head += (
+            f"; outside servingHours floor {_amount(idle.with_spot)} "
+            f"({_amount(idle.all_on_demand)} with spot nodes billed on-demand)"
+        )
+    out = [head]
     for line in items:
         low, high = line.floor_count, line.ceiling_count
         counts = f"{low}" if low == high else f"{low}-{high}"
@@ -467,31 +548,44 @@ def report(items: tuple[Line, ...], currency: str, sources: str) -> str:
         if line.spot:
             unit += f" (on-demand {_range(line.on_demand_rate.low, line.on_demand_rate.high)})"
         cost = _range(line.floor_count * line.rate.low, line.ceiling_count * line.rate.high)
-        out.append(f"  {line.key}: {line.what}: {counts} x {unit} = {cost}")
+        asleep = line.idle_count != line.floor_count
+        outside = f"; outside servingHours {line.idle_count}" * asleep
+        out.append(f"  {line.key}: {line.what}: {counts} x {unit} = {cost}{outside}")
     out.append(f"  not counted: {'; '.join(NOT_COUNTED)}")
     return "\n".join(out)
 
 
-def summary(items: tuple[Line, ...], currency: str) -> dict[str, Any]:
-    """The `hourlyCost` stack output."""
+def _bound_output(value: Bound) -> dict[str, float | None]:
+    return {"withSpot": value.with_spot, "allOnDemand": value.all_on_demand}
+
+
+def _line_output(line: Line, scheduled: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "what": line.what,
+        "count": [line.floor_count, line.ceiling_count],
+        "rate": None if line.rate is None else [line.rate.low, line.rate.high],
+        "onDemandRate": None
+        if line.on_demand_rate is None
+        else [line.on_demand_rate.low, line.on_demand_rate.high],
+    }
+    if scheduled:
+        out["idleCount"] = line.idle_count
+    return out
+
+
+def summary(items: tuple[Line, ...], currency: str, scheduled: bool) -> dict[str, Any]:
+    """The `hourlyCost` stack output; with a schedule, `idleFloor` and each line's `idleCount`
+    say what runs outside servingHours."""
     floor, ceiling = bounds(items)
     out: dict[str, Any] = {
         "currency": currency,
-        "floor": {"withSpot": floor.with_spot, "allOnDemand": floor.all_on_demand},
-        "ceiling": {"withSpot": ceiling.with_spot, "allOnDemand": ceiling.all_on_demand},
-        "lines": {
-            line.key: {
-                "what": line.what,
-                "count": [line.floor_count, line.ceiling_count],
-                "rate": None if line.rate is None else [line.rate.low, line.rate.high],
-                "onDemandRate": None
-                if line.on_demand_rate is None
-                else [line.on_demand_rate.low, line.on_demand_rate.high],
-            }
-            for line in items
-        },
-        "notCounted": list(NOT_COUNTED),
+        "floor": _bound_output(floor),
+        "ceiling": _bound_output(ceiling),
     }
+    if scheduled:
+        out["idleFloor"] = _bound_output(bound(items, "idle"))
+    out["lines"] = {line.key: _line_output(line, scheduled) for line in items}
+    out["notCounted"] = list(NOT_COUNTED)
     unpriced = {line.key: line.problem for line in items if line.problem is not None}
     if unpriced:
         out["unpriced"] = unpriced
@@ -516,6 +610,8 @@ class CostEstimate(pulumi.ComponentResource):
     summary: dict[str, Any]
     floor: Bound
     ceiling: Bound
+    idle_floor: Bound | None
+    """Outside servingHours; None without a schedule (the floor holds around the clock)."""
 
     def __init__(
         self, name: str, args: CostEstimateArgs, opts: pulumi.ResourceOptions | None = None
@@ -532,10 +628,12 @@ class CostEstimate(pulumi.ComponentResource):
         )
         book = PriceBook(cfg.region, cfg.partition, provider, endpoint)
         items = tuple(lines(cfg, book))
+        scheduled = cfg.capacity.serving_hours is not None
         self.floor, self.ceiling = bounds(items)
-        self.summary = summary(items, book.currency)
+        self.idle_floor = bound(items, "idle") if scheduled else None
+        self.summary = summary(items, book.currency, scheduled)
         sources = f"Price List via {endpoint or 'no endpoint'}, spot prices of {cfg.region}"
-        pulumi.log.info(report(items, book.currency, sources), resource=self)
+        pulumi.log.info(report(items, book.currency, sources, scheduled), resource=self)
         for line in items:
             if line.problem is not None:
                 pulumi.log.warn(

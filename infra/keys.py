@@ -730,6 +730,42 @@ class StackKeys(BaseModel):
         on="Z0123456789ABCDEFGHIJ",
     )
 
+    # --- Capacity ahead of load ---------------------------------------------------------------
+    gpuHeadroom: Integer = key(
+        0,
+        "GPUs kept warm ahead of load: that many placeholder pods, each with an inference pod's "
+        "requests and the inference image, at the lowest priority cluster-autoscaler still "
+        "scales up for (-10). A new replica preempts one and starts on a node that is up and "
+        "holds the image; the evicted placeholder makes the autoscaler add the next spare. 0: "
+        "none (every scale-out waits for a node).",
+        fills="capacity.gpu_headroom",
+        ge=0,
+        le=64,
+        on=1,
+    )
+    servingHours: Json = key(
+        {},
+        "Working-hours windows in which the inference Deployment runs; outside all of them "
+        "CronJobs scale it (and the gpuHeadroom placeholders) to zero, so cluster-autoscaler "
+        "removes the GPU nodes, and back to hpaMinReplicas (and gpuHeadroom) when a window "
+        "opens. Object with timezone (IANA name, e.g. Europe/Berlin) and windows, a list of "
+        'objects with days (mon..sun or ranges like mon-fri), start and end ("HH:MM", 24-hour; '
+        "an end not after the start closes the next day; 24:00 is midnight). Empty means serve "
+        "around the clock.",
+        fills="capacity.serving_hours",
+        allowed='an object {"timezone": "<IANA name>", "windows": [{"days": ["mon-fri"], '
+        '"start": "07:00", "end": "19:00"}]}, or unset to serve around the clock',
+        # Weekday working hours and an overnight window across midnight: the CronJobs, their
+        # Role and ConfigMap render with both kinds of edge.
+        on={
+            "timezone": "Europe/Berlin",
+            "windows": [
+                {"days": ["mon-fri"], "start": "07:00", "end": "19:00"},
+                {"days": ["sat"], "start": "22:00", "end": "02:00"},
+            ],
+        },
+    )
+
     # --- Rules on one value that bounds and patterns cannot say ------------------------------
 
     @field_validator("vpcCidr")
@@ -893,6 +929,7 @@ SECTION_TITLES: Final = {
     "monitoring": "Monitoring and alerting",
     "model": "Model",
     "inference": "Inference service",
+    "capacity": "Capacity ahead of load",
 }
 """Pulumi.yaml's section headings, by the StackConfig section the keys fill."""
 

@@ -222,3 +222,12 @@ EKS_ADDONS: Final = (
 `aws.eks.get_addon_version` (most_recent=False: the version AWS marks default for that minor) so an
 upgrade of KUBERNETES_VERSION moves them in the same preview; the resolved version is recorded in
 state and shown in the diff."""
+
+PYTHON_IMAGE: Final = (
+    f"docker.io/library/python:{PYTHON_VERSION}-slim-trixie"
+    "@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
+)
+"""The image the servingHours CronJobs run (infra/schedule.py): the Dockerfile's base, by the same
+index digest (docker-library/repo-info repos/python/remote/3.11-slim-trixie.md; the Dockerfile's
+PYTHON_IMAGE argument, which tests/infra/test_schedule.py keeps equal). 43 MB on a system node
+instead of the multi-GB inference image, and its standard library is all the scaler needs."""

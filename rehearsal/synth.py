@@ -18,6 +18,8 @@ reviewers can diff in a pull request and that `make check` validates:
                         <computed>)
     config.yaml         the config the program ran with: Pulumi.yaml defaults, the stack file and
                         any overrides, as the CLI hands them (secrets masked)
+    scaleup-budget.md   load to a new replica serving, step by step, read from the render
+                        (rehearsal/budget.py): a change that slows a step shows in the diff
 
 Two runs give byte-identical files. A config error or a missing chart archive exits with status 2
 and the message only.
@@ -39,7 +41,7 @@ import yaml
 
 from infra.charts import CHARTS_DIR, ChartArchiveError
 from infra.config import ConfigError
-from rehearsal import charts, overlay
+from rehearsal import budget, charts, overlay
 from rehearsal.mockengine import (
     ChartRender,
     Inventory,
@@ -51,7 +53,7 @@ from rehearsal.mockengine import (
 )
 
 MASK: Final = "[secret]"
-OWNED: Final = ("inventory.yaml", "outputs.yaml", "config.yaml", "manifests", "charts")
+OWNED: Final = ("inventory.yaml", "outputs.yaml", "config.yaml", "manifests", "charts", budget.FILE)
 """What the synth writes; only these are replaced in the output folder."""
 CHART_OBJECTS: Final = Path("manifests") / "charts"
 
@@ -391,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)
+    # The whole program's render only: write() also serves partial inventories.
+    (out / budget.FILE).write_text(
+        budget.table([budget.budget(args.stack, inventory.cluster_objects())])
+    )
     print(summary(inventory, args.stack, out, counts))
     return 0
 

@@ -10,6 +10,7 @@ import pytest
 
 from infra import config, cost
 from infra.config import StackConfig
+from infra.preflight import pods_per_node
 from rehearsal import pricelist
 from rehearsal.mockengine import (
     PRICE_LIST_ENDPOINTS,
@@ -20,12 +21,42 @@ from rehearsal.mockengine import (
     run_stack,
 )
 
-Expected = dict[str, tuple[tuple[int, int], tuple[float, float], tuple[float, float]]]
-"""Line key -> ((floor count, ceiling count), (rate low, high), (on-demand rate low, high))."""
+Expected = dict[str, tuple[tuple[int, int, int], tuple[float, float], tuple[float, float]]]
+"""Line key -> ((floor count, ceiling count, count outside servingHours), (rate low, high),
+(on-demand rate low, high))."""
 
 
 def _spread(values: list[float]) -> tuple[float, float]:
     return (min(values), max(values))
+
+
+def _spot_rate(group: config.NodeGroupConfig, zones: tuple[str, ...]) -> tuple[float, float]:
+    return _spread(
+        [
+            round(pricelist.SPOT[t] * pricelist.ZONE_FACTOR[z[-1]], 4)
+            for t in group.instance_types
+            for z in zones
+        ]
+    )
+
+
+def warm_nodes(cfg: StackConfig) -> dict[str, int]:
+    """GPU nodes above minSize kept up by the hpaMinReplicas pods and the gpuHeadroom
+    placeholders, for the configs tested here: the minSize nodes hold what they can, the spot group
+    whose node is cheapest per pod at the fixture's spot prices has room for the rest."""
+    gpu = cfg.node_groups.gpu
+    holds = {g.name: pods_per_node(cfg, g) for g in gpu}
+    missing = cfg.inference.hpa_min_replicas + cfg.capacity.gpu_headroom
+    missing -= sum(g.min_size * holds[g.name] for g in gpu)
+    if missing <= 0:
+        return {}
+    zones = cfg.network.availability_zones
+    cheapest = min(
+        (g for g in gpu if g.is_spot), key=lambda g: _spot_rate(g, zones)[0] / holds[g.name]
+    )
+    nodes = -(-missing // holds[cheapest.name])
+    assert nodes <= cheapest.max_size - cheapest.min_size, "a config this helper does not cover"
+    return {f"gpuNodeGroups[{cheapest.name}]": nodes}
 
 
 def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expected:
@@ -35,21 +66,17 @@ def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expec
     lines: Expected = {}
     groups = [(f"systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system)]
     groups += [(f"gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu]
+    warm = warm_nodes(cfg)
+    scheduled = cfg.capacity.serving_hours is not None
     for key, group in groups:
         on_demand = _spread([pricelist.ON_DEMAND[t] for t in group.instance_types])
-        rate = on_demand
-        if group.capacity_type == "SPOT":
-            rate = _spread(
-                [
-                    round(pricelist.SPOT[t] * pricelist.ZONE_FACTOR[z[-1]], 4)
-                    for t in group.instance_types
-                    for z in zones
-                ]
-            )
-        lines[key] = ((group.min_size, group.max_size), rate, on_demand)
+        rate = _spot_rate(group, zones) if group.capacity_type == "SPOT" else on_demand
+        floor = group.min_size + warm.get(key, 0)
+        idle = group.min_size if scheduled else floor
+        lines[key] = ((floor, group.max_size, idle), rate, on_demand)
 
     def fixed(key: str, count: int, price: float) -> None:
-        lines[key] = ((count, count), (price, price), (price, price))
+        lines[key] = ((count, count, count), (price, price), (price, price))
 
     fixed("controlPlane", 1, pricelist.EKS_CLUSTER)
     if cfg.cluster.support_type == "EXTENDED":
@@ -57,7 +84,7 @@ def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expec
         # standard support).
         extended = pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT
         low = extended if minor_in_extended_support else pricelist.EKS_CLUSTER
-        lines["controlPlane"] = ((1, 1), (low, extended), (low, extended))
+        lines["controlPlane"] = ((1, 1, 1), (low, extended), (low, extended))
     nats = 0 if cfg.network.existing else (len(zones) if cfg.network.nat_per_az else 1)
     if nats:
         fixed("natGateways", nats, pricelist.NAT_GATEWAY)
@@ -69,18 +96,21 @@ def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expec
 
 
 def totals(lines: Expected) -> dict[str, dict[str, float]]:
-    def total(ceiling: bool, on_demand: bool) -> float:
+    """floor, ceiling and idleFloor (the floor outside servingHours), each with both bounds."""
+
+    def total(count: int, on_demand: bool) -> float:
+        high = count == 1  # the ceiling takes the dearest rate, the floors the cheapest
         return round(
             sum(
-                counts[ceiling] * (od if on_demand else rate)[ceiling]
+                counts[count] * (od if on_demand else rate)[high]
                 for counts, rate, od in lines.values()
             ),
             4,
         )
 
     return {
-        "floor": {"withSpot": total(False, False), "allOnDemand": total(False, True)},
-        "ceiling": {"withSpot": total(True, False), "allOnDemand": total(True, True)},
+        bound: {"withSpot": total(count, False), "allOnDemand": total(count, True)}
+        for count, bound in enumerate(("floor", "ceiling", "idleFloor"))
     }
 
 
@@ -90,9 +120,14 @@ def flat(lines: Expected) -> dict[str, tuple[float, ...]]:
 
 
 def reported(inventory: Inventory) -> Expected:
+    """The lines of the hourlyCost output; without servingHours the floor holds outside it."""
     lines = inventory.outputs["hourlyCost"]["lines"]
     return {
-        key: (tuple(line["count"]), tuple(line["rate"]), tuple(line["onDemandRate"]))
+        key: (
+            (*line["count"], line.get("idleCount", line["count"][0])),
+            tuple(line["rate"]),
+            tuple(line["onDemandRate"]),
+        )
         for key, line in lines.items()
     }
 
@@ -107,19 +142,28 @@ def test_every_billed_component_is_counted_at_the_fixture_prices(
     for key, line in flat(want).items():
         assert flat(got)[key] == pytest.approx(line), key
     outputs = inventory.outputs
-    assert {k: outputs["hourlyCost"][k] for k in ("floor", "ceiling")} == totals(want)
+    bounds = ("floor", "ceiling", "idleFloor") if outputs["servingHours"] else ("floor", "ceiling")
+    assert {k: outputs["hourlyCost"].get(k) for k in bounds} == {k: totals(want)[k] for k in bounds}
     assert outputs["hourlyCostFloor"] == totals(want)["floor"]["withSpot"]
     assert outputs["hourlyCostCeiling"] == totals(want)["ceiling"]["withSpot"]
     assert outputs["hourlyCost"]["currency"] == "USD"
     assert "unpriced" not in outputs["hourlyCost"]
 
 
-def test_dev_at_its_floor_pays_for_the_platform_only(dev: Inventory) -> None:
+def test_dev_pays_for_its_replica_in_serving_hours_and_the_platform_outside(
+    dev: Inventory,
+) -> None:
     # One t3a.large system node (the cheaper of its two types), the control plane, one NAT gateway
-    # and its address, the internal NLB; the spot GPU group is at zero.
-    assert dev.outputs["hourlyCostFloor"] == pytest.approx(0.0752 + 0.10 + 0.045 + 0.005 + 0.0225)
+    # and its address, the internal NLB.
+    platform = 0.0752 + 0.10 + 0.045 + 0.005 + 0.0225
     gpu = dev.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot]"]
-    assert gpu["count"] == [0, 2]
+    # In serving hours the one replica (hpaMinReplicas) keeps a spot GPU node up; outside them
+    # servingHours scales it to zero and the group goes back to minSize 0.
+    assert (gpu["count"], gpu["idleCount"]) == ([1, 2], 0)
+    assert dev.outputs["hourlyCostFloor"] == pytest.approx(platform + gpu["rate"][0])
+    assert dev.outputs["hourlyCostIdleFloor"] == pytest.approx(platform)
+    idle = dev.outputs["hourlyCost"]["idleFloor"]
+    assert idle["withSpot"] == idle["allOnDemand"]  # nothing on spot outside the hours
     # Spot is billed at most the on-demand price: the bound with spot billed on-demand.
     assert gpu["onDemandRate"] == [
         pricelist.ON_DEMAND["g4dn.xlarge"],
@@ -132,9 +176,41 @@ def test_prod_keeps_its_on_demand_gpu_and_three_nat_gateways_in_the_floor(prod: 
     assert lines["gpuNodeGroups[gpu-ondemand]"]["count"] == [1, 4]
     assert lines["natGateways"]["count"] == [3, 3]
     assert lines["publicIpv4"]["count"] == [3, 3]
-    floor = prod.outputs["hourlyCost"]["floor"]
-    # Nothing at the floor runs on spot.
-    assert floor["withSpot"] == floor["allOnDemand"]
+    # Two replicas and one placeholder: one on the on-demand minSize node, two on new nodes of
+    # the spot group that is cheapest per GPU.
+    assert lines["gpuNodeGroups[gpu-spot-xl]"]["count"] == [2, 8]
+    assert lines["gpuNodeGroups[gpu-spot-2xl]"]["count"] == [0, 8]
+    # prod serves around the clock: no idle floor.
+    assert "idleFloor" not in prod.outputs["hourlyCost"]
+    assert "hourlyCostIdleFloor" not in prod.outputs
+
+
+def test_each_headroom_gpu_keeps_one_more_spot_node_in_the_floor(prod: Inventory) -> None:
+    more = run_stack("prod", {"gpuHeadroom": 2})
+    node = prod.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot-xl]"]["rate"][0]
+    assert more.outputs["hourlyCostFloor"] == pytest.approx(prod.outputs["hourlyCostFloor"] + node)
+    assert more.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot-xl]"]["count"] == [3, 8]
+
+
+def test_outside_serving_hours_only_the_minimum_sizes_run() -> None:
+    """prod with a schedule: replicas and placeholders sleep, the on-demand minSize node stays."""
+    hours = {
+        "timezone": "UTC",
+        "windows": [{"days": ["mon-fri"], "start": "08:00", "end": "18:00"}],
+    }
+    overrides = {"servingHours": hours}
+    inventory = run_stack("prod", overrides)
+    want = expected(load_stack_config("prod", overrides))
+    got = flat(reported(inventory))
+    assert got.keys() == flat(want).keys()
+    for key, line in flat(want).items():
+        assert got[key] == pytest.approx(line), key
+    lines = inventory.outputs["hourlyCost"]["lines"]
+    assert lines["gpuNodeGroups[gpu-ondemand]"]["idleCount"] == 1
+    assert lines["gpuNodeGroups[gpu-spot-xl]"]["idleCount"] == 0
+    idle = totals(want)["idleFloor"]
+    assert inventory.outputs["hourlyCost"]["idleFloor"] == idle
+    assert inventory.outputs["hourlyCostIdleFloor"] == idle["withSpot"]
 
 
 def test_a_bigger_group_shows_as_a_higher_ceiling_in_the_preview() -> None:

@@ -321,7 +321,7 @@ def test_every_object_is_in_the_configured_namespace() -> None:
     inv = build("prod")
     namespace = stack("prod").inference.namespace
     for resource in inv.k8s_resources():
-        if resource.inputs["kind"] != "Namespace":
+        if resource.inputs["kind"] not in ("Namespace", "PriorityClass"):  # cluster-scoped
             assert resource.inputs["metadata"]["namespace"] == namespace, resource.name
 
 

@@ -21,12 +21,19 @@ def _per_stack(numbers: Mapping[str, int], what: str) -> str:
 
 def _objects(inventories: Mapping[str, Inventory], charts: str) -> str:
     """'95 Kubernetes objects: 15 from the program and 80 from the charts' when every stack has
-    the same counts, else each stack's."""
+    the same counts; the charts' count and each stack's own when only the program's differ (a
+    stack's options add objects, e.g. dev's servingHours schedule); else each stack's total."""
     program = {s: len(i.k8s_resources()) for s, i in inventories.items()}
     chart = {s: sum(len(r.rendered.objects) for r in i.rendered) for s, i in inventories.items()}
-    if len(set(program.values())) == 1 and len(set(chart.values())) == 1:
-        p, c = next(iter(program.values())), next(iter(chart.values()))
-        return f"has {p + c} Kubernetes objects: {p} from the program and {c} from {charts}"
+    if len(set(chart.values())) == 1:
+        c = next(iter(chart.values()))
+        if len(set(program.values())) == 1:
+            p = next(iter(program.values()))
+            return f"has {p + c} Kubernetes objects: {p} from the program and {c} from {charts}"
+        return (
+            f"has {c} Kubernetes objects from {charts}, and from the program "
+            f"{_per_stack(program, 'objects')}"
+        )
     total = {s: program[s] + chart[s] for s in inventories}
     return f"has its own count: {_per_stack(total, 'Kubernetes objects')}"
 

@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from infra import adapter_rules, gpu, gpu_spec, image, scrape, versions
+from infra import adapter_rules, gpu, gpu_spec, image, inference, scrape, versions
 from infra import charts as infra_charts
 from infra.charts import ChartArchiveError
 from rehearsal import charts, synth
@@ -338,7 +338,7 @@ def test_dcgm_pods_are_what_the_deployed_scrape_job_selects(inventory: Inventory
     assert [p["port"] for p in service["spec"]["ports"]] == [9400]
     # The exporter is not scraped twice through the inference job, and vice versa.
     assert discovered_targets(jobs[scrape.INFERENCE_JOB], daemonset) == []
-    deployment = inventory.one("kubernetes:apps/v1:Deployment").inputs
+    deployment = server_deployment(inventory)
     assert discovered_targets(jobs[scrape.DCGM_JOB], deployment) == []
     assert len(discovered_targets(jobs[scrape.INFERENCE_JOB], deployment)) == 1
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
@@ -491,7 +491,7 @@ def test_our_scrape_targets_are_not_scraped_twice_through_annotations(
     inventory: Inventory,
 ) -> None:
     dcgm = one(inventory.render_of("dcgm-exporter"), "DaemonSet")
-    ours = [dcgm, inventory.one("kubernetes:apps/v1:Deployment").inputs]
+    ours = [dcgm, server_deployment(inventory)]
     ours += [one(inventory.render_of("dcgm-exporter"), "Service")]
     for obj in ours:
         annotations = {
@@ -526,3 +526,13 @@ def test_prometheus_sends_alerts_to_the_alertmanager_the_chart_renders(
         )
     ]
     assert kept == [9093]
+
+
+def server_deployment(inventory: Inventory) -> dict[str, Any]:
+    """The inference Deployment (prod also has the warm-GPU placeholders' one)."""
+    (found,) = [
+        r.inputs
+        for r in inventory.of_type("kubernetes:apps/v1:Deployment")
+        if r.inputs["metadata"]["name"] == inference.APP_NAME
+    ]
+    return found
