@@ -122,13 +122,14 @@ class ConnectionGuard:
     """The limits shared by every connection of one server, and the connections that may be
     closed to admit a new one: those waiting for a request's head (`heads`) and those idle
     between requests (`idle`), each in the order they started waiting (dicts keep insertion
-    order; a connection leaves one before entering the other)."""
+    order; a connection leaves one before entering the other); `heads` maps each to when its
+    head started."""
 
     def __init__(self, limits: HttpLimits, observer: ConnectionObserver) -> None:
         self.limits = limits
         self.observer = observer
         self.heads: dict[LimitedHttpToolsProtocol, float] = {}
-        self.idle: dict[LimitedHttpToolsProtocol, float] = {}
+        self.idle: dict[LimitedHttpToolsProtocol, None] = {}
 
     def admit(self, connection: LimitedHttpToolsProtocol, open_connections: int) -> bool:
         """Whether `connection`, just accepted, may stay: within the limit, or once another has
@@ -171,6 +172,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = self.guard.limits
+        self._heads = self.guard.heads
+        self._idle = self.guard.idle
         self._in_head = False
         """Between the first byte of a request (or the connection's start) and its headers."""
         self._head_started = 0.0
@@ -179,6 +182,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._read_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._in_body = False
+        """Between a request's headers and the end of its body (uvicorn's cycle.more_body stays
+        set when the route answered before the body ended)."""
         self._body_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
@@ -197,8 +202,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 retry_after=True,
             )
             return
-        self._start_head(now)
-        self.guard.heads[self] = now
+        self._in_head = True
+        self._head_started = now
+        self._heads[self] = now
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -244,26 +250,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if not self._in_head:  # a later request on this connection: its head starts now
-            now = self.loop.time()
-            self._start_head(now)
+            self._in_head = True
+            self._head_started = now = self.loop.time()
             self._head_bytes = self._read_size
-            self.guard.idle.pop(self, None)
-            self.guard.heads[self] = now
+            self._idle.pop(self, None)
+            self._heads[self] = now
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self.guard.heads.pop(self, None)
+        self._heads.pop(self, None)
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._body_timer is not None:  # a former request's
+            self._body_timer.cancel()
+            self._body_timer = None
         if len(self.headers) > self.limits.max_headers:
-            raise _RefusedError(
-                HeadersTooLargeError(
-                    f"the request has more than this server's limit of {self.limits.max_headers} "
-                    "header fields"
-                ),
-                "too_many_headers",
-            )
+            raise _RefusedError(self._too_many(), "too_many_headers")
         # The count of bytes read can include body bytes of the same read: measure exactly.
         if self._head_bytes > self.limits.max_header_bytes and (
             self._exact_head_bytes() > self.limits.max_header_bytes
@@ -274,23 +277,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Idle when uvicorn armed its keep-alive timer (no pipelined request started).
         if not self._in_head and self.timeout_keep_alive_task is not None:
-            self.guard.idle[self] = self.loop.time()
+            self._idle[self] = None
 
     # --- limits ----------------------------------------------------------------------------------
-    def _start_head(self, now: float) -> None:
-        self._in_head = True
-        self._head_started = now
-        self._head_bytes = 0
-
     def _arm_head_timer(self) -> None:
         deadline = self._head_started + self.limits.header_timeout_s
         self._head_timer = self.loop.call_at(deadline, self._head_late)
@@ -300,13 +295,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > self.limits.max_header_bytes:
             self._refuse(self._too_large(), "headers_too_large")
         elif self.headers is not None and len(self.headers) > self.limits.max_headers:
-            self._refuse(
-                HeadersTooLargeError(
-                    f"the request has more than this server's limit of {self.limits.max_headers} "
-                    "header fields"
-                ),
-                "too_many_headers",
-            )
+            self._refuse(self._too_many(), "too_many_headers")
         elif self._head_timer is None:
             self._arm_head_timer()
 
@@ -314,6 +303,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return HeadersTooLargeError(
             "the request line and headers are over this server's limit of "
             f"{self.limits.max_header_bytes} bytes"
+        )
+
+    def _too_many(self) -> HeadersTooLargeError:
+        return HeadersTooLargeError(
+            f"the request has more than this server's limit of {self.limits.max_headers} "
+            "header fields"
         )
 
     def _exact_head_bytes(self) -> int:
@@ -346,11 +341,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is None or not self._in_body or self.transport.is_closing():
             return
         self.guard.observer.http_rejected("body_timeout")
+        if cycle.response_complete:  # answered without reading it: nobody is waiting for it
+            self.close_quietly()
+            return
         cycle.keep_alive = False  # whatever the route answers, the rest of the body is not read
         cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]
         cycle.message_event.set()
-        if cycle.response_complete:  # answered without reading the body: nobody to wake
-            self.close_quietly()
 
     def close_quietly(self) -> None:
         if not self.transport.is_closing():
