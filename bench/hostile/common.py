@@ -21,6 +21,8 @@ from bench.procs import ServerProcess, free_port
 from service import contract
 
 HOST = "127.0.0.1"
+GIVE_UP_S = 60.0
+"""How long a raw client waits on a silent server before it gives up."""
 ALLOCATORS = ("glibc", "jemalloc")
 JEMALLOC_PATHS = (
     "/usr/local/lib/libjemalloc.so",  # the image's link (Dockerfile)
@@ -131,21 +133,36 @@ async def open_raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrite
     return await asyncio.open_connection(HOST, port)
 
 
+@dataclass(frozen=True)
+class Exchange:
+    answer: bytes
+    """What the server sent, read until it closed (or the client gave up)."""
+    sent: int
+    """Bytes the client had written after the head when it saw the answer (or stopped)."""
+    seconds: float
+    closed: bool
+    """Whether the server closed the connection (else the client gave up waiting)."""
+
+    def ending(self) -> str:
+        if self.closed:
+            return f"closed after {self.seconds:.2f} s"
+        return f"still open when the client gave up after {self.seconds:.0f} s"
+
+
 def stream_until_answered(
     port: int, head: bytes, piece: bytes, limit_bytes: int, tail: bytes = b""
-) -> tuple[bytes, int, float]:
+) -> Exchange:
     """Send `head`, then `piece` after `piece` until the server answers or closes, or else
-    `limit_bytes` of them and `tail`; (the answer, read until the server closes, bytes sent after
-    the head, seconds until the server closed). Blocking sockets, run in a thread: Linux keeps
-    what arrived before a reset readable, where asyncio's streams drop it."""
-    with socket.create_connection((HOST, port), timeout=120) as sock:
+    `limit_bytes` of them and `tail`, then read until the server closes. Blocking sockets, run in
+    a thread: Linux keeps what arrived before a reset readable, where asyncio's streams drop it."""
+    with socket.create_connection((HOST, port), timeout=GIVE_UP_S) as sock:
         start = time.perf_counter()
         sock.sendall(head)
         sent = 0
         while sent < limit_bytes and not select.select([sock], [], [], 0)[0]:
             try:
                 sock.sendall(piece)
-            except OSError:  # the server closed (or stopped reading for 120 s)
+            except OSError:  # the server closed (or stopped reading for GIVE_UP_S)
                 break
             sent += len(piece)
         else:
@@ -153,10 +170,15 @@ def stream_until_answered(
                 with contextlib.suppress(OSError):
                     sock.sendall(tail)
         answer = b""
-        with contextlib.suppress(OSError):
+        closed = True
+        try:
             while data := sock.recv(65536):
                 answer += data
-        return answer, sent, time.perf_counter() - start
+        except TimeoutError:
+            closed = False
+        except OSError:  # reset: closed
+            pass
+        return Exchange(answer, sent, time.perf_counter() - start, closed)
 
 
 def status_of(answer: bytes) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from bench.hostile.common import (
+    Exchange,
     HostileOptions,
     Probe,
     ScenarioResult,
@@ -25,10 +26,10 @@ MB = 1024 * 1024
 HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
 
 
-def _answer_line(answer: bytes, sent: int, seconds: float, what: str) -> str:
+def _answer_line(exchange: Exchange, what: str) -> str:
     return (
-        f"{status_of(answer)}, closed after {seconds:.2f} s (the client had written "
-        f"{sent / MB:.2f} MB of {what} by then)"
+        f"{status_of(exchange.answer)}, {exchange.ending()} (the client had written "
+        f"{exchange.sent / MB:.2f} MB of {what} by then)"
     )
 
 
@@ -62,8 +63,8 @@ async def unfinished_heads(port: int, pid: int, connections: int, each_bytes: in
     )
     watcher.cancel()
     await probe.stop()
-    statuses = sorted({status_of(answer) for answer, _, _ in answers})
-    held = sum(sent for _, sent, _ in answers) / MB
+    statuses = sorted({status_of(exchange.answer) for exchange in answers})
+    held = sum(exchange.sent for exchange in answers) / MB
     return (
         f"{connections} connections sent {held:.1f} MB of unfinished headers in all "
         f"(answers: {', '.join(statuses)}); RSS {rss_before:.0f} MB, peak {peak:.0f} MB; "
@@ -75,19 +76,18 @@ def run(options: HostileOptions) -> ScenarioResult:
     result = ScenarioResult("oversized headers")
     with running_server(options, "headers") as server:
         assert server.pid is not None
-        answer, sent, seconds = stream_until_answered(
+        exchange = stream_until_answered(
             server.port, HEAD + b"X-Big: ", b"v" * 65536, 10 * MB, b"\r\n\r\n"
         )
-        result.add("one 10 MB header value", _answer_line(answer, sent, seconds, "the value"))
+        result.add("one 10 MB header value", _answer_line(exchange, "the value"))
         field = b"X-F: 1\r\n"
-        answer, sent, seconds = stream_until_answered(
+        exchange = stream_until_answered(
             server.port, HEAD, field * 1000, len(field) * 100_000, b"\r\n"
         )
-        fields = sent // len(field)
         result.add(
             "100,000 header fields",
-            f"{status_of(answer)}, closed after {seconds:.2f} s (the client had written "
-            f"{fields:,} fields by then)",
+            f"{status_of(exchange.answer)}, {exchange.ending()} (the client had written "
+            f"{exchange.sent // len(field):,} fields by then)",
         )
         result.add(
             "unfinished heads",

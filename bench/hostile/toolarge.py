@@ -33,14 +33,12 @@ def run(options: HostileOptions) -> ScenarioResult:
                 b"0\r\n\r\n",
             ),
         ):
-            answer, sent, seconds = stream_until_answered(
-                server.port, request + head, piece, BODY_BYTES, tail
-            )
-            closes = b"connection: close" in answer.lower()
+            exchange = stream_until_answered(server.port, request + head, piece, BODY_BYTES, tail)
+            closes = b"connection: close" in exchange.answer.lower()
             result.add(
                 f"100 MB body ({framing})",
-                f"{status_of(answer)}, closed after {seconds:.2f} s (the client had written "
-                f"{sent / 1e6:.1f} MB by then); "
-                + ("Connection: close" if closes else "connection kept open"),
+                f"{status_of(exchange.answer)}, {exchange.ending()} (the client had written "
+                f"{exchange.sent / 1e6:.1f} MB by then); "
+                + ("Connection: close" if closes else "no Connection: close"),
             )
     return result
