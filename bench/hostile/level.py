@@ -39,10 +39,12 @@ SCENARIO_NAMES = tuple(scenario.name for scenario in SCENARIOS)
 
 
 def run_level(
-    options: HostileOptions, names: Sequence[str] = SCENARIO_NAMES
+    options: HostileOptions,
+    names: Sequence[str] = SCENARIO_NAMES,
+    scenarios: Sequence[Scenario] = SCENARIOS,
 ) -> list[ScenarioResult]:
     results = []
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         if scenario.name not in names:
             continue
         start = time.perf_counter()
