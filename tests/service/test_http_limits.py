@@ -161,6 +161,33 @@ async def test_a_late_body_is_answered_408_and_counted_on_its_route(limited: Liv
     assert limited.metric(contract.REQUESTS_IN_FLIGHT) == 0
 
 
+async def read_one(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response of a kept-alive connection."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE_S)
+    status, headers, _ = parse(head)
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, body
+
+
+async def test_a_body_sent_after_an_early_answer_is_not_timed_out(
+    start_server: Callable[..., LiveServer], tiny_encoder: Encoder
+) -> None:
+    """A route may answer before the body has arrived (401 here): the body's timer must not then
+    close the connection the client keeps using."""
+    server = start_server(tiny_encoder, api_keys="sk-1", body_timeout_seconds=0.3)
+    reader, writer = await connect(server)
+    writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{")
+    status, _, _ = await read_one(reader)
+    assert status == 401
+    writer.write(b'"input": "hello"}  ')  # the rest of the 20 bytes
+    await asyncio.sleep(1.0)  # over three body timeouts: a timer left running would have fired
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, _ = await read_one(reader)
+    writer.close()
+    assert status == 200
+    assert server.metric(REJECTIONS, {"reason": "body_timeout"}) == 0
+
+
 async def test_an_idle_keep_alive_connection_is_closed(
     start_server: Callable[..., LiveServer], tiny_encoder: Encoder
 ) -> None:
