@@ -30,11 +30,13 @@ Every refusal is counted in `inference_http_rejections_total{reason}`, open conn
 `inference_connections_open`. A normal request costs no timer: the head and body timers are armed
 only when a read ends with the head (or the body) still incomplete.
 
-Why uvicorn and a protocol subclass, not another server or a proxy in the pod: the same limits in
-granian or hypercorn, or an nginx/Envoy sidecar, would still answer in their own formats (not the
-envelope, not counted), the drain on SIGTERM (service.__main__) is built on uvicorn's Server, and
-the measured cost of this layer is within the noise of the serving-overhead bench
-(bench/NOTES.md, "HTTP limits").
+Why a protocol subclass and not another server or a proxy in the pod (bench/NOTES.md, "Issue
+#18"): granian 2.8.7, tried with the same abuse, answers malformed requests and oversized heads
+with empty bodies the app never sees (no envelope, no metric), closes a slowloris connection only
+after its 30 s header timeout and a silent one not at all, and has no connection limit; a proxy
+sidecar answers in its own format too and adds a hop per request; and the drain on SIGTERM
+(service.__main__) is built on uvicorn's Server. This layer costs ~4 us of CPU per request
+(in-process A/B against uvicorn's own protocol), about 1 % of a request's CPU in the server.
 """
 
 from __future__ import annotations
@@ -400,8 +402,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def usable_connections(wanted: int) -> int:
-    """`wanted`, or fewer if the process may not open that many files: the soft limit is raised
-    to the hard one first (as servers do; containerd's default hard limit is far above)."""
+    """`wanted`, or fewer if the process may not open that many files. The soft limit is raised
+    toward the hard one first, as Go programs do at start since Go 1.19 (a process may start with
+    a soft limit of 1024 and a far higher hard one)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = wanted + RESERVED_FILES
     if soft != resource.RLIM_INFINITY and soft < needed:

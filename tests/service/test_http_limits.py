@@ -18,8 +18,9 @@ import httpx
 import pytest
 from service_testkit import LiveServer
 
-from service import contract
+from service import contract, httpserver
 from service.encoder import Encoder
+from service.httpserver import RESERVED_FILES
 
 pytestmark = pytest.mark.anyio
 PATIENCE_S = 60.0
@@ -323,3 +324,28 @@ async def test_past_the_connection_limit_with_every_connection_busy_refuses_at_o
         busy_writer.close()
     await wait_for_metric(server, contract.REQUESTS_IN_FLIGHT, {}, 0)
     assert (await request("GET", server.base_url + contract.HEALTH_PATH)).status_code == 200
+
+
+# --- file descriptors -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("soft", "hard", "raised_to", "usable"),
+    [
+        (1024, 1_048_576, 4096 + RESERVED_FILES, 4096),  # a container's usual start: raised
+        (1024, 2048, 2048, 2048 - RESERVED_FILES),  # cannot be raised enough: fewer, and said so
+        (1_048_576, 1_048_576, None, 4096),  # already enough: untouched
+    ],
+)
+def test_the_connection_limit_fits_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    soft: int,
+    hard: int,
+    raised_to: int | None,
+    usable: int,
+) -> None:
+    calls = []
+    monkeypatch.setattr(httpserver.resource, "getrlimit", lambda _: (soft, hard))
+    monkeypatch.setattr(httpserver.resource, "setrlimit", lambda _, limits: calls.append(limits))
+    assert httpserver.usable_connections(4096) == usable
+    assert calls == ([] if raised_to is None else [(raised_to, hard)])
+    assert ("lowered to" in caplog.text) == (usable < 4096)
