@@ -62,8 +62,8 @@ ARG MODEL_ID=thenlper/gte-large-zh
 ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app
 # jemalloc instead of glibc's malloc, preloaded into the server (and whatever else runs here): under steady
-# load glibc's arenas keep growing (the soak of `make bench-hostile`: RSS +54 MB/min over 3 minutes with
-# glibc, flat with jemalloc) and keep what one huge request took (1.75 GB vs 0.95 GB after it).
+# load glibc's arenas keep growing (the soak of `make bench-hostile`: RSS +32.6 MB/min over 10 minutes with
+# glibc, +0.2 with jemalloc, same throughput) and keep what one huge request took (1.6 GB vs 0.97 GB after).
 # Debian's libjemalloc2 (trixie: 5.3.0-3) installs /usr/lib/<multiarch triplet>/libjemalloc.so.2 (`dpkg -L
 # libjemalloc2`); the link gives LD_PRELOAD one path on amd64 and arm64 (`uname -m` names the triplet's CPU).
 RUN apt-get update \
