@@ -67,11 +67,21 @@ FROM base AS runtime
 ARG MODEL_ID=thenlper/gte-large-zh
 ARG MODEL_REVISION=64c364e579de308104a9b2c170ca009502f4f545
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+# jemalloc instead of glibc's malloc, preloaded into the server (and whatever else runs here): under steady
+# load glibc's arenas keep growing (the soak of `make bench-hostile`: RSS +32.6 MB/min over 10 minutes with
+# glibc, +0.2 with jemalloc, same throughput) and keep what one huge request took (1.6 GB vs 0.97 GB after).
+# Debian's libjemalloc2 (trixie: 5.3.0-3) installs /usr/lib/<multiarch triplet>/libjemalloc.so.2 (`dpkg -L
+# libjemalloc2`); the link gives LD_PRELOAD one path on amd64 and arm64 (`uname -m` names the triplet's CPU).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2=5.3.0-3 \
+    && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=model --chown=10001:10001 /opt/hf /opt/hf
 COPY --from=app /opt/app /opt/app
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONPATH=/opt/app \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     HF_HOME=/opt/hf \
     HF_HUB_OFFLINE=1 \

@@ -60,6 +60,7 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         ready_timeout_s: float = 300.0,
         stop_timeout_s: float = 30.0,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -70,6 +71,8 @@ class ServerProcess:
         self.env = dict(os.environ if env is None else env)
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.cwd = cwd
+        """Where the process starts (`python -m` imports from there first)."""
         self.cold_start_s: float | None = None
         """Seconds from spawning the process to the first 200 from the ready probe."""
         self._process: subprocess.Popen[bytes] | None = None
@@ -110,6 +113,7 @@ class ServerProcess:
             self._process = subprocess.Popen(
                 self.argv,
                 env=self.env,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

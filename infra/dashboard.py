@@ -172,6 +172,26 @@ def _traffic_panels() -> list[dict[str, Any]]:
                 ),
             ],
         ),
+        _panel(
+            "Refused by the HTTP layer",
+            "Requests and connections cut off before any route, by reason (malformed, heads too "
+            "large or too slow, bodies too slow, connections past the limit): abuse or a broken "
+            "client, never load.",
+            "reqps",
+            [
+                _target(
+                    f"sum by (reason) (rate({contract.HTTP_REJECTIONS_TOTAL}{{{_NS}}}{_RATE}))",
+                    "{{reason}}",
+                )
+            ],
+        ),
+        _panel(
+            "Open connections per pod",
+            "HTTP connections on the API port, idle keep-alive ones included (the server's "
+            "connection limit applies to this).",
+            "short",
+            [_target(f"sum by (pod) ({contract.CONNECTIONS_OPEN}{{{_NS}}})", "{{pod}}")],
+        ),
     ]
 
 

@@ -79,6 +79,25 @@ CONTAINER_SECURITY_CONTEXT: Final = {
 }
 
 
+NLB_MIN_IDLE_TIMEOUT_SECONDS: Final = 60
+"""The least a Network Load Balancer's TCP idle timeout can be set to (the default is 350 s, and a
+TLS listener's is 350 s, fixed): AWS, "Update the TCP idle timeout for your Network Load Balancer
+listener"."""
+
+
+def keep_alive_seconds() -> int:
+    """The server's idle keep-alive timeout, under any idle timeout the NLB can have: the NLB
+    forgets an idle flow without telling either end, and the client's next request on it meets a
+    reset; a server that closes first sends a FIN every client pool notices."""
+    seconds = contract.KEEP_ALIVE_TIMEOUT_SECONDS
+    if seconds >= NLB_MIN_IDLE_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"contract keep-alive timeout {seconds}s is not under the NLB idle timeout, which can "
+            f"be as short as {NLB_MIN_IDLE_TIMEOUT_SECONDS}s; shorten it in service/contract.py"
+        )
+    return seconds
+
+
 def termination_grace_seconds() -> int:
     """Long enough for the preStop delay plus the server's drain, short enough for a spot notice."""
     grace = math.ceil(
@@ -121,6 +140,7 @@ def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
         # NLB stopped routing here; repeating it after SIGTERM would only eat into the spot notice.
         contract.ENV_DRAIN_DELAY_SECONDS: "0",
         contract.ENV_DRAIN_TIMEOUT_SECONDS: f"{contract.DRAIN_TIMEOUT_SECONDS:g}",
+        contract.ENV_KEEP_ALIVE_TIMEOUT_SECONDS: str(keep_alive_seconds()),
         # Read-only root filesystem: anything a library caches goes to the scratch emptyDir.
         "HOME": SCRATCH_DIR,
         "TMPDIR": SCRATCH_DIR,

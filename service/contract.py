@@ -68,6 +68,7 @@ ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
 ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
 ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
+ENV_KEEP_ALIVE_TIMEOUT_SECONDS: Final = "EMBED_KEEP_ALIVE_TIMEOUT_SECONDS"
 
 # --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) ---------------
 DRAIN_DELAY_SECONDS: Final = 10.0
@@ -76,6 +77,14 @@ DRAIN_TIMEOUT_SECONDS: Final = 60.0
 """Then finish everything queued and in flight within this bound.
 
 Delay + timeout < the spot interruption notice (120 s)."""
+
+# --- Connections ----------------------------------------------------------------------------------
+KEEP_ALIVE_TIMEOUT_SECONDS: Final = 55
+"""The server closes a connection idle this long. An NLB drops a flow idle for its idle timeout
+(350 s by default, 60 s the least it can be set to; the TLS listener's is 350 s and fixed: AWS,
+"Update the TCP idle timeout for your Network Load Balancer listener") without telling either
+end, and a client's next request on that connection then meets a reset. Under 60 s the server
+always closes first, with a FIN every client pool notices."""
 
 # --- Models ---------------------------------------------------------------------------------------
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
@@ -109,6 +118,14 @@ DEVICE_ERRORS_TOTAL: Final = "inference_device_errors_total"
 """Counter, label kind: out_of_memory (a batch retried smaller) or device_failed (the process must
 restart)."""
 
+HTTP_REJECTIONS_TOTAL: Final = "inference_http_rejections_total"
+"""Counter, label reason: requests and connections the HTTP layer cut off before any route
+(service.httpserver): malformed, headers_too_large, too_many_headers, header_timeout,
+body_timeout, connection_limit (refused: every connection busy), evicted (an idle or slow
+connection closed to admit a new one)."""
+CONNECTIONS_OPEN: Final = "inference_connections_open"
+"""Gauge: open HTTP connections on the API port."""
+
 ALL_METRICS: Final = (
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
@@ -122,6 +139,8 @@ ALL_METRICS: Final = (
     MODEL_LOAD_SECONDS,
     READY,
     DEVICE_ERRORS_TOTAL,
+    HTTP_REJECTIONS_TOTAL,
+    CONNECTIONS_OPEN,
 )
 
 

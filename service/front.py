@@ -40,9 +40,11 @@ from service.errors import (
     AuthenticationError,
     ClientDisconnectedError,
     MethodNotAllowedError,
+    RequestTimeoutError,
     RequestTooLargeError,
     kind_of,
 )
+from service.httpserver import BODY_TIMED_OUT
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -169,6 +171,7 @@ class FrontDoor:
         self.error_reply = error_reply
         settings = runtime.settings
         self.max_bytes = settings.max_request_bytes
+        self.body_timeout = settings.body_timeout_seconds
         self.keys = tuple(key.encode() for key in sorted(runtime.api_keys))
         self.log_access = settings.access_log
         metrics: Metrics = runtime.metrics
@@ -236,7 +239,7 @@ class FrontDoor:
                 return await self._fall_back(scope, receive, send, rid)
             if endpoint is None:
                 raise _NotAllowedError(", ".join(route.methods))
-            body = await self._read_body(receive) if scope["method"] == "POST" else b""
+            body = await self._read_body(scope, receive) if scope["method"] == "POST" else b""
             reply = await endpoint.handler(Call(scope, receive, body, self.runtime))
         except ClientDisconnectedError:
             return CLIENT_CLOSED
@@ -299,8 +302,10 @@ class FrontDoor:
             matched |= hmac.compare_digest(presented, key)
         return None if matched else AuthenticationError("invalid API key")
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, within the limit also when it is streamed (chunked)."""
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, within the limit also when it is streamed (chunked), and in time: the
+        HTTP layer flags the scope and wakes this loop when the body is late (service.httpserver).
+        Both errors close the connection (errors.CLOSES_CONNECTION): the rest is never read."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -316,6 +321,10 @@ class FrontDoor:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if scope.get(BODY_TIMED_OUT):
+                raise RequestTimeoutError(
+                    f"the request body did not arrive within {self.body_timeout:g} s"
+                )
 
     async def _fall_back(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> int:
         """Paths outside the table: the framework's stack, with the request id and the limit."""

@@ -133,6 +133,37 @@ class Settings(BaseSettings):
         "(a pass's fixed part is milliseconds of kernel launches: split only on large padding).",
     )
 
+    # --- HTTP connections (service.httpserver: what uvicorn itself does not bound) ---------------
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this, counted from the "
+        "connection's start (or a later request's first byte): slow or silent clients "
+        "(slowloris) are closed, with 408 when they had started a request.",
+    )
+    body_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request's body must arrive within this after its headers (408): "
+        "60 s is 280 KB/s for the largest body.",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        contract.KEEP_ALIVE_TIMEOUT_SECONDS,
+        ge=1,
+        description="Close a connection idle this long between requests. Under the NLB's idle "
+        "timeout (60 s at the least), so the server closes first, never the NLB silently.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Request line and headers, in bytes, before 431."
+    )
+    max_headers: int = Field(100, ge=1, description="Header fields per request before 431.")
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open connections. Past it a new one replaces the one waiting longest for a "
+        "request (slow first, then idle); when every one is busy it is refused with 503.",
+    )
+
     # --- Access --------------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -15,6 +15,7 @@ from service_testkit import LiveServer, build_tiny_bert, free_port, wait_listeni
 
 from service.app import create_app
 from service.encoder import Encoder, EncoderConfig
+from service.httpserver import server_config
 from service.openai_tokens import read_verified_bpe
 from service.runtime import EncoderLike
 from service.settings import Settings
@@ -59,9 +60,8 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         config_settings = Settings(**{"access_log": False, **settings}, host="127.0.0.1", port=port)
         factory = encoder if callable(encoder) else lambda: encoder
         app = create_app(config_settings, encoder_factory=factory)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
+        # The HTTP layer `python -m service` runs (limits included), in a thread.
+        config = server_config(app, config_settings, app.state.runtime.metrics)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
         thread.start()
