@@ -1,10 +1,12 @@
-"""`python -m bench`: the CPU benchmark (make bench); `--gpu`: the GPU model benchmark."""
+"""`python -m bench`: the CPU benchmark (make bench); `--gpu`: the GPU model benchmark;
+`--hostile`: the server under soak and abuse (make bench-hostile)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +39,38 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _names(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(values) - set(allowed))
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {unknown or text!r}; choose from {', '.join(allowed)}"
+        )
+    return values
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    from bench.hostile.level import SCENARIO_NAMES
+
+    return _names(text, SCENARIO_NAMES, "scenario(s)")
+
+
+def _allocators(text: str) -> tuple[str, ...]:
+    from bench.hostile.common import ALLOCATORS
+
+    return _names(text, ALLOCATORS, "allocator(s)")
 
 
 def _systems(text: str) -> tuple[str, ...]:
@@ -116,6 +150,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=384,
         help="inputs of the fairness probe's bulk request (0: not run; default: 384)",
     )
+    hostile = parser.add_argument_group("hostile level (--hostile; bench/hostile/)")
+    hostile.add_argument(
+        "--hostile", action="store_true", help="run the soak and abuse scenarios instead"
+    )
+    hostile.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=None,
+        help="comma-separated subset of the scenarios (default: all)",
+    )
+    hostile.add_argument(
+        "--soak-minutes", type=_positive_float, default=10.0, help="per allocator (default: 10)"
+    )
+    hostile.add_argument(
+        "--allocators",
+        type=_allocators,
+        default=None,
+        help="comma-separated glibc,jemalloc for the soak and the huge input "
+        "(default: both where jemalloc is installed, else glibc)",
+    )
+    hostile.add_argument(
+        "--abuse-seconds",
+        type=_positive_float,
+        default=30.0,
+        help="how long the slow connections are kept going before they are counted (default: 30)",
+    )
+    hostile.add_argument(
+        "--slow-connections",
+        type=_positive_int,
+        default=200,
+        help="slowloris connections, and as many silent ones (default: 200)",
+    )
+    hostile.add_argument(
+        "--server-src",
+        type=Path,
+        help="run `python -m service` from this source tree, e.g. an export of an older commit "
+        "(git archive), for the figures before a change",
+    )
+    hostile.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="EMBED_X=value",
+        help="a setting for every server of the level (repeatable)",
+    )
     gpu = parser.add_argument_group("GPU mode")
     gpu.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16")
     gpu.add_argument("--seq-lens", type=_int_list, default=(128, 512))
@@ -132,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import gpu
 
         return gpu.main(args, RESULTS_DIR if args.out is None else args.out, command.strip())
+    if args.hostile:
+        return _run_hostile(args, command.strip())
     return _run_cpu(args, command.strip())
 
 
@@ -174,6 +255,46 @@ def _run_cpu(args: argparse.Namespace, command: str) -> int:
     for ratio in report.ratios():
         if ratio.measured:
             print("  " + ratio.line())
+    return 0
+
+
+def _run_hostile(args: argparse.Namespace, command: str) -> int:
+    from bench import machine
+    from bench.hostile.common import HostileOptions, jemalloc_path
+    from bench.hostile.level import SCENARIO_NAMES, run_level, write_report
+    from bench.modelfiles import default_model_path
+    from bench.procs import install_signal_handlers
+
+    install_signal_handlers()
+    settings = []
+    for item in args.server_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("EMBED_"):
+            raise SystemExit(f"--server-env {item!r}: expected EMBED_<SETTING>=value")
+        settings.append((key, value))
+    name = args.machine or machine.cpu_machine_name()
+    allocators = args.allocators or (("glibc", "jemalloc") if jemalloc_path() else ("glibc",))
+    options = HostileOptions(
+        model=args.model or default_model_path(),
+        log_dir=LOG_DIR / name,
+        soak_s=args.soak_minutes * 60,
+        allocators=allocators,
+        abuse_s=args.abuse_seconds,
+        slow_connections=args.slow_connections,
+        server_src=args.server_src,
+        server_env=tuple(settings),
+    )
+    results = run_level(options, args.scenarios or SCENARIO_NAMES)
+    meta = {
+        "command": command,
+        "machine": name,
+        "cpus": str(machine.cpu_count()),
+        "server": str(args.server_src or "this checkout"),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    paths = write_report(results, meta, args.out / name)
+    print(paths["markdown"].read_text())
+    print(f"report: {paths['markdown']}\njson:   {paths['json']}")
     return 0
 
 

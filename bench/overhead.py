@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.corpus import make_texts
-from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads
+from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads, run_on_uvloop
 from bench.modelfiles import default_model_path
 from bench.procs import ServerProcess, free_port
 from bench.segment import SegmentPlan
@@ -163,8 +163,6 @@ def _round(
     start: int,
     label: str,
 ) -> OverheadRound:
-    from bench.suite import run_on_uvloop
-
     process.check_alive()
 
     async def loop() -> PhaseResult:

@@ -72,6 +72,7 @@ class ServerProcess:
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.cwd = cwd
+        """Where the process starts (`python -m` imports from there first)."""
         self.cold_start_s: float | None = None
         """Seconds from spawning the process to the first 200 from the ready probe."""
         self._process: subprocess.Popen[bytes] | None = None

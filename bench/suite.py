@@ -14,8 +14,9 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bench import coldstart, machine, scrape
 from bench.corpus import CorpusKind, Item, make_corpus, tokenizer_counter
 from bench.limit import BatchLimits, run_limit_round
-from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads
+from bench.loadgen import ClosedLoop, Payload, PhaseResult, make_payloads, run_on_uvloop
+from bench.modelfiles import default_model_path, max_tokens
+from bench.overhead import floor_variant, run_overhead, server_variant
 from bench.procs import ServerProcess, free_port
 from bench.report import Report
 from bench.segment import SegmentPlan
 from bench.stats import SYSTEMS, LevelStats, RoundResult, pool
+from bench.tinymodel import build_tiny_model
 from service import contract
 
 if TYPE_CHECKING:
@@ -114,7 +118,7 @@ class _Context:
 
 def run_suite(options: SuiteOptions) -> Report:
     started = time.time()
-    counter = tokenizer_counter(options.model, _max_tokens(options.model))
+    counter = tokenizer_counter(options.model, max_tokens(options.model))
     corpus = make_corpus(options.corpus, options.corpus_size, options.seed, counter)
     report = Report(machine=options.machine, meta=_meta(options, corpus, started))
     ctx = _Context(options, corpus, _dimension(options.model), _batch_limits(), report)
@@ -173,7 +177,7 @@ def _run_mixed(
     """The limit and our server on the mixed corpus: one paragraph in five, so batches that mix
     lengths pay for padding unless they are cut by length."""
     options = ctx.options
-    counter = tokenizer_counter(options.model, _max_tokens(options.model))
+    counter = tokenizer_counter(options.model, max_tokens(options.model))
     corpus = make_corpus("mixed", options.corpus_size, options.seed, counter)
     mixed_ctx = _Context(options, corpus, ctx.dimension, ctx.limits, ctx.report)
     systems: list[_System] = [
@@ -201,12 +205,6 @@ def _run_fairness(ctx: _Context, server: _HttpSystem) -> dict[str, object]:
 
 def _run_overhead(options: SuiteOptions) -> dict[str, object]:
     """Our server (default settings) on the tiny model against the framework floor."""
-    import tempfile
-
-    from bench.modelfiles import default_model_path
-    from bench.overhead import floor_variant, run_overhead, server_variant
-    from bench.tinymodel import build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="bench-tiny-") as folder:
         model = build_tiny_model(default_model_path(), Path(folder) / "model")
         variants = [server_variant(model, **options.extra_env), floor_variant()]
@@ -369,16 +367,6 @@ def _batch_totals(server: ServerProcess) -> tuple[float, float]:
     return scrape.histogram_totals(text, contract.BATCH_SIZE)
 
 
-def run_on_uvloop(coroutine: Coroutine[Any, Any, PhaseResult]) -> PhaseResult:
-    """asyncio.run on uvloop when installed: a cheaper client leaves more CPU to the server."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
-
-
 def _child_env(options: SuiteOptions) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", **options.extra_env}
 
@@ -393,12 +381,6 @@ def _batch_limits() -> BatchLimits:
         settings.max_batch_tokens,
         settings.resolved_pass_cost_tokens("cpu"),
     )
-
-
-def _max_tokens(model: str) -> int:
-    from bench.modelfiles import max_tokens
-
-    return max_tokens(model)
 
 
 def _dimension(model: str) -> int:

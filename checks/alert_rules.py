@@ -58,10 +58,10 @@ def check_alert_rules(
 
 def promtool_check_rules(rules_path: Path, result: CheckResult) -> Path | None:
     """`promtool check rules`; returns promtool's path when the file passed (None: a finding was
-    added)."""
+    added, or promtool is missing where that is a skip)."""
     promtool = tools.PROMTOOL.locate()
     if promtool is None:
-        result.fail("promtool", tools.PROMTOOL.missing_message())
+        tools.PROMTOOL.report_missing(result, "promtool")
         return None
     checked = tools.run([promtool, "check", "rules", rules_path])
     if checked.returncode != 0:

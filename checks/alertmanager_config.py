@@ -55,7 +55,7 @@ def check_config_file(path: Path, subject: str, result: CheckResult) -> Path | N
     """`amtool check-config`; returns amtool's path when the file passed (None: a finding)."""
     amtool = tools.AMTOOL.locate()
     if amtool is None:
-        result.fail("amtool", tools.AMTOOL.missing_message())
+        tools.AMTOOL.report_missing(result, "amtool")
         return None
     checked = tools.run([amtool, "check-config", path])
     result.inspected += 1

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
+from checks import tools
 from checks.report import CheckResult
 from checks.synth_render import StackRender
 from rehearsal import charts
@@ -95,6 +97,14 @@ def _read(
     return True
 
 
+def _archive(doc: Mapping[str, Any]) -> Path:
+    """The vendored archive a chart file names (from the repository root), checked to be the
+    pinned bytes."""
+    archive = tools.REPO_ROOT / str(doc.get("archive"))
+    charts.pin_of(archive)
+    return archive
+
+
 def check_chart_values(renders: list[StackRender]) -> CheckResult:
     result = CheckResult("chart values read by the pinned charts, renders as `pulumi up` creates")
     for render in renders:
@@ -102,8 +112,9 @@ def check_chart_values(renders: list[StackRender]) -> CheckResult:
             where = f"stack {render.stack}: chart {doc.get('chart')} {doc.get('version')}"
             result.inspected += 1
             try:
-                chart = charts.load(str(doc["chart"]), str(doc["version"]))
-                templates = charts.template_sources(str(doc["chart"]), str(doc["version"]))
+                archive = _archive(doc)
+                chart = charts.load(archive)
+                templates = charts.template_sources(archive)
             except charts.ChartError as error:
                 result.fail(where, str(error))
                 continue
@@ -141,8 +152,7 @@ def _check_render(
             "objects then, so the preview hides them",
         )
     source = charts.ChartSource(
-        chart=str(doc["chart"]),
-        version=str(doc["version"]),
+        archive=_archive(doc),
         release=str(doc["release"]),
         namespace=str(doc["namespace"]),
         values=doc.get("values") or {},

@@ -140,6 +140,9 @@ def _check_expressions(board: dict[str, Any], subject: str, result: CheckResult)
     if not to_parse:
         return
     parsed = parse_expressions(to_parse)
+    if parsed is None:
+        tools.PROMTOOL.report_missing(result, subject)
+        return
     if isinstance(parsed, str):
         result.fail(subject, parsed)
         return

@@ -116,15 +116,15 @@ class ParseError:
     message: str
 
 
-def parse_expressions(exprs: dict[str, str]) -> list[ParseError] | str:
-    """Parse expressions (key -> PromQL) with promtool; returns the errors by key, or why it could
-    not run.
+def parse_expressions(exprs: dict[str, str]) -> list[ParseError] | str | None:
+    """Parse expressions (key -> PromQL) with promtool; returns the errors by key, why it could
+    not run, or None without promtool (`tools.PROMTOOL.report_missing` says what to do).
 
     Keys become recording rule names, so they must be valid metric names ([a-zA-Z_:][a-zA-Z0-9_:]*).
     """
     promtool = tools.PROMTOOL.locate()
     if promtool is None:
-        return tools.PROMTOOL.missing_message()
+        return None
     errors: list[ParseError] = []
     # One file per expression: promtool stops at the first bad rule of a file and would hide the
     # others.

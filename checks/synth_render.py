@@ -1,14 +1,15 @@
 """Reading a stack's offline render (`python -m rehearsal.synth STACK --out build/synth/STACK`).
 
-The render holds `inventory.yaml` (every resource), `manifests/` (every native Kubernetes object)
-and `charts/` (every Helm chart with its values). The gate validates these files, the same ones
-reviewers diff.
+The render holds `inventory.yaml` (every resource), `manifests/` (every native Kubernetes object),
+`charts/` (every Helm chart with its values) and `config.yaml` (the config it was rendered with).
+The gate validates these files, the same ones reviewers diff.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ class StackRender:
     @property
     def inventory_path(self) -> Path:
         return self.root / "inventory.yaml"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
 
     def problems(self) -> list[str]:
         """What is missing for the gate to check this render (empty when complete)."""
@@ -65,6 +70,31 @@ class StackRender:
                     return str(version)
         return None
 
+    def config(self) -> dict[str, Any]:
+        """The config the render was made with (full keys, values as the CLI hands them)."""
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    @cached_property
+    def _inventory(self) -> dict[str, Any]:
+        return yaml.safe_load(self.inventory_path.read_text()) or {}
+
+    @property
+    def stack_name(self) -> str:
+        """The stack rendered (a render folder may carry a suffix, like dev-all-options)."""
+        return str(self._inventory.get("stack") or self.stack)
+
+    def registered(self) -> Iterator[RegisteredResource]:
+        """Every resource the engine registered, with the inputs it handed the engine (secrets
+        masked), read back from the files the inventory links to."""
+        for entry in self._inventory.get("resources") or []:
+            inputs = dict(entry.get("inputs") or {})
+            if "manifest" in entry:
+                inputs = yaml.safe_load((self.root / entry["manifest"]).read_text())
+            if "chart" in entry:
+                chart = yaml.safe_load((self.root / entry["chart"]).read_text()) or {}
+                inputs["values"] = chart.get("values") or {}
+            yield RegisteredResource(entry["type"], entry["name"], entry["urn"], inputs)
+
     def charts(self) -> dict[str, dict[str, Any]]:
         """Each chart file's content (repository, chart, version, namespace, values) by file
         stem."""
@@ -82,6 +112,16 @@ class StackRender:
             for document in yaml.safe_load_all(path.read_text()):
                 if isinstance(document, dict):
                     yield path, document
+
+
+@dataclass(frozen=True)
+class RegisteredResource:
+    """One resource as the engine saw it, read from a render."""
+
+    type: str
+    name: str
+    urn: str
+    inputs: dict[str, Any]
 
 
 def walk_mappings(node: Any) -> Iterator[dict[str, Any]]:

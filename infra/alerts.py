@@ -40,6 +40,7 @@ def alert_rule_groups(
     hpa: str = "embeddings",
     not_ready_for: str = "15m",
     unavailable_for: str = "5m",
+    wake_allowance: str = "20m",
     hpa_at_max_for: str = "15m",
     max_throttled_ratio: float = 0.05,
     throttled_for: str = "10m",
@@ -54,13 +55,16 @@ def alert_rule_groups(
 
     Durations are Prometheus durations ("15m"); ratios are fractions in (0, 1]. `not_ready_for` is
     long by default because a new pod waits for a spot GPU node, pulls a multi-GB image and loads
-    the model.
+    the model. A Deployment at zero replicas (servingHours, infra/schedule.py) pages nobody, and
+    for `wake_allowance` after it is scaled up from zero neither does its first cold start: a wake
+    waits for a GPU node like any first pod (README "Scale-up time budget").
     """
     for key, value in (("namespace", namespace), ("deployment", deployment), ("hpa", hpa)):
         _require(bool(_K8S_NAME.match(value)), key, value, "a Kubernetes object name ([a-z0-9.-])")
     durations = {
         "not_ready_for": not_ready_for,
         "unavailable_for": unavailable_for,
+        "wake_allowance": wake_allowance,
         "hpa_at_max_for": hpa_at_max_for,
         "throttled_for": throttled_for,
         "latency_for": latency_for,
@@ -80,9 +84,9 @@ def alert_rule_groups(
     ns = f'namespace="{namespace}"'
     deploy = f'{ns}, deployment="{deployment}"'
     hpa_sel = f'{ns}, horizontalpodautoscaler="{hpa}"'
-    # Probes hit /health and /ready every few seconds; only API routes count for throttling and
-    # latency.
-    api = f'{ns}, route=~"{contract.OPENAI_BASE_PATH}/.*"'
+    # Probes hit /health and /ready every few seconds and the model list is cheap: only the routes
+    # that queue model work count for throttling and latency.
+    api = f"{ns}, {contract.inference_routes_selector()}"
     w = rate_window
 
     service_rules = [
@@ -102,11 +106,14 @@ def alert_rule_groups(
         _alert(
             "InferenceUnavailable",
             f"kube_deployment_status_replicas_available{{{deploy}}} == 0\n"
-            f"and on (namespace, deployment) kube_deployment_spec_replicas{{{deploy}}} > 0",
+            # Wanted for the whole allowance: not at zero (asleep), nor just woken from it.
+            "and on (namespace, deployment)\n"
+            f"min_over_time(kube_deployment_spec_replicas{{{deploy}}}[{wake_allowance}]) > 0",
             unavailable_for,
             "critical",
             "No ready inference pod in {{ $labels.namespace }}/{{ $labels.deployment }}",
-            f"Every request fails: no pod has passed its readiness probe for {unavailable_for}.",
+            f"Every request fails: no pod has passed its readiness probe for {unavailable_for} "
+            f"(after {wake_allowance} of wanted replicas: a wake from zero is a cold start).",
         ),
         _alert(
             "InferenceHPAAtMaxReplicas",
@@ -152,7 +159,13 @@ def alert_rule_groups(
     gpu_rules = [
         _alert(
             "InferenceGPUCapacityUnavailable",
-            f'sum by (namespace) (kube_pod_status_phase{{{ns}, phase="Pending"}}) > 0\n'
+            # Pods that wait for a GPU: not the servingHours scaler's Jobs (system nodes), whose
+            # pending pod at night, with no GPU node left, is no GPU shortage.
+            "sum by (namespace) (\n"
+            f'  kube_pod_status_phase{{{ns}, phase="Pending"}} == 1\n'
+            "  and on (namespace, pod)\n"
+            f'  kube_pod_container_resource_requests{{{ns}, resource="{KSM_GPU_RESOURCE}"}}\n'
+            ") > 0\n"
             "and on ()\n"
             f'(\n  (sum(kube_node_status_allocatable{{resource="{KSM_GPU_RESOURCE}"}}) or '
             "vector(0))\n"

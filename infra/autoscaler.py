@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import gpu_spec, versions
+from infra.charts import chart_args
 from infra.cluster import Cluster
 from infra.config import AutoscalerConfig, NodeGroupConfig
 from infra.identity import WorkloadIdentity, WorkloadIdentityArgs
@@ -26,13 +27,19 @@ SPOT_PRIORITY = 50
 ON_DEMAND_PRIORITY = 10
 FALLBACK_PRIORITY = 1
 """Every other group (the system group): considered only when no GPU group fits the pending pods."""
+SCAN_INTERVAL = "5s"
+"""How often the autoscaler looks for pending pods: its default is 10 s (config.DefaultScanInterval,
+cluster-autoscaler/config/const.go at cluster-autoscaler-1.34.1 and 1.35.0), half of it on average
+added to every scale-up (README "Scale-up time budget"). Halving it costs no AWS calls: the AWS
+provider re-reads the Auto Scaling groups at most once a minute whatever the loop does
+(`refreshInterval`, cloudprovider/aws/aws_manager.go), the rest is the informers' cache."""
 
 # Labels that differ between otherwise identical groups and must not stop balancing across them
 # (https://github.com/kubernetes/autoscaler/blob/master/cluster-autoscaler/FAQ.md,
 # "balance-similar").
 #
 # `eks.amazonaws.com/capacityType` is deliberately NOT here: it is what keeps spot first. After the
-# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.34.1,
+# priority expander picks a spot group, `balanceScaleUps` (cluster-autoscaler-1.35.0,
 # core/scaleup/orchestrator/orchestrator.go) splits the new nodes across every group the comparator
 # calls similar, whatever their priority. The AWS comparator (processors/nodegroupset/
 # aws_nodegroups.go, compare_nodegroups.go `compareLabels`) calls two groups similar only if every
@@ -40,7 +47,8 @@ FALLBACK_PRIORITY = 1
 # capacityType SPOT or ON_DEMAND, and so does a scale-from-zero template
 # (cloudprovider/aws/aws_wrapper.go `getManagedNodegroupInfo`, and our node-template tag), so a spot
 # group is never balanced with an on-demand one: on-demand GPUs start only when the expander falls
-# back to them. tests/infra/test_spot_first.py applies that comparator to our labels.
+# back to them. tests/infra/test_spot_first.py applies that comparator to our labels. (1.35.0
+# ignores topology.k8s.aws/zone-id by itself; nothing else in this list moved since 1.34.1.)
 BALANCING_IGNORED_LABELS = (
     "eks.amazonaws.com/nodegroup",
     "eks.amazonaws.com/nodegroup-image",
@@ -149,16 +157,9 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.values = chart_values(cluster.name, cluster.region, args.config, args.gpu_groups)
-        chart = versions.CLUSTER_AUTOSCALER
         self.chart = k8s.helm.v4.Chart(
             f"{name}-chart",
-            chart=chart.chart,
-            # The release is named after the chart, so in-cluster names are the chart's own.
-            name=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
-            namespace=NAMESPACE,
-            values=self.values,
+            chart_args(versions.CLUSTER_AUTOSCALER, NAMESPACE, self.values),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=cluster.provider,
@@ -177,6 +178,7 @@ def chart_values(
 ) -> dict[str, Any]:
     extra_args: dict[str, Any] = {
         "expander": "priority",
+        "scan-interval": SCAN_INTERVAL,
         "balance-similar-node-groups": "true",
         # Inference pods use an emptyDir for scratch; that must not pin a GPU node forever.
         "skip-nodes-with-local-storage": "false",

@@ -147,7 +147,8 @@ class Cluster(pulumi.ComponentResource):
     provider: k8s.Provider
     pod_identity: PodIdentityTarget
     base_addons: list[aws.eks.Addon]
-    """vpc-cni, kube-proxy and the Pod Identity agent: node groups depend on them."""
+    """vpc-cni, kube-proxy, the Pod Identity agent and the node monitoring agent (DaemonSets only):
+    node groups depend on them."""
 
     def __init__(
         self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
@@ -259,7 +260,7 @@ class Cluster(pulumi.ComponentResource):
                 resources=["secrets"],
             ),
             enabled_cluster_log_types=list(cc.log_types),
-            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cc.support_type),
             tags={"Name": cc.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy, key_policy, logs]),
         )
@@ -301,10 +302,29 @@ class Cluster(pulumi.ComponentResource):
             for i, cidr in enumerate(cc.private_api_access_cidrs)
         ]
 
+        # Node auto repair (on every group, infra/nodegroups.py) reacts by itself only to the
+        # kubelet's Ready condition; GPU faults (NVIDIA XID errors, AcceleratedHardwareReady) are
+        # reported by the EKS node monitoring agent (EKS User Guide, "Enable node auto repair and
+        # investigate node health issues": "When paired with the node monitoring agent, node auto
+        # repair can react to more conditions"). The agent learns of XIDs from DCGM policies
+        # (aws/eks-node-monitoring-agent v1.7.0 monitors/nvidia/dcgm), served by the add-on's
+        # dcgm-server DaemonSet, which tolerates no taint by default (its chart's values.yaml,
+        # `dcgmAgent.tolerations: []`; the add-on's configuration schema accepts them): without
+        # the GPU taint's toleration it would never run on a GPU node. The agent's own DaemonSet
+        # tolerates every taint. DaemonSets only, like the networking add-ons: ACTIVE before any
+        # node, and every node starts watched.
+        node_monitoring = managed_addon(
+            name,
+            self,
+            "eks-node-monitoring-agent",
+            {"dcgmAgent": {"tolerations": [gpu_spec.toleration()]}},
+            parent=self,
+        )
         self.base_addons = [
             managed_addon(name, self, "vpc-cni", {"enableNetworkPolicy": "true"}, parent=self),
             managed_addon(name, self, "kube-proxy", parent=self),
             managed_addon(name, self, "eks-pod-identity-agent", parent=self),
+            node_monitoring,
         ]
         self.pod_identity = PodIdentityTarget(
             cluster_name=cc.name, partition=cfg.partition, agent=self.base_addons[2]

@@ -1,34 +1,27 @@
 """Stack configuration, parsed once into frozen dataclasses, with every check in one place.
 
-Types, defaults and descriptions live in `Pulumi.yaml` (the CLI fills defaults in before the program
-runs), so this module only parses and validates. Components receive these dataclasses and never read
-`pulumi.Config`. A bad value raises `ConfigError` naming the stack file, the key, the value and what
-is allowed, before any resource is registered."""
+Each key is declared once in infra/keys.py: type, bounds or pattern, default, description and the
+dataclass field it fills (how to add one is in that module's docstring). This module reads the keys
+there, fills each section's dataclass (`_filled`), computes what derives from several keys (subnets,
+the cluster name, node groups, alert receivers) and checks the rules that involve several keys.
+Components receive these dataclasses and never read `pulumi.Config`. A bad value raises
+`ConfigError` naming the stack file, the key, the value and what is allowed, before any resource is
+registered."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, TypeVar
 
-from infra import versions
+from infra import keys, versions
 
-PROJECT: Final = "gpu-inference"
-
-
-class ConfigError(Exception):
-    """A stack config value that the program refuses, with everything needed to fix it."""
-
-    def __init__(self, stack_file: str, key: str, value: object, allowed: str) -> None:
-        self.stack_file = stack_file
-        self.key = key
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"{stack_file}: {key} = {value!r} is not allowed: {allowed}")
-
+# Components and tests import PROJECT and ConfigError from here.
+from infra.keys import PROJECT as PROJECT
+from infra.keys import ConfigError as ConfigError
+from infra.keys import Errors, StackKeys
 
 # --- Tables ---------------------------------------------------------------------------------------
 
@@ -133,12 +126,7 @@ REGIONS: Final = frozenset(
     }
 )  # fmt: skip
 
-LOG_TYPES: Final = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 CAPACITY_TYPES: Final = ("SPOT", "ON_DEMAND")
-DTYPES: Final = ("float16", "bfloat16", "float32")
-NORMALIZE_MODES: Final = ("true", "false", "model")
-NAT_MODES: Final = ("single", "perAz")
-RESERVED_NAMESPACES: Final = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 # Kubelet, OS and the DaemonSets on every GPU node (aws-node, kube-proxy, pod identity agent, EBS
 # CSI node, NVIDIA device plugin, DCGM exporter) take roughly this much; an inference pod gets the
@@ -147,36 +135,9 @@ NODE_OVERHEAD_CPU: Final = 1.0
 NODE_OVERHEAD_MEMORY_GIB: Final = 3.0
 
 _WORLD: Final = ipaddress.ip_network("0.0.0.0/0")
-_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
-_AUTOSCALER_DURATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
-_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_CLUSTER_NAME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,99}$")
-_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_IAM_PRINCIPAL = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(role|user)/[\w+=,.@/-]+$")
-_IAM_ROLE = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_IMAGE_BY_DIGEST = re.compile(
-    r"^[a-z0-9][\w.-]*(:[0-9]+)?(/[\w.-]+)+(:[\w.-]+)?@sha256:[0-9a-f]{64}$"
-)
-_CPU = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
-_MEMORY = re.compile(r"^[0-9]+(Mi|Gi)$")
-_AMI_RELEASE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]{8}$")
-_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
-_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_ACM_CERTIFICATE = re.compile(
-    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):acm:(?P<region>[a-z0-9-]+):[0-9]{12}:"
-    r"certificate/[A-Za-z0-9-]+$"
-)
-# RFC 1123 labels (letters lowercase), at least two of them, at most 253 characters in all; the last
-# label must hold a letter so an IPv4 address is never taken for a name.
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+"
-    r"(?=[-a-z0-9]*[a-z])[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-)
-# Route 53 hosted zone ids, as the console and `aws route53 list-hosted-zones` show them (without
-# the "/hostedzone/" prefix).
-_ROUTE53_ZONE_ID = re.compile(r"^Z[A-Z0-9]{1,32}$")
+_NAME: Final = re.compile(keys.NAME)
+_INSTANCE_TYPE: Final = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_ACM_CERTIFICATE: Final = re.compile(keys.ACM_CERTIFICATE)
 
 
 # --- Parsed configuration -------------------------------------------------------------------------
@@ -205,8 +166,15 @@ class NetworkConfig:
 class ClusterConfig:
     name: str
     kubernetes_version: str
+    """infra/versions.py KUBERNETES_VERSION (not a stack key)."""
+    support_type: str
+    """What EKS does at the end of the minor's standard support: EXTENDED keeps it (billed at the
+    extended rate), STANDARD upgrades the control plane; the preview stops in the second case
+    (infra/kubernetes_support.py)."""
     endpoint_public_access: bool
     public_access_cidrs: tuple[str, ...]
+    allow_world_api_access: bool
+    """0.0.0.0/0 may be in public_access_cidrs of a production stack."""
     private_api_access_cidrs: tuple[str, ...]
     """Networks outside the cluster (a CI runner's subnet, a VPN) that may reach the private
     endpoint on 443."""
@@ -362,6 +330,8 @@ class InferenceConfig:
     internet_facing: bool
     client_cidrs: tuple[str, ...]
     """CIDRs admitted to the load balancer; empty: the VPC CIDR only."""
+    allow_world_clients: bool
+    """0.0.0.0/0 may be in client_cidrs (only with internet_facing)."""
     api_keys: SecretStrings
     tls_certificate_arn: str | None
     """ACM certificate the NLB terminates TLS with; None: plain HTTP (internal or non-prod)."""
@@ -370,6 +340,55 @@ class InferenceConfig:
     route53_zone_id: str | None
     """Hosted zone in which the program points `endpoint_hostname` at the NLB; None: the operator
     creates that record."""
+
+
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+"""Day names of `servingHours` windows, Monday first (Python's weekday numbers)."""
+MINUTES_PER_DAY: Final = 24 * 60
+
+
+@dataclass(frozen=True)
+class ServingWindow:
+    """One `servingHours` window: from `start` on each of `days` until `end` (the next day when
+    `end` is not after `start`)."""
+
+    days: tuple[int, ...]
+    """Weekday numbers, 0 = Monday, in order."""
+    start: int
+    """Minute of the day the window opens."""
+    end: int
+    """Minute of the day it closes; 1440 is midnight at the end of the day."""
+
+    @property
+    def overnight(self) -> bool:
+        return self.end <= self.start
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """The window's [open, close) minutes of the week (a close past the week's end wraps)."""
+        length = (self.end - self.start) % MINUTES_PER_DAY or MINUTES_PER_DAY
+        return [
+            (day * MINUTES_PER_DAY + self.start, day * MINUTES_PER_DAY + self.start + length)
+            for day in self.days
+        ]
+
+
+@dataclass(frozen=True)
+class ServingHours:
+    """When the inference Deployment runs; outside every window it is scaled to zero."""
+
+    timezone: str
+    """IANA name, the CronJobs' `spec.timeZone`."""
+    windows: tuple[ServingWindow, ...]
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """Capacity kept ready ahead of load, and when none is kept at all."""
+
+    gpu_headroom: int
+    """Placeholder pods (each one inference pod's requests) holding warm GPU capacity."""
+    serving_hours: ServingHours | None
+    """None: the Deployment runs around the clock."""
 
 
 @dataclass(frozen=True)
@@ -388,156 +407,71 @@ class StackConfig:
     monitoring: MonitoringConfig
     model: ModelConfig
     inference: InferenceConfig
-
-
-# --- Reading --------------------------------------------------------------------------------------
-
-
-class _Reader:
-    """Typed access to the raw config strings, every failure a ConfigError naming the stack file."""
-
-    def __init__(self, values: Mapping[str, str], stack: str, secret_keys: frozenset[str]) -> None:
-        self.values = values
-        self.stack_file = f"Pulumi.{stack}.yaml"
-        self.secret_keys = secret_keys
-
-    @staticmethod
-    def full(key: str) -> str:
-        return key if ":" in key else f"{PROJECT}:{key}"
-
-    def error(self, key: str, value: object, allowed: str) -> ConfigError:
-        full = self.full(key)
-        shown = "[secret]" if full in self.secret_keys else value
-        return ConfigError(self.stack_file, full, shown, allowed)
-
-    def raw(self, key: str) -> str | None:
-        return self.values.get(self.full(key))
-
-    def required(self, key: str, allowed: str) -> str:
-        value = self.raw(key)
-        if value is None or value == "":
-            raise self.error(key, None, f"required; {allowed}")
-        return value
-
-    def string(self, key: str, pattern: re.Pattern[str], allowed: str) -> str:
-        value = self.required(key, allowed)
-        if not pattern.match(value):
-            raise self.error(key, value, allowed)
-        return value
-
-    def optional(self, key: str, pattern: re.Pattern[str], allowed: str) -> str | None:
-        value = self.raw(key)
-        if value is None or value == "":
-            return None
-        if not pattern.match(value):
-            raise self.error(key, value, allowed)
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self.required(key, f"one of {', '.join(choices)}")
-        if value not in choices:
-            raise self.error(key, value, f"one of {', '.join(choices)}")
-        return value
-
-    def boolean(self, key: str) -> bool:
-        value = self.required(key, "true or false")
-        if value not in ("true", "false", "True", "False"):
-            raise self.error(key, value, "true or false")
-        return value.lower() == "true"
-
-    def integer(self, key: str, low: int, high: int) -> int:
-        allowed = f"an integer from {low} to {high}"
-        value = self.required(key, allowed)
-        try:
-            number = int(value)
-        except ValueError:
-            raise self.error(key, value, allowed) from None
-        if not low <= number <= high:
-            raise self.error(key, number, allowed)
-        return number
-
-    def json(self, key: str, allowed: str) -> Any:
-        value = self.raw(key)
-        if value is None:
-            return None
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            raise self.error(key, value, allowed) from None
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        allowed = "a list of strings"
-        value = self.json(key, allowed)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, value, allowed)
-        return tuple(value)
-
-    def cidrs(self, key: str) -> tuple[str, ...]:
-        result = []
-        for value in self.strings(key):
-            try:
-                result.append(str(ipaddress.ip_network(value, strict=True)))
-            except ValueError:
-                raise self.error(
-                    key, value, "IPv4 CIDRs like 203.0.113.0/24 (host bits zero)"
-                ) from None
-        return tuple(result)
+    capacity: CapacityConfig
 
 
 # --- Parsing --------------------------------------------------------------------------------------
+
+_D = TypeVar("_D")
+
+
+def _filled(cls: type[_D], values: StackKeys, section: str, **computed: Any) -> _D:
+    """A section's dataclass: each field holds the value of the key that fills it (infra/keys.py
+    `fills`), except the fields the parse step computes."""
+    prefix = f"{section}." if section else ""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    given = {}
+    for spec in keys.specs().values():
+        field_name = spec.fills.removeprefix(prefix)
+        if spec.fills.startswith(prefix) and "." not in field_name and field_name not in computed:
+            if field_name not in names:
+                raise TypeError(
+                    f"infra/keys.py: {spec.name} fills {spec.fills}, which {cls.__name__} lacks"
+                )
+            given[field_name] = getattr(values, spec.name)
+    return cls(**given, **computed)
 
 
 def parse(
     values: Mapping[str, str], stack: str, secret_keys: frozenset[str] = frozenset()
 ) -> StackConfig:
     """Parses and validates the raw config (full keys like `gpu-inference:vpcCidr`, values as the
-    CLI passes them: strings, JSON for lists and objects)."""
-    r = _Reader(values, stack, secret_keys)
-    region = r.required("aws:region", "an AWS region, e.g. us-west-2")
+    CLI passes them: strings, JSON for lists and objects): every key alone (infra/keys.py), then
+    what involves several keys."""
+    error = Errors(f"Pulumi.{stack}.yaml", secret_keys)
+    region = values.get("aws:region")
+    if not region:
+        raise error("aws:region", None, "required; an AWS region, e.g. us-west-2")
     if region not in REGIONS:
-        raise r.error("aws:region", region, f"one of {', '.join(sorted(REGIONS))}")
-    production = r.boolean("production")
-    network = _network(r, region)
-    cluster = _cluster(r, stack, production)
-    node_groups = _node_groups(r)
-    gpu = GpuConfig(time_slicing_replicas=r.integer("timeSlicingReplicas", 1, 16))
-    inference = _inference(r, network, node_groups, gpu)
-    _check_tls(r, inference, region, production)
-    _check_endpoint(r, inference, production)
-    return StackConfig(
+        raise error("aws:region", region, f"one of {', '.join(sorted(REGIONS))}")
+    k = keys.read(values, error)
+    network = _network(k, error, region)
+    cluster = _cluster(k, error, stack)
+    node_groups = _node_groups(k, error, cluster.kubernetes_version)
+    gpu = _filled(GpuConfig, k, "gpu")
+    inference = _inference(k, error, network, node_groups, gpu)
+    _check_tls(error, inference, region, k.production)
+    _check_endpoint(error, inference, k.production)
+    capacity = _filled(CapacityConfig, k, "capacity", serving_hours=_serving_hours(k, error))
+    _check_headroom(error, capacity.gpu_headroom, node_groups, gpu, inference)
+    return _filled(
+        StackConfig,
+        k,
+        "",
         project=PROJECT,
         stack=stack,
-        stack_file=r.stack_file,
+        stack_file=error.stack_file,
         region=region,
-        partition=_partition(region),
-        production=production,
+        partition=partition(region),
         network=network,
         cluster=cluster,
         node_groups=node_groups,
-        autoscaler=AutoscalerConfig(
-            scale_down_unneeded_time=r.string(
-                "autoscalerScaleDownUnneededTime", _AUTOSCALER_DURATION, "a duration like 10m"
-            ),
-            max_node_provision_time=r.string(
-                "autoscalerMaxNodeProvisionTime", _AUTOSCALER_DURATION, "a duration like 15m"
-            ),
-        ),
+        autoscaler=_filled(AutoscalerConfig, k, "autoscaler"),
         gpu=gpu,
-        monitoring=MonitoringConfig(
-            prometheus_retention=r.string(
-                "prometheusRetention", _DURATION, "a Prometheus duration like 15d"
-            ),
-            prometheus_volume_gib=r.integer("prometheusVolumeGiB", 10, 16384),
-            scrape_interval=r.string(
-                "prometheusScrapeInterval", _DURATION, "a Prometheus duration like 15s"
-            ),
-            alert_receivers=_alert_receivers(r),
-            grafana=r.boolean("grafana"),
-        ),
-        model=_model(r),
+        monitoring=_filled(MonitoringConfig, k, "monitoring", alert_receivers=_receivers(k, error)),
+        model=_filled(ModelConfig, k, "model"),
         inference=inference,
+        capacity=capacity,
     )
 
 
@@ -552,7 +486,8 @@ def load() -> StackConfig:
     return parse(raw, stack, secret)
 
 
-def _partition(region: str) -> str:
+def partition(region: str) -> str:
+    """The AWS partition of a region (its ARNs start arn:<partition>:)."""
     if region.startswith("cn-"):
         return "aws-cn"
     if region.startswith("us-gov-"):
@@ -560,28 +495,24 @@ def _partition(region: str) -> str:
     return "aws"
 
 
-def _network(r: _Reader, region: str) -> NetworkConfig:
-    zones = r.strings("availabilityZones")
-    zone_pattern = re.compile(rf"^{re.escape(region)}[a-z]$")
+def _network(k: StackKeys, error: Errors, region: str) -> NetworkConfig:
+    zones = k.availabilityZones
     if not 2 <= len(zones) <= 6 or len(set(zones)) != len(zones):
-        raise r.error("availabilityZones", list(zones), "2 to 6 distinct zones (EKS needs two)")
+        raise error("availabilityZones", list(zones), "2 to 6 distinct zones (EKS needs two)")
+    zone_pattern = re.compile(rf"^{re.escape(region)}[a-z]$")
     for zone in zones:
         if not zone_pattern.match(zone):
-            raise r.error("availabilityZones", zone, f"zones of {region}, e.g. {region}a")
+            raise error("availabilityZones", zone, f"zones of {region}, e.g. {region}a")
 
-    vpc_text = r.required("vpcCidr", "a private IPv4 CIDR from /16 to /24")
-    try:
-        vpc = ipaddress.IPv4Network(vpc_text, strict=True)
-    except ValueError:
-        raise r.error("vpcCidr", vpc_text, "a private IPv4 CIDR from /16 to /24") from None
-    if not (vpc.is_private and 16 <= vpc.prefixlen <= 24):
-        raise r.error("vpcCidr", vpc_text, "a private (RFC 1918) IPv4 CIDR from /16 to /24")
-
-    private_len = r.integer("privateSubnetPrefixLength", vpc.prefixlen + 1, 28)
-    public_len = r.integer("publicSubnetPrefixLength", vpc.prefixlen + 1, 28)
+    vpc = ipaddress.IPv4Network(k.vpcCidr)
+    for name in ("privateSubnetPrefixLength", "publicSubnetPrefixLength"):
+        length = getattr(k, name)
+        if length <= vpc.prefixlen:
+            raise error(name, length, f"an integer from {vpc.prefixlen + 1} to 28")
+    private_len, public_len = k.privateSubnetPrefixLength, k.publicSubnetPrefixLength
     subnets = _allocate(vpc, [private_len] * len(zones) + [public_len] * len(zones))
     if subnets is None:
-        raise r.error(
+        raise error(
             "privateSubnetPrefixLength",
             private_len,
             f"{len(zones)} private /{private_len} and {len(zones)} public /{public_len} subnets "
@@ -589,32 +520,23 @@ def _network(r: _Reader, region: str) -> NetworkConfig:
         )
 
     existing = None
-    vpc_id = r.optional("existingVpcId", _VPC_ID, "a VPC id like vpc-0123456789abcdef0")
-    if vpc_id is not None:
-        private_ids = r.strings("existingPrivateSubnetIds")
-        public_ids = r.strings("existingPublicSubnetIds")
-        for key, ids in (
-            ("existingPrivateSubnetIds", private_ids),
-            ("existingPublicSubnetIds", public_ids),
-        ):
-            bad = [i for i in ids if not _SUBNET_ID.match(i)]
-            if bad:
-                raise r.error(key, bad[0], "subnet ids like subnet-0123456789abcdef0")
-        if len(private_ids) < 2:
-            raise r.error(
+    if k.existingVpcId is not None:
+        if len(k.existingPrivateSubnetIds) < 2:
+            raise error(
                 "existingPrivateSubnetIds",
-                list(private_ids),
+                list(k.existingPrivateSubnetIds),
                 "at least two private subnets in different AZs when existingVpcId is set",
             )
-        existing = ExistingNetwork(vpc_id, private_ids, public_ids)
+        existing = _filled(ExistingNetwork, k, "network.existing")
 
     n = len(zones)
-    return NetworkConfig(
-        availability_zones=zones,
-        vpc_cidr=str(vpc),
+    return _filled(
+        NetworkConfig,
+        k,
+        "network",
         private_subnet_cidrs=tuple(str(s) for s in subnets[:n]),
         public_subnet_cidrs=tuple(str(s) for s in subnets[n:]),
-        nat_per_az=r.choice("natGateways", NAT_MODES) == "perAz",
+        nat_per_az=k.natGateways == "perAz",
         existing=existing,
     )
 
@@ -636,56 +558,34 @@ def _allocate(
     return result
 
 
-def _cluster(r: _Reader, stack: str, production: bool) -> ClusterConfig:
-    name = r.raw("clusterName") or f"{PROJECT}-{stack}"
-    if not _CLUSTER_NAME.match(name):
-        raise r.error(
-            "clusterName", name, "letters, digits and '-', starting with a letter, at most 100"
-        )
-    version = r.required("kubernetesVersion", "a Kubernetes minor like 1.34")
-    if version not in versions.SUPPORTED_KUBERNETES_VERSIONS:
-        raise r.error(
-            "kubernetesVersion",
-            version,
-            f"one of {', '.join(versions.SUPPORTED_KUBERNETES_VERSIONS)}",
-        )
-    public = r.boolean("endpointPublicAccess")
-    cidrs = r.cidrs("publicAccessCidrs")
+def _cluster(k: StackKeys, error: Errors, stack: str) -> ClusterConfig:
+    # The default name holds the stack name, which Pulumi allows characters EKS does not.
+    name = k.clusterName or f"{PROJECT}-{stack}"
+    if not re.match(keys.CLUSTER_NAME, name):
+        raise error("clusterName", name, keys.specs()["clusterName"].allowed)
+    public, cidrs = k.endpointPublicAccess, k.publicAccessCidrs
     if public and not cidrs:
-        raise r.error(
+        raise error(
             "publicAccessCidrs",
             [],
             "the CIDRs allowed to reach the public API endpoint (your office or VPN egress) when "
             "endpointPublicAccess is true; nothing is open to the world by default",
         )
     world = any(ipaddress.ip_network(c) == _WORLD for c in cidrs)
-    if world and production and not r.boolean("allowWorldApiAccess"):
-        raise r.error(
+    if world and k.production and not k.allowWorldApiAccess:
+        raise error(
             "publicAccessCidrs",
             list(cidrs),
             "no 0.0.0.0/0 in a production stack unless allowWorldApiAccess is true",
         )
-    admins = r.strings("adminPrincipalArns")
-    for arn in admins:
-        if not _IAM_PRINCIPAL.match(arn):
-            raise r.error(
-                "adminPrincipalArns", arn, "IAM role or user ARNs (arn:aws:iam::<account>:role/...)"
-            )
-    logs = r.strings("controlPlaneLogTypes")
-    for log in logs:
-        if log not in LOG_TYPES:
-            raise r.error("controlPlaneLogTypes", log, f"a subset of {', '.join(LOG_TYPES)}")
-    deploy, preview = _ci_roles(r, admins)
-    return ClusterConfig(
+    _check_ci_roles(k, error)
+    return _filled(
+        ClusterConfig,
+        k,
+        "cluster",
         name=name,
-        kubernetes_version=version,
-        endpoint_public_access=public,
+        kubernetes_version=versions.KUBERNETES_VERSION,
         public_access_cidrs=cidrs if public else (),
-        private_api_access_cidrs=r.cidrs("privateApiAccessCidrs"),
-        admin_principal_arns=admins,
-        deploy_role_arn=deploy,
-        preview_role_arn=preview,
-        log_types=logs,
     )
 
 
@@ -703,50 +603,67 @@ def iam_principal(arn: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _ci_roles(r: _Reader, admins: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """deployRoleArn and previewRoleArn: IAM roles, different from each other and from every
+def _check_ci_roles(k: StackKeys, error: Errors) -> None:
+    """deployRoleArn and previewRoleArn: different from each other and from every
     adminPrincipalArns entry (EKS refuses a second access entry for one principal)."""
-    allowed = "an IAM role ARN (arn:aws:iam::<account>:role/<name>) or unset"
-    deploy = r.optional("deployRoleArn", _IAM_ROLE, allowed)
-    preview = r.optional("previewRoleArn", _IAM_ROLE, allowed)
-    for key, arn in (("deployRoleArn", deploy), ("previewRoleArn", preview)):
+    deploy, preview = k.deployRoleArn, k.previewRoleArn
+    admins = {iam_principal(a) for a in k.adminPrincipalArns}
+    for name, arn in (("deployRoleArn", deploy), ("previewRoleArn", preview)):
         # One principal, whatever the ARN's path: EKS would refuse its second access entry.
-        if arn is not None and iam_principal(arn) in {iam_principal(a) for a in admins}:
-            raise r.error(key, arn, "a role not also listed in adminPrincipalArns")
+        if arn is not None and iam_principal(arn) in admins:
+            raise error(name, arn, "a role not also listed in adminPrincipalArns")
     if (
         deploy is not None
         and preview is not None
         and iam_principal(deploy) == iam_principal(preview)
     ):
-        raise r.error("previewRoleArn", preview, "a read-only role other than deployRoleArn")
-    return deploy, preview
+        raise error("previewRoleArn", preview, "a read-only role other than deployRoleArn")
 
 
-def _node_groups(r: _Reader) -> NodeGroupsConfig:
-    system_raw = r.json("systemNodeGroup", "an object")
+def _node_groups(k: StackKeys, error: Errors, kubernetes_version: str) -> NodeGroupsConfig:
+    system_raw = k.systemNodeGroup
     if not isinstance(system_raw, dict):
-        raise r.error("systemNodeGroup", system_raw, "an object with instanceTypes and sizes")
-    system = _node_group(r, "systemNodeGroup", {"name": "system", **system_raw}, gpu=False)
+        raise error("systemNodeGroup", system_raw, "an object with instanceTypes and sizes")
+    system = _node_group(error, "systemNodeGroup", {"name": "system", **system_raw}, gpu=False)
     if system.min_size < 1:
-        raise r.error("systemNodeGroup", system_raw, "minSize >= 1: add-ons always need a node")
+        raise error("systemNodeGroup", system_raw, "minSize >= 1: add-ons always need a node")
 
-    groups_raw = r.json("gpuNodeGroups", "a list of objects")
+    groups_raw = k.gpuNodeGroups
     if not isinstance(groups_raw, list) or not groups_raw:
-        raise r.error("gpuNodeGroups", groups_raw, "a non-empty list of GPU node group objects")
-    groups = tuple(_node_group(r, "gpuNodeGroups", g, gpu=True) for g in groups_raw)
+        raise error("gpuNodeGroups", groups_raw, "a non-empty list of GPU node group objects")
+    groups = tuple(_node_group(error, "gpuNodeGroups", g, gpu=True) for g in groups_raw)
     names = [g.name for g in groups]
     if len(set(names)) != len(names) or "system" in names:
-        raise r.error("gpuNodeGroups", names, "unique group names other than 'system'")
+        raise error("gpuNodeGroups", names, "unique group names other than 'system'")
     if not any(g.is_spot for g in groups):
-        raise r.error("gpuNodeGroups", names, "at least one SPOT group (on-demand is the fallback)")
-    return NodeGroupsConfig(
+        raise error("gpuNodeGroups", names, "at least one SPOT group (on-demand is the fallback)")
+    return _filled(
+        NodeGroupsConfig,
+        k,
+        "node_groups",
         system=system,
         gpu=groups,
-        ami_release_version=r.optional(
-            "amiReleaseVersion", _AMI_RELEASE, "an EKS AMI release like 1.34.2-20251112"
-        )
+        ami_release_version=_ami_release(k, error, kubernetes_version)
         or versions.AMI_RELEASE_VERSION,
     )
+
+
+def _ami_release(k: StackKeys, error: Errors, kubernetes_version: str) -> str | None:
+    """amiReleaseVersion, when it is a release of the cluster's minor. Every node group is created
+    at the cluster's Kubernetes version (infra/nodegroups.py), and an AMI release is built for one
+    Kubernetes version (`<k8s patch>-<date>`; EKS CreateNodegroup `releaseVersion`: "the latest
+    available AMI version for the node group's current Kubernetes version" by default): a release
+    of another minor would fail when EKS creates or updates the group, 20 minutes into
+    `pulumi up`."""
+    release = k.amiReleaseVersion
+    if release is not None and not release.startswith(f"{kubernetes_version}."):
+        raise error(
+            "amiReleaseVersion",
+            release,
+            f"an EKS AMI release of Kubernetes {kubernetes_version} (the cluster's minor, pinned "
+            f"in infra/versions.py), like {keys.AMI_RELEASE_EXAMPLE}",
+        )
+    return release
 
 
 _GROUP_KEYS: Final = frozenset(
@@ -754,46 +671,46 @@ _GROUP_KEYS: Final = frozenset(
 )
 
 
-def _node_group(r: _Reader, key: str, raw: Any, gpu: bool) -> NodeGroupConfig:
+def _node_group(error: Errors, key: str, raw: Any, gpu: bool) -> NodeGroupConfig:
     if not isinstance(raw, dict):
-        raise r.error(key, raw, "objects with name, capacityType, instanceTypes and sizes")
+        raise error(key, raw, "objects with name, capacityType, instanceTypes and sizes")
     unknown = sorted(set(raw) - _GROUP_KEYS)
     if unknown:
-        raise r.error(key, unknown, f"only the fields {', '.join(sorted(_GROUP_KEYS))}")
+        raise error(key, unknown, f"only the fields {', '.join(sorted(_GROUP_KEYS))}")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40:
-        raise r.error(f"{key}.name", name, "a lowercase DNS label of at most 40 characters")
+        raise error(f"{key}.name", name, "a lowercase DNS label of at most 40 characters")
     where = f"{key}[{name}]"
     capacity = raw.get("capacityType", "ON_DEMAND" if not gpu else None)
     if capacity not in CAPACITY_TYPES:
-        raise r.error(f"{where}.capacityType", capacity, f"one of {', '.join(CAPACITY_TYPES)}")
+        raise error(f"{where}.capacityType", capacity, f"one of {', '.join(CAPACITY_TYPES)}")
     types = raw.get("instanceTypes")
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-        raise r.error(f"{where}.instanceTypes", types, "a non-empty list of EC2 instance types")
+        raise error(f"{where}.instanceTypes", types, "a non-empty list of EC2 instance types")
     sizes = {}
     for field_name in ("minSize", "desiredSize", "maxSize"):
         value = raw.get(field_name)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000:
-            raise r.error(f"{where}.{field_name}", value, "an integer from 0 to 1000")
+            raise error(f"{where}.{field_name}", value, "an integer from 0 to 1000")
         sizes[field_name] = value
     if not sizes["minSize"] <= sizes["desiredSize"] <= sizes["maxSize"] or sizes["maxSize"] < 1:
-        raise r.error(where, sizes, "minSize <= desiredSize <= maxSize and maxSize >= 1")
+        raise error(where, sizes, "minSize <= desiredSize <= maxSize and maxSize >= 1")
     disk = raw.get("diskGiB", 150 if gpu else 50)
     if not isinstance(disk, int) or isinstance(disk, bool) or not 20 <= disk <= 2000:
-        raise r.error(f"{where}.diskGiB", disk, "an integer from 20 to 2000")
+        raise error(f"{where}.diskGiB", disk, "an integer from 20 to 2000")
 
     shape = None
     if gpu:
         unknown_types = [t for t in types if t not in GPU_INSTANCE_TYPES]
         if unknown_types:
-            raise r.error(
+            raise error(
                 f"{where}.instanceTypes",
                 unknown_types[0],
                 f"a GPU instance type known to infra/config.py: {', '.join(GPU_INSTANCE_TYPES)}",
             )
         shapes = {GPU_INSTANCE_TYPES[t].shape for t in types}
         if len(shapes) != 1:
-            raise r.error(
+            raise error(
                 f"{where}.instanceTypes",
                 types,
                 "instance types of one GPU shape (same GPU count, vCPUs and memory), so the "
@@ -802,13 +719,11 @@ def _node_group(r: _Reader, key: str, raw: Any, gpu: bool) -> NodeGroupConfig:
             )
         shape = GPU_INSTANCE_TYPES[types[0]]
         if disk < 100:
-            raise r.error(f"{where}.diskGiB", disk, "at least 100 GiB: CUDA images are many GB")
+            raise error(f"{where}.diskGiB", disk, "at least 100 GiB: CUDA images are many GB")
     else:
         for t in types:
             if not _INSTANCE_TYPE.match(t) or t in GPU_INSTANCE_TYPES:
-                raise r.error(
-                    f"{where}.instanceTypes", t, "general-purpose (non-GPU) instance types"
-                )
+                raise error(f"{where}.instanceTypes", t, "general-purpose (non-GPU) instance types")
     return NodeGroupConfig(
         name=name,
         capacity_type=capacity,
@@ -821,23 +736,6 @@ def _node_group(r: _Reader, key: str, raw: Any, gpu: bool) -> NodeGroupConfig:
     )
 
 
-def _model(r: _Reader) -> ModelConfig:
-    revision = r.raw("modelRevision") or None
-    if revision is not None and not _COMMIT.match(revision):
-        raise r.error(
-            "modelRevision",
-            revision,
-            "a 40-character commit hash from the model's Hub history (branches and tags move)",
-        )
-    return ModelConfig(
-        id=r.string("modelId", _MODEL_ID, "a Hugging Face model id like thenlper/gte-large-zh"),
-        revision=revision,
-        embedding_dimension=r.integer("embeddingDimension", 1, 8192),
-        dtype=r.choice("dtype", DTYPES),
-        normalize=r.choice("normalize", NORMALIZE_MODES),
-    )
-
-
 def _cpu(value: str) -> float:
     return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
@@ -846,114 +744,81 @@ def _gib(value: str) -> float:
     return int(value[:-2]) / (1024 if value.endswith("Mi") else 1)
 
 
-def _inference(
-    r: _Reader, network: NetworkConfig, node_groups: NodeGroupsConfig, gpu: GpuConfig
-) -> InferenceConfig:
-    namespace = r.string("namespace", _NAME, "a lowercase DNS label")
-    if namespace in RESERVED_NAMESPACES or len(namespace) > 63:
-        raise r.error("namespace", namespace, "a dedicated namespace (not a system one)")
-    image = r.optional(
-        "image",
-        _IMAGE_BY_DIGEST,
-        "an image pinned by digest, like 123456789012.dkr.ecr.us-west-2.amazonaws.com/embed@sha256:"
-        "<64 hex>; leave it unset to build ./Dockerfile into ECR",
-    )
-    hpa_min = r.integer("hpaMinReplicas", 1, 1000)
-    hpa_max = r.integer("hpaMaxReplicas", 1, 1000)
-    if hpa_max < hpa_min:
-        raise r.error("hpaMaxReplicas", hpa_max, f">= hpaMinReplicas ({hpa_min})")
+def _gpu_pod_capacity(node_groups: NodeGroupsConfig, gpu: GpuConfig) -> int:
+    """GPU-requesting pods the GPU groups hold at maxSize."""
     capacity = sum(g.max_size * (g.gpu.gpus if g.gpu else 0) for g in node_groups.gpu)
-    capacity *= gpu.time_slicing_replicas
+    return capacity * gpu.time_slicing_replicas
+
+
+def _inference(
+    k: StackKeys,
+    error: Errors,
+    network: NetworkConfig,
+    node_groups: NodeGroupsConfig,
+    gpu: GpuConfig,
+) -> InferenceConfig:
+    hpa_min, hpa_max = k.hpaMinReplicas, k.hpaMaxReplicas
+    if hpa_max < hpa_min:
+        raise error("hpaMaxReplicas", hpa_max, f">= hpaMinReplicas ({hpa_min})")
+    capacity = _gpu_pod_capacity(node_groups, gpu)
     if hpa_max > capacity:
-        raise r.error(
+        raise error(
             "hpaMaxReplicas",
             hpa_max,
             f"at most {capacity}: the GPU node groups' maxSize x GPUs per node x "
             "timeSlicingReplicas; "
             "more replicas could never be scheduled",
         )
-    max_batch_size = r.integer("maxBatchSize", 1, 4096)
-    max_queue_items = r.integer("maxQueueItems", 1, 1_000_000)
-    if max_queue_items < max_batch_size:
-        raise r.error("maxQueueItems", max_queue_items, f">= maxBatchSize ({max_batch_size})")
+    if k.maxQueueItems < k.maxBatchSize:
+        raise error("maxQueueItems", k.maxQueueItems, f">= maxBatchSize ({k.maxBatchSize})")
 
-    cpu = r.string("podCpuRequest", _CPU, "a Kubernetes CPU quantity like 2 or 1500m")
-    memory = r.string("podMemoryRequest", _MEMORY, "a Kubernetes memory quantity like 8Gi")
+    cpu, memory = k.podCpuRequest, k.podMemoryRequest
     for group in node_groups.gpu:
         assert group.gpu is not None
         free_cpu = group.gpu.vcpus - NODE_OVERHEAD_CPU
         free_mem = group.gpu.memory_gib - NODE_OVERHEAD_MEMORY_GIB
         if _cpu(cpu) > free_cpu:
-            raise r.error(
+            raise error(
                 "podCpuRequest",
                 cpu,
                 f"at most {free_cpu:g} to fit a {group.instance_types[0]} node",
             )
         if _gib(memory) > free_mem:
-            raise r.error(
+            raise error(
                 "podMemoryRequest",
                 memory,
                 f"at most {free_mem:g}Gi to fit a {group.instance_types[0]} node",
             )
 
-    internet_facing = r.boolean("internetFacing")
-    clients = r.cidrs("clientCidrs")
+    clients = k.clientCidrs
     if any(ipaddress.ip_network(c) == _WORLD for c in clients) and not (
-        internet_facing and r.boolean("allowWorldClients")
+        k.internetFacing and k.allowWorldClients
     ):
-        raise r.error(
+        raise error(
             "clientCidrs",
             list(clients),
             "0.0.0.0/0 only when internetFacing and allowWorldClients are both true",
         )
-    keys = _api_keys(r)
-    if internet_facing and not keys:
-        raise r.error(
+    api_keys = _api_keys(k, error)
+    if k.internetFacing and not api_keys:
+        raise error(
             "apiKeys",
             [],
             "at least one key when internetFacing is true "
             "(pulumi config set --secret --path 'apiKeys[0]' <key>)",
         )
-    return InferenceConfig(
-        namespace=namespace,
-        image=image,
-        hpa_min_replicas=hpa_min,
-        hpa_max_replicas=hpa_max,
-        hpa_target_in_flight=r.integer("hpaTargetInFlight", 1, 10_000),
-        hpa_target_gpu_utilization=r.integer("hpaTargetGpuUtilization", 1, 100),
-        max_batch_tokens=r.integer("maxBatchTokens", 512, 1_048_576),
-        max_batch_size=max_batch_size,
-        max_queue_items=max_queue_items,
-        max_queue_ms=r.integer("maxQueueMs", 50, 600_000),
-        cpu_request=cpu,
-        memory_request=memory,
-        internet_facing=internet_facing,
+    return _filled(
+        InferenceConfig,
+        k,
+        "inference",
         client_cidrs=clients or (network.vpc_cidr,),
-        api_keys=keys,
-        tls_certificate_arn=r.optional(
-            "tlsCertificateArn",
-            _ACM_CERTIFICATE,
-            "an ACM certificate ARN like "
-            "arn:aws:acm:<region>:<12-digit account>:certificate/<id>, or unset for plain HTTP",
-        ),
-        endpoint_hostname=r.optional(
-            "endpointHostname",
-            _HOSTNAME,
-            "a lowercase fully qualified DNS name like embeddings.example.com (RFC 1123 labels, "
-            "no scheme, port, path or trailing dot), or unset to use the NLB's hostname",
-        ),
-        route53_zone_id=r.optional(
-            "route53ZoneId",
-            _ROUTE53_ZONE_ID,
-            "a Route 53 hosted zone id like Z0123456789ABCDEFGHIJ, or unset to create the DNS "
-            "record yourself",
-        ),
+        api_keys=api_keys,
     )
 
 
-def _check_endpoint(r: _Reader, inference: InferenceConfig, production: bool) -> None:
+def _check_endpoint(error: Errors, inference: InferenceConfig, production: bool) -> None:
     if inference.route53_zone_id is not None and inference.endpoint_hostname is None:
-        raise r.error(
+        raise error(
             "route53ZoneId",
             inference.route53_zone_id,
             "set only together with endpointHostname: the zone gets a record for that name",
@@ -964,7 +829,7 @@ def _check_endpoint(r: _Reader, inference: InferenceConfig, production: bool) ->
         and production
         and inference.endpoint_hostname is None
     ):
-        raise r.error(
+        raise error(
             "endpointHostname",
             None,
             "a DNS name the tlsCertificateArn certificate covers when a production stack is "
@@ -973,11 +838,11 @@ def _check_endpoint(r: _Reader, inference: InferenceConfig, production: bool) ->
         )
 
 
-def _check_tls(r: _Reader, inference: InferenceConfig, region: str, production: bool) -> None:
+def _check_tls(error: Errors, inference: InferenceConfig, region: str, production: bool) -> None:
     arn = inference.tls_certificate_arn
     if arn is None:
         if inference.internet_facing and production:
-            raise r.error(
+            raise error(
                 "tlsCertificateArn",
                 None,
                 "an ACM certificate ARN when a production stack is internetFacing: API keys must "
@@ -987,26 +852,20 @@ def _check_tls(r: _Reader, inference: InferenceConfig, region: str, production: 
     # An NLB listener can only use an ACM certificate of its own region and partition.
     match = _ACM_CERTIFICATE.match(arn)
     assert match is not None  # the reader checked the format
-    partition = _partition(region)
-    if match["partition"] != partition or match["region"] != region:
-        raise r.error(
+    expected = partition(region)
+    if match["partition"] != expected or match["region"] != region:
+        raise error(
             "tlsCertificateArn",
             arn,
-            f"a certificate of the stack's region: arn:{partition}:acm:{region}:<account>:"
+            f"a certificate of the stack's region: arn:{expected}:acm:{region}:<account>:"
             "certificate/<id> (an NLB uses ACM certificates of its own region only)",
         )
 
 
-def _api_keys(r: _Reader) -> SecretStrings:
-    allowed = "a list of secret strings of at least 16 characters (set with --secret)"
-    value = r.json("apiKeys", allowed)
-    if not value:
-        return SecretStrings(())
-    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) >= 16 for v in value):
-        raise r.error("apiKeys", "[secret]", allowed)
-    if r.full("apiKeys") not in r.secret_keys:
-        raise r.error("apiKeys", "[redacted]", "a secret: set it with pulumi config set --secret")
-    return SecretStrings(tuple(value))
+def _api_keys(k: StackKeys, error: Errors) -> SecretStrings:
+    if k.apiKeys and error.full("apiKeys") not in error.secret_keys:
+        raise error("apiKeys", "[redacted]", "a secret: set it with pulumi config set --secret")
+    return SecretStrings(k.apiKeys)
 
 
 _RECEIVER_FIELDS: Final = {
@@ -1021,22 +880,22 @@ _SLACK_CHANNEL = re.compile(r"^[#@][^\s]{1,80}$")
 _TOKEN = re.compile(r"^[^\s]{8,256}$")
 
 
-def _alert_receivers(r: _Reader) -> tuple[AlertReceiver, ...]:
-    raw = r.json("alertReceivers", "a list of receiver objects")
+def _receivers(k: StackKeys, error: Errors) -> tuple[AlertReceiver, ...]:
+    raw = k.alertReceivers
     key = "alertReceivers"
     if raw is None or raw == []:
         return ()
     if not isinstance(raw, list):
-        raise r.error(key, "[value]", "a list of receiver objects (name, type, alerts, ...)")
-    receivers = tuple(_alert_receiver(r, i, item) for i, item in enumerate(raw))
+        raise error(key, "[value]", "a list of receiver objects (name, type, alerts, ...)")
+    receivers = tuple(_alert_receiver(error, i, item) for i, item in enumerate(raw))
     names = [rc.name for rc in receivers]
     if len(set(names)) != len(names):
-        raise r.error(key, names, "unique receiver names")
+        raise error(key, names, "unique receiver names")
     secret_fields = [
         f"{key}[{i}].{f}" for i, item in enumerate(raw) for f in sorted(_SECRET_FIELDS & set(item))
     ]
-    if secret_fields and r.full(key) not in r.secret_keys:
-        raise r.error(
+    if secret_fields and error.full(key) not in error.secret_keys:
+        raise error(
             secret_fields[0],
             "[redacted]",
             f"a secret: pulumi config set --secret --path '{secret_fields[0]}' <value> "
@@ -1045,29 +904,29 @@ def _alert_receivers(r: _Reader) -> tuple[AlertReceiver, ...]:
     return receivers
 
 
-def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
+def _alert_receiver(error: Errors, index: int, raw: Any) -> AlertReceiver:
     where = f"alertReceivers[{index}]"
     if not isinstance(raw, dict):
-        raise r.error(where, "[value]", "an object with name, type and alerts")
+        raise error(where, "[value]", "an object with name, type and alerts")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > 40 or name == NO_RECEIVER:
-        raise r.error(
+        raise error(
             f"{where}.name",
             name,
             f"a lowercase DNS label of at most 40 characters, other than {NO_RECEIVER!r}",
         )
     kind = raw.get("type")
     if kind not in ALERT_RECEIVER_TYPES:
-        raise r.error(f"{where}.type", kind, f"one of {', '.join(ALERT_RECEIVER_TYPES)}")
+        raise error(f"{where}.type", kind, f"one of {', '.join(ALERT_RECEIVER_TYPES)}")
     fields = _RECEIVER_FIELDS[kind]
     unknown = sorted(set(raw) - {"name", "type", "alerts"} - set(fields))
     if unknown:
         allowed = ", ".join(["name", "type", "alerts", *fields])
-        raise r.error(f"{where}.{unknown[0]}", "[value]", f"only the {kind} fields {allowed}")
+        raise error(f"{where}.{unknown[0]}", "[value]", f"only the {kind} fields {allowed}")
     for field_name, required in fields.items():
         if required and raw.get(field_name) in (None, ""):
             shown = None if field_name in _SECRET_FIELDS else raw.get(field_name)
-            raise r.error(f"{where}.{field_name}", shown, f"required for a {kind} receiver")
+            raise error(f"{where}.{field_name}", shown, f"required for a {kind} receiver")
     alerts = raw.get("alerts", list(ALERT_CLASSES))
     if (
         not isinstance(alerts, list)
@@ -1075,17 +934,17 @@ def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
         or not set(alerts) <= set(ALERT_CLASSES)
         or len(set(alerts)) != len(alerts)
     ):
-        raise r.error(
+        raise error(
             f"{where}.alerts",
             alerts,
             "a non-empty list of page (critical alerts) and/or ticket (warnings)",
         )
     url = raw.get("url")
     if url is not None and (not isinstance(url, str) or not _HTTP_URL.match(url)):
-        raise r.error(f"{where}.url", url, "an http(s) URL without credentials in it")
+        raise error(f"{where}.url", url, "an http(s) URL without credentials in it")
     channel = raw.get("channel")
     if channel is not None and (not isinstance(channel, str) or not _SLACK_CHANNEL.match(channel)):
-        raise r.error(f"{where}.channel", channel, "a Slack channel (#name) or user (@name)")
+        raise error(f"{where}.channel", channel, "a Slack channel (#name) or user (@name)")
     secret_field = next((f for f in fields if f in _SECRET_FIELDS and f in raw), None)
     secret = raw.get(secret_field) if secret_field else None
     if secret_field is not None:
@@ -1098,7 +957,7 @@ def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
                 if secret_field == "webhookUrl"
                 else "a token of 8 to 256 characters without spaces"
             )
-            raise r.error(f"{where}.{secret_field}", "[secret]", allowed)
+            raise error(f"{where}.{secret_field}", "[secret]", allowed)
     return AlertReceiver(
         name=name,
         type=kind,
@@ -1107,3 +966,124 @@ def _alert_receiver(r: _Reader, index: int, raw: Any) -> AlertReceiver:
         channel=channel,
         secret=secret,
     )
+
+
+def _check_headroom(
+    error: Errors,
+    headroom: int,
+    node_groups: NodeGroupsConfig,
+    gpu: GpuConfig,
+    inference: InferenceConfig,
+) -> None:
+    capacity = _gpu_pod_capacity(node_groups, gpu)
+    if headroom + inference.hpa_min_replicas > capacity:
+        raise error(
+            "gpuHeadroom",
+            headroom,
+            f"at most {capacity - inference.hpa_min_replicas}: with hpaMinReplicas "
+            f"({inference.hpa_min_replicas}) it must fit the GPU node groups' maxSize x GPUs per "
+            "node x timeSlicingReplicas, or placeholders would stay pending for good",
+        )
+
+
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+_DAY_RANGE = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?$")
+
+
+def _serving_hours(k: StackKeys, error: Errors) -> ServingHours | None:
+    key = "servingHours"
+    raw = k.servingHours
+    if raw == {}:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"timezone", "windows"}:
+        raise error(key, raw, keys.specs()[key].allowed)
+    timezone = raw["timezone"]
+    if not _is_iana_zone(timezone):
+        raise error(
+            f"{key}.timezone",
+            timezone,
+            "an IANA time zone name like Europe/Berlin or America/Los_Angeles (what a CronJob's "
+            "spec.timeZone takes; not an offset, an abbreviation or Local)",
+        )
+    windows = raw["windows"]
+    if not isinstance(windows, list) or not windows:
+        raise error(f"{key}.windows", windows, "a non-empty list of {days, start, end} objects")
+    parsed = tuple(_serving_window(error, f"{key}.windows[{i}]", w) for i, w in enumerate(windows))
+    _check_not_always(error, f"{key}.windows", parsed)
+    return ServingHours(timezone=timezone, windows=parsed)
+
+
+def _is_iana_zone(name: object) -> bool:
+    import zoneinfo
+
+    if not isinstance(name, str) or name in ("", "Local") or name.startswith(("/", ".")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _serving_window(error: Errors, where: str, raw: Any) -> ServingWindow:
+    if not isinstance(raw, dict) or set(raw) != {"days", "start", "end"}:
+        raise error(where, raw, 'an object with days (like ["mon-fri"]), start and end ("HH:MM")')
+    days: set[int] = set()
+    listed = raw["days"]
+    if not isinstance(listed, list) or not listed:
+        raise error(f"{where}.days", listed, "a non-empty list of days or ranges like mon-fri")
+    for item in listed:
+        match = _DAY_RANGE.match(item) if isinstance(item, str) else None
+        if match is None:
+            raise error(
+                f"{where}.days", item, f"a day ({', '.join(WEEKDAYS)}) or a range like mon-fri"
+            )
+        first, last = WEEKDAYS.index(match[1]), WEEKDAYS.index(match[3] or match[1])
+        if last < first:
+            raise error(f"{where}.days", item, "a range forward within the week, like mon-fri")
+        days.update(range(first, last + 1))
+    start, end = (_minutes(error, f"{where}.{edge}", raw[edge]) for edge in ("start", "end"))
+    if start == MINUTES_PER_DAY:
+        raise error(f"{where}.start", raw["start"], "a time of day from 00:00 to 23:59")
+    if start == end:
+        raise error(
+            f"{where}.end",
+            raw["end"],
+            f"a time other than the start ({raw['start']}): for a whole day use 00:00 to 24:00",
+        )
+    return ServingWindow(days=tuple(sorted(days)), start=start, end=end)
+
+
+def _minutes(error: Errors, where: str, value: Any) -> int:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise error(where, value, 'a 24-hour time of day "HH:MM" (00:00 to 24:00)')
+    return MINUTES_PER_DAY if value == "24:00" else int(match[1]) * 60 + int(match[2])
+
+
+def awake_spans(windows: tuple[ServingWindow, ...]) -> list[tuple[int, int]]:
+    """The union of the windows as [open, close) minutes of the week, overlapping and touching
+    windows merged (Monday 00:00 is minute 0; a span that runs past Sunday ends above a week)."""
+    week = 7 * MINUTES_PER_DAY
+    spans = sorted(span for window in windows for span in window.intervals())
+    merged: list[list[int]] = []
+    for opened, closed in spans:
+        if merged and opened <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], closed)
+        else:
+            merged.append([opened, closed])
+    # A span running past Sunday midnight joins one that opens on Monday morning.
+    if len(merged) > 1 and merged[-1][1] >= week + merged[0][0]:
+        merged[-1][1] = max(merged[-1][1], merged.pop(0)[1] + week)
+    return [(opened, closed) for opened, closed in merged]
+
+
+def _check_not_always(error: Errors, where: str, windows: tuple[ServingWindow, ...]) -> None:
+    spans = awake_spans(windows)
+    if len(spans) == 1 and spans[0][1] - spans[0][0] >= 7 * MINUTES_PER_DAY:
+        raise error(
+            where,
+            "every minute of the week",
+            "windows that leave some time outside them; to serve around the clock, unset "
+            "servingHours",
+        )

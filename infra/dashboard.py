@@ -27,8 +27,10 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _RATE = "[$__rate_interval]"
 _WIDTH = 24  # Grafana's grid is 24 columns wide.
 _NS = 'namespace="$namespace"'
-# Probes hit /health and /ready every few seconds; traffic panels show the API only.
+# Probes hit /health and /ready every few seconds; traffic panels show the API only, and latency
+# and 429s the routes that queue model work (as the alerts read them).
 _API = f'{_NS}, route=~"{contract.OPENAI_BASE_PATH}/.*"'
+_INFERENCE = f"{_NS}, {contract.inference_routes_selector()}"
 KSM_GPU_RESOURCE = "nvidia_com_gpu"
 ALERTS_SERIES = "ALERTS"
 """Prometheus' own series of its alerting rules (labels: alertname, alertstate, the rule's
@@ -142,11 +144,13 @@ def _traffic_panels() -> list[dict[str, Any]]:
         ),
         _panel(
             "Latency p50 / p95",
-            "Time from request received to response sent, queueing included.",
+            "Time from request received to response sent, queueing included, of the routes that "
+            "embed.",
             "s",
             [
                 _target(
-                    f"histogram_quantile({q}, sum by (le) (rate({duration}{{{_API}}}{_RATE})))",
+                    f"histogram_quantile({q}, sum by (le) "
+                    f"(rate({duration}{{{_INFERENCE}}}{_RATE})))",
                     f"p{round(q * 100)}",
                 )
                 for q in (0.5, 0.95)
@@ -160,15 +164,35 @@ def _traffic_panels() -> list[dict[str, Any]]:
             "reqps",
             [
                 _target(
-                    f'sum(rate({requests}{{{_API}, status="429"}}{_RATE}))',
+                    f'sum(rate({requests}{{{_INFERENCE}, status="429"}}{_RATE}))',
                     "429/s",
                 ),
                 _target(
-                    f'sum(rate({requests}{{{_API}, status="429"}}{_RATE}))'
-                    f" / sum(rate({requests}{{{_API}}}{_RATE}))",
+                    f'sum(rate({requests}{{{_INFERENCE}, status="429"}}{_RATE}))'
+                    f" / sum(rate({requests}{{{_INFERENCE}}}{_RATE}))",
                     "share of requests",
                 ),
             ],
+        ),
+        _panel(
+            "Refused by the HTTP layer",
+            "Requests and connections cut off before any route, by reason (malformed, heads too "
+            "large or too slow, bodies too slow, connections past the limit): abuse or a broken "
+            "client, never load.",
+            "reqps",
+            [
+                _target(
+                    f"sum by (reason) (rate({contract.HTTP_REJECTIONS_TOTAL}{{{_NS}}}{_RATE}))",
+                    "{{reason}}",
+                )
+            ],
+        ),
+        _panel(
+            "Open connections per pod",
+            "HTTP connections on the API port, idle keep-alive ones included (the server's "
+            "connection limit applies to this).",
+            "short",
+            [_target(f"sum by (pod) ({contract.CONNECTIONS_OPEN}{{{_NS}}})", "{{pod}}")],
         ),
     ]
 

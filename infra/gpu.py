@@ -23,6 +23,10 @@ from infra.namespaces import pod_security_namespace
 NAMESPACE: Final = "gpu-system"
 """Where the device plugin and the DCGM exporter run."""
 DEVICE_PLUGIN_CONFIG_NAME: Final = "default"
+MIG_STRATEGY: Final = "none"
+"""No MIG partitions: the instance types' GPUs (T4, A10G, L4, L40S, V100) do not support MIG."""
+DEVICE_LIST_STRATEGY: Final = "envvar"
+"""How the plugin hands GPUs to containers: the NVIDIA_VISIBLE_DEVICES variable (its default)."""
 KUBELET_POD_RESOURCES_PATH: Final = "/var/lib/kubelet/pod-resources"
 """Where the kubelet's pod-resources socket lives on EKS AL2023 nodes; dcgm-exporter reads it to map
 each GPU to the pod holding it (the chart mounts it read-only)."""
@@ -61,7 +65,7 @@ def time_slicing_config(replicas: int) -> str:
     """
     config = {
         "version": "v1",
-        "flags": {"migStrategy": "none"},
+        "flags": {"migStrategy": MIG_STRATEGY},
         "sharing": {
             "timeSlicing": {
                 "renameByDefault": False,
@@ -92,6 +96,15 @@ def device_plugin_values(args: GpuStackArgs) -> dict[str, Any]:
             "map": {DEVICE_PLUGIN_CONFIG_NAME: time_slicing_config(args.time_slicing_replicas)},
             "default": DEVICE_PLUGIN_CONFIG_NAME,
         }
+        # With a config map the chart cannot see which MIG and device-list strategies the config
+        # uses, so it assumes MIG or volume mounts and adds CAP_SYS_ADMIN to the plugin instead of
+        # dropping every capability (templates/_helpers.tpl `requiresCapSysAdmin` at v0.18.2).
+        # Naming both here keeps the plugin unprivileged. They become the MIG_STRATEGY and
+        # DEVICE_LIST_STRATEGY flags, which win over the config file (api/config/v1/flags.go
+        # `updateFromCLIFlag`: a flag that is set replaces the file's value), so they equal what
+        # time_slicing_config says and the plugin's defaults (cmd/nvidia-device-plugin/main.go).
+        values["migStrategy"] = MIG_STRATEGY
+        values["deviceListStrategy"] = DEVICE_LIST_STRATEGY
     return values
 
 

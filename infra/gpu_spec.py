@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPUS_PER_POD: Final = 1
+"""What each inference pod requests of GPU_RESOURCE (one GPU, or one time-sliced share of it)."""
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_aws as aws
@@ -29,6 +30,25 @@ CACHE_EXPIRY_DAYS: Final = 1
 """Cache manifests replaced by a newer build are untagged; their layers go after a day."""
 ALWAYS_IGNORED: Final = frozenset({".git", ".venv", "node_modules", "build"})
 """Never part of any build context here, and too large to walk on every `pulumi up`."""
+BUILD_ON_PREVIEW: Final = False
+"""Build on `pulumi up` only (pulumi-docker-build 0.0.22 ImageArgs.build_on_preview; the default,
+true, builds on every preview). The preview still shows the new tag, which is the content digest,
+and still validates the Dockerfile's syntax."""
+CACHE_TO: Final[Mapping[str, Any]] = {
+    # Every stage (mode max): the torch and model stages are the expensive ones, and they are not
+    # in the final image's own layers. ECR accepts a cache only as an OCI image manifest
+    # (aws.amazon.com/blogs/containers, "Announcing remote cache support in Amazon ECR for
+    # BuildKit clients"; the provider's CacheToRegistry.image_manifest says the same).
+    "mode": docker_build.CacheMode.MAX,
+    "image_manifest": True,
+    "oci_media_types": True,
+    # A cache that fails to upload costs the next build time, not this deployment.
+    "ignore_error": True,
+    # The SDK's defaults, set here so that a new default in a later SDK shows in the tag.
+    "compression": docker_build.CompressionType.GZIP,
+    "compression_level": 0,
+    "force_compression": False,
+}
 
 
 @dataclass(frozen=True)
@@ -111,11 +131,26 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(out)
 
 
-def dockerignore_rules(context: Path) -> list[tuple[re.Pattern[str], bool, str]]:
-    """(regex, excludes?, pattern) per line of .dockerignore; later lines win, as in Docker."""
-    path = context / ".dockerignore"
+def ignore_file(context: Path, dockerfile: Path) -> Path | None:
+    """The ignore file the build reads: `<Dockerfile>.dockerignore` if present, else the
+    context's `.dockerignore` (pulumi-docker-build v0.0.22 provider/internal/context.go
+    getIgnorePatterns, as Docker documents it)."""
+    for path in (
+        dockerfile.with_name(dockerfile.name + ".dockerignore"),
+        context / ".dockerignore",
+    ):
+        if path.is_file():
+            return path
+    return None
+
+
+def dockerignore_rules(
+    context: Path, dockerfile: Path | None = None
+) -> list[tuple[re.Pattern[str], bool, str]]:
+    """(regex, excludes?, pattern) per line of the ignore file; later lines win, as in Docker."""
+    path = ignore_file(context, dockerfile or context / "Dockerfile")
     rules = []
-    if path.exists():
+    if path is not None:
         for line in path.read_text().splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
@@ -137,9 +172,9 @@ def is_ignored(rel: str, rules: Sequence[tuple[re.Pattern[str], bool, str]]) -> 
     return ignored
 
 
-def context_files(context: Path) -> Iterator[str]:
+def context_files(context: Path, dockerfile: Path | None = None) -> Iterator[str]:
     """Relative paths of the files Docker would send as the build context, sorted."""
-    rules = dockerignore_rules(context)
+    rules = dockerignore_rules(context, dockerfile)
     reincluded = [pattern for _, excludes, pattern in rules if not excludes]
     found: list[str] = []
     for root, dirs, files in os.walk(context):
@@ -159,14 +194,33 @@ def context_files(context: Path) -> Iterator[str]:
     yield from sorted(found)
 
 
-def context_digest(context: Path, dockerfile: Path, build_args: dict[str, str]) -> str:
-    """A hash of everything that determines the image: context files, Dockerfile and build args."""
+def _hashed_file(path: Path) -> tuple[bytes, str] | None:
+    """Content and mode string of a context entry as the build's change detection reads it, or
+    None for what it skips. pulumi-docker-build v0.0.22 (provider/internal/context.go) hashes, per
+    regular file or symlink of the filtered context, the content (a symlink's target's), the
+    slash-separated relative path and `fileMode.String()` of the entry itself (type and permission
+    bits: a checkout with another umask, or a `chmod +x`, changes it); it skips directories, other
+    file types and symlinks to directories."""
+    mode = path.lstat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) or path.is_dir():
+        return None
+    return path.read_bytes(), stat.filemode(mode)
+
+
+def context_digest(context: Path, dockerfile: Path, recipe: Mapping[str, Any]) -> str:
+    """A hash of everything the build's change detection compares, so that the tag changes
+    whenever the provider would build again (an immutable repository refuses a second push to a
+    tag): the context files' paths, contents and modes, the Dockerfile, and `recipe`, the
+    Image's other inputs (build args, platform, locations, cache settings: its Diff compares
+    them all)."""
     digest = hashlib.sha256()
-    for rel in context_files(context):
-        digest.update(rel.encode() + b"\0" + (context / rel).read_bytes() + b"\0")
+    for rel in context_files(context, dockerfile):
+        hashed = _hashed_file(context / rel)
+        if hashed is not None:
+            content, mode = hashed
+            digest.update(b"\0".join([rel.encode(), content, mode.encode(), b""]))
     digest.update(dockerfile.read_bytes())
-    digest.update(json.dumps(build_args, sort_keys=True).encode())
-    digest.update(PLATFORM.value.encode())
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -179,6 +233,35 @@ def image_tag(model_id: str, digest: str) -> str:
 
 def _relative(path: Path) -> str:
     return os.path.relpath(path, Path.cwd())
+
+
+def cache_repository_name(repository_name: str) -> str:
+    return f"{repository_name}-{CACHE_TAG}"
+
+
+def build_recipe(args: ImageArgs) -> dict[str, Any]:
+    """The Image's inputs that its Diff compares (pulumi-docker-build v0.0.22
+    provider/internal/image.go), tags and registry credentials aside: a change to any of them
+    builds again, so each goes into the tag. The cache's registry is the image repository's
+    (same account and region), so its repository name stands for its address."""
+    build_args = {"MODEL_ID": args.model_id}
+    if args.model_revision is not None:
+        build_args["MODEL_REVISION"] = args.model_revision
+    return {
+        "buildArgs": build_args,
+        "buildOnPreview": BUILD_ON_PREVIEW,
+        "cache": {"repository": cache_repository_name(args.repository_name), "tag": CACHE_TAG},
+        "cacheTo": dict(CACHE_TO),
+        # Relative to the working directory (`infra/`, Pulumi.yaml's `main`, under `pulumi up`:
+        # infra/charts.py cites the engine; the repository root in the synth), so neither the
+        # preview nor the synth depends on where the checkout lives.
+        "context": _relative(args.context),
+        "dockerfile": _relative(args.context / "Dockerfile"),
+        # The SDK's default, set here so that a new default in a later SDK shows in the tag.
+        "network": docker_build.NetworkMode.DEFAULT.value,
+        "platforms": [PLATFORM.value],
+        "push": True,
+    }
 
 
 class InferenceImage(pulumi.ComponentResource):
@@ -229,48 +312,30 @@ class InferenceImage(pulumi.ComponentResource):
         self.register_outputs({"repositoryUrl": self.repository_url, "imageRef": self.image_ref})
 
     def _build(self, name: str, args: ImageArgs) -> pulumi.Output[str]:
-        build_args = {"MODEL_ID": args.model_id}
-        if args.model_revision is not None:
-            build_args["MODEL_REVISION"] = args.model_revision
+        recipe = build_recipe(args)
         dockerfile = args.context / "Dockerfile"
-        tag = image_tag(args.model_id, context_digest(args.context, dockerfile, build_args))
+        tag = image_tag(args.model_id, context_digest(args.context, dockerfile, recipe))
         self.tag = tag
         self.cache_repository = self._cache_repository(name, args)
         cache = pulumi.Output.concat(self.cache_repository.repository_url, ":", CACHE_TAG)
         token = aws.ecr.get_authorization_token_output(registry_id=self.repository.registry_id)
         image = docker_build.Image(
             f"{name}-image",
-            # Relative to the working directory (the project root under `pulumi up` and the
-            # synth), so the preview and the synth do not depend on where the checkout lives.
-            context=docker_build.BuildContextArgs(location=_relative(args.context)),
-            dockerfile=docker_build.DockerfileArgs(location=_relative(dockerfile)),
+            context=docker_build.BuildContextArgs(location=recipe["context"]),
+            dockerfile=docker_build.DockerfileArgs(location=recipe["dockerfile"]),
             platforms=[PLATFORM],
-            build_args=build_args,
-            push=True,
-            # Build on `pulumi up` only (pulumi-docker-build 0.0.22 ImageArgs.build_on_preview; the
-            # default, true, builds on every preview). The preview still shows the new tag, which
-            # is the content digest above, and still validates the Dockerfile's syntax.
-            build_on_preview=False,
-            # Layer cache in ECR, every stage (mode max: the torch and model stages are the
-            # expensive ones, and they are not in the final image's own layers). ECR accepts a
-            # cache only as an OCI image manifest (aws.amazon.com/blogs/containers, "Announcing
-            # remote cache support in Amazon ECR for BuildKit clients"; the provider's
-            # CacheToRegistry.image_manifest says the same). A registry cache needs a
-            # docker-container builder, not the default docker driver (README "Deploy").
+            build_args=recipe["buildArgs"],
+            push=recipe["push"],
+            network=docker_build.NetworkMode(recipe["network"]),
+            build_on_preview=BUILD_ON_PREVIEW,
+            # Layer cache in ECR (CACHE_TO). A registry cache needs a docker-container builder,
+            # not the default docker driver (README "Deploy").
             cache_from=[
                 docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache))
             ],
             cache_to=[
                 docker_build.CacheToArgs(
-                    registry=docker_build.CacheToRegistryArgs(
-                        ref=cache,
-                        mode=docker_build.CacheMode.MAX,
-                        image_manifest=True,
-                        oci_media_types=True,
-                        # A cache that fails to upload costs the next build time, not this
-                        # deployment.
-                        ignore_error=True,
-                    )
+                    registry=docker_build.CacheToRegistryArgs(ref=cache, **CACHE_TO)
                 )
             ],
             tags=[pulumi.Output.concat(self.repository.repository_url, ":", tag)],
@@ -290,7 +355,7 @@ class InferenceImage(pulumi.ComponentResource):
         immutable and the cache tag is rewritten by every build."""
         repository = aws.ecr.Repository(
             f"{name}-cache-repository",
-            name=f"{args.repository_name}-{CACHE_TAG}",
+            name=cache_repository_name(args.repository_name),
             image_tag_mutability="MUTABLE",
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")

@@ -49,7 +49,53 @@ SHUTDOWN_MARGIN_SECONDS: Final = 5
 STARTUP_BUDGET_SECONDS: Final = 600
 """How long a new pod may take to load and warm up the model before the kubelet restarts it (image
 pull is not counted: probes start with the container)."""
-STARTUP_PERIOD_SECONDS: Final = 10
+STARTUP_PERIOD_SECONDS: Final = 2
+"""How soon after the model is warm the kubelet notices (a step of the scale-up budget, README
+"Scale-up time budget"): each probe is one GET of /ready, which answers 503 from the front layer
+while the model loads, so probing every 2 s instead of 10 s costs nothing and saves up to 8 s."""
+
+NLB_HEALTH_CHECK_INTERVAL_SECONDS: Final = 5
+
+SERVING_PRIORITY_CLASS: Final = "gpu-inference-serving"
+"""The inference pods' PriorityClass. Its value is the default 0, so they preempt nothing but the
+warm-GPU placeholders (infra/headroom.py, -10) on GPU nodes, where every other pod is
+system-node-critical; being explicit keeps that true whatever globalDefault a cluster adds."""
+SERVING_PRIORITY: Final = 0
+
+POD_SECURITY_CONTEXT: Final = {
+    # The image's `app` user (Dockerfile: useradd --uid 10001).
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: Final = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+NLB_MIN_IDLE_TIMEOUT_SECONDS: Final = 60
+"""The least a Network Load Balancer's TCP idle timeout can be set to (the default is 350 s, and a
+TLS listener's is 350 s, fixed): AWS, "Update the TCP idle timeout for your Network Load Balancer
+listener"."""
+
+
+def keep_alive_seconds() -> int:
+    """The server's idle keep-alive timeout, under any idle timeout the NLB can have: the NLB
+    forgets an idle flow without telling either end, and the client's next request on it meets a
+    reset; a server that closes first sends a FIN every client pool notices."""
+    seconds = contract.KEEP_ALIVE_TIMEOUT_SECONDS
+    if seconds >= NLB_MIN_IDLE_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"contract keep-alive timeout {seconds}s is not under the NLB idle timeout, which can "
+            f"be as short as {NLB_MIN_IDLE_TIMEOUT_SECONDS}s; shorten it in service/contract.py"
+        )
+    return seconds
 
 
 def termination_grace_seconds() -> int:
@@ -95,6 +141,7 @@ def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
         # NLB stopped routing here; repeating it after SIGTERM would only eat into the spot notice.
         contract.ENV_DRAIN_DELAY_SECONDS: "0",
         contract.ENV_DRAIN_TIMEOUT_SECONDS: f"{contract.DRAIN_TIMEOUT_SECONDS:g}",
+        contract.ENV_KEEP_ALIVE_TIMEOUT_SECONDS: str(keep_alive_seconds()),
         # Read-only root filesystem: anything a library caches goes to the scratch emptyDir.
         "HOME": SCRATCH_DIR,
         "TMPDIR": SCRATCH_DIR,
@@ -117,9 +164,42 @@ def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str
     }
 
 
+def resources(inference: InferenceConfig) -> dict[str, Any]:
+    """The pod's GPUs and the configured CPU and memory (what the scheduler and autoscaler fit)."""
+    gpu = {gpu_spec.GPU_RESOURCE: str(gpu_spec.GPUS_PER_POD)}
+    memory = inference.memory_request
+    return {
+        # No CPU limit: throttling a tokenizer thread shows up as tail latency, not as savings.
+        "requests": {"cpu": inference.cpu_request, "memory": memory, **gpu},
+        "limits": {"memory": memory, **gpu},
+    }
+
+
+def gpu_placement() -> dict[str, Any]:
+    """Where a pod holding one of the service's GPUs may run: the GPU nodes, taint tolerated."""
+    return {
+        "tolerations": [gpu_spec.toleration()],
+        "affinity": {"nodeAffinity": gpu_spec.node_affinity()},
+    }
+
+
+def spread(selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            # ScheduleAnyway: a zone (or node) without spot capacity must not block scale-up;
+            # the scheduler still prefers the spread.
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+            # Spread each rollout's pods on their own, not counting the old ReplicaSet's.
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+
+
 def container(args: InferenceArgs) -> dict[str, Any]:
-    gpu = {gpu_spec.GPU_RESOURCE: "1"}
-    memory = args.inference.memory_request
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     if args.inference.api_keys:
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
@@ -137,11 +217,7 @@ def container(args: InferenceArgs) -> dict[str, Any]:
                 "protocol": "TCP",
             },
         ],
-        "resources": {
-            # No CPU limit: throttling a tokenizer thread shows up as tail latency, not as savings.
-            "requests": {"cpu": args.inference.cpu_request, "memory": memory, **gpu},
-            "limits": {"memory": memory, **gpu},
-        },
+        "resources": resources(args.inference),
         # The model load can take minutes; until it succeeds liveness and readiness do not run.
         "startupProbe": _http_probe(
             contract.READY_PATH,
@@ -152,13 +228,7 @@ def container(args: InferenceArgs) -> dict[str, Any]:
         "readinessProbe": _http_probe(contract.READY_PATH, 5, 2, 3),
         "livenessProbe": _http_probe(contract.HEALTH_PATH, 10, 3, 5),
         "lifecycle": {"preStop": {"sleep": {"seconds": math.ceil(contract.DRAIN_DELAY_SECONDS)}}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": mounts,
     }
 
@@ -176,34 +246,14 @@ def pod_spec(args: InferenceArgs) -> dict[str, Any]:
                 },
             }
         )
-    spread = [
-        {
-            "maxSkew": 1,
-            "topologyKey": key,
-            # ScheduleAnyway: a zone (or node) without spot capacity must not block scale-up;
-            # the scheduler still prefers the spread.
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": dict(SELECTOR)},
-            # Spread each rollout's pods on their own, not counting the old ReplicaSet's.
-            "matchLabelKeys": ["pod-template-hash"],
-        }
-        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-    ]
     return {
         "serviceAccountName": APP_NAME,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": termination_grace_seconds(),
-        "tolerations": [gpu_spec.toleration()],
-        "affinity": {"nodeAffinity": gpu_spec.node_affinity()},
-        "topologySpreadConstraints": spread,
-        "securityContext": {
-            # The image's `app` user (Dockerfile: useradd --uid 10001).
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "priorityClassName": SERVING_PRIORITY_CLASS,
+        **gpu_placement(),
+        "topologySpreadConstraints": spread(SELECTOR),
+        "securityContext": dict(POD_SECURITY_CONTEXT),
         "containers": [container(args)],
         "volumes": volumes,
     }
@@ -233,8 +283,12 @@ def nlb_annotations(inference: InferenceConfig) -> dict[str, str]:
         f"{prefix}-healthcheck-protocol": "http",
         f"{prefix}-healthcheck-path": contract.READY_PATH,
         f"{prefix}-healthcheck-port": "traffic-port",
-        f"{prefix}-healthcheck-interval": "10",
-        f"{prefix}-healthcheck-timeout": "5",
+        # The shortest interval NLB target groups take (5-300 s: ELB API reference,
+        # CreateTargetGroup HealthCheckIntervalSeconds): a new pod's readiness gate opens after
+        # 2 x 5 s instead of 2 x 10 s (README "Scale-up time budget"). The timeout stays below the
+        # interval; /ready answers from the front layer at once.
+        f"{prefix}-healthcheck-interval": str(NLB_HEALTH_CHECK_INTERVAL_SECONDS),
+        f"{prefix}-healthcheck-timeout": "4",
         f"{prefix}-healthcheck-healthy-threshold": "2",
         f"{prefix}-healthcheck-unhealthy-threshold": "2",
         # Connections to a deregistering pod may finish within its drain, then are closed.
@@ -370,6 +424,15 @@ class Inference(pulumi.ComponentResource):
             f"{name}-namespace", ns, "restricted", opts=child, extra_labels=READINESS_GATE_LABEL
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.priority_class = k8s.scheduling.v1.PriorityClass(
+            f"{name}-priority-class",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SERVING_PRIORITY_CLASS, labels=dict(LABELS)),
+            value=SERVING_PRIORITY,
+            preemption_policy="PreemptLowerPriority",
+            global_default=False,
+            description="gpu-inference serving pods: preempt the warm-GPU placeholders.",
+            opts=child,
+        )
 
         def meta(object_name: str = APP_NAME) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=ns, labels=dict(LABELS))
@@ -422,7 +485,13 @@ class Inference(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[self.namespace, self.service_account, *secrets, *args.depends_on],
+                depends_on=[
+                    self.namespace,
+                    self.service_account,
+                    self.priority_class,
+                    *secrets,
+                    *args.depends_on,
+                ],
                 # Pulumi waits for the rollout; a first pod may need a new spot GPU node, a
                 # multi-GB image pull and a model load (the default wait is 10 minutes).
                 custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),

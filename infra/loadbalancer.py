@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import versions
+from infra.charts import chart_path
 from infra.identity import PodIdentityTarget, WorkloadIdentity, WorkloadIdentityArgs
 
 NAMESPACE: Final = "kube-system"
@@ -277,10 +278,9 @@ class LoadBalancerController(pulumi.ComponentResource):
             f"{name}-release",
             k8s.helm.v3.ReleaseArgs(
                 name=chart.chart,
-                chart=chart.chart,
-                version=chart.version,
+                # The vendored archive (infra/charts.py): Helm never reaches a chart repository.
+                chart=chart_path(chart),
                 namespace=NAMESPACE,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
                 values=chart_values(args),
                 # The Service and the readiness-gate webhook must work before dependents proceed.
                 atomic=True,

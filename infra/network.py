@@ -3,8 +3,10 @@ need.
 
 Nodes and pods live in the private subnets (the VPC CNI gives pods VPC addresses, hence large
 private subnets). Public subnets hold only the NAT gateways and internet-facing load balancers, and
-never assign public IPs to instances. With `existingVpcId` nothing is created and the given subnets
-are used."""
+never assign public IPs to instances. An S3 gateway endpoint on every private route table takes
+S3 traffic, ECR's image layers above all, off the NAT gateways. With `existingVpcId` nothing is
+created and the given subnets are used; the preview warns when that VPC routes S3 through no
+gateway endpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import NetworkConfig
+from infra.config import ExistingNetwork, NetworkConfig
 
 ROLE_TAGS = {"public": "kubernetes.io/role/elb", "private": "kubernetes.io/role/internal-elb"}
 """Internet-facing load balancers go to subnets tagged elb, internal ones to internal-elb."""
@@ -23,6 +25,13 @@ ROLE_TAGS = {"public": "kubernetes.io/role/elb", "private": "kubernetes.io/role/
 class NetworkArgs:
     config: NetworkConfig
     cluster_name: str
+    region: str
+
+
+def s3_service_name(region: str) -> str:
+    """The S3 gateway endpoint service of a region ("Gateway endpoints for Amazon S3", Amazon VPC
+    AWS PrivateLink guide: `com.amazonaws.region.s3`)."""
+    return f"com.amazonaws.{region}.s3"
 
 
 class Network(pulumi.ComponentResource):
@@ -44,8 +53,11 @@ class Network(pulumi.ComponentResource):
             ).cidr_block
             self.private_subnet_ids = pulumi.Output.from_input(list(existing.private_subnet_ids))
             self.public_subnet_ids = pulumi.Output.from_input(list(existing.public_subnet_ids))
+            warning = existing_s3_endpoint_warning(existing, args.region)
+            if warning is not None:
+                pulumi.log.warn(warning, resource=self)
         else:
-            self._build(name, cfg, args.cluster_name)
+            self._build(name, cfg, args.cluster_name, args.region)
         self.register_outputs(
             {
                 "vpcId": self.vpc_id,
@@ -54,7 +66,7 @@ class Network(pulumi.ComponentResource):
             }
         )
 
-    def _build(self, name: str, cfg: NetworkConfig, cluster_name: str) -> None:
+    def _build(self, name: str, cfg: NetworkConfig, cluster_name: str, region: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
         vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -87,9 +99,10 @@ class Network(pulumi.ComponentResource):
             gateway_id=igw.id,
             opts=child,
         )
-        public, private, nats = [], [], []
-        # The private subnets' path to the AWS APIs: their routes (to a NAT) and associations.
-        egress: list[aws.ec2.Route | aws.ec2.RouteTableAssociation] = []
+        public, private, nats, private_tables = [], [], [], []
+        # The private subnets' path to the AWS APIs: their routes (to a NAT), associations and the
+        # S3 gateway endpoint.
+        egress: list[aws.ec2.Route | aws.ec2.RouteTableAssociation | aws.ec2.VpcEndpoint] = []
         for i, zone in enumerate(cfg.availability_zones):
             pub, pub_rta = self._subnet(
                 name, vpc, zone, cfg.public_subnet_cidrs[i], "public", cluster_name, public_rt
@@ -132,7 +145,9 @@ class Network(pulumi.ComponentResource):
                 name, vpc, zone, cfg.private_subnet_cidrs[i], "private", cluster_name, rt
             )
             private.append(subnet)
+            private_tables.append(rt)
             egress += [route, rta]
+        egress.append(self._s3_gateway(name, vpc, private_tables, cluster_name, region))
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
         # The subnet ids carry the egress path as dependencies, so everything placed in them (the
@@ -145,6 +160,42 @@ class Network(pulumi.ComponentResource):
             lambda values: list(values[: len(ids)])
         )
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
+
+    def _s3_gateway(
+        self,
+        name: str,
+        vpc: aws.ec2.Vpc,
+        route_tables: list[aws.ec2.RouteTable],
+        cluster_name: str,
+        region: str,
+    ) -> aws.ec2.VpcEndpoint:
+        """S3 in the stack's region reached through a gateway endpoint, not the NAT gateways.
+
+        ECR keeps image layers in S3: a pull asks ECR for the manifest, then downloads every layer
+        from S3 (Amazon ECR user guide, "Amazon ECR interface VPC endpoints (AWS PrivateLink)",
+        "Create the Amazon S3 gateway endpoint"). Through NAT each GPU node's cold pull of the
+        ~5.6 GB server image is billed per GB processed; a gateway endpoint has no hourly or
+        per-GB charge, and its route (the S3 prefix list) is more specific than the default route
+        to the NAT, so every private subnet uses it without other changes.
+
+        No endpoint policy (the default allows all): the endpoint carries all traffic from these
+        subnets to S3 buckets of this region, not only ECR's layer bucket
+        (`arn:aws:s3:::prod-<region>-starport-layer-bucket/*`, the minimum the ECR guide names).
+        registry.k8s.io, where the cluster-autoscaler and prometheus-adapter images come from,
+        sends AWS clients to per-region S3 buckets for layers (`prod-registry-k8s-io-<region>`,
+        kubernetes/registry.k8s.io cmd/archeio/app/buckets.go), and Amazon Linux 2023 package
+        repositories are S3 buckets too. A request the policy denies does not fall back to the
+        NAT route; it fails. A policy naming only ECR's bucket would break those pulls, and
+        restrict little: the NAT path still reaches every bucket outside the region."""
+        return aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=s3_service_name(region),
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in route_tables],
+            tags={"Name": f"{cluster_name}-s3"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _subnet(
         self,
@@ -178,3 +229,40 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         return subnet, association
+
+
+def existing_s3_endpoint_warning(existing: ExistingNetwork, region: str) -> str | None:
+    """A warning when an existing VPC has no S3 gateway endpoint (None when it has one).
+
+    The program adds no endpoint to a VPC it does not own: the routes of that VPC's route tables
+    are its owners' (a route table cannot hold two endpoint routes to the same service: Amazon VPC,
+    "Gateway endpoints", considerations), and `pulumi destroy` of this stack must not change a
+    shared VPC's routing.
+    It only reads what is there (`ec2:DescribeVpcEndpoints`) and says what the missing endpoint
+    costs. A failed lookup is reported, never fatal. The provider's data source fails with "no
+    matching EC2 VPC Endpoint found" when none matches (terraform-provider-aws
+    `vpc_endpoint_data_source.go` through `tfresource.SingularDataSourceFindError`), and with
+    "multiple ... matched" when several do."""
+    try:
+        aws.ec2.get_vpc_endpoint(
+            vpc_id=existing.vpc_id,
+            service_name=s3_service_name(region),
+            vpc_endpoint_type="Gateway",
+        )
+    except Exception as error:
+        reason = str(error).lower()
+        if "multiple" in reason and "matched" in reason:
+            return None  # More than one: the VPC routes S3 through gateway endpoints already.
+        if "no matching" not in reason:
+            return (
+                f"could not read the S3 gateway endpoints of existingVpcId {existing.vpc_id}: "
+                f"{error} (grant ec2:DescribeVpcEndpoints to see this checked)"
+            )
+        return (
+            f"existingVpcId {existing.vpc_id} has no S3 gateway endpoint: every image layer a GPU "
+            f"node pulls from ECR (stored in S3) goes through its NAT gateways, billed per GB "
+            f"processed. Add a gateway endpoint for {s3_service_name(region)} on the route tables "
+            f'of existingPrivateSubnetIds (README, "Image pulls off the NAT path").'
+        )
+    # One exists; which of the VPC's route tables it is on is its owners' to decide.
+    return None

@@ -3,7 +3,9 @@
 `infra/config.py` knows the config but not the account: an instance type that the region does not
 offer in the stack's zones (a typo in the system group, a GPU family that a zone lacks) and a vCPU
 quota (GPU or standard) too small for a group's minimum both fail only when EKS creates the node
-group, about 20 minutes into `pulumi up`. Here they fail the preview instead.
+group, about 20 minutes into `pulumi up`; GPU quotas with no room for the nodes of the first
+`hpaMinReplicas` pods fail it when `up` gives up waiting for the Deployment, 30 minutes later.
+Here they fail the preview instead.
 
 The lookups are synchronous invokes (the `aws.ec2.get_instance_type_offerings` form without
 `_output` returns its result), made before any resource is registered: a refusal raises
@@ -16,15 +18,27 @@ ReadOnlyAccess policy).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import GPU_INSTANCE_TYPES, PROJECT, ConfigError, NodeGroupConfig, StackConfig
+from infra import gpu_spec
+from infra.config import (
+    GPU_INSTANCE_TYPES,
+    NODE_OVERHEAD_CPU,
+    NODE_OVERHEAD_MEMORY_GIB,
+    PROJECT,
+    ConfigError,
+    NodeGroupConfig,
+    StackConfig,
+    _cpu,
+    _gib,
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,11 @@ STANDARD_NAME: Final = "Standard (A, C, D, H, I, M, R, T, Z)"
 # L-7212CCBC P, L-34B43A08 Standard) and the on-demand "Running On-Demand G and VT instances"
 # L-DB2E81BA, "Running On-Demand P instances" L-417A185B and "Running On-Demand Standard ...
 # instances" L-1216C47A. All are counted in vCPUs. The Standard ones matter for the system group:
-# new accounts can start with only a few vCPUs there too.
+# new accounts can start with only a few vCPUs there too. Of the codes, AWS's own documentation
+# (the AWS CLI User Guide's Service Quotas examples, get-aws-default-service-quota) shows only
+# L-1216C47A with its name and its vCPU usage metric; the G/VT and P codes are the ones
+# `aws service-quotas list-service-quotas --service-code ec2` lists under those names, as the
+# tooling above reads them: a code that ever stopped matching reads as unreadable (a warning).
 QUOTAS: Final = (
     QuotaKind("L-3819A6DF", "All G and VT Spot Instance Requests", ("g", "vt"), "SPOT"),
     QuotaKind("L-DB2E81BA", "Running On-Demand G and VT instances", ("g", "vt"), "ON_DEMAND"),
@@ -72,12 +90,15 @@ def quota_kind(instance_type: str, capacity_type: str) -> QuotaKind | None:
     return None
 
 
+def _gpu_groups(cfg: StackConfig) -> list[tuple[str, NodeGroupConfig]]:
+    """Every GPU node group with the config key that declares it (as infra/config.py names it)."""
+    return [(f"{PROJECT}:gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu]
+
+
 def _groups(cfg: StackConfig) -> list[tuple[str, NodeGroupConfig]]:
-    """Every node group with the config key that declares it (as infra/config.py names it)."""
-    return [
-        (f"{PROJECT}:systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system),
-        *((f"{PROJECT}:gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu),
-    ]
+    """Every node group with the config key that declares it."""
+    system = cfg.node_groups.system
+    return [(f"{PROJECT}:systemNodeGroup[{system.name}]", system), *_gpu_groups(cfg)]
 
 
 # --- Instance type offerings ----------------------------------------------------------------------
@@ -202,6 +223,172 @@ def lookup_quota(kind: QuotaKind) -> float:
     return float(result.value)
 
 
+# --- GPU nodes for the first replicas -------------------------------------------------------------
+#
+# Spot GPU groups start at minSize 0, but the Deployment starts hpaMinReplicas pods at once and
+# `pulumi up` waits for them (infra/inference.py): each needs a GPU node that cluster-autoscaler
+# adds. It tries the spot groups first and the on-demand groups when spot fails (the priority
+# expander, infra/autoscaler.py); an Auto Scaling group whose launch exceeds a vCPU quota fails that
+# scale-up, and the autoscaler moves on to the next group. A quota that leaves no room in any group
+# for the first replicas is known at preview: otherwise `up` waits out the Deployment's timeout and
+# fails with everything else created.
+
+
+@dataclass(frozen=True)
+class GpuGroupRoom:
+    """A GPU group as the first replicas see it."""
+
+    key: str
+    group: NodeGroupConfig
+    kind: QuotaKind
+    vcpus: int
+    """Of one node: what a new node counts against the quota."""
+    pods_per_node: int
+
+
+def pods_per_node(cfg: StackConfig, group: NodeGroupConfig) -> int:
+    """Inference pods one node of a GPU group holds: its GPUs (each shared by
+    timeSlicingReplicas pods) per pod's GPU request, as far as the node's CPU and memory after its
+    own overhead allow the pods' requests (infra/config.py refuses requests above one node's)."""
+    assert group.gpu is not None
+    shape, inference = group.gpu, cfg.inference
+    by_gpu = shape.gpus * cfg.gpu.time_slicing_replicas // gpu_spec.GPUS_PER_POD
+    by_cpu = (shape.vcpus - NODE_OVERHEAD_CPU) // _cpu(inference.cpu_request)
+    by_memory = (shape.memory_gib - NODE_OVERHEAD_MEMORY_GIB) // _gib(inference.memory_request)
+    return int(min(by_gpu, by_cpu, by_memory))
+
+
+def gpu_rooms(cfg: StackConfig, vcpus_of: Callable[[str], int]) -> list[GpuGroupRoom]:
+    rooms = []
+    for key, group in _gpu_groups(cfg):
+        kind = quota_kind(group.instance_types[0], group.capacity_type)
+        if kind is not None:
+            vcpus = max(vcpus_of(t) for t in group.instance_types)
+            rooms.append(GpuGroupRoom(key, group, kind, vcpus, pods_per_node(cfg, group)))
+    return rooms
+
+
+def fewest_vcpus(rooms: Sequence[GpuGroupRoom], wanted: int) -> list[float]:
+    """For each pod count up to `wanted`, the fewest quota vCPUs of new nodes (above minSize, up
+    to maxSize) of these groups that hold that many pods (inf: more than maxSize allows). Groups
+    differ in node size and pods per node, so this is a small knapsack."""
+    fewest = [0.0] + [math.inf] * wanted
+    for room in rooms:
+        useful = math.ceil(wanted / room.pods_per_node) if room.pods_per_node else 0
+        for _ in range(min(room.group.max_size - room.group.min_size, useful)):
+            for pods in range(wanted, -1, -1):
+                more = min(wanted, pods + room.pods_per_node)
+                fewest[more] = min(fewest[more], fewest[pods] + room.vcpus)
+    return fewest
+
+
+@dataclass(frozen=True)
+class QuotaRoom:
+    """What one quota leaves for the first replicas' new nodes."""
+
+    kind: QuotaKind
+    value: float | None
+    """None: unreadable."""
+    kept: int
+    """vCPUs the groups' minSize nodes already count against it."""
+    rooms: tuple[GpuGroupRoom, ...]
+
+    def pods(self, wanted: int) -> int:
+        """Pods, up to `wanted`, its groups' new nodes hold within the quota (0 when it is
+        unknown)."""
+        if self.value is None:
+            return 0
+        free = self.value - self.kept
+        return max(
+            pods for pods, vcpus in enumerate(fewest_vcpus(self.rooms, wanted)) if vcpus <= free
+        )
+
+    def describe(self, wanted: int, region: str) -> str:
+        """The quota code, value and what the pods would need of it."""
+        need = fewest_vcpus(self.rooms, wanted)[wanted]
+        groups = ", ".join(
+            f"{r.key}: {r.vcpus} vCPUs and {r.pods_per_node} pod(s) per node, up to "
+            f"{r.group.max_size - r.group.min_size} nodes above minSize"
+            for r in self.rooms
+        )
+        value = "unreadable" if self.value is None else f"{self.value:g} vCPUs"
+        needs = (
+            f"{need:g} vCPUs of new nodes for {wanted} pod(s)"
+            if need < math.inf
+            else f"more nodes than maxSize allows for {wanted} pod(s)"
+        )
+        return (
+            f"{self.kind.code} ({self.kind.name}) = {value} in {region}, {self.kept} of them kept "
+            f"by minSize; its groups need {needs} ({groups})"
+        )
+
+
+def quota_rooms(
+    cfg: StackConfig,
+    needs: Sequence[QuotaNeed],
+    values: Mapping[str, float | None],
+    vcpus_of: Callable[[str], int],
+) -> list[QuotaRoom]:
+    kept = {need.kind.code: need.min_vcpus for need in needs}
+    by_code: dict[str, list[GpuGroupRoom]] = defaultdict(list)
+    for room in gpu_rooms(cfg, vcpus_of):
+        by_code[room.kind.code].append(room)
+    return [
+        QuotaRoom(rooms[0].kind, values.get(code), kept.get(code, 0), tuple(rooms))
+        for code, rooms in sorted(by_code.items())
+    ]
+
+
+def check_replicas(
+    cfg: StackConfig,
+    needs: Sequence[QuotaNeed],
+    values: Mapping[str, float | None],
+    vcpus_of: Callable[[str], int],
+) -> tuple[str, str | None]:
+    """Whether the GPU groups can run hpaMinReplicas pods within the quotas: on their minSize
+    nodes, then on new spot nodes, then on the on-demand fallback. Raises when none can; returns
+    the report line and a warning (the fallback is needed, or an unreadable quota left it
+    unproven)."""
+    wanted = cfg.inference.hpa_min_replicas
+    rooms = quota_rooms(cfg, needs, values, vcpus_of)
+    hosted = sum(r.group.min_size * r.pods_per_node for q in rooms for r in q.rooms)
+    missing = max(0, wanted - hosted)
+    head = f"hpaMinReplicas = {wanted}: the GPU groups' minSize nodes hold {hosted} inference pods"
+    if missing == 0:
+        return head, None
+    spot = [q for q in rooms if q.kind.capacity_type == "SPOT"]
+    on_demand = [q for q in rooms if q.kind.capacity_type == "ON_DEMAND"]
+    on_spot = sum(q.pods(missing) for q in spot)
+    in_all = on_spot + sum(q.pods(missing) for q in on_demand)
+    details = "; ".join(q.describe(missing, cfg.region) for q in rooms)
+    if not on_demand:
+        details += "; no ON_DEMAND GPU group to fall back on"
+    line = f"{head}, new nodes must hold {missing} more; {details}"
+    if on_spot >= missing:
+        return line, None
+    if in_all >= missing:
+        return line, (
+            f"the spot GPU quota leaves room for {on_spot} of the {missing} inference pods "
+            f"hpaMinReplicas = {wanted} needs beyond minSize: the rest start on on-demand nodes "
+            f"(the fallback, at the on-demand price) until the spot quota is raised"
+        )
+    if any(q.value is None for q in rooms):
+        return line, (
+            f"could not prove that the GPU quotas leave room for the {missing} inference pods "
+            f"hpaMinReplicas = {wanted} needs beyond minSize (a quota was unreadable: grant "
+            f"servicequotas:GetServiceQuota to see it checked here)"
+        )
+    raise ConfigError(
+        cfg.stack_file,
+        f"{PROJECT}:hpaMinReplicas",
+        wanted,
+        f"as many replicas as the GPU quotas can start, on spot or on the on-demand fallback: "
+        f"{hosted} fit on the groups' minSize nodes, {missing} more need new nodes and the "
+        f"quotas leave room for {in_all}: {details}; request an increase in the Service Quotas "
+        f"console, add a group the quota allows, or lower hpaMinReplicas",
+    )
+
+
 # --- Entry point ----------------------------------------------------------------------------------
 
 
@@ -210,19 +397,25 @@ def check(cfg: StackConfig) -> list[str]:
     it also logged (the quotas as read), which the preview shows as diagnostics."""
     check_offerings(cfg, lookup_offerings(cfg))
     report = []
-    for need in quota_needs(cfg, lookup_vcpus):
+
+    def warn(line: str) -> None:
+        pulumi.log.warn(line)
+        report.append(line)
+
+    needs = quota_needs(cfg, lookup_vcpus)
+    values: dict[str, float | None] = {}
+    for need in needs:
         try:
-            value = lookup_quota(need.kind)
+            values[need.kind.code] = value = lookup_quota(need.kind)
         # Any failure (most often a role without servicequotas:GetServiceQuota) is reported, not
         # fatal: the quota only informs the preview.
         except Exception as error:
-            line = (
+            values[need.kind.code] = None
+            warn(
                 f"could not read {need.kind.name} ({need.kind.code}): {error}; the groups need "
                 f"{need.min_vcpus}-{need.max_vcpus} vCPUs (grant servicequotas:GetServiceQuota "
                 f"to see it checked here)"
             )
-            pulumi.log.warn(line)
-            report.append(line)
             continue
         warning = check_quota(cfg, need, value)
         line = (
@@ -233,6 +426,10 @@ def check(cfg: StackConfig) -> list[str]:
         report.append(line)
         pulumi.log.info(line)
         if warning is not None:
-            pulumi.log.warn(warning)
-            report.append(warning)
+            warn(warning)
+    line, warning = check_replicas(cfg, needs, values, lookup_vcpus)
+    report.append(line)
+    pulumi.log.info(line)
+    if warning is not None:
+        warn(warning)
     return report

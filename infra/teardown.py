@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import pulumi
-from pulumi.dynamic import CreateResult, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 SWEEP_TIMEOUT_SECONDS: Final = 900
 """Instances of deleted node groups can take minutes to terminate and release their volumes."""
@@ -78,9 +78,42 @@ def sweep(
         sleep(POLL_SECONDS)
 
 
+STATE_KEYS: Final = ("region", "tag_key", "tag_value", "timeout_seconds")
+"""What the sweep's delete reads: the resource's whole state, kept through every update."""
+
+
+def _state(props: dict[str, Any]) -> dict[str, Any]:
+    return {key: props[key] for key in STATE_KEYS}
+
+
 class _SweepProvider(ResourceProvider):
+    """The engine runs these in Pulumi's Python dynamic-provider host (pulumi/dynamic/__main__.py
+    of the installed pulumi, 3.272): it stores as the resource's outputs what `create` or
+    `update` returns, plus `__provider` (this object, pickled). Its `Update` stores only
+    `__provider` when `update` returns no outputs (ResourceProvider's default), and `delete`
+    receives those outputs: without `update` below, the first update of the sweep would leave
+    `delete` without its region and tag, and every `pulumi destroy` after it would fail."""
+
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(f"{props['region']}/{props['tag_key']}={props['tag_value']}", props)
+        return CreateResult(
+            f"{props['region']}/{props['tag_key']}={props['tag_value']}", _state(props)
+        )
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # `olds` are the stored outputs, `news` the new inputs (pulumi/pulumi provider.proto,
+        # DiffRequest). Only the sweep's own keys count: `__provider` is a pickle of this object,
+        # which differs with the Python version (3.14 pickles with another default protocol) and
+        # the dill release while the sweep stays the same; the engine's own fallback for a
+        # provider that does not diff compares every input, `__provider` included
+        # (pkg/resource/deploy/step_generator.go, diffResource), and would update for it. The
+        # pickle refers to this class by module, so the code that deletes is always the
+        # installed one, whichever pickle the state holds. A changed key is an in-place update:
+        # the sweep owns nothing until it runs, so there is nothing to replace.
+        changed = [key for key in STATE_KEYS if olds.get(key) != news.get(key)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(_state(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         import boto3  # on the deployer's machine only, when the stack is destroyed

@@ -24,7 +24,7 @@ import hashlib
 import json
 import runpy
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -38,7 +38,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import GPU_INSTANCE_TYPES, StackConfig, parse
-from rehearsal import charts
+from rehearsal import charts, pricelist
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROGRAM: Final = ROOT / "infra" / "__main__.py"
@@ -129,6 +129,11 @@ class Inventory:
     outputs: dict[str, Any]
     rendered: tuple[ChartRender, ...] = ()
     """Every chart resource's render, in URN order."""
+    invokes: tuple[str, ...] = ()
+    """The token of every invoke (data source) the program made, sorted."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The config the program ran with (full keys, values as the CLI hands them; secret ones as
+    `Secret`)."""
 
     def of_type(self, type_: str) -> list[Resource]:
         """The resources of a type the program declares (objects a chart renders are in
@@ -238,6 +243,7 @@ _EC2_ID_PREFIX: Final = {
     "aws:ec2/securityGroup:SecurityGroup": "sg",
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "sg",
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce",
 }
 
 
@@ -294,6 +300,24 @@ _VCPUS_BY_SIZE: Final = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16}
 size from 2 at large)."""
 
 
+EKS_FIXTURE: Final = ROOT / "rehearsal" / "fixtures" / "eks.json"
+"""EKS's version calendar and default add-on versions as the mock account answers them."""
+
+
+def eks_fixture() -> dict[str, Any]:
+    fixture: dict[str, Any] = json.loads(EKS_FIXTURE.read_text())
+    return fixture
+
+
+def calendar_with(minor: str, status: str) -> tuple[Mapping[str, Any], ...]:
+    """The fixture's EKS calendar with one minor moved to another status (time passing), for
+    `MockAccount(cluster_versions=...)`."""
+    return tuple(
+        {**row, "versionStatus": status} if row["clusterVersion"] == minor else row
+        for row in eks_fixture()["clusterVersions"]
+    )
+
+
 @dataclass(frozen=True)
 class MockAccount:
     """What the account's invokes answer; tests replace parts of it."""
@@ -302,6 +326,26 @@ class MockAccount:
     """Instance types per availability zone (default: `instance_type_offerings(region)`)."""
     quotas: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
     """Service Quotas values by quota code; a code not here is an access-denied error."""
+    cluster_versions: Sequence[Mapping[str, Any]] = field(
+        default_factory=lambda: tuple(eks_fixture()["clusterVersions"])
+    )
+    """EKS DescribeClusterVersions rows (default: the fixture's)."""
+    addon_versions: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: eks_fixture()["addonVersions"]
+    )
+    """The default version of each managed add-on, per Kubernetes minor."""
+    denied: frozenset[str] = frozenset()
+    """IAM actions the caller lacks (e.g. `pricing:GetProducts`): their invokes fail as AWS
+    refuses them."""
+    s3_gateway_vpcs: frozenset[str] = frozenset()
+    """Existing VPCs that route S3 through a gateway endpoint."""
+
+
+PRICE_LIST_ENDPOINTS: Final = frozenset(
+    {"us-east-1", "eu-central-1", "ap-south-1", "cn-northwest-1"}
+)
+"""Where the mock's Price List Query API answers (api.pricing.<region>.amazonaws.com); any other
+region has no such host."""
 
 
 class AwsLikeMocks(pulumi.runtime.Mocks):
@@ -317,6 +361,10 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         self.caller_arn = caller_arn
         self.account = account or MockAccount()
         self.offerings = self.account.offerings or instance_type_offerings(region)
+        self.provider_regions: dict[str, str] = {}
+        """Region of every explicit AWS provider, by the id its references carry."""
+        self.invokes: set[str] = set()
+        """Tokens of the invokes answered (rehearsal/permissions.py maps them to IAM actions)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -325,6 +373,8 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         outputs: dict[str, Any] = dict(inputs)
         resource_id = f"{name}-{_hex(seed, 8)}"
 
+        if type_ == "pulumi:providers:aws":
+            self.provider_regions[resource_id] = str(inputs.get("region") or self.region)
         if type_ in _EC2_ID_PREFIX:
             resource_id = f"{_EC2_ID_PREFIX[type_]}-{_hex(seed, 17)}"
             outputs["arn"] = (
@@ -431,12 +481,15 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         self, args: pulumi.runtime.MockCallArgs
     ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
+        self.invokes.add(token)
         if threading.current_thread() is not threading.main_thread():
             # The mock monitor has just made (or reused) this worker thread's loop
             # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
             _INVOKE_LOOPS.add(asyncio.get_event_loop())
         if token == "aws:eks/getAddonVersion:getAddonVersion":
-            return {**a, "id": a.get("addonName"), "version": _ADDON_VERSIONS[a["addonName"]]}
+            return self._addon_version(a)
+        if token == "aws:eks/getClusterVersions:getClusterVersions":
+            return self._cluster_versions(a)
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": ACCOUNT,
@@ -470,6 +523,12 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             return {**a, "id": instance_type, "defaultVcpus": _VCPUS_BY_SIZE[size]}
         if token == "aws:ec2/getVpc:getVpc":
             return {**a, "cidrBlock": "10.0.0.0/16", "arn": f"arn:aws:ec2:::vpc/{a.get('id')}"}
+        if token == "aws:ec2/getVpcEndpoint:getVpcEndpoint":
+            return self._vpc_endpoint(a)
+        if token == "aws:ec2/getSpotPrice:getSpotPrice":
+            return self._spot_price(a)
+        if token == "aws:pricing/getProduct:getProduct":
+            return self._product(a, self._invoke_region(args.provider))
         raise NotImplementedError(
             f"the mock engine does not answer the invoke {token}: add it to mocks"
         )
@@ -496,6 +555,122 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "locationTypes": ["availability-zone"] * len(pairs),
         }
 
+    def _addon_version(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """The default version of an add-on for the Kubernetes minor asked for, as AWS derives it
+        from the cluster's version; a minor the account does not know is an error, as at AWS."""
+        minor, addon = str(a.get("kubernetesVersion")), str(a.get("addonName"))
+        version = self.account.addon_versions.get(minor, {}).get(addon)
+        if version is None:
+            reason = f"ResourceNotFoundException: no {addon} version for Kubernetes {minor}"
+            return {}, [("kubernetesVersion", reason)]
+        return {**a, "id": addon, "version": version}
+
+    def _cluster_versions(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        refused = self._refused("eks:DescribeClusterVersions", "clusterType")
+        if refused is not None:
+            return refused
+        only = set(a.get("clusterVersionsOnlies") or [])
+        status = a.get("versionStatus")
+        rows = [
+            {
+                "clusterType": "eks",
+                "controlPlaneComponentConfigs": [],
+                "controlPlaneScalingTiers": [],
+                **row,
+            }
+            for row in self.account.cluster_versions
+            if (not only or row["clusterVersion"] in only)
+            and (status is None or row["versionStatus"] == status)
+        ]
+        return {**a, "id": self.region, "region": self.region, "clusterVersions": rows}
+
+    def _invoke_region(self, provider_ref: str | None) -> str:
+        """The region an invoke runs in: its explicit provider's, else the stack's."""
+        if not provider_ref:
+            return self.region
+        return self.provider_regions.get(provider_ref.rsplit("::", 1)[-1], self.region)
+
+    def _refused(self, action: str, argument: str) -> tuple[dict, list[tuple[str, str]]] | None:
+        if action not in self.account.denied:
+            return None
+        reason = (
+            f"AccessDeniedException: User: {self.caller_arn} is not authorized to perform: {action}"
+        )
+        return {}, [(argument, reason)]
+
+    def _spot_price(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """The aws_ec2_spot_price data source: DescribeSpotPriceHistory from now, and exactly one
+        price must come back (terraform-provider-aws ec2_spot_price_data_source.go), which takes
+        a type, a zone and one product description."""
+        refused = self._refused("ec2:DescribeSpotPriceHistory", "instanceType")
+        if refused is not None:
+            return refused
+        descriptions = [
+            v
+            for f in a.get("filters") or []
+            if f.get("name") == "product-description"
+            for v in f.get("values") or []
+        ]
+        instance_type, zone = a.get("instanceType"), a.get("availabilityZone")
+        if not instance_type or not zone or len(descriptions) != 1:
+            reason = "multiple EC2 Spot Price History results found matching criteria"
+            return {}, [("instanceType", reason)]
+        price = pricelist.spot_price(str(instance_type), str(zone))
+        if (
+            price is None
+            or descriptions[0] != pricelist.PRODUCT_DESCRIPTION
+            or instance_type not in self.offerings.get(str(zone), frozenset())
+        ):
+            reason = "no EC2 Spot Price History found matching criteria; try different search"
+            return {}, [("instanceType", reason)]
+        return {
+            **a,
+            "id": self.region,
+            "region": self.region,
+            "spotPrice": f"{price:.6f}",
+            "spotPriceTimestamp": pricelist.SPOT_TIMESTAMP,
+        }
+
+    def _product(self, a: dict, region: str) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """The aws_pricing_product data source: TERM_MATCH filters that must select exactly one
+        product (terraform-provider-aws pricing/product_data_source.go), served only where the
+        Price List Query API has an endpoint."""
+        if region not in PRICE_LIST_ENDPOINTS:
+            reason = (
+                f"reading Pricing Products: dial tcp: lookup api.pricing.{region}.amazonaws.com: "
+                f"no such host"
+            )
+            return {}, [("serviceCode", reason)]
+        refused = self._refused("pricing:GetProducts", "serviceCode")
+        if refused is not None:
+            return refused
+        filters = {str(f["field"]): str(f["value"]) for f in a.get("filters") or []}
+        priced = filters.get("regionCode", "")
+        found = pricelist.matching(priced, str(a.get("serviceCode")), filters)
+        if len(found) != 1:
+            reason = (
+                "Pricing product query did not return any elements"
+                if not found
+                else f"Pricing product query not precise enough. Returned {len(found)} elements"
+            )
+            return {}, [("filters", reason)]
+        return {**a, "id": found[0]["sku"], "result": pricelist.document(found[0])}
+
+    def _vpc_endpoint(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        refused = self._refused("ec2:DescribeVpcEndpoints", "vpcId")
+        if refused is not None:
+            return refused
+        vpc = str(a.get("vpcId"))
+        if vpc not in self.account.s3_gateway_vpcs:
+            return {}, [("vpcId", "no matching EC2 VPC Endpoint found")]
+        return {
+            **a,
+            "id": f"vpce-{_hex(vpc, 17)}",
+            "vpcEndpointType": "Gateway",
+            "routeTableIds": [f"rtb-{_hex(vpc + 'rt', 17)}"],
+            "state": "available",
+        }
+
     def _quota(self, a: dict) -> dict[str, Any] | tuple[dict[str, Any], list[tuple[str, str]]]:
         code, service = str(a.get("quotaCode")), a.get("serviceCode")
         if service != "ec2" or code not in self.account.quotas:
@@ -514,17 +689,6 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
             "usageMetrics": [],
         }
-
-
-# Mock answers to aws.eks.get_addon_version (the shape AWS returns; real runs resolve them per
-# version).
-_ADDON_VERSIONS: Final = {
-    "vpc-cni": "v1.20.4-eksbuild.1",
-    "kube-proxy": "v1.34.0-eksbuild.4",
-    "coredns": "v1.12.3-eksbuild.1",
-    "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
-    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
-}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -627,9 +791,19 @@ def chart_source(chart: Resource) -> tuple[charts.ChartSource, tuple[str, ...]]:
     post = inputs.get("postRenderer") or {}
     command = (post["command"], *(post.get("args") or [])) if post.get("command") else ()
     namespace = inputs.get("namespace") or "default"
+    if (inputs.get("repositoryOpts") or {}).get("repo"):
+        # With a repository, a Release skips the local chart and downloads (pulumi-kubernetes
+        # provider/pkg/provider/helm_release.go `locateChart`): not what the rehearsal renders.
+        raise charts.ChartError(
+            f"{chart.name}: names the chart repository {inputs['repositoryOpts']['repo']}; "
+            "install the vendored archive instead (infra/charts.py chart_path)"
+        )
+    # The path as the provider resolves it: relative to the working directory it shares with the
+    # program (infra/charts.py). Only a pinned archive with its pinned bytes is rendered.
+    archive = Path(str(inputs["chart"]))
+    charts.pin_of(archive)
     source = charts.ChartSource(
-        chart=str(inputs["chart"]),
-        version=str(inputs.get("version")),
+        archive=archive,
         release=str(inputs.get("name") or chart.name),
         namespace=str(namespace),
         values=values,
@@ -863,7 +1037,14 @@ def _run(
         raise monitor.chart_error
     resources = tuple(sorted(monitor.records, key=lambda r: r.urn))
     rendered = tuple(sorted(monitor.rendered, key=lambda r: r.resource.urn))
-    return Inventory(resources=resources, outputs=dict(sorted(outputs.items())), rendered=rendered)
+    config = {k: Secret(v) if k in secret_keys else v for k, v in sorted(values.items())}
+    return Inventory(
+        resources=resources,
+        outputs=dict(sorted(outputs.items())),
+        rendered=rendered,
+        invokes=tuple(sorted(mocks.invokes)),
+        config=config,
+    )
 
 
 def _caller(values: Mapping[str, str]) -> str:

@@ -5,7 +5,8 @@ pinned chart with the program's values (rehearsal/charts.py), and writes a deter
 reviewers can diff in a pull request and that `make check` validates:
 
     inventory.yaml      every resource the engine registers (chart objects included): type, name,
-                        parent, provider and inputs (secrets masked)
+                        URN, parent, provider and inputs (secrets masked), or a link to the file
+                        that holds them (a manifest; a chart resource's values in charts/)
     manifests/          one file per Kubernetes object the program declares,
                         <namespace>-<kind>-<name>.yaml
     manifests/charts/<namespace>-<release>/
@@ -15,6 +16,10 @@ reviewers can diff in a pull request and that `make check` validates:
                         namespace, values, and what its render holds
     outputs.yaml        stack outputs (secrets masked, values unknown before deployment as
                         <computed>)
+    config.yaml         the config the program ran with: Pulumi.yaml defaults, the stack file and
+                        any overrides, as the CLI hands them (secrets masked)
+    scaleup-budget.md   load to a new replica serving, step by step, read from the render
+                        (rehearsal/budget.py): a change that slows a step shows in the diff
 
 Two runs give byte-identical files. A config error or a missing chart archive exits with status 2
 and the message only.
@@ -31,10 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import pulumi
 import yaml
 
+from infra.charts import CHARTS_DIR, ChartArchiveError
 from infra.config import ConfigError
-from rehearsal import charts
+from rehearsal import budget, charts, overlay
 from rehearsal.mockengine import (
     ChartRender,
     Inventory,
@@ -46,7 +53,7 @@ from rehearsal.mockengine import (
 )
 
 MASK: Final = "[secret]"
-OWNED: Final = ("inventory.yaml", "outputs.yaml", "manifests", "charts")
+OWNED: Final = ("inventory.yaml", "outputs.yaml", "config.yaml", "manifests", "charts", budget.FILE)
 """What the synth writes; only these are replaced in the output folder."""
 CHART_OBJECTS: Final = Path("manifests") / "charts"
 
@@ -83,6 +90,9 @@ def masked(value: Any, secret: bool = False) -> Any:
     """
     if isinstance(value, Secret):
         return masked(value.value, secret=True)
+    if isinstance(value, pulumi.asset.Asset):
+        # A values file (helm.v4.Chart valueYamlFiles): its text, as the chart file shows it.
+        return masked(_asset_text(value), secret)
     if isinstance(value, dict):
         return {k: masked(value[k], secret) for k in sorted(value)}
     if isinstance(value, list):
@@ -90,6 +100,14 @@ def masked(value: Any, secret: bool = False) -> Any:
     if secret:
         return MASK
     return value
+
+
+def _asset_text(asset: pulumi.asset.Asset) -> str:
+    for attribute in ("text", "path", "uri"):
+        found = getattr(asset, attribute, None)
+        if isinstance(found, str):
+            return found
+    return repr(asset)
 
 
 def _slug(text: str) -> str:
@@ -139,23 +157,32 @@ def masked_object(obj: dict[str, Any]) -> dict[str, Any]:
 
 def chart_document(resource: Resource, render: ChartRender | None = None) -> dict[str, Any]:
     inputs = resource.inputs
-    repo = inputs.get("repositoryOpts") or {}
     doc: dict[str, Any] = {
         "resource": resource.name,
         "type": resource.type,
         "component": _parent_type(resource.urn),
         "program_file": program_file(_parent_type(resource.urn)),
-        "repository": repo.get("repo"),
-        "chart": inputs.get("chart"),
-        "version": inputs.get("version"),
-        "release": inputs.get("name") or resource.name,
-        "namespace": inputs.get("namespace"),
-        "values": masked(inputs.get("values") or {}),
     }
+    if render is not None:
+        pin = charts.pin_of(render.source.archive)
+        # What is installed: the vendored archive (its path from the repository root, not from
+        # the working directory the program ran in), and the upstream it is checked against.
+        doc.update(
+            chart=pin.chart,
+            version=pin.version,
+            app_version=pin.app_version,
+            archive=f"{CHARTS_DIR.name}/{pin.archive_name}",
+            sha256=pin.sha256,
+            repository=pin.repository,
+        )
+    doc.update(
+        release=inputs.get("name") or resource.name,
+        namespace=inputs.get("namespace"),
+        values=masked(inputs.get("values") or {}),
+    )
     if render is None:
         return doc
     source = render.source
-    doc["archive"] = charts.archive_path(source.chart, source.version).name
     if source.value_files:
         doc["value_files"] = list(source.value_files)
     if source.post_renderer:
@@ -246,7 +273,12 @@ def write(inventory: Inventory, stack: str, out: Path) -> dict[str, Any]:
 
     entries = []
     for r in inventory.resources:
-        entry: dict[str, Any] = {"type": r.type, "name": r.name, "parent": _short(r.parent)}
+        entry: dict[str, Any] = {
+            "type": r.type,
+            "name": r.name,
+            "urn": r.urn,
+            "parent": _short(r.parent),
+        }
         if r.provider:
             entry["provider"] = _short(r.provider)
         chart_object = (
@@ -258,11 +290,14 @@ def write(inventory: Inventory, stack: str, out: Path) -> dict[str, Any]:
             entry["manifest"] = manifest_names[chart_object]
         elif r.urn in chart_names:
             entry["chart"] = f"charts/{chart_names[r.urn]}"
+            # Every input but the values, which the chart file holds.
+            entry["inputs"] = masked({k: v for k, v in r.inputs.items() if k != "values"})
         else:
             entry["inputs"] = masked(r.inputs)
         entries.append(entry)
     (out / "inventory.yaml").write_text(dump({"stack": stack, "resources": entries}))
     (out / "outputs.yaml").write_text(dump(masked(inventory.outputs)))
+    (out / "config.yaml").write_text(dump(masked(inventory.config)))
     return {
         "resources": len(inventory.resources),
         "manifests": len(k8s),
@@ -321,7 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Render a stack offline under the mock engine.",
     )
     parser.add_argument("stack", help=f"stack name (one of: {', '.join(stacks())})")
-    parser.add_argument("--out", type=Path, help="output folder (default build/synth/<stack>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default build/synth/<stack>; <stack>-all-options with --all-options)",
+    )
+    parser.add_argument(
+        "--all-options",
+        action="store_true",
+        help="switch every optional feature on (rehearsal/overlay.py) before the --set overrides",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -330,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a config key for this render (VALUE is YAML), e.g. --set hpaMaxReplicas=8",
     )
     args = parser.parse_args(argv)
-    out: Path = args.out or Path("build/synth") / args.stack
+    name = args.stack + (overlay.SUFFIX if args.all_options else "")
+    out: Path = args.out or Path("build/synth") / name
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -338,14 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key] = yaml.safe_load(value)
     try:
+        if args.all_options:
+            overrides = {**overlay.all_options(args.stack), **overrides}
         inventory = run_stack(args.stack, overrides)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, charts.ChartError) as error:
+    except (FileNotFoundError, charts.ChartError, ChartArchiveError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = write(inventory, args.stack, out)
+    # The whole program's render only: write() also serves partial inventories.
+    (out / budget.FILE).write_text(
+        budget.table([budget.budget(args.stack, inventory.cluster_objects())])
+    )
     print(summary(inventory, args.stack, out, counts))
     return 0
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextvars
 import logging
-import math
 import signal
 import sys
 from types import FrameType
@@ -24,15 +23,11 @@ import uvicorn
 
 from service import logs
 from service.app import create_app
+from service.httpserver import server_config
 from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger("service")
-
-ANSWER_MARGIN_SECONDS = 2
-"""After the drain timeout the batcher answers what it could not run (503); uvicorn waits this much
-longer for those answers to be written before it cancels handlers (a plain-text 500). Within
-infra's SHUTDOWN_MARGIN_SECONDS, so the pod exits before SIGKILL."""
 
 
 class DrainingServer(uvicorn.Server):
@@ -102,20 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        log_config=None,  # ours (service.logs): every line carries the request id
-        access_log=False,  # ours (service.front): with the request id and the duration
-        # Nothing here reads the client address, and the NLB (layer 4) sets no X-Forwarded-For:
-        # uvicorn's proxy-header middleware would only add a layer to every request.
-        proxy_headers=False,
-        # Whole seconds (uvicorn's type), never None (wait forever): the drain, then the answers.
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds) + ANSWER_MARGIN_SECONDS,
-        lifespan="on",
-    )
+    config = server_config(app, settings, runtime.metrics)
     server = DrainingServer(config, runtime, settings.drain_delay_seconds)
 
     def stop_on_load_failure() -> None:

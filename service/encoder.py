@@ -11,6 +11,8 @@ In-process API (what the batcher calls; what a benchmark calls to measure the mo
     tok = enc.tokenize(["what is a cat?"], prompt="query: ")  # a prompt goes before each text
     vecs = enc.encode(["a sentence"])  # both steps in one call
     tok = enc.tokenize_ids([[7592, 2088]])  # client token ids (no special tokens) -> Tokenized
+    tok = enc.tokenize_ids([[101, 7592, 2088, 102]], complete=True)  # ids as the whole sequence
+    tok = enc.tokenize_cut(["a long text"], None, Truncation(max_tokens=8, side="left"))
 
 `encode_ids` pads to the longest sequence it is given: callers that batch should sort by length and
 bound the padded tokens (len(batch) * longest), as service.batcher does. `tokenize` is thread-safe
@@ -26,6 +28,7 @@ that poisons the context: only a new process recovers).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -37,17 +40,20 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from service import contract
 from service.model_types import (
+    MODEL_DEFAULT,
     DeviceFailedError,
     DeviceOutOfMemoryError,
     InputTooLongError,
     ModelInfo,
     TokenIdError,
     Tokenized,
+    Truncation,
 )
 from service.textcut import TextTokenizer
 
@@ -352,7 +358,6 @@ class Encoder:
         truncate: bool,
         uses_token_types: bool,
     ) -> None:
-        self.info = info
         self._model = model
         self._device = torch.device(info.device)
         self._truncate = truncate
@@ -365,6 +370,7 @@ class Encoder:
         backend.enable_truncation(info.max_tokens)
         self._backend = backend
         self._prefix, self._suffix = _special_token_template(backend)
+        self.info = dataclasses.replace(info, special_tokens=len(self._prefix) + len(self._suffix))
         self._content_limit = info.max_tokens - len(self._prefix) - len(self._suffix)
         self._text = TextTokenizer(
             backend,
@@ -376,6 +382,7 @@ class Encoder:
         self._pool = _POOLERS[info.pooling]
         self.seconds_per_token: float | None = None
         """Device seconds per token of a full-length batch, once warm_up has measured it."""
+        self._full_length_backend: Any = None
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -454,9 +461,44 @@ class Encoder:
             texts = [prompt + text for text in texts]
         return self._text.tokenize(texts)
 
-    def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized:
-        """Client token ids (this tokenizer's, without special tokens): validate, truncate, wrap.
-        `prompt` (text) is tokenised and its ids put before each sequence."""
+    def _untruncated(self) -> Any:
+        """A copy of the tokenizer without truncation, for a request's own cut (built on first
+        use: only such requests need it)."""
+        if self._full_length_backend is None:
+            backend = Tokenizer.from_str(self._backend.to_str())
+            backend.no_truncation()
+            self._full_length_backend = backend
+        return self._full_length_backend
+
+    def tokenize_cut(self, texts: list[str], prompt: str | None, cut: Truncation) -> Tokenized:
+        """Texts cut the way a request asked (`tokenize` cuts at the model's maximum, from the
+        right): each text tokenised whole without special tokens, then assembled like token ids,
+        so the special tokens and the prompt are kept whatever the side. The prompt is tokenised
+        on its own, as for token-id input."""
+        head = self._prompt_ids(prompt) if prompt else []
+        encodings = self._untruncated().encode_batch(texts, add_special_tokens=False)
+        ids: list[list[int]] = []
+        truncated: list[bool] = []
+        for index, encoding in enumerate(encodings):
+            sequence, was_cut = self._assemble(
+                index, self._prefix, head, encoding.ids, self._suffix, cut
+            )
+            ids.append(sequence)
+            truncated.append(was_cut)
+        return Tokenized(ids, truncated)
+
+    def tokenize_ids(
+        self,
+        token_ids: list[list[int]],
+        prompt: str | None = None,
+        cut: Truncation = MODEL_DEFAULT,
+        *,
+        complete: bool = False,
+    ) -> Tokenized:
+        """Client token ids of this tokenizer: validate, put the prompt's ids in, cut as `cut`
+        says. `complete`: each list is the whole sequence, with whatever special tokens the client
+        put (how vLLM and TEI read ids); the prompt goes after a leading special-token prefix.
+        Otherwise the ids are the text's alone and the special tokens are added, as for text."""
         vocab = self.info.vocab_size
         head = self._prompt_ids(prompt) if prompt else []
         ids: list[list[int]] = []
@@ -468,19 +510,52 @@ class Encoder:
                 bad = next(t for t in seq if not 0 <= t < vocab)
                 raise TokenIdError(
                     f"input[{index}] contains token id {bad}, outside this model's vocabulary "
-                    f"[0, {vocab})"
+                    f"[0, {vocab}): this server reads token ids as the model's own "
+                    f"({contract.ENV_PREFIX}TOKEN_IDS=model), not as OpenAI's cl100k_base"
                 )
-            content = [*head, *seq] if head else seq
-            cut = len(content) > self._content_limit
-            if cut and not self._truncate:
-                raise InputTooLongError(
-                    index,
-                    len(content) + len(self._prefix) + len(self._suffix),
-                    self.info.max_tokens,
-                )
-            ids.append([*self._prefix, *content[: self._content_limit], *self._suffix])
-            truncated.append(cut)
+            if complete:
+                prefix, content, suffix = self._split_special_tokens(seq)
+            else:
+                prefix, content, suffix = self._prefix, seq, self._suffix
+            sequence, was_cut = self._assemble(index, prefix, head, content, suffix, cut)
+            ids.append(sequence)
+            truncated.append(was_cut)
         return Tokenized(ids, truncated)
+
+    def _split_special_tokens(self, seq: list[int]) -> tuple[list[int], list[int], list[int]]:
+        """(the special-token prefix the sequence starts with, its content, the suffix it ends
+        with): empty where the client left them out."""
+        prefix = self._prefix if self._prefix and seq[: len(self._prefix)] == self._prefix else []
+        rest = seq[len(prefix) :]
+        suffix = self._suffix if self._suffix and rest[-len(self._suffix) :] == self._suffix else []
+        return prefix, rest[: len(rest) - len(suffix)], suffix
+
+    def _assemble(
+        self,
+        index: int,
+        prefix: list[int],
+        head: list[int],
+        content: list[int],
+        suffix: list[int],
+        cut: Truncation,
+    ) -> tuple[list[int], bool]:
+        """prefix + prompt + content + suffix within the limit, and whether content was cut.
+        The prompt is kept unless it leaves no room at all (then it is cut with the input, from
+        the right, as one text would be)."""
+        limit = self.info.max_tokens if cut.max_tokens is None else cut.max_tokens
+        room = max(limit - len(prefix) - len(suffix), 0)
+        if len(head) + len(content) <= room:
+            return [*prefix, *head, *content, *suffix], False
+        if not (self._truncate or cut.requested):
+            full = len(prefix) + len(head) + len(content) + len(suffix)
+            raise InputTooLongError(index, full, self.info.max_tokens)
+        if len(head) >= room:
+            kept = [*head, *content][:room]
+        elif cut.side == "right":
+            kept = [*head, *content[: room - len(head)]]
+        else:
+            kept = [*head, *content[len(content) - (room - len(head)) :]]
+        return [*prefix, *kept, *suffix], True
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         cached = self._prompt_cache.get(prompt)
@@ -490,13 +565,13 @@ class Encoder:
         return cached
 
     # --- Forward (one thread at a time) -----------------------------------------------------------
-    def encode_ids(self, batch: list[list[int]]) -> np.ndarray:
+    def encode_ids(self, batch: list[list[int]], normalize: bool | None = None) -> np.ndarray:
         """Embed token-id sequences (special tokens included) -> float32 (n, dimension), rows
-        L2-normalised when info.normalize. Raises DeviceOutOfMemoryError (after freeing the
-        cache) or DeviceFailedError instead of torch's errors."""
+        L2-normalised when `normalize` (None: when info.normalize). Raises DeviceOutOfMemoryError
+        (after freeing the cache) or DeviceFailedError instead of torch's errors."""
         inputs = self._inputs(batch)
         try:
-            return self._forward(inputs)
+            return self._forward(inputs, self.info.normalize if normalize is None else normalize)
         except RuntimeError as exc:  # torch.OutOfMemoryError and torch.AcceleratorError too
             message = _first_line(exc)
             if not isinstance(exc, torch.OutOfMemoryError) and not _marked(message, _OOM_MARKS):
@@ -529,11 +604,11 @@ class Encoder:
             inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
         return inputs
 
-    def _forward(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    def _forward(self, inputs: dict[str, torch.Tensor], normalize: bool) -> np.ndarray:
         with torch.inference_mode():
             hidden = self._model(**inputs).last_hidden_state
             pooled = self._pool(hidden.float(), inputs["attention_mask"])
-            if self.info.normalize:
+            if normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
             return pooled.cpu().numpy()
 

@@ -64,6 +64,23 @@ class ClientDisconnectedError(ApiError):
     """The client closed the connection before the answer (nobody reads the 499)."""
 
 
+# The HTTP layer's own refusals (service.httpserver), before a request reaches a route.
+class MalformedRequestError(ApiError):
+    """The bytes are not an HTTP/1.1 request (the parser's reason in the message)."""
+
+
+class HeadersTooLargeError(ApiError):
+    """The request line and headers are over the size or count limit."""
+
+
+class RequestTimeoutError(ApiError):
+    """The request's head or body did not arrive in time."""
+
+
+class TooManyConnectionsError(ApiError):
+    """Every connection the server allows is busy with a request."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -84,6 +101,9 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     RouteNotFoundError: ErrorKind(404, "invalid_request_error", "not_found"),
     MethodNotAllowedError: ErrorKind(405, "invalid_request_error", "method_not_allowed"),
     RequestTooLargeError: ErrorKind(413, "invalid_request_error", "request_too_large"),
+    MalformedRequestError: ErrorKind(400, "invalid_request_error", "malformed_request"),
+    RequestTimeoutError: ErrorKind(408, "invalid_request_error", "request_timeout"),
+    HeadersTooLargeError: ErrorKind(431, "invalid_request_error", "headers_too_large"),
     Overloaded: ErrorKind(429, "rate_limit_error", "overloaded"),
     QueueTimeout: ErrorKind(429, "rate_limit_error", "queue_timeout"),
     # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
@@ -94,8 +114,14 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     BatcherStopped: ErrorKind(503, "server_error", "shutting_down"),
     DeviceOutOfMemoryError: ErrorKind(503, "server_error", "out_of_memory"),
     DeviceFailedError: ErrorKind(503, "server_error", "device_failed"),
+    TooManyConnectionsError: ErrorKind(503, "server_error", "too_many_connections"),
 }
 INTERNAL = ErrorKind(500, "server_error", "internal_error")
+CLOSES_CONNECTION = frozenset({408, 413, 431})
+"""Statuses answered before the whole request was read: what is left of it would be read as the
+next request, so the answer says `Connection: close` and the server closes the connection instead
+of reading (and discarding) the rest. RFC 9110 15.5.9 (408: the server SHOULD send "close"), 15.5.14
+(413: the server MAY close the connection)."""
 
 
 def kind_of(exc: BaseException) -> ErrorKind:
@@ -129,6 +155,9 @@ def error_response(
             "Retry-After-Ms": str(max(1, math.ceil(exc.retry_after_s * 1000))),
         }
         headers = {**retry, **(headers or {})}
+    if kind.status in CLOSES_CONNECTION:
+        # uvicorn closes the connection after an answer that carries this header.
+        headers = {"Connection": "close", **(headers or {})}
     return Response(body, status_code=kind.status, media_type="application/json", headers=headers)
 
 

@@ -1,6 +1,11 @@
 """The server's one ASGI layer in front of every HTTP request: request id, metrics, access log,
 body limit, API keys, then the endpoint table.
 
+What a request counts toward and needs is a flag of its endpoint in the table, never a matter of
+its path: only routes that queue work for the model move `inference_requests_in_flight` (the
+HPA's signal), so a cheap route (the model list, a probe) never scales GPU pods, and a route's
+alias (/embeddings for /v1/embeddings) is counted, labelled and guarded exactly as its path.
+
 Each request crosses exactly this layer and its handler: the handler reads the raw body, answers a
 `Reply` (bytes already serialised), and this layer writes it with two `send` calls. Requests for a
 path the table does not know go on to the framework's own stack (FastAPI/Starlette: 404, 405 and
@@ -17,7 +22,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +40,11 @@ from service.errors import (
     AuthenticationError,
     ClientDisconnectedError,
     MethodNotAllowedError,
+    RequestTimeoutError,
     RequestTooLargeError,
     kind_of,
 )
+from service.httpserver import BODY_TIMED_OUT
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -47,7 +54,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.access")
 
 _QUIET_ROUTES = frozenset({contract.HEALTH_PATH, contract.READY_PATH, contract.METRICS_PATH})
-_API_PREFIX = contract.OPENAI_BASE_PATH + "/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The status recorded when the client went away before an answer (nginx's convention).
 CLIENT_CLOSED = ERROR_TABLE[ClientDisconnectedError].status
@@ -98,12 +104,51 @@ class Endpoint:
     """Response headers the route sets, besides X-Request-ID."""
     path_params: tuple[str, ...] = ()
     """Names in `path` ("/v1/models/{model}"): the route answers every path under the part
-    before the first one, and the handler reads the rest of the path."""
+    before the first one, and the handler reads the rest of the path as
+    `scope["path_params"][name]`."""
     in_schema: bool = True
+    aliases: tuple[str, ...] = ()
+    """More paths of the same endpoint (/embeddings for a client whose base URL lacks /v1, as
+    TEI and infinity serve it): counted and labelled as `path`, documented once, under it."""
+    inference: bool = False
+    """The route queues work for the model: it counts toward inference_requests_in_flight."""
+    needs_key: bool = False
+    """The route answers only with one of the server's API keys (when it has any)."""
 
-    @property
-    def prefix(self) -> str | None:
-        return self.path[: self.path.index("{")] if self.path_params else None
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the table knows about one path: its endpoints by method, and how it is counted."""
+
+    label: str
+    """The `route` label of its metrics: the documented path, whichever alias was called."""
+    methods: Mapping[str, Endpoint]
+    needs_key: bool
+    param: str | None = None
+    """The path parameter that takes the rest of the path, for a prefix route."""
+
+
+def route_table(
+    endpoints: Iterable[Endpoint],
+) -> tuple[dict[str, Route], dict[str, Route]]:
+    """(path -> Route, path prefix -> Route for paths with parameters) over every endpoint and
+    its aliases."""
+    grouped: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        for path in (endpoint.path, *endpoint.aliases):
+            grouped.setdefault(path, {})[endpoint.method] = endpoint
+    routes: dict[str, Route] = {}
+    prefixes: dict[str, Route] = {}
+    for path, methods in grouped.items():
+        first = next(iter(methods.values()))
+        needs_key = any(e.needs_key for e in methods.values())
+        if first.path_params:
+            prefixes[path[: path.index("{")]] = Route(
+                first.path, methods, needs_key, first.path_params[0]
+            )
+        else:
+            routes[path] = Route(first.path, methods, needs_key)
+    return routes, prefixes
 
 
 ErrorReply = Callable[[BaseException], Response]
@@ -112,57 +157,62 @@ ErrorReply = Callable[[BaseException], Response]
 class FrontDoor:
     def __init__(
         self,
-        routes: Mapping[str, Mapping[str, Handler]],
-        prefixes: Mapping[str, tuple[str, Mapping[str, Handler]]],
+        endpoints: Iterable[Endpoint],
         fallback: ASGIApp,
         runtime: Runtime,
         error_reply: ErrorReply,
     ) -> None:
-        """`routes`: path -> method -> handler; `prefixes`: path prefix -> (route template,
-        method -> handler), for routes with path parameters. `error_reply` turns an exception
-        into the response the error table gives it (service.app), the same for both ways in."""
-        self.routes = routes
-        self.prefixes = prefixes
+        """`endpoints`: the table (with its aliases); other paths go to `fallback`.
+        `error_reply` turns an exception into the response the error table gives it
+        (service.app), the same for both ways in."""
+        self.routes, self.prefixes = route_table(endpoints)
         self.fallback = fallback
         self.runtime = runtime
         self.error_reply = error_reply
         settings = runtime.settings
         self.max_bytes = settings.max_request_bytes
+        self.body_timeout = settings.body_timeout_seconds
         self.keys = tuple(key.encode() for key in sorted(runtime.api_keys))
         self.log_access = settings.access_log
         metrics: Metrics = runtime.metrics
         self.metrics = metrics
         # Label children resolved once: `labels()` costs a lock and a tuple per call.
-        labels = [*routes, *(template for template, _ in prefixes.values())]
+        labels = {route.label for route in (*self.routes.values(), *self.prefixes.values())}
         self._duration = {path: metrics.request_duration.labels(path) for path in labels}
         self._duration["other"] = metrics.request_duration.labels("other")
         self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        methods = self.routes.get(path)
-        route = path if methods is not None else "other"
-        if methods is None and self.prefixes:
-            for prefix, (template, under) in self.prefixes.items():
+        route = self.routes.get(path)
+        if route is None and self.prefixes:
+            for prefix, under in self.prefixes.items():
                 if path.startswith(prefix) and len(path) > len(prefix):
-                    route, methods = template, under
+                    route = under
+                    scope["path_params"] = {under.param: path[len(prefix) :]}
                     break
+        endpoint = None
+        if route is not None:
+            # HEAD is GET without the body (RFC 9110 9.3.2), as the framework's routes answered it.
+            endpoint = route.methods.get("GET" if scope["method"] == "HEAD" else scope["method"])
+        label = route.label if route is not None else "other"
         rid = _request_id(scope["headers"])
         token = logs.request_id.set(rid)
-        api = path.startswith(_API_PREFIX)
-        # In-flight counts API work only: probes and scrapes would distort the HPA signal.
-        if api:
+        # In-flight counts model work only: probes, scrapes and the model list would distort the
+        # HPA signal.
+        inference = endpoint is not None and endpoint.inference
+        if inference:
             self.metrics.in_flight.inc()
         start = time.perf_counter()
         status = 500  # what the client sees if we die before answering
         try:
-            status = await self._serve(scope, receive, send, methods, api, rid.encode())
+            status = await self._serve(scope, receive, send, route, endpoint, rid.encode())
         finally:
             elapsed = time.perf_counter() - start
-            if api:
+            if inference:
                 self.metrics.in_flight.dec()
-            self._count(route, status)
-            self._duration[route].observe(elapsed)
+            self._count(label, status)
+            self._duration[label].observe(elapsed)
             if self.log_access:
                 level = logging.DEBUG if path in _QUIET_ROUTES else logging.INFO
                 if access_log.isEnabledFor(level):
@@ -176,24 +226,21 @@ class FrontDoor:
         scope: Scope,
         receive: Receive,
         send: Send,
-        methods: Mapping[str, Handler] | None,
-        api: bool,
+        route: Route | None,
+        endpoint: Endpoint | None,
         rid: bytes,
     ) -> int:
         """Answer the request; the status sent (CLIENT_CLOSED when there was no one to answer)."""
         try:
-            refusal = self._refusal(scope, api)
+            refusal = self._refusal(scope, route is not None and route.needs_key)
             if refusal is not None:
                 raise refusal
-            if methods is None:
+            if route is None:
                 return await self._fall_back(scope, receive, send, rid)
-            # HEAD is GET without the body (RFC 9110 9.3.2), as the framework's routes answered it.
-            handler = methods.get("GET" if scope["method"] == "HEAD" else scope["method"])
-            if handler is None:
-                allowed = ", ".join(methods)
-                raise _NotAllowedError(allowed)
-            body = await self._read_body(receive) if scope["method"] == "POST" else b""
-            reply = await handler(Call(scope, receive, body, self.runtime))
+            if endpoint is None:
+                raise _NotAllowedError(", ".join(route.methods))
+            body = await self._read_body(scope, receive) if scope["method"] == "POST" else b""
+            reply = await endpoint.handler(Call(scope, receive, body, self.runtime))
         except ClientDisconnectedError:
             return CLIENT_CLOSED
         except asyncio.CancelledError:
@@ -201,7 +248,7 @@ class FrontDoor:
             # ClientDisconnectedError): its graceful-shutdown timeout ran out, e.g. on a client
             # still sending its body. Answer that in the envelope, not with uvicorn's plain-text
             # 500 and a CancelledError traceback; the task ends here either way.
-            if methods is None:  # the framework's stack may have started its answer
+            if route is None:  # the framework's stack may have started its answer
                 raise
             task = asyncio.current_task()
             if task is not None:
@@ -227,20 +274,21 @@ class FrontDoor:
         await _send(send, response.status_code, headers, bytes(response.body))
         return response.status_code
 
-    def _refusal(self, scope: Scope, api: bool) -> ApiError | None:
+    def _refusal(self, scope: Scope, needs_key: bool) -> ApiError | None:
         limit = self.max_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return RequestTooLargeError(
                     f"the request body is over this server's limit of {limit} bytes"
                 )
-        if api and self.keys:
+        if needs_key and self.keys:
             return self._key_refusal(scope["headers"])
         return None
 
     def _key_refusal(self, headers: list[tuple[bytes, bytes]]) -> AuthenticationError | None:
-        """401 for /v1/* requests without one of the accepted keys (`Authorization: Bearer
-        <key>`); probes and /metrics stay open for the kubelet and Prometheus."""
+        """401 for a route that needs a key, without one of the accepted keys
+        (`Authorization: Bearer <key>`); probes and /metrics stay open for the kubelet and
+        Prometheus."""
         header = next((value for name, value in headers if name == b"authorization"), b"")
         scheme, _, token = header.partition(b" ")
         presented = token.strip()
@@ -254,8 +302,10 @@ class FrontDoor:
             matched |= hmac.compare_digest(presented, key)
         return None if matched else AuthenticationError("invalid API key")
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, within the limit also when it is streamed (chunked)."""
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, within the limit also when it is streamed (chunked), and in time: the
+        HTTP layer flags the scope and wakes this loop when the body is late (service.httpserver).
+        Both errors close the connection (errors.CLOSES_CONNECTION): the rest is never read."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -271,6 +321,10 @@ class FrontDoor:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if scope.get(BODY_TIMED_OUT):
+                raise RequestTimeoutError(
+                    f"the request body did not arrive within {self.body_timeout:g} s"
+                )
 
     async def _fall_back(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> int:
         """Paths outside the table: the framework's stack, with the request id and the limit."""

@@ -14,6 +14,15 @@ _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)
 
 DEVICE_ERROR_KINDS = ("out_of_memory", "device_failed")
+HTTP_REJECTION_REASONS = (
+    "malformed",
+    "headers_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "body_timeout",
+    "connection_limit",
+    "evicted",
+)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -89,6 +98,19 @@ class Metrics:
         )
         for kind in DEVICE_ERROR_KINDS:  # exposed at 0, so rate() and increase() see the start
             self.device_errors.labels(kind)
+        self.http_rejections = Counter(
+            contract.HTTP_REJECTIONS_TOTAL.removesuffix("_total"),
+            "Requests and connections the HTTP layer cut off before any route, by reason "
+            "(service.httpserver).",
+            ["reason"],
+            registry=r,
+        )
+        self._rejections = {
+            reason: self.http_rejections.labels(reason) for reason in HTTP_REJECTION_REASONS
+        }
+        self.connections_open = Gauge(
+            contract.CONNECTIONS_OPEN, "Open HTTP connections on the API port.", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -106,3 +128,10 @@ class Metrics:
 
     def device_error(self, kind: str) -> None:
         self.device_errors.labels(kind).inc()
+
+    # --- ConnectionObserver (service.httpserver) ------------------------------------------------
+    def http_rejected(self, reason: str) -> None:
+        self._rejections[reason].inc()
+
+    def connections_changed(self, open_connections: int) -> None:
+        self.connections_open.set(open_connections)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,33 @@ class ModelInfo:
     default_prompt_name: str | None = None
     default_prompt: str | None = None
     """The prompt used when a request names none (None: inputs are embedded as sent)."""
+    special_tokens: int = 0
+    """Special tokens the tokenizer puts around every sequence ([CLS] and [SEP] for BERT)."""
+
+
+Side = Literal["left", "right"]
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """How a request wants over-long inputs cut (vLLM's `truncate_prompt_tokens` and
+    `truncation_side`, TEI's `truncation_direction`). The special tokens and the prompt are always
+    kept; the input's own tokens are cut from `side`."""
+
+    max_tokens: int | None = None
+    """Tokens per input at most, special tokens and prompt included; None: the model's maximum,
+    with over-long inputs refused instead when the server does not truncate."""
+    side: Side = "right"
+    """right keeps the input's first tokens, left its last."""
+
+    @property
+    def requested(self) -> bool:
+        """The client asked for a cut: it happens even where the server refuses over-long
+        inputs by default."""
+        return self.max_tokens is not None
+
+
+MODEL_DEFAULT = Truncation()
 
 
 @dataclass(frozen=True)

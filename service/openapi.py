@@ -1,18 +1,23 @@
-"""/openapi.json and /docs, built once from the endpoint table (service.routes.ENDPOINTS).
+"""/openapi.json and /docs, built from the endpoint table (service.routes.ENDPOINTS).
 
 The routes are served by service.front, not by FastAPI's route machinery, so FastAPI cannot derive
 the document from them; this module does, from the same table the server dispatches on: every
 route with its request model, its 200 body, every error status it answers (each in the OpenAI
-envelope, with the error codes the error table gives that status) and its response headers. The
-document and the Swagger UI page are serialised once at start; serving them costs a dictionary
-lookup, like any other route, and the other routes pay nothing for them.
+envelope, with the error codes the error table gives that status) and its response headers.
+
+The document is exact: once the model has loaded it is built again with what that model accepts
+(its names, prompt names, dimensions, token ids, truncation limits: `Accepted`), so a request the
+document allows is one the server serves, and one it forbids is refused (schemathesis checks
+both ways). The document and the Swagger UI page are serialised when built; serving them costs a
+dictionary lookup, like any other route, and the other routes pay nothing for them.
 """
 
 from __future__ import annotations
 
 import http
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,38 +42,65 @@ _HEADERS = {
 }
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """What the loaded model accepts, narrower than the request models' types."""
+
+    properties: Mapping[str, Mapping[str, dict[str, Any]]] = field(default_factory=dict)
+    """Request model name -> property -> the JSON schema of the values served."""
+    path_params: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Path parameter -> the JSON schema of the values served."""
+
+
+_KEPT = ("title", "description", "default")
+"""What a property keeps of its generic schema when `Accepted` narrows it."""
+
+
 def build_document(
-    endpoints: Iterable[Endpoint], *, title: str, version: str, description: str = ""
+    endpoints: Iterable[Endpoint],
+    *,
+    title: str,
+    version: str,
+    description: str = "",
+    accepted: Accepted | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `endpoints`."""
+    """The OpenAPI 3.1 document of `endpoints`, narrowed to what `accepted` says."""
+    accepted = accepted or Accepted()
     endpoints = [endpoint for endpoint in endpoints if endpoint.in_schema]
     models: list[type[BaseModel]] = [ErrorEnvelope]
     for endpoint in endpoints:
         models += [m for m in (endpoint.request, endpoint.response) if m is not None]
     unique = list(dict.fromkeys(models))
     _, schemas = models_json_schema([(model, "validation") for model in unique], ref_template=_REF)
+    definitions = schemas.get("$defs", {})
+    for model, narrowed in accepted.properties.items():
+        properties = definitions[model]["properties"]
+        for name, schema in narrowed.items():
+            kept = {key: value for key, value in properties[name].items() if key in _KEPT}
+            properties[name] = {**kept, **schema}
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
     for endpoint in endpoints:
-        paths[endpoint.path][endpoint.method.lower()] = _operation(endpoint)
+        paths[endpoint.path][endpoint.method.lower()] = _operation(endpoint, accepted)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": dict(paths),
         "components": {
-            "schemas": schemas.get("$defs", {}),
+            "schemas": definitions,
             "securitySchemes": {
                 "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /v1 routes only when the server has API keys "
-                    f"({contract.ENV_PREFIX}API_KEYS or {contract.ENV_API_KEYS_FILE}).",
+                    "description": "Required on the routes that list it, only when the server "
+                    f"has API keys ({contract.ENV_PREFIX}API_KEYS or "
+                    f"{contract.ENV_API_KEYS_FILE}).",
                 }
             },
         },
     }
 
 
-def _operation(endpoint: Endpoint) -> dict[str, Any]:
+def _operation(endpoint: Endpoint, accepted: Accepted) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "OK", "headers": _headers(endpoint.headers)}
     if endpoint.response is not None:
         schema: dict[str, Any] = {"$ref": _REF.format(model=endpoint.response.__name__)}
@@ -89,18 +121,28 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         "tags": list(endpoint.tags),
         "responses": responses,
     }
-    if endpoint.description:
-        operation["description"] = endpoint.description
+    described = [endpoint.description] if endpoint.description else []
+    if endpoint.aliases:
+        also = ", ".join(f"`{alias}`" for alias in endpoint.aliases)
+        described.append(f"Also served at {also}, the same endpoint (a base URL without /v1).")
+    if described:
+        operation["description"] = " ".join(described)
     if endpoint.path_params:
+        # The parameter takes the rest of the path, slashes included (Hub ids hold one).
         operation["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": accepted.path_params.get(name, {"type": "string", "minLength": 1}),
+            }
             for name in endpoint.path_params
         ]
     if endpoint.request is not None:
         ref = {"$ref": _REF.format(model=endpoint.request.__name__)}
         content = {"application/json": {"schema": ref}}
         operation["requestBody"] = {"required": True, "content": content}
-    if endpoint.path.startswith(contract.OPENAI_BASE_PATH + "/"):
+    if endpoint.needs_key:
         operation["security"] = [{"apiKey": []}, {}]  # {}: open when no keys are configured
     return operation
 
@@ -122,21 +164,35 @@ def _error_description(status: int) -> str:
     return f"{phrase} (OpenAI error envelope; type/code: {', '.join(codes)})"
 
 
-def document_endpoints(document: dict[str, Any]) -> tuple[Endpoint, Endpoint]:
-    """GET /openapi.json and GET /docs (Swagger UI), both serialised now, once."""
-    body = orjson.dumps(document)
-    title = str(document["info"]["title"])
-    page = get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{title} - API").body
-    json_reply = Reply(body)
-    html_reply = Reply(bytes(page), media_type=b"text/html; charset=utf-8")
+class ApiDocument:
+    """GET /openapi.json and GET /docs (Swagger UI): the document of the endpoint table,
+    serialised when built, at start and again once the model has loaded (`describe`)."""
 
-    async def openapi_document(_: Call) -> Reply:
-        return json_reply
+    def __init__(
+        self, endpoints: Iterable[Endpoint], *, title: str, version: str, description: str
+    ) -> None:
+        self._endpoints = tuple(endpoints)
+        self._meta = {"title": title, "version": version, "description": description}
+        page = get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{title} - API").body
+        self._html = Reply(bytes(page), media_type=b"text/html; charset=utf-8")
+        self.document: dict[str, Any] = {}
+        self._json = Reply(b"")
+        self.describe(None)
 
-    async def swagger_ui(_: Call) -> Reply:
-        return html_reply
+    def describe(self, accepted: Accepted | None) -> dict[str, Any]:
+        """Build (and serialise) the document again, narrowed to what `accepted` says."""
+        self.document = build_document(self._endpoints, accepted=accepted, **self._meta)
+        self._json = Reply(orjson.dumps(self.document))
+        return self.document
 
-    return (
-        Endpoint("GET", OPENAPI_PATH, openapi_document, "This document", in_schema=False),
-        Endpoint("GET", DOCS_PATH, swagger_ui, "Swagger UI", in_schema=False),
-    )
+    def endpoints(self) -> tuple[Endpoint, Endpoint]:
+        async def openapi_document(_: Call) -> Reply:
+            return self._json
+
+        async def swagger_ui(_: Call) -> Reply:
+            return self._html
+
+        return (
+            Endpoint("GET", OPENAPI_PATH, openapi_document, "This document", in_schema=False),
+            Endpoint("GET", DOCS_PATH, swagger_ui, "Swagger UI", in_schema=False),
+        )

@@ -25,8 +25,9 @@ from service.errors import (
 )
 from service.front import Call, Endpoint, Reply
 from service.metrics import CONTENT_TYPE
-from service.model_types import ModelInfo
-from service.runtime import Embedded, Runtime
+from service.model_types import MODEL_DEFAULT, ModelInfo, Truncation
+from service.openapi import Accepted
+from service.runtime import TOKEN_ID_MEANINGS, Embedded, Runtime, unit_rows
 from service.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -39,6 +40,7 @@ from service.schemas import (
     SimilarityRequest,
     SimilarityResponse,
     Status,
+    input_schema,
 )
 from service.settings import MAX_INPUTS_PER_REQUEST
 
@@ -94,8 +96,14 @@ async def until_disconnect(call: Call, work: Awaitable[T]) -> T:
             watcher.cancel()
 
 
-async def embed_inputs(call: Call, inputs: Inputs, prompt_name: str | None) -> Embedded:
-    return await until_disconnect(call, call.runtime.embed(inputs, prompt_name))
+async def embed_inputs(
+    call: Call,
+    inputs: Inputs,
+    prompt_name: str | None,
+    cut: Truncation = MODEL_DEFAULT,
+    normalize: bool | None = None,
+) -> Embedded:
+    return await until_disconnect(call, call.runtime.embed(inputs, prompt_name, cut, normalize))
 
 
 def accepted_models(runtime: Runtime) -> list[str]:
@@ -145,15 +153,94 @@ def check_dimensions(dimensions: int | None, model: ModelInfo) -> None:
 
 
 def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    """OpenAI `dimensions`: keep the first N components, re-normalised when the model's vectors
-    are (sentence-transformers' truncate_dim does the same)."""
+    """OpenAI `dimensions`: keep the first N components, re-normalised when the vectors are
+    (sentence-transformers' truncate_dim does the same)."""
     if dimensions is None or dimensions == vectors.shape[1]:
         return vectors
     head = vectors[:, :dimensions]
-    if not normalize:
-        return np.ascontiguousarray(head)
-    norms = np.linalg.norm(head, axis=1, keepdims=True)
-    return np.ascontiguousarray(head / np.maximum(norms, 1e-12), dtype=np.float32)
+    return unit_rows(head) if normalize else np.ascontiguousarray(head)
+
+
+def request_truncation(body: EmbeddingsRequest, model: ModelInfo) -> Truncation:
+    """The cut a request asks for with vLLM's `truncate_prompt_tokens` and `truncation_side`
+    (vllm-project/vllm: vllm/entrypoints/pooling/base/protocol.py, PoolingBasicRequestMixin, at
+    020638a6; vllm/renderers/params.py, TokenizeParams: -1 maps to the model's maximum, a limit
+    over it is refused, the limit counts special tokens as HF's max_length does, at 1aa021e8), or
+    TEI's `truncation_direction` (huggingface/text-embeddings-inference v1.9.3,
+    router/src/http/types.rs, TruncationDirection: left or right, either case)."""
+    side = body.truncation_side
+    direction = body.truncation_direction.lower() if body.truncation_direction else None
+    if side is not None and direction is not None and side != direction:
+        raise InvalidRequestError(
+            f"truncation_side {side!r} and truncation_direction {direction!r} disagree; they "
+            "are two names (vLLM's and TEI's) for the same choice: send one",
+            param="truncation_side",
+        )
+    limit = body.truncate_prompt_tokens
+    if limit == -1:
+        limit = model.max_tokens
+    elif limit is not None and not model.special_tokens < limit <= model.max_tokens:
+        # vLLM refuses a limit over the model's maximum as well (TokenizeParams.__post_init__).
+        raise InvalidRequestError(
+            f"truncate_prompt_tokens must be -1 (the model's maximum) or between "
+            f"{model.special_tokens + 1} and {model.max_tokens} (this model's maximum; its "
+            f"special tokens take {model.special_tokens}); got {limit}",
+            param="truncate_prompt_tokens",
+        )
+    chosen = side or direction or "right"
+    return Truncation(limit, "left" if chosen == "left" else "right")
+
+
+def accepted_values(runtime: Runtime) -> Accepted:
+    """What the loaded model accepts, for /openapi.json: exactly what the checks of this module
+    and the runtime serve (model names, prompt names, Matryoshka sizes, truncation limits, token
+    ids of the tokenizer that reads them); they refuse the rest with a 4xx."""
+    encoder, _ = runtime.serving()
+    model = encoder.info
+    names = accepted_models(runtime)
+    prompts = {"type": "string", "enum": sorted(model.prompts)}
+    prompt = _or_null(prompts) if model.prompts else {"type": "null"}
+    limits = {"type": "integer", "minimum": model.special_tokens + 1, "maximum": model.max_tokens}
+    embeddings = {
+        "model": _or_null({"type": "string", "enum": names}),
+        "prompt_name": prompt,
+        "dimensions": _or_null(_dimensions(model)),
+        "truncate_prompt_tokens": _or_null({"anyOf": [{"const": -1}, limits]}),
+        "input": input_schema(**_token_ids(runtime)),
+    }
+    return Accepted(
+        properties={
+            EmbeddingsRequest.__name__: embeddings,
+            EmbeddingRequest.__name__: {"prompt_name": prompt},
+            SimilarityRequest.__name__: {"prompt_name": prompt},
+        },
+        path_params={"model": {"type": "string", "enum": names}},
+    )
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _dimensions(model: ModelInfo) -> dict[str, Any]:
+    """The `dimensions` check_dimensions serves."""
+    if not model.matryoshka:
+        return {"type": "integer", "enum": [model.dimension]}
+    if model.matryoshka_dimensions is None:
+        return {"type": "integer", "minimum": 1, "maximum": model.dimension}
+    return {"type": "integer", "enum": sorted({*model.matryoshka_dimensions, model.dimension})}
+
+
+def _token_ids(runtime: Runtime) -> dict[str, Any]:
+    """input_schema's arguments: whether token ids are taken, and the largest id read."""
+    mode = runtime.settings.token_ids
+    if mode == "reject":
+        return {"token_ids": False}
+    if mode == "model":
+        encoder, _ = runtime.serving()
+        return {"max_token_id": encoder.info.vocab_size - 1}
+    assert runtime.openai_tokens is not None
+    return {"max_token_id": runtime.openai_tokens.regular_tokens - 1}
 
 
 def parse_body(call: Call, model: type[B]) -> B:
@@ -170,9 +257,12 @@ async def create_embeddings(call: Call) -> Reply:
     runtime = call.runtime
     served = check_model(runtime, body.model)
     encoder, _ = runtime.serving()
-    check_dimensions(body.dimensions, encoder.info)  # before spending compute
-    result = await embed_inputs(call, body.input, body.prompt_name)
-    vectors = shorten(result.vectors, body.dimensions, encoder.info.normalize)
+    model = encoder.info
+    check_dimensions(body.dimensions, model)  # before spending compute
+    cut = request_truncation(body, model)
+    normalize = model.normalize if body.normalize is None else body.normalize
+    result = await embed_inputs(call, body.input, body.prompt_name, cut, normalize)
+    vectors = shorten(result.vectors, body.dimensions, normalize)
     if body.encoding_format == "base64":
         # The openai SDK's default: little-endian float32 bytes, base64 (4 bytes per float,
         # ~3x smaller than JSON numbers and no float formatting).
@@ -209,11 +299,9 @@ async def create_embedding(call: Call) -> Reply:
 async def similarity(call: Call) -> Reply:
     body = parse_body(call, SimilarityRequest)
     texts = Inputs(texts=[body.source_text, *body.candidates])
-    result = await embed_inputs(call, texts, body.prompt_name)
+    # Unit rows whatever the model does: cosine similarity is then the dot product.
+    result = await embed_inputs(call, texts, body.prompt_name, normalize=True)
     vectors = result.vectors
-    encoder, _ = call.runtime.serving()
-    if not encoder.info.normalize:  # normalised rows: cosine similarity is the dot product
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     scores = vectors[1:] @ vectors[0]
     return json_reply({"similarities": scores.astype(np.float64)}, truncated_header(result))
 
@@ -238,13 +326,12 @@ async def list_models(call: Call) -> Reply:
 
 
 MODEL_PATH = contract.MODELS_PATH + "/{model}"
-_MODEL_PREFIX = contract.MODELS_PATH + "/"
 
 
 async def retrieve_model(call: Call) -> Reply:
     runtime = call.runtime
     # Hub ids contain a slash (sentence-transformers/all-MiniLM-L6-v2): the rest of the path.
-    name = call.scope["path"].removeprefix(_MODEL_PREFIX)
+    name = call.scope["path_params"]["model"]
     check_model(runtime, name)  # 404 model_not_found for any other name
     return json_reply(_model_object(runtime, name))
 
@@ -288,6 +375,8 @@ async def info(call: Call) -> Reply:
             "prompts": model.prompts,
             "default_prompt_name": model.default_prompt_name,
             "default_prompt": model.default_prompt,
+            "token_ids": s.token_ids,
+            "token_ids_meaning": TOKEN_ID_MEANINGS[s.token_ids],
             "phase": runtime.phase.value,
             "limits": {
                 "max_inputs": MAX_INPUTS_PER_REQUEST,
@@ -315,6 +404,14 @@ _EMBED_ERRORS = (400, 401, 404, 413, 429, 503)
 _TEXT_ERRORS = (400, 401, 413, 429, 503)
 _TRUNCATED_DOC = (TRUNCATED_HEADER,)
 
+
+def unprefixed(path: str) -> str:
+    """The OpenAI route without /v1: where a client whose base URL lacks /v1 calls it (TEI serves
+    /embeddings beside /v1/embeddings, router/src/http/server.rs; infinity serves /embeddings and
+    /models with no prefix by default, infinity_server.py)."""
+    return path.removeprefix(contract.OPENAI_BASE_PATH)
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST",
@@ -329,6 +426,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=_EMBED_ERRORS,
         tags=("embeddings",),
         headers=_TRUNCATED_DOC,
+        aliases=(unprefixed(contract.EMBEDDINGS_PATH),),
+        inference=True,
+        needs_key=True,
     ),
     Endpoint(
         "GET",
@@ -338,6 +438,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         response=ModelList,
         errors=(401, 503),
         tags=("models",),
+        aliases=(unprefixed(contract.MODELS_PATH),),
+        needs_key=True,
     ),
     Endpoint(
         "GET",
@@ -348,6 +450,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(401, 404, 503),
         tags=("models",),
         path_params=("model",),
+        aliases=(unprefixed(MODEL_PATH),),
+        needs_key=True,
     ),
     Endpoint(
         "POST",
@@ -359,6 +463,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=_TEXT_ERRORS,
         tags=("embeddings",),
         headers=_TRUNCATED_DOC,
+        inference=True,
+        needs_key=True,
     ),
     Endpoint(
         "POST",
@@ -370,6 +476,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=_TEXT_ERRORS,
         tags=("embeddings",),
         headers=_TRUNCATED_DOC,
+        inference=True,
+        needs_key=True,
     ),
     Endpoint(
         "GET",

@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from service.batcher import Batcher
 from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
 from service.model_types import (
+    MODEL_DEFAULT,
     DeviceFailedError,
     InputTooLongError,
     ModelInfo,
@@ -28,12 +30,13 @@ from service.model_types import (
     SparseTextError,
     TokenIdError,
     Tokenized,
+    Truncation,
 )
+from service.openai_tokens import OpenAITokens
 from service.schemas import Inputs
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class EncoderLike(Protocol):
@@ -43,9 +46,33 @@ class EncoderLike(Protocol):
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
-    def tokenize_ids(self, token_ids: list[list[int]], prompt: str | None = None) -> Tokenized: ...
+    def tokenize_cut(self, texts: list[str], prompt: str | None, cut: Truncation) -> Tokenized: ...
 
-    def encode_ids(self, batch: list[list[int]]) -> np.ndarray: ...
+    def tokenize_ids(
+        self,
+        token_ids: list[list[int]],
+        prompt: str | None = None,
+        cut: Truncation = MODEL_DEFAULT,
+        *,
+        complete: bool = False,
+    ) -> Tokenized: ...
+
+    def encode_ids(self, batch: list[list[int]], normalize: bool | None = None) -> np.ndarray: ...
+
+
+TOKEN_ID_MEANINGS: dict[str, str] = {
+    "cl100k_base": "OpenAI's tokenizer cl100k_base, as the OpenAI API reads them: decoded to "
+    "text, then embedded like text",
+    "model": "this model's tokenizer, each list the complete sequence (special tokens included "
+    "where the client put them), as vLLM and TEI read them",
+    "reject": "refused: send text",
+}
+"""What token-id input means under each EMBED_TOKEN_IDS (/info)."""
+REJECTED_TOKEN_IDS = (
+    "this server does not take token ids (EMBED_TOKEN_IDS=reject): send the text itself. "
+    "LangChain's OpenAIEmbeddings sends token ids unless it is built with "
+    "check_embedding_ctx_length=False"
+)
 
 
 class Phase(enum.Enum):
@@ -57,10 +84,12 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """What the batcher prepares for one request: its inputs and the prompt put before each."""
+    """What the batcher prepares for one request: its inputs, the prompt put before each, and
+    how the request wants them cut."""
 
     inputs: Inputs
     prompt: str | None
+    cut: Truncation = MODEL_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,8 @@ class Runtime:
         self.created = int(time.time())
         """When this server started (the `created` of its /v1/models entries)."""
         self.encoder: EncoderLike | None = None
+        self.openai_tokens: OpenAITokens | None = None
+        """cl100k_base's decoder, loaded with the model when token ids are read as OpenAI's."""
         self.batcher: Batcher[Job] | None = None
         self.load_error: BaseException | None = None
         # Set when the device failed (a poisoned CUDA context): /health turns 503 so the kubelet
@@ -137,29 +168,41 @@ class Runtime:
     def prepare(self, jobs: list[Job]) -> list[Tokenized | Exception]:
         """The batcher's stage 1, on its tokenizer thread: the texts of every request with the
         same prompt in one Rust `encode_batch` call (one call per request costs several times
-        more CPU per text, and held the event loop), token ids checked per request, and each
-        request's token cap. A request's failure is its own."""
+        more CPU per text, and held the event loop), OpenAI token ids decoded to their text
+        first, the model's own token ids checked per request, and each request's token cap. A
+        request that asks for its own cut is tokenised alone. A request's failure is its own."""
         encoder, _ = self.serving()
         results: list[Tokenized | Exception] = [_NOT_PREPARED] * len(jobs)
+        texts_of: dict[int, list[str]] = {}
         by_prompt: dict[str | None, list[int]] = {}
         for i, job in enumerate(jobs):
-            if job.inputs.texts is not None:
-                by_prompt.setdefault(job.prompt, []).append(i)
+            try:
+                texts = self._texts(job.inputs)
+            except TokenIdError as exc:
+                results[i] = exc
+                continue
+            if texts is None:  # the model's own ids
+                ids = job.inputs.token_ids or []
+                tokenize = partial(encoder.tokenize_ids, ids, job.prompt, job.cut, complete=True)
+                results[i] = _attempt(tokenize)
+            elif job.cut != MODEL_DEFAULT:
+                results[i] = _attempt(partial(encoder.tokenize_cut, texts, job.prompt, job.cut))
             else:
-                results[i] = _attempt(encoder.tokenize_ids, job.inputs.token_ids or [], job.prompt)
+                texts_of[i] = texts
+                by_prompt.setdefault(job.prompt, []).append(i)
         for prompt, members in by_prompt.items():
-            texts = [text for i in members for text in jobs[i].inputs.texts or ()]
+            texts = [text for i in members for text in texts_of[i]]
             try:
                 everything = encoder.tokenize(texts, prompt)
             except (InputTooLongError, SparseTextError):
                 # A text refused (too long with truncation off, or too sparse to cut): find
                 # whose, one request at a time.
                 for i in members:
-                    results[i] = _attempt(encoder.tokenize, jobs[i].inputs.texts or [], prompt)
+                    results[i] = _attempt(partial(encoder.tokenize, texts_of[i], prompt))
                 continue
             start = 0
             for i in members:
-                end = start + len(jobs[i].inputs)
+                end = start + len(texts_of[i])
                 results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
                 start = end
             self._learn_tokens_per_char(texts, prompt, everything)
@@ -201,9 +244,30 @@ class Runtime:
         special = estimator.special_tokens
         return sum(min(cap, len(ids) + prompt + special) for ids in job.inputs.token_ids or ())
 
-    async def embed(self, inputs: Inputs, prompt_name: str | None = None) -> Embedded:
+    def _texts(self, inputs: Inputs) -> list[str] | None:
+        """The inputs as texts: OpenAI token ids decoded (cl100k_base); None for the model's own
+        ids, which the encoder takes as they are."""
+        if inputs.texts is not None:
+            return inputs.texts
+        if self.settings.token_ids != "cl100k_base":
+            return None
+        assert self.openai_tokens is not None  # loaded with the model in this mode
+        return self.openai_tokens.decode(inputs.token_ids or [])
+
+    async def embed(
+        self,
+        inputs: Inputs,
+        prompt_name: str | None = None,
+        cut: Truncation = MODEL_DEFAULT,
+        normalize: bool | None = None,
+    ) -> Embedded:
+        """Embed a request's inputs, cut as `cut` says, L2-normalised when `normalize` (None: as
+        the model's files say). The encoder returns pooled vectors as they are (the batcher's
+        passes mix requests), so normalising is per request, here."""
         encoder, batcher = self.serving()
-        job = Job(inputs, self.prompt(prompt_name))
+        if inputs.token_ids is not None and self.settings.token_ids == "reject":
+            raise InvalidRequestError(REJECTED_TOKEN_IDS, param="input")
+        job = Job(inputs, self.prompt(prompt_name), cut)
         vectors, tokenized = await batcher.embed(job, len(inputs), self.expected_tokens(job))
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
@@ -211,6 +275,8 @@ class Runtime:
             error = NonFiniteEmbeddingError(int(np.argmin(finite)), encoder.info.dtype)
             log.error("%s", error)
             raise error
+        if encoder.info.normalize if normalize is None else normalize:
+            vectors = unit_rows(vectors)
         if tokenized.truncated_count:
             self.metrics.truncated.inc(tokenized.truncated_count)
         return Embedded(vectors, tokenized.token_count, tokenized.truncated_count)
@@ -228,10 +294,14 @@ class Runtime:
 _NOT_PREPARED = RuntimeError("not prepared")
 
 
-def _attempt(
-    call: Callable[[list[T], str | None], Tokenized], inputs: list[T], prompt: str | None
-) -> Tokenized | Exception:
+def _attempt(tokenize: Callable[[], Tokenized]) -> Tokenized | Exception:
     try:
-        return call(inputs, prompt)
+        return tokenize()
     except (InputTooLongError, SparseTextError, TokenIdError) as exc:
         return exc
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised (as torch.nn.functional.normalize: a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

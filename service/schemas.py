@@ -11,17 +11,33 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
+    StrictBool,
     StrictInt,
     StringConstraints,
     WithJsonSchema,
     field_validator,
 )
+from pydantic.config import JsonDict
 
-from service.settings import MAX_INPUTS_PER_REQUEST
+from service.model_types import Side
+from service.settings import MAX_INPUTS_PER_REQUEST, TokenIds
 
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, strict=True)]
+
+
+def json_integer(value: object) -> object:
+    """JSON Schema's integer: any number with no fractional part (`8.0` too, which JSON encoders
+    write for whole floats), never a boolean or a string."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[StrictInt, BeforeValidator(json_integer)]
 
 
 @dataclass(frozen=True)
@@ -30,13 +46,23 @@ class Inputs:
 
     texts: list[str] | None = None
     token_ids: list[list[int]] | None = None
+    """Token ids: of OpenAI's tokenizer or of this model's, as the server's setting says."""
 
     def __len__(self) -> int:
         return len(self.texts if self.texts is not None else self.token_ids or [])
 
 
 def _is_int(value: object) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ints(values: list[Any]) -> list[int]:
+    """Token ids as ints (a whole float such as 8.0 is the integer 8 in JSON)."""
+    if all(type(value) is int for value in values):
+        return values
+    return [int(value) for value in values]
 
 
 def parse_input(value: Any) -> Inputs:
@@ -55,7 +81,7 @@ def parse_input(value: Any) -> Inputs:
     if all(_is_int(item) for item in value):
         # One input given as token ids: its length is bounded by the model's maximum (truncated
         # or refused by the encoder), not by the number of inputs per request.
-        return Inputs(token_ids=[value])
+        return Inputs(token_ids=[_ints(value)])
     if len(value) > MAX_INPUTS_PER_REQUEST:
         raise ValueError(
             f"input has {len(value)} items; at most {MAX_INPUTS_PER_REQUEST} are allowed"
@@ -71,18 +97,21 @@ def parse_input(value: Any) -> Inputs:
                 raise ValueError(f"input[{index}] must not be an empty list of token ids")
             if not all(_is_int(token) for token in item):
                 raise ValueError(f"input[{index}] must be a list of integer token ids")
-        return Inputs(token_ids=value)
+        return Inputs(token_ids=[_ints(item) for item in value])
     raise ValueError(
         "input must be all strings, all token ids, or all lists of token ids (not a mix, "
         "no floats, booleans, nulls or objects)"
     )
 
 
-_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
-INPUT_SCHEMA: dict[str, Any] = {
-    "description": "Text to embed: a string, a list of strings, a list of token ids of this "
-    f"model's tokenizer, or a list of those (at most {MAX_INPUTS_PER_REQUEST} inputs).",
-    "anyOf": [
+def input_schema(token_ids: bool = True, max_token_id: int | None = None) -> dict[str, Any]:
+    """`input` in /openapi.json (parsed by parse_input, not by a pydantic type): the token-id
+    forms only where the server takes token ids, up to the largest id it reads."""
+    token_id: dict[str, Any] = {"type": "integer", "minimum": 0}
+    if max_token_id is not None:
+        token_id["maximum"] = max_token_id
+    ids = {"type": "array", "items": token_id, "minItems": 1}
+    forms: list[dict[str, Any]] = [
         {"type": "string", "minLength": 1},
         {
             "type": "array",
@@ -90,27 +119,83 @@ INPUT_SCHEMA: dict[str, Any] = {
             "minItems": 1,
             "maxItems": MAX_INPUTS_PER_REQUEST,
         },
-        _TOKEN_IDS,
-        {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": MAX_INPUTS_PER_REQUEST},
-    ],
+    ]
+    if token_ids:
+        forms += [
+            ids,
+            {"type": "array", "items": ids, "minItems": 1, "maxItems": MAX_INPUTS_PER_REQUEST},
+        ]
+    return {
+        "description": "Text to embed: a string, a list of strings, a list of token ids, or a "
+        f"list of those (at most {MAX_INPUTS_PER_REQUEST} inputs). Token ids are OpenAI's "
+        "(cl100k_base) or this model's own, as /info's token_ids says.",
+        "anyOf": forms,
+    }
+
+
+INPUT_SCHEMA = input_schema()
+"""`input` before the model has loaded (service.openapi then describes what it takes)."""
+
+
+_SIDE_NAMES: dict[str, JsonValue] = {"left": ["left", "Left"], "right": ["right", "Right"]}
+# truncation_side (vLLM) and truncation_direction (TEI) name the same thing: both may be sent,
+# not with different values.
+_SIDES_AGREE: JsonDict = {
+    "not": {
+        "anyOf": [
+            {
+                "required": ["truncation_side", "truncation_direction"],
+                "properties": {
+                    "truncation_side": {"const": side},
+                    "truncation_direction": {"enum": _SIDE_NAMES[other]},
+                },
+            }
+            for side, other in (("left", "right"), ("right", "left"))
+        ]
+    }
 }
-"""`input` in /openapi.json (it is parsed by parse_input, not by a pydantic type)."""
 
 
 class EmbeddingsRequest(BaseModel):
-    """POST /v1/embeddings (https://platform.openai.com/docs/api-reference/embeddings/create)."""
+    """POST /v1/embeddings (https://platform.openai.com/docs/api-reference/embeddings/create),
+    with the options of vLLM and TEI that change the vectors: honoured, never ignored."""
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_config = ConfigDict(
+        extra="ignore", protected_namespaces=(), json_schema_extra=_SIDES_AGREE
+    )
 
     input: Annotated[Inputs, WithJsonSchema(INPUT_SCHEMA)]
     # Optional here (OpenAI requires it): a client of a one-model server may leave it out.
     model: str | None = None
     encoding_format: Literal["float", "base64"] | None = "float"
-    dimensions: StrictInt | None = Field(None, ge=1)
+    dimensions: Integer | None = Field(None, ge=1)
     user: str | None = None  # accepted for compatibility, ignored
     # An extension (as TEI's and sentence-transformers' `prompt_name`): one of the model's prompts,
     # put before every input; unset: the server's default prompt, if any.
     prompt_name: str | None = None
+    truncate_prompt_tokens: Integer | None = Field(
+        None,
+        ge=-1,
+        description="vLLM's option: cut every input to at most this many tokens, special tokens "
+        "and prompt included (-1: the model's maximum). The cut is reported like any truncation "
+        "and happens even on a server that refuses over-long inputs.",
+    )
+    truncation_side: Side | None = Field(
+        None,
+        description="vLLM's option: the end an over-long input is cut from; right (the default) "
+        "keeps its first tokens, left its last. The special tokens and the prompt are kept.",
+    )
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(
+        None, description="TEI's name for truncation_side."
+    )
+    # TEI's /embed `normalize` (v1.9.3 router/src/http/types.rs, EmbedRequest; default true
+    # there). vLLM had one too and now refuses it for `use_activation` (vllm/entrypoints/pooling/
+    # base/protocol.py, reject_removed_pooling_parameters): here it means what TEI's means.
+    normalize: StrictBool | None = Field(
+        None,
+        description="TEI's option: true returns unit-length vectors, false the pooled vectors "
+        "as they are. Unset: as the model's own files say (/info's normalize).",
+    )
 
     @field_validator("input", mode="plain")
     @classmethod
@@ -222,6 +307,11 @@ class ServerInfo(BaseModel):
     prompts: dict[str, str]
     default_prompt_name: str | None
     default_prompt: str | None
+    token_ids: TokenIds = Field(
+        description="What token-id input means (EMBED_TOKEN_IDS): OpenAI's tokenizer "
+        "cl100k_base, this model's own ids as complete sequences, or refused."
+    )
+    token_ids_meaning: str
     phase: str
     limits: Limits
     version: str

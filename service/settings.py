@@ -15,6 +15,7 @@ from service import contract
 
 Pooling = Literal["mean", "cls", "max", "lasttoken", "mean_sqrt_len"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+TokenIds = Literal["cl100k_base", "model", "reject"]
 
 # OpenAI's own limit on inputs per request; clients are written against it.
 MAX_INPUTS_PER_REQUEST = 2048
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
         "Unset: what the model's config.json declares (matryoshka_dimensions / is_matryoshka); "
         "shortened vectors of other models lose quality, so they are refused.",
     )
+    token_ids: TokenIds = Field(
+        "cl100k_base",
+        description="What token-id input means. cl100k_base: OpenAI's tokenizer, as the OpenAI "
+        "API reads it (LangChain's OpenAIEmbeddings sends those by default): decoded to text, "
+        "then embedded like text. model: this model's own ids, each list the complete sequence "
+        "(special tokens included, as vLLM and TEI read them). reject: a 400 that names the "
+        "client setting to send text instead.",
+    )
     warmup: bool = Field(True, description="Run forward passes before /ready turns 200.")
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; default torch's own (physical cores)."
@@ -142,6 +151,37 @@ class Settings(BaseSettings):
         "inputs is cut into length buckets where the padding saved exceeds this per extra pass. "
         "Unset: 64 on CPU (MiniLM: a pass's fixed part is worth tens of tokens), 2048 on CUDA "
         "(a pass's fixed part is milliseconds of kernel launches: split only on large padding).",
+    )
+
+    # --- HTTP connections (service.httpserver: what uvicorn itself does not bound) ---------------
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this, counted from the "
+        "connection's start (or a later request's first byte): slow or silent clients "
+        "(slowloris) are closed, with 408 when they had started a request.",
+    )
+    body_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request's body must arrive within this after its headers (408): "
+        "60 s is 280 KB/s for the largest body.",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        contract.KEEP_ALIVE_TIMEOUT_SECONDS,
+        ge=1,
+        description="Close a connection idle this long between requests. Under the NLB's idle "
+        "timeout (60 s at the least), so the server closes first, never the NLB silently.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Request line and headers, in bytes, before 431."
+    )
+    max_headers: int = Field(100, ge=1, description="Header fields per request before 431.")
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open connections. Past it a new one replaces the one waiting longest for a "
+        "request (slow first, then idle); when every one is busy it is refused with 503.",
     )
 
     # --- Access --------------------------------------------------------------------------------

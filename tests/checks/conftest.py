@@ -3,24 +3,22 @@ them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from checks import tools
-from checks.policy_check import stack_info
 from policy.policies import StackInfo
 from rehearsal.mockengine import Inventory, run_stack, stacks
 
 
 def require(tool: tools.Tool) -> Path:
-    """The tool's path; a missing tool skips locally and fails in CI (CI=true), where it must
-    exist."""
+    """The tool's path; a missing tool skips locally and fails where tools are required (CI,
+    REQUIRE_PROMETHEUS=1), where it must exist."""
     path = tool.locate()
     if path is None:
         message = tool.missing_message()
-        if os.environ.get("CI"):
+        if tools.tools_required():
             pytest.fail(message)
         pytest.skip(message)
     return path
@@ -49,4 +47,11 @@ def checkov() -> Path:
 @pytest.fixture(scope="session")
 def stack_inventories() -> dict[str, tuple[StackInfo, Inventory]]:
     """Each stack's real program under the mock engine, with its production flag from its config."""
-    return {stack: (stack_info(stack), run_stack(stack)) for stack in stacks()}
+    inventories = {stack: run_stack(stack) for stack in stacks()}
+    return {
+        stack: (
+            StackInfo(stack, inventory.config.get("gpu-inference:production") == "true"),
+            inventory,
+        )
+        for stack, inventory in inventories.items()
+    }

@@ -16,6 +16,7 @@ from checks.checkov_scan import SKIPS_FILE, load_skips
 from checks.manifests import check_manifests
 from checks.report import CheckResult
 from checks.synth_render import StackRender
+from infra import charts as infra_charts
 from infra import monitoring, versions
 from rehearsal import charts, synth
 from rehearsal.mockengine import run_stack
@@ -75,8 +76,9 @@ def test_a_key_the_chart_does_not_read_fails_naming_chart_key_and_file(
     ],
 )
 def test_unread_keys(values: dict[str, Any], unread: list[str]) -> None:
-    chart = charts.load("prometheus", "27.52.0")
-    templates = charts.template_sources("prometheus", "27.52.0")
+    archive = infra_charts.archive(versions.PROMETHEUS)
+    chart = charts.load(archive)
+    templates = charts.template_sources(archive)
     assert unread_keys("prometheus", values, chart.merge_values({}), templates) == unread
 
 
@@ -143,7 +145,7 @@ def test_checkov_skips_never_cover_the_program_workloads(dev_render: StackRender
 
 
 def test_the_gate_fails_on_an_unpinned_image_planted_in_the_inference_deployment(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from checks.policy_check import check_policies
     from infra import image
@@ -155,7 +157,7 @@ def test_the_gate_fails_on_an_unpinned_image_planted_in_the_inference_deployment
         return pulumi.Output.concat(self.repository.repository_url, ":", "v1")
 
     monkeypatch.setattr(image.InferenceImage, "_build", by_tag)
-    result = check_policies(["dev"])
+    result = check_policies([render_stack(tmp_path)])
     texts = [str(f) for f in result.findings]
     assert len(texts) == 1, texts
     assert "images-pinned-by-digest" in texts[0]

@@ -48,7 +48,7 @@ def test_parse_reports_each_bad_expression_with_the_parser_message(promtool: obj
     errors = parse_expressions(
         {"good": "sum(rate(x[5m]))", "unclosed": "sum(rate(x[5m])", "junk": "foo bar"}
     )
-    assert not isinstance(errors, str)
+    assert isinstance(errors, list)
     by_key = {e.key: e.message for e in errors}
     assert set(by_key) == {"unclosed", "junk"}
     assert "unclosed left parenthesis" in by_key["unclosed"]

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 
 import pytest
 
+from checks.tools import tools_required
+
 
 def require_binary(*names: str) -> str:
     """The first of `names` on PATH; without any, a failure where the binaries are required
-    (REQUIRE_PROMETHEUS=1 or CI, as .ci/run sets) and a skip elsewhere."""
+    (REQUIRE_PROMETHEUS=1 or CI: checks.tools.tools_required) and a skip elsewhere."""
     for name in names:
         found = shutil.which(name)
         if found:
             return found
-    message = f"none of {names} is installed (apt-get install prometheus prometheus-alertmanager)"
-    if os.environ.get("REQUIRE_PROMETHEUS") == "1" or os.environ.get("CI"):
+    message = (
+        f"none of {names} is installed (sudo apt-get install prometheus prometheus-alertmanager; "
+        "`make test` does where it runs as root or with sudo)"
+    )
+    if tools_required():
         pytest.fail(message)
     pytest.skip(message)
 

@@ -6,22 +6,20 @@ import json
 import re
 
 from infra import autoscaler, gpu_spec, versions
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Resource, load_stack_config
 
 CHART = "kubernetes:helm.sh/v4:Chart"
 
 
 def chart(inventory: Inventory) -> Resource:
-    (found,) = [c for c in inventory.charts() if c.inputs["chart"] == "cluster-autoscaler"]
-    return found
+    return inventory.render_of(versions.CLUSTER_AUTOSCALER.chart).resource
 
 
 def test_chart_is_the_pinned_upstream_one(inventory: Inventory) -> None:
-    inputs = chart(inventory).inputs
-    pinned = versions.CLUSTER_AUTOSCALER
-    assert inputs["version"] == pinned.version
-    assert inputs["repositoryOpts"] == {"repo": pinned.repository}
-    assert inputs["namespace"] == "kube-system"
+    render = inventory.render_of(versions.CLUSTER_AUTOSCALER.chart)
+    assert pin_of(render.source.archive) == versions.CLUSTER_AUTOSCALER
+    assert render.resource.inputs["namespace"] == "kube-system"
 
 
 def test_autodiscovers_this_cluster_in_its_region(inventory: Inventory, stack: str) -> None:
@@ -145,3 +143,17 @@ def test_role_trusts_only_the_autoscaler_service_account(inventory: Inventory, s
         "aws:RequestTag/kubernetes-namespace": "kube-system",
         "aws:RequestTag/kubernetes-service-account": "cluster-autoscaler",
     }
+
+
+def test_the_rendered_role_lets_1_35_watch_dra_objects(inventory: Inventory) -> None:
+    """cluster-autoscaler 1.35 handles Dynamic Resource Allocation whatever the flags say
+    (config/flags/flags.go at cluster-autoscaler-1.35.0: --enable-dynamic-resource-allocation
+    defaults to true and any other value is fatal), so it lists and watches resource.k8s.io objects
+    from its first loop; the chart grants that from 9.54.0 on (clusterrole.yaml)."""
+    assert versions.CLUSTER_AUTOSCALER.app_version.startswith("1.35."), "re-read flags.go"
+    render = inventory.render_of(versions.CLUSTER_AUTOSCALER.chart)
+    [role] = [o for o in render.rendered.objects if o["kind"] == "ClusterRole"]
+    dra = [r for r in role["rules"] if "resource.k8s.io" in r.get("apiGroups", [])]
+    granted = {(res, verb) for r in dra for res in r["resources"] for verb in r["verbs"]}
+    for resource in ("resourceslices", "deviceclasses", "resourceclaims"):
+        assert {(resource, "list"), (resource, "watch")} <= granted, resource

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from infra import config, versions
+from infra import config, gpu_spec, versions
 from rehearsal.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 CLUSTER = "aws:eks/cluster:Cluster"
@@ -110,6 +110,20 @@ def test_managed_addons_are_all_there_at_resolved_versions(inventory: Inventory)
     for name, addon in addons.items():
         assert addon["addonVersion"].startswith("v"), name
         assert addon["resolveConflictsOnUpdate"] == "OVERWRITE", name
+
+
+def test_gpu_faults_reach_node_repair_through_the_node_monitoring_agent(
+    inventory: Inventory,
+) -> None:
+    # Node repair alone reacts to the kubelet's Ready condition only; XIDs need the agent, whose
+    # DCGM server must run on the tainted GPU nodes.
+    (agent,) = [
+        a for a in inventory.of_type(ADDON) if a.inputs["addonName"] == "eks-node-monitoring-agent"
+    ]
+    values = json.loads(agent.inputs["configurationValues"])
+    assert values == {"dcgmAgent": {"tolerations": [gpu_spec.toleration()]}}
+    for group in inventory.of_type("aws:eks/nodeGroup:NodeGroup"):
+        assert group.inputs["nodeRepairConfig"] == {"enabled": True}, group.name
 
 
 def test_vpc_cni_enforces_network_policies(inventory: Inventory) -> None:

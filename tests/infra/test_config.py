@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from infra import config
+from infra import config, versions
 from infra.config import ConfigError, StackConfig
 from rehearsal.mockengine import ROOT, load_stack_config, run_stack, stacks
 
@@ -93,7 +92,21 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "existingPrivateSubnetIds",
         "subnet ids",
     ),
-    ("kubernetes-version", "dev", {"kubernetesVersion": "1.20"}, "kubernetesVersion", "1.34"),
+    # The minor is pinned in infra/versions.py: a stack that still sets it is told, not ignored.
+    (
+        "kubernetes-version-retired",
+        "dev",
+        {"kubernetesVersion": "1.34"},
+        "kubernetesVersion",
+        f"pinned in infra/versions.py (KUBERNETES_VERSION = {versions.KUBERNETES_VERSION})",
+    ),
+    (
+        "kubernetes-support-type",
+        "dev",
+        {"kubernetesSupportType": "FOREVER"},
+        "kubernetesSupportType",
+        "one of STANDARD, EXTENDED",
+    ),
     ("cluster-name", "dev", {"clusterName": "9_bad"}, "clusterName", "starting with a letter"),
     (
         "public-endpoint-needs-cidrs",
@@ -233,6 +246,14 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "at least 100",
     ),
     ("ami-release", "dev", {"amiReleaseVersion": "latest"}, "amiReleaseVersion", "EKS AMI release"),
+    # An AMI release is built for one Kubernetes version; the node groups run the pinned one.
+    (
+        "ami-release-minor",
+        "dev",
+        {"amiReleaseVersion": "1.34.2-20251112"},
+        "amiReleaseVersion",
+        f"release of Kubernetes {versions.KUBERNETES_VERSION}",
+    ),
     (
         "autoscaler-duration",
         "dev",
@@ -498,6 +519,18 @@ def test_every_rule_is_distinct() -> None:
     assert len({rule[0] for rule in RULES}) == len(RULES)
 
 
+def test_an_ami_release_of_the_pinned_minor_pins_every_node_group() -> None:
+    release = f"{versions.KUBERNETES_VERSION}.6-20260714"
+    assert parse({"amiReleaseVersion": release}).node_groups.ami_release_version == release
+
+
+def test_the_minor_comes_from_the_versions_table_and_support_type_from_the_stack() -> None:
+    cluster = parse().cluster
+    assert cluster.kubernetes_version == versions.KUBERNETES_VERSION
+    assert cluster.support_type == "STANDARD"
+    assert parse({"kubernetesSupportType": "EXTENDED"}).cluster.support_type == "EXTENDED"
+
+
 def test_a_config_error_stops_the_program_before_any_resource() -> None:
     with pytest.raises(ConfigError) as caught:
         run_stack("dev", {"kubernetesVersion": "1.20"})
@@ -676,41 +709,12 @@ def test_defaults_come_from_pulumi_yaml() -> None:
     assert cfg.cluster.name == "gpu-inference-dev"
 
 
-# --- The schema -----------------------------------------------------------------------------------
+# --- The stack files (the declarations themselves: tests/infra/test_keys.py) ----------------------
 
 
 def declared() -> dict[str, dict[str, Any]]:
     decls: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
     return decls
-
-
-def keys_read_by_config_py() -> set[str]:
-    source = (ROOT / "infra" / "config.py").read_text()
-    return {k for k in re.findall(r'r\.\w+\(\s*"([A-Za-z0-9:]+)"', source) if ":" not in k}
-
-
-def test_every_key_the_program_reads_is_declared_with_a_description() -> None:
-    decls = declared()
-    read = keys_read_by_config_py()
-    assert len(read) > 40
-    missing = read - decls.keys()
-    assert not missing, f"read by infra/config.py but not declared in Pulumi.yaml: {missing}"
-    unused = decls.keys() - read
-    assert not unused, f"declared in Pulumi.yaml but never read: {unused}"
-    for key, decl in decls.items():
-        assert decl.get("description"), f"{key} has no description"
-        assert "type" in decl or "value" in decl, f"{key} has neither a type nor a value"
-
-
-def test_declared_defaults_match_their_types() -> None:
-    python_types = {"string": str, "integer": int, "boolean": bool, "array": list}
-    for key, decl in declared().items():
-        if "type" in decl:
-            assert decl["type"] in python_types, f"{key}: Pulumi config types are {python_types}"
-            if decl["type"] == "array":
-                assert decl.get("items", {}).get("type") == "string", key
-        if "default" in decl:
-            assert isinstance(decl["default"], python_types[decl["type"]]), key
 
 
 @pytest.mark.parametrize("stack_file", sorted(ROOT.glob("Pulumi.*.yaml")), ids=lambda p: p.name)

@@ -8,7 +8,8 @@ import pulumi
 import pytest
 import yaml
 
-from infra import gpu, gpu_spec, scrape, versions
+from infra import config, gpu, gpu_spec, scrape, versions
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Resource, run_function
 
 CHART = "kubernetes:helm.sh/v4:Chart"
@@ -49,11 +50,10 @@ def values(inventory: Inventory, name: str) -> dict[str, Any]:
 def test_charts_are_the_pinned_upstream_ones(
     plain: Inventory, name: str, pinned: versions.HelmChart
 ) -> None:
-    inputs = chart(plain, name).inputs
-    assert inputs["chart"] == pinned.chart
-    assert inputs["version"] == pinned.version
-    assert inputs["repositoryOpts"]["repo"] == pinned.repository
-    assert inputs["namespace"] == "gpu-system"
+    render = plain.render_of(pinned.chart)
+    assert render.resource == chart(plain, name)
+    assert pin_of(render.source.archive) == pinned
+    assert render.resource.inputs["namespace"] == "gpu-system"
 
 
 @pytest.mark.parametrize("name", ["device-plugin", "dcgm-exporter"])
@@ -114,6 +114,54 @@ def test_time_slicing_shares_each_gpu_among_the_configured_replicas(sliced: Inve
     assert {"name": "KUBERNETES_VIRTUAL_GPUS", "value": "true"} in values(sliced, "dcgm-exporter")[
         "extraEnv"
     ]
+
+
+def daemonset(inventory: Inventory, name: str) -> dict[str, Any]:
+    objects = inventory.render_of("nvidia-device-plugin").rendered.objects
+    return next(o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == name)
+
+
+def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    containers: list[dict[str, Any]] = spec.get("initContainers", []) + spec["containers"]
+    return containers
+
+
+@pytest.mark.parametrize("fixture", ["plain", "sliced"])
+def test_the_device_plugin_stays_unprivileged_with_or_without_time_slicing(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    """With a config map the chart would add CAP_SYS_ADMIN unless the MIG and device-list
+    strategies are named (templates/_helpers.tpl `requiresCapSysAdmin`, chart 0.18.2)."""
+    inventory: Inventory = request.getfixturevalue(fixture)
+    plugin = daemonset(inventory, "nvidia-device-plugin")
+    contexts = {c["name"]: c.get("securityContext") for c in pod_containers(plugin)}
+    assert contexts["nvidia-device-plugin-ctr"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for name, context in contexts.items():
+        assert not (context or {}).get("capabilities", {}).get("add"), f"{name}: {context}"
+    if fixture == "sliced":
+        assert contexts["nvidia-device-plugin-sidecar"] == contexts["nvidia-device-plugin-ctr"]
+        strategies = values(inventory, "device-plugin")
+        config = yaml.safe_load(strategies["config"]["map"][gpu.DEVICE_PLUGIN_CONFIG_NAME])
+        # The flags win over the config file: they must say the same.
+        assert strategies["migStrategy"] == config["flags"]["migStrategy"] == "none"
+        assert strategies["deviceListStrategy"] == "envvar"
+
+
+def test_the_mps_control_daemon_the_chart_always_renders_runs_on_no_node(
+    sliced: Inventory,
+) -> None:
+    """Backs the checkov skips of the MPS daemon: it selects nvidia.com/mps.capable=true, a label
+    only gpu-feature-discovery sets (under MPS sharing), which is off; the nodes never carry it."""
+    mps = daemonset(sliced, "nvidia-device-plugin-mps-control-daemon")
+    assert mps["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/mps.capable": "true"}
+    assert values(sliced, "device-plugin")["gfd"] == {"enabled": False}
+    for accelerator in {t.gpu_model for t in config.GPU_INSTANCE_TYPES.values()}:
+        assert "nvidia.com/mps.capable" not in gpu_spec.gpu_node_labels(accelerator)
+    assert "mps" not in values(sliced, "device-plugin")["config"]["map"]["default"]
 
 
 def test_children_are_parented_to_the_component(plain: Inventory) -> None:

@@ -15,6 +15,7 @@ from checks.metric_catalog import HISTOGRAM_SUFFIXES, metric_source
 from checks.promql import metric_names
 from infra import dashboard, grafana, inference, monitoring, versions
 from infra.config import ConfigError
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Secret, load_stack_config, run_stack
 from service.metrics import Metrics
 
@@ -55,15 +56,15 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_both_stacks_deploy_the_pinned_chart(inventory: Inventory) -> None:
-    [chart] = [c for c in inventory.charts() if c.inputs["chart"] == "grafana"]
-    assert chart.inputs["version"] == versions.GRAFANA.version
-    assert chart.inputs["namespace"] == monitoring.NAMESPACE
+    render = inventory.render_of(versions.GRAFANA.chart)
+    assert pin_of(render.source.archive) == versions.GRAFANA
+    assert render.resource.inputs["namespace"] == monitoring.NAMESPACE
     assert "grafanaPortForward" in inventory.outputs
 
 
 def test_grafana_is_optional() -> None:
     off = run_stack("dev", {"grafana": False})
-    assert not [c for c in off.charts() if c.inputs["chart"] == "grafana"]
+    assert not [r for r in off.rendered if r.source.chart == "grafana"]
     assert not off.of_type(RANDOM_PASSWORD)
     assert not {"grafanaPortForward", "grafanaAdminPassword"} & set(off.outputs)
     # The dashboard ConfigMap stays for a Grafana the team brings (its sidecar label).

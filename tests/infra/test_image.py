@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +33,8 @@ def build(prebuilt: str | None, revision: str | None = "a" * 40) -> Built:
     built = Built(Inventory((), {}))
 
     def program() -> None:
-        component = image.InferenceImage(
-            "img",
-            image.ImageArgs(
-                repository_name="gpu-inference-dev",
-                model_id="thenlper/gte-large-zh",
-                model_revision=revision,
-                prebuilt_image=prebuilt,
-                context=ROOT,
-            ),
-        )
+        args = dataclasses.replace(image_args(revision), prebuilt_image=prebuilt)
+        component = image.InferenceImage("img", args)
         built.tag = component.tag
         component.image_ref.apply(built.refs.append)
 
@@ -112,12 +107,20 @@ def test_every_stage_is_cached_in_its_own_mutable_repository(built: Inventory) -
     assert rule["selection"]["tagStatus"] == "untagged"
 
 
+def image_args(revision: str | None = "a" * 40, context: Path = ROOT) -> image.ImageArgs:
+    return image.ImageArgs(
+        repository_name="gpu-inference-dev",
+        model_id="thenlper/gte-large-zh",
+        model_revision=revision,
+        prebuilt_image=None,
+        context=context,
+    )
+
+
 def test_tag_is_the_model_and_the_content_digest() -> None:
     built = build(None)
     dockerfile = ROOT / "Dockerfile"
-    digest = image.context_digest(
-        ROOT, dockerfile, {"MODEL_ID": "thenlper/gte-large-zh", "MODEL_REVISION": "a" * 40}
-    )
+    digest = image.context_digest(ROOT, dockerfile, image.build_recipe(image_args()))
     assert built.tag == f"thenlper-gte-large-zh-{digest[:12]}"
     (tag,) = built.inventory.one(DOCKER_IMAGE).inputs["tags"]
     assert tag.endswith(f":{built.tag}")
@@ -194,3 +197,94 @@ def test_deploy_jobs_build_with_a_builder_that_can_export_the_cache() -> None:
         driver = (steps[buildx[0]].get("with") or {}).get("driver", "docker-container")
         assert driver == "docker-container", f"{name}: the {driver} driver cannot export a cache"
     assert ups >= 2, "dev and prod are deployed by pulumi up"
+
+
+# --- The tag changes whenever pulumi-docker-build would build again -------------------------------
+#
+# The provider builds again when its Diff finds a changed input or a changed context hash
+# (pulumi-docker-build v0.0.22 provider/internal/image.go Diff; context.go hashBuildContext: per
+# file of the filtered context, its content, relative path and mode string). A build under a tag the
+# repository already holds fails: the repository's tags are IMMUTABLE. So every change the provider
+# sees must change the tag.
+
+
+def context(tmp_path: Path) -> Path:
+    write(tmp_path / ".dockerignore", "*\n!app/\n")
+    write(tmp_path / "Dockerfile", "FROM scratch\nCOPY app /app\n")
+    write(tmp_path / "app" / "main.py", "print(1)\n")
+    write(tmp_path / "app" / "config.txt", "a\n")
+    write(tmp_path / "other.txt", "b\n")
+    (tmp_path / "app" / "main.py").chmod(0o644)
+    (tmp_path / "app" / "current").symlink_to("config.txt")
+    return tmp_path
+
+
+def tag_of(root: Path) -> str:
+    args = image_args(context=root)
+    return image.image_tag(
+        args.model_id, image.context_digest(root, root / "Dockerfile", image.build_recipe(args))
+    )
+
+
+def retarget(link: Path, target: str) -> None:
+    link.unlink()
+    link.symlink_to(target)
+
+
+SEEN_BY_THE_BUILD = {
+    # A checkout under umask 002 instead of 022, or a `chmod +x`: same bytes, another mode.
+    "group-writable": lambda root: (root / "app" / "main.py").chmod(0o664),
+    "executable": lambda root: (root / "app" / "main.py").chmod(0o755),
+    "content": lambda root: write(root / "app" / "main.py", "print(2)\n"),
+    "renamed": lambda root: (root / "app" / "main.py").rename(root / "app" / "entry.py"),
+    "new file": lambda root: write(root / "app" / "extra.py", ""),
+    "symlink target": lambda root: retarget(root / "app" / "current", "main.py"),
+    "dockerfile": lambda root: write(root / "Dockerfile", "FROM scratch\n"),
+    # Docker's ignore file for one Dockerfile takes precedence over the context's.
+    "Dockerfile.dockerignore": lambda root: write(
+        root / "Dockerfile.dockerignore", "*\n!other.txt\n"
+    ),
+}
+UNSEEN_BY_THE_BUILD = {
+    "directory mode": lambda root: (root / "app").chmod(0o775),
+    "modification time": lambda root: os.utime(root / "app" / "main.py", (0, 0)),
+    "ignored file": lambda root: write(root / "other.txt", "changed\n"),
+}
+
+
+@pytest.mark.parametrize("change", list(SEEN_BY_THE_BUILD))
+def test_every_change_the_build_detects_changes_the_tag(tmp_path: Path, change: str) -> None:
+    root = context(tmp_path)
+    before = tag_of(root)
+    SEEN_BY_THE_BUILD[change](root)
+    assert tag_of(root) != before, f"{change}: the provider builds again, into the same tag"
+
+
+@pytest.mark.parametrize("change", list(UNSEEN_BY_THE_BUILD))
+def test_what_the_build_ignores_keeps_the_tag(tmp_path: Path, change: str) -> None:
+    root = context(tmp_path)
+    before = tag_of(root)
+    UNSEEN_BY_THE_BUILD[change](root)
+    assert tag_of(root) == before, f"{change}: a new tag (and image) for an unchanged build"
+
+
+def test_every_input_the_image_diff_compares_is_in_the_tag(built: Inventory) -> None:
+    inputs = built.one(DOCKER_IMAGE).inputs
+    recipe = image.build_recipe(image_args())
+    # The tags are derived from the recipe; Diff ignores registry passwords, and the registry
+    # address and cache refs are the repositories' (named in the recipe's "cache").
+    derived = {"tags", "registries", "cacheFrom"}
+    assert set(inputs) - derived <= set(recipe), "an Image input the tag does not follow"
+    assert inputs["buildArgs"] == recipe["buildArgs"]
+    assert inputs["buildOnPreview"] is recipe["buildOnPreview"]
+    assert inputs["platforms"] == recipe["platforms"]
+    assert inputs["push"] is recipe["push"]
+    assert inputs["network"] == recipe["network"]
+    assert inputs["context"] == {"location": recipe["context"]}
+    assert inputs["dockerfile"] == {"location": recipe["dockerfile"]}
+    cache_to = dict(inputs["cacheTo"][0]["registry"])
+    assert cache_to.pop("ref") is not None
+    camel = {
+        re.sub(r"_(.)", lambda m: m.group(1).upper(), k): v for k, v in recipe["cacheTo"].items()
+    }
+    assert cache_to == camel

@@ -144,6 +144,23 @@ def test_drain_fits_inside_a_spot_interruption_notice() -> None:
     assert "deregistration_delay.timeout_seconds=70" in attributes
 
 
+def test_the_server_closes_idle_connections_before_the_nlb_forgets_them() -> None:
+    inv = build("prod")
+    keep_alive = int(env(inv)[contract.ENV_KEEP_ALIVE_TIMEOUT_SECONDS])
+    assert keep_alive < inference.NLB_MIN_IDLE_TIMEOUT_SECONDS
+    annotations = kind(inv, "kubernetes:core/v1:Service", "inf-nlb")["metadata"]["annotations"]
+    # No listener attribute lowers the NLB's idle timeout below the server's keep-alive.
+    assert not [value for value in annotations.values() if "idle_timeout" in value]
+
+
+def test_a_keep_alive_past_the_nlb_idle_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(contract, "KEEP_ALIVE_TIMEOUT_SECONDS", 350)
+    with pytest.raises(ValueError, match="NLB idle timeout"):
+        inference.keep_alive_seconds()
+
+
 def test_too_long_a_drain_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contract, "DRAIN_TIMEOUT_SECONDS", 110.0)
     with pytest.raises(ValueError, match="spot interruption"):
@@ -322,7 +339,7 @@ def test_every_object_is_in_the_configured_namespace() -> None:
     inv = build("prod")
     namespace = stack("prod").inference.namespace
     for resource in inv.k8s_resources():
-        if resource.inputs["kind"] != "Namespace":
+        if resource.inputs["kind"] not in ("Namespace", "PriorityClass"):  # cluster-scoped
             assert resource.inputs["metadata"]["namespace"] == namespace, resource.name
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import gpu_spec
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import ROOT, Inventory, Secret, load_stack_config
 
 WORLD = ("0.0.0.0/0", "::/0")
@@ -204,10 +205,11 @@ def test_component_tokens_name_their_module(inventory: Inventory) -> None:
             assert (ROOT / "infra" / f"{module}.py").exists(), r.type
 
 
-def test_every_chart_is_pinned(inventory: Inventory) -> None:
+def test_every_chart_installs_a_pinned_vendored_archive(inventory: Inventory) -> None:
     for chart in inventory.charts():
-        assert re.fullmatch(r"\d+\.\d+\.\d+", chart.inputs["version"]), chart.name
-        assert chart.inputs["repositoryOpts"]["repo"].startswith("https://"), chart.name
+        archive = Path(chart.inputs["chart"])
+        assert pin_of(archive).archive_name == archive.name, chart.name
+        assert "repositoryOpts" not in chart.inputs, chart.name
 
 
 def test_both_stacks_synthesise_different_realistic_platforms(

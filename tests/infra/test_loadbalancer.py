@@ -9,6 +9,7 @@ import pytest
 
 from infra import gpu_spec, loadbalancer, versions
 from infra.identity import PodIdentityTarget
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, run_function
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -38,12 +39,9 @@ def release_values(inventory: Inventory) -> dict[str, Any]:
 
 def test_chart_is_pinned_and_runs_on_system_nodes(inventory: Inventory) -> None:
     inputs = inventory.one(RELEASE).inputs
-    pinned = versions.AWS_LOAD_BALANCER_CONTROLLER
-    assert (inputs["chart"], inputs["version"], inputs["repositoryOpts"]["repo"]) == (
-        pinned.chart,
-        pinned.version,
-        pinned.repository,
-    )
+    render = inventory.render_of(versions.AWS_LOAD_BALANCER_CONTROLLER.chart)
+    assert render.resource == inventory.one(RELEASE)
+    assert pin_of(render.source.archive) == versions.AWS_LOAD_BALANCER_CONTROLLER
     assert inputs["namespace"] == loadbalancer.NAMESPACE
     values = release_values(inventory)
     assert values["nodeSelector"] == gpu_spec.system_node_selector()

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from infra import adapter_rules, monitoring, scrape, versions
+from rehearsal.charts import pin_of
 from rehearsal.mockengine import Inventory, Resource, run_function
 from service import contract
 
@@ -156,12 +157,9 @@ def test_dcgm_job_never_sets_pod_or_namespace_target_labels() -> None:
     ],
 )
 def test_charts_are_pinned(inventory: Inventory, name: str, pinned: versions.HelmChart) -> None:
-    inputs = chart(inventory, name).inputs
-    assert (inputs["chart"], inputs["version"], inputs["repositoryOpts"]["repo"]) == (
-        pinned.chart,
-        pinned.version,
-        pinned.repository,
-    )
+    render = inventory.render_of(pinned.chart)
+    assert render.resource == chart(inventory, name)
+    assert pin_of(render.source.archive) == pinned
 
 
 def test_prometheus_keeps_data_on_an_encrypted_gp3_volume(inventory: Inventory) -> None:

@@ -73,7 +73,7 @@ def test_the_ebs_csi_controller_starts_after_dns(inventory: Inventory) -> None:
 
 def test_everything_that_needs_dns_waits_for_coredns(inventory: Inventory) -> None:
     coredns = addon(inventory, "coredns").urn
-    charts = {c.inputs["chart"]: c for c in inventory.charts()}
+    charts = {r.source.chart: r.resource for r in inventory.rendered}
     assert set(NEEDS_DNS) <= set(charts), sorted(charts)
     for chart in NEEDS_DNS:
         assert coredns in waits_for(inventory, charts[chart]), f"{chart} does not wait for DNS"

@@ -108,13 +108,102 @@ def test_quotas_are_reported_and_a_maximum_above_the_quota_is_a_warning() -> Non
 
 def test_an_unreadable_quota_is_reported_not_fatal() -> None:
     lines = report("dev", MockAccount(quotas={}))
-    assert len(lines) == 2
+    assert len(lines) == 4
     gpu = next(line for line in lines if "(L-3819A6DF)" in line)
     assert gpu.startswith("could not read All G and VT Spot Instance Requests (L-3819A6DF)")
     assert "need 0-8 vCPUs" in gpu
     # The system group: 1-3 nodes of 2 vCPUs (t3.large, t3a.large).
     system = next(line for line in lines if "(L-1216C47A)" in line)
     assert "need 2-6 vCPUs" in system
+    # Nor is the first replica's node, which the unread quota may or may not allow.
+    assert lines[-1].startswith("could not prove that the GPU quotas leave room for the 1")
+
+
+# --- GPU nodes for the first replicas -------------------------------------------------------------
+
+SPOT, ON_DEMAND = "L-3819A6DF", "L-DB2E81BA"
+
+
+def quotas(**codes: float) -> MockAccount:
+    return MockAccount(quotas={**DEFAULT_QUOTAS, **codes})
+
+
+def test_a_spot_quota_without_room_for_the_first_replica_stops_the_preview() -> None:
+    # dev: one spot group of g6/g5/g4dn.xlarge (4 vCPUs) at minSize 0, no on-demand group. Before,
+    # the preview only warned about the maximum and `up` timed out on the Deployment.
+    message = refused("dev", {}, quotas(**{SPOT: 3.0}))
+    assert message.startswith("Pulumi.dev.yaml: gpu-inference:hpaMinReplicas = 1 is not allowed")
+    assert "L-3819A6DF (All G and VT Spot Instance Requests) = 3 vCPUs in us-west-2" in message
+    assert "need 4 vCPUs of new nodes for 1 pod(s)" in message
+    assert "no ON_DEMAND GPU group to fall back on" in message
+
+
+def test_a_spot_quota_of_one_node_starts_the_first_replica() -> None:
+    lines = report("dev", quotas(**{SPOT: 4.0}))
+    (line,) = [line for line in lines if line.startswith("hpaMinReplicas")]
+    assert line.startswith(
+        "hpaMinReplicas = 1: the GPU groups' minSize nodes hold 0 inference pods, new nodes must "
+        "hold 1 more; L-3819A6DF (All G and VT Spot Instance Requests) = 4 vCPUs"
+    )
+    assert not any("on-demand nodes" in line for line in lines)
+
+
+def test_the_on_demand_fallback_starts_what_the_spot_quota_cannot() -> None:
+    # prod: hpaMinReplicas 2; the on-demand group's one minSize node holds one pod, the other needs
+    # a new node: no spot quota, but room for one more on-demand node.
+    lines = report("prod", quotas(**{SPOT: 0.0, ON_DEMAND: 8.0}))
+    assert any(
+        line.startswith("the spot GPU quota leaves room for 0 of the 1 inference pods")
+        and "the rest start on on-demand nodes" in line
+        for line in lines
+    ), lines
+
+
+def test_neither_spot_nor_the_on_demand_fallback_stops_the_preview() -> None:
+    # The on-demand quota holds the minSize node and nothing more.
+    message = refused("prod", {}, quotas(**{SPOT: 0.0, ON_DEMAND: 4.0}))
+    assert message.startswith("Pulumi.prod.yaml: gpu-inference:hpaMinReplicas = 2 is not allowed")
+    assert "1 fit on the groups' minSize nodes, 1 more need new nodes" in message
+    assert "L-3819A6DF (All G and VT Spot Instance Requests) = 0 vCPUs in us-east-1" in message
+    on_demand = "L-DB2E81BA (Running On-Demand G and VT instances) = 4 vCPUs in us-east-1"
+    assert f"{on_demand}, 4 of them kept by minSize" in message
+
+
+def test_spot_room_needs_no_on_demand_room() -> None:
+    lines = report("prod", quotas(**{SPOT: 16.0, ON_DEMAND: 4.0}))
+    assert any(line.startswith("hpaMinReplicas = 2") for line in lines)
+    assert not any("on-demand nodes" in line for line in lines)
+
+
+TIME_SLICED = {"timeSlicingReplicas": 2, "hpaMinReplicas": 2, "hpaMaxReplicas": 4}
+
+
+def test_time_sliced_pods_share_a_node_as_far_as_their_requests_allow() -> None:
+    # Two pods per GPU, and 1 CPU / 6Gi each fit a g6.xlarge (4 vCPUs, 16 GiB, less overhead): two
+    # replicas on one node, 4 vCPUs of quota.
+    small = {**TIME_SLICED, "podCpuRequest": "1", "podMemoryRequest": "6Gi"}
+    cfg = load_stack_config("dev", small)
+    lines: list[str] = []
+    run_function(
+        lambda: lines.extend(preflight.check(cfg)),
+        {"aws:region": cfg.region},
+        account=quotas(**{SPOT: 4.0}),
+    )
+    assert any("4 vCPUs and 2 pod(s) per node" in line for line in lines), lines
+    # dev's own requests (2 CPUs, 8Gi) leave room for one pod per node whatever the GPU sharing.
+    message = refused("dev", TIME_SLICED, quotas(**{SPOT: 4.0}))
+    assert "need 8 vCPUs of new nodes for 2 pod(s)" in message
+
+
+def test_fewest_vcpus_mixes_node_sizes() -> None:
+    cfg = load_stack_config("prod")
+    rooms = preflight.gpu_rooms(cfg, lambda t: preflight.GPU_INSTANCE_TYPES[t].vcpus)
+    spot = [r for r in rooms if r.kind.code == SPOT]
+    # One pod per node everywhere: the xlarge group (8 nodes of 4 vCPUs) first, then 2xlarge.
+    fewest = preflight.fewest_vcpus(spot, 10)
+    assert fewest[1] == 4
+    assert fewest[8] == 32
+    assert fewest[10] == 32 + 2 * 8
 
 
 @pytest.mark.parametrize(

@@ -3,20 +3,32 @@ what the charts really render (not on what we assume they render)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pulumi
+import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from infra import adapter_rules, gpu, gpu_spec, scrape, versions
-from rehearsal import charts
-from rehearsal.mockengine import CHART_V4, ROOT, ChartRender, Inventory, Resource, run_stack
+from infra import adapter_rules, gpu, gpu_spec, image, inference, scrape, versions
+from infra import charts as infra_charts
+from infra.charts import ChartArchiveError
+from rehearsal import charts, synth
+from rehearsal.charts import pin_of
+from rehearsal.mockengine import (
+    CHART_V4,
+    ROOT,
+    ChartRender,
+    Inventory,
+    Resource,
+    run_function,
+    run_stack,
+)
 
 POD_IDENTITY = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
 
@@ -40,39 +52,106 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("pin", versions.HELM_CHARTS, ids=lambda p: p.chart)
-def test_every_pinned_chart_has_its_archive_and_renders(pin: versions.HelmChart) -> None:
-    chart = charts.load(pin.chart, pin.version)
-    assert chart.metadata["name"] == pin.chart
-    assert str(chart.metadata["version"]) == pin.version
+def test_every_pinned_chart_is_vendored_with_its_pinned_bytes(pin: versions.HelmChart) -> None:
+    archive = ROOT / "charts" / f"{pin.chart}-{pin.version}.tgz"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == pin.sha256
+    meta = charts.load(archive).metadata
+    assert (meta["name"], str(meta["version"])) == (pin.chart, pin.version)
 
 
-def test_a_missing_archive_fails_naming_chart_and_version(
+def test_the_program_installs_the_archives_the_rehearsal_renders(inventory: Inventory) -> None:
+    """Each chart resource's `chart` input, resolved from the working directory as Helm resolves
+    a local chart, is the file the rehearsal rendered: one file, its bytes the pinned ones."""
+    assert len(inventory.rendered) == len(inventory.charts())
+    for render in inventory.rendered:
+        inputs = render.resource.inputs
+        named = Path(inputs["chart"])
+        assert not named.is_absolute(), f"{render.resource.name}: {named} depends on the checkout"
+        assert named.resolve() == render.source.archive.resolve(), render.resource.name
+        pin = pin_of(named)
+        assert named.resolve() == (ROOT / "charts" / pin.archive_name).resolve()
+        assert hashlib.sha256(named.read_bytes()).hexdigest() == pin.sha256
+        # A repository would make a Release download instead; a version means nothing for a file.
+        assert "repositoryOpts" not in inputs, render.resource.name
+        assert "version" not in inputs, render.resource.name
+
+
+def test_under_pulumi_the_chart_path_resolves_from_the_main_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pulumi up` runs the program, and the Kubernetes provider, in Pulumi.yaml's `main` folder
+    (pulumi/pulumi pkg/engine/project.go getPwdMain): the path must resolve from there too."""
+    main = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["main"]
+    monkeypatch.chdir(ROOT / main)
+    pin = versions.PROMETHEUS
+    path = infra_charts.chart_path(pin)
+    assert path == f"../charts/{pin.archive_name}"
+    assert (ROOT / main / path).resolve() == (ROOT / "charts" / pin.archive_name).resolve()
+
+
+def test_chart_archives_stay_out_of_the_image_build_context() -> None:
+    """.dockerignore keeps charts/ out of what Docker sends and of the tag's content digest
+    (infra/image.py), so a chart bump neither rebuilds nor re-tags the model image."""
+    context = list(image.context_files(ROOT))
+    assert "service/contract.py" in context
+    assert not [f for f in context if f.startswith("charts/") or f.endswith(".tgz")]
+
+
+def _vendored_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "charts"
+    copy.mkdir()
+    for pin in versions.HELM_CHARTS:
+        (copy / pin.archive_name).write_bytes((ROOT / "charts" / pin.archive_name).read_bytes())
+    return copy
+
+
+def test_a_missing_archive_stops_the_program_before_any_resource(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = _vendored_copy(tmp_path)
+    (copy / versions.DCGM_EXPORTER.archive_name).unlink()
+    monkeypatch.setattr(infra_charts, "CHARTS_DIR", copy)
+    with pytest.raises(ChartArchiveError, match=r"chart dcgm-exporter 4\.8\.2 \(pinned") as caught:
+        run_stack("dev")
+    assert caught.value.registered_resources == ()  # type: ignore[attr-defined]
+    assert synth.main(["dev", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no archive dcgm-exporter-4.8.2.tgz" in err
+    assert "make charts" in err
+
+
+def test_an_archive_with_other_bytes_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(charts.CHARTS_ENV, str(tmp_path))
-    with pytest.raises(charts.ChartArchiveError, match=r"chart \S+ \d+\.\d+\.\d+ \(pinned"):
-        run_stack("dev")
-    done = subprocess.run(
-        [sys.executable, "-m", "rehearsal.synth", "dev", "--out", str(tmp_path / "out")],
-        cwd=ROOT,
-        env={**os.environ, charts.CHARTS_ENV: str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "no archive" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_an_archive_of_another_version_is_refused(tmp_path: Path) -> None:
-    pin = versions.DCGM_EXPORTER
-    source = charts.archive_path(pin.chart, pin.version)
-    (tmp_path / f"{pin.chart}-9.9.9.tgz").write_bytes(source.read_bytes())
+    """A changed file (a bad merge, a Git LFS pointer, a hand edit) is not what was reviewed."""
+    copy = _vendored_copy(tmp_path)
+    with (copy / versions.GRAFANA.archive_name).open("ab") as archive:
+        archive.write(b"\0")
+    monkeypatch.setattr(infra_charts, "CHARTS_DIR", copy)
     with pytest.raises(
-        charts.ChartArchiveError, match=f"holds {pin.chart} {re.escape(pin.version)}"
+        ChartArchiveError, match=f"infra/versions.py pins {versions.GRAFANA.sha256}"
     ):
-        charts.load(pin.chart, "9.9.9", tmp_path)
+        run_stack("dev")
+
+
+def _chart_program(**inputs: Any) -> Callable[[], None]:
+    def program() -> None:
+        provider = k8s.Provider("k8s", kubeconfig="{}")
+        k8s.helm.v4.Chart(
+            "chart", k8s.helm.v4.ChartArgs(**inputs), opts=pulumi.ResourceOptions(provider=provider)
+        )
+
+    return program
+
+
+def test_the_rehearsal_renders_only_pinned_archives(tmp_path: Path) -> None:
+    scaffold = _scaffold(tmp_path)
+    with pytest.raises(charts.ChartError, match=r"not a chart archive pinned in infra/versions"):
+        run_function(_chart_program(chart=str(scaffold), name="demo", namespace="apps"))
+    pinned = infra_charts.chart_path(versions.METRICS_SERVER)
+    repository = k8s.helm.v4.RepositoryOptsArgs(repo=versions.METRICS_SERVER.repository)
+    with pytest.raises(charts.ChartError, match="names the chart repository"):
+        run_function(_chart_program(chart=pinned, name="m", repository_opts=repository))
 
 
 def test_every_chart_resource_is_rendered_and_v4_objects_are_registered(
@@ -119,19 +198,20 @@ def test_chart_objects_land_in_the_chart_namespace_unless_cluster_scoped(
             }, charts.object_key(obj)
 
 
-def _scaffold(tmp_path: Path) -> str:
+def _scaffold(tmp_path: Path) -> Path:
+    """`helm create`'s chart, packaged: an archive no pin names."""
     import helm_python as helm
 
     (tmp_path / "src").mkdir()
     chart = helm.Chart.create("scaffold", tmp_path / "src")
     chart.save(tmp_path)
-    return str(chart.metadata["version"])
+    return tmp_path / f"scaffold-{chart.metadata['version']}.tgz"
 
 
 def test_hooks_are_dropped_as_helm_v4_chart_drops_them(tmp_path: Path) -> None:
-    version = _scaffold(tmp_path)  # `helm create` ships a test-connection Pod hook
-    source = charts.ChartSource("scaffold", version, "demo", "apps", {})
-    rendered = charts.render(source, tmp_path)
+    archive = _scaffold(tmp_path)  # `helm create` ships a test-connection Pod hook
+    source = charts.ChartSource(archive, "demo", "apps", {})
+    rendered = charts.render(source)
     assert [h["kind"] for h in rendered.hooks] == ["Pod"]
     assert "helm.sh/hook" in rendered.hooks[0]["metadata"]["annotations"]
     assert all(
@@ -141,13 +221,10 @@ def test_hooks_are_dropped_as_helm_v4_chart_drops_them(tmp_path: Path) -> None:
 
 
 def test_values_files_merge_before_values_and_their_nulls_delete_defaults(tmp_path: Path) -> None:
-    version = _scaffold(tmp_path)
-    base = charts.ChartSource(
-        "scaffold", version, "demo", "apps", {"resources": {"limits": {"memory": "1Gi"}}}
-    )
+    archive = _scaffold(tmp_path)
+    base = charts.ChartSource(archive, "demo", "apps", {"resources": {"limits": {"memory": "1Gi"}}})
     deleting = charts.ChartSource(
-        "scaffold",
-        version,
+        archive,
         "demo",
         "apps",
         {"resources": {"limits": {"memory": "1Gi", "cpu": "1"}}},
@@ -162,7 +239,7 @@ def test_values_files_merge_before_values_and_their_nulls_delete_defaults(tmp_pa
 
 def test_dcgm_exporter_has_no_cpu_limit_although_the_chart_sets_one(inventory: Inventory) -> None:
     render = inventory.render_of("dcgm-exporter")
-    default = charts.load(render.source.chart, render.source.version).values["resources"]
+    default = charts.load(render.source.archive).values["resources"]
     assert "cpu" in default["limits"], "the chart no longer sets a CPU limit: drop the deletion"
     container = pod_spec(one(render, "DaemonSet"))["containers"][0]
     assert "cpu" not in container["resources"]["limits"]
@@ -261,7 +338,7 @@ def test_dcgm_pods_are_what_the_deployed_scrape_job_selects(inventory: Inventory
     assert [p["port"] for p in service["spec"]["ports"]] == [9400]
     # The exporter is not scraped twice through the inference job, and vice versa.
     assert discovered_targets(jobs[scrape.INFERENCE_JOB], daemonset) == []
-    deployment = inventory.one("kubernetes:apps/v1:Deployment").inputs
+    deployment = server_deployment(inventory)
     assert discovered_targets(jobs[scrape.DCGM_JOB], deployment) == []
     assert len(discovered_targets(jobs[scrape.INFERENCE_JOB], deployment)) == 1
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
@@ -374,10 +451,9 @@ def test_every_chart_container_requests_cpu_and_memory(inventory: Inventory) -> 
 
 
 def test_values_a_chart_cannot_render_fail_naming_the_chart(tmp_path: Path) -> None:
-    version = _scaffold(tmp_path)
-    source = charts.ChartSource("scaffold", version, "demo", "apps", {"image": "not-a-map"})
+    source = charts.ChartSource(_scaffold(tmp_path), "demo", "apps", {"image": "not-a-map"})
     with pytest.raises(charts.ChartError, match=r"chart scaffold \S+ \(release demo\) does not"):
-        charts.render(source, tmp_path)
+        charts.render(source)
 
 
 def test_install_hooks_are_kept_for_helm_and_test_hooks_are_not() -> None:
@@ -415,7 +491,7 @@ def test_our_scrape_targets_are_not_scraped_twice_through_annotations(
     inventory: Inventory,
 ) -> None:
     dcgm = one(inventory.render_of("dcgm-exporter"), "DaemonSet")
-    ours = [dcgm, inventory.one("kubernetes:apps/v1:Deployment").inputs]
+    ours = [dcgm, server_deployment(inventory)]
     ours += [one(inventory.render_of("dcgm-exporter"), "Service")]
     for obj in ours:
         annotations = {
@@ -450,3 +526,13 @@ def test_prometheus_sends_alerts_to_the_alertmanager_the_chart_renders(
         )
     ]
     assert kept == [9093]
+
+
+def server_deployment(inventory: Inventory) -> dict[str, Any]:
+    """The inference Deployment (prod also has the warm-GPU placeholders' one)."""
+    (found,) = [
+        r.inputs
+        for r in inventory.of_type("kubernetes:apps/v1:Deployment")
+        if r.inputs["metadata"]["name"] == inference.APP_NAME
+    ]
+    return found

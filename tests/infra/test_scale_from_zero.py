@@ -1,8 +1,8 @@
 """Scale from zero after scale to zero (kubernetes/autoscaler issue #8799: CA 1.32-1.34 scales an
 EKS GPU managed group from zero only the first time, then reports `Insufficient nvidia.com/gpu`).
 
-The mechanism, in cluster-autoscaler-1.34.1 (the pinned chart's app version), as #8123 describes
-it: `MixedTemplateNodeInfoProvider.Process`
+The mechanism, in cluster-autoscaler-1.35.0 (the pinned chart's app version; READ_AT below), as
+#8123 describes it: `MixedTemplateNodeInfoProvider.Process`
 (processors/nodeinfosprovider/mixed_nodeinfos_processor.go) builds each group's template from a
 ready node and caches it; once the group is empty, the cached template is used instead of the ASG's
 (the cache lives for `node-info-cache-expire-time`, 10 years by default, config/flags/flags.go). A
@@ -16,16 +16,21 @@ What prevents it: `Process` only sees `readyNodes`, which `obtainNodeLists`
 provider's GPU label but has no allocatable GPU, and the AWS provider's GPU label is
 `k8s.amazonaws.com/accelerator` (cloudprovider/aws/aws_cloud_provider.go `GPULabel`). A node
 without that label is never filtered, and its GPU-less state can be cached. EKS applies a managed
-group's labels when the node registers, so the label is there before the node is Ready.
+group's labels when the node registers, so the label is there before the node is Ready. 1.35.0
+adds one exception, a GPU the cloud provider exposes through DRA (`gpuExposedViaDra`): the AWS
+provider sets no DRA driver for a GPU (`GetNodeGpuConfig` -> gpu.GetNodeGPUFromCloudProvider), and
+the GPUs here come from the device plugin, so the filter applies as in 1.34.
 """
 
 from __future__ import annotations
 
-from infra import gpu_spec
+from infra import gpu_spec, versions
 from rehearsal.mockengine import Inventory
 
+READ_AT = "1.35.0"
+"""The cluster-autoscaler release whose source this module restates."""
 AWS_GPU_LABEL = "k8s.amazonaws.com/accelerator"
-"""cloudprovider/aws/aws_cloud_provider.go at cluster-autoscaler-1.34.1: `GPULabel`."""
+"""cloudprovider/aws/aws_cloud_provider.go at cluster-autoscaler-1.35.0: `GPULabel`."""
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 TAG = "aws:autoscaling/tag:Tag"
 
@@ -41,6 +46,13 @@ def gpu_groups(inventory: Inventory) -> list[dict]:
     return [
         g.inputs for g in inventory.of_type(NODE_GROUP) if g.inputs["nodeGroupName"] != "system"
     ]
+
+
+def test_the_restated_mechanism_is_the_pinned_autoscalers() -> None:
+    assert versions.CLUSTER_AUTOSCALER.app_version == READ_AT, (
+        f"cluster-autoscaler is pinned at {versions.CLUSTER_AUTOSCALER.app_version}; this module "
+        f"restates {READ_AT}: re-read the template cache and the GPU filter at the new tag"
+    )
 
 
 def test_the_accelerator_label_is_the_autoscalers_aws_gpu_label() -> None:

@@ -1,8 +1,8 @@
 """Spot first holds with `balance-similar-node-groups` on: no on-demand GPU group is ever "similar"
 to a spot one, so cluster-autoscaler cannot split a spot scale-up onto on-demand GPUs.
 
-Why this is the property to test (cluster-autoscaler-1.34.1, the app version of the pinned chart
-9.52.1): after the expander picks the best option, `ScaleUp` calls `balanceScaleUps`
+Why this is the property to test (cluster-autoscaler-1.35.0, the app version of the pinned chart
+9.59.0; READ_AT below): after the expander picks the best option, `ScaleUp` calls `balanceScaleUps`
 (core/scaleup/orchestrator/orchestrator.go), which adds every group that `ComputeSimilarNodeGroups`
 finds and splits the new nodes between them, ignoring expander priorities. Similarity on AWS is
 `CreateAwsNodeInfoComparator` (processors/nodegroupset/aws_nodegroups.go) ->
@@ -21,9 +21,12 @@ from typing import Any
 
 import pytest
 
-from infra import gpu_spec
+from infra import gpu_spec, versions
 from rehearsal.mockengine import Inventory, Resource, load_stack_config, run_stack
 
+READ_AT = "1.35.0"
+"""The cluster-autoscaler release whose source this module restates (tag cluster-autoscaler-1.35.0
+of kubernetes/autoscaler). A pin past it fails below until the comparator is re-read there."""
 CHART = "cluster-autoscaler"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 TAG = "aws:autoscaling/tag:Tag"
@@ -40,7 +43,7 @@ BASIC_IGNORED = {
     "beta.kubernetes.io/fluentd-ds-ready",
     "kops.k8s.io/instancegroup",
 }
-# aws_nodegroups.go `awsIgnoredLabels`.
+# aws_nodegroups.go `awsIgnoredLabels` (1.35.0 added topology.k8s.aws/zone-id).
 AWS_IGNORED = {
     "alpha.eksctl.io/instance-id",
     "alpha.eksctl.io/nodegroup-name",
@@ -48,7 +51,15 @@ AWS_IGNORED = {
     "k8s.amazonaws.com/eniConfig",
     "lifecycle",
     "topology.ebs.csi.aws.com/zone",
+    "topology.k8s.aws/zone-id",
 }
+
+
+def test_the_restated_comparator_is_the_pinned_autoscalers() -> None:
+    assert versions.CLUSTER_AUTOSCALER.app_version == READ_AT, (
+        f"cluster-autoscaler is pinned at {versions.CLUSTER_AUTOSCALER.app_version}; this module "
+        f"restates {READ_AT}: re-read processors/nodegroupset and core/scaleup at the new tag"
+    )
 
 
 def rendered_ignored_labels(inventory: Inventory) -> set[str]:

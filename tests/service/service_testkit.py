@@ -18,6 +18,9 @@ from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Haystack decides at import whether to send usage events (haystack/telemetry/_telemetry.py): the
+# client tests are offline.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
 
 TINY_MAX_TOKENS = 32
 _ST = "sentence_transformers.models"

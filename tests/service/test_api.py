@@ -83,12 +83,37 @@ def test_sdk_default_base64_and_dimensions(client: openai.OpenAI, tiny_encoder: 
 
 
 def test_sdk_token_ids(client: openai.OpenAI, tiny_encoder: Encoder) -> None:
-    ids = tiny_encoder.tokenize(["hello world"]).ids[0][1:-1]  # without [CLS]/[SEP]
+    ids = [15339, 1917]  # "hello world" in cl100k_base, OpenAI's tokenizer (test_token_ids.py)
     response = client.embeddings.create(model=ALIAS, input=[ids, ids[:1]])
     np.testing.assert_allclose(
         response.data[0].embedding, tiny_encoder.encode(["hello world"])[0], atol=1e-5
     )
-    assert len(response.data) == 2
+    np.testing.assert_allclose(
+        response.data[1].embedding, tiny_encoder.encode(["hello"])[0], atol=1e-5
+    )
+
+
+def test_routes_without_v1_are_the_same_endpoints(
+    server: LiveServer, tiny_encoder: Encoder
+) -> None:
+    """A base URL without /v1 (what TEI and infinity accept) reaches the same endpoints."""
+    bare = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    before = server.metric(
+        contract.REQUESTS_TOTAL, {"route": contract.EMBEDDINGS_PATH, "status": "200"}
+    )
+    response = bare.embeddings.create(model=ALIAS, input=["hello world"], encoding_format="float")
+    np.testing.assert_allclose(
+        response.data[0].embedding, tiny_encoder.encode(["hello world"])[0], atol=1e-5
+    )
+    after = server.metric(
+        contract.REQUESTS_TOTAL, {"route": contract.EMBEDDINGS_PATH, "status": "200"}
+    )
+    assert after == before + 1
+    served = tiny_encoder.info.model_id
+    assert [m.id for m in bare.models.list().data] == [served, ALIAS]
+    assert bare.models.retrieve(served).id == served
+    with pytest.raises(openai.NotFoundError):
+        bare.models.retrieve("gpt-4")
 
 
 def test_raw_base64_is_little_endian_float32(server: LiveServer, tiny_encoder: Encoder) -> None:
@@ -313,11 +338,15 @@ def keyed(
 def test_api_key_required_on_v1(keyed: LiveServer, headers: dict[str, str]) -> None:
     for path, body in (
         (contract.EMBEDDINGS_PATH, {"input": "x"}),
+        ("/embeddings", {"input": "x"}),
         (contract.EMBEDDING_PATH, {"text": "x"}),
         (contract.SIMILARITY_PATH, {"source_text": "x", "candidates": ["y"]}),
     ):
         error = assert_envelope(post(keyed, path, body, headers=headers), 401)
         assert error["code"] == "invalid_api_key"
+    for path in (contract.MODELS_PATH, "/models", "/models/any"):
+        response = httpx.get(f"{keyed.base_url}{path}", headers=headers)
+        assert assert_envelope(response, 401)["code"] == "invalid_api_key"
 
 
 def test_valid_key_and_open_probes(keyed: LiveServer, tiny_encoder: Encoder) -> None:

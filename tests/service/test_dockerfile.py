@@ -137,6 +137,19 @@ def test_runtime_is_offline_non_root_with_a_healthcheck() -> None:
     assert f":{contract.SERVICE_PORT}{contract.HEALTH_PATH}" in health[0]
 
 
+def test_the_runtime_preloads_the_jemalloc_it_installs() -> None:
+    """glibc's malloc keeps growing under steady load (the soak of `make bench-hostile`): the
+    runtime installs Debian's libjemalloc2, pinned, links it where LD_PRELOAD points."""
+    runtime = stages()["runtime"]
+    env = " ".join(rest for keyword, rest in runtime if keyword == "ENV")
+    preload = re.search(r"LD_PRELOAD=(\S+)", env)
+    assert preload, "the runtime does not preload an allocator"
+    runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
+    assert re.search(r"libjemalloc2=\d[\w.+~-]*", runs), "install libjemalloc2, pinned"
+    link = rf'ln -s "/usr/lib/\$\(uname -m\)-linux-gnu/libjemalloc\.so\.2" {re.escape(preload[1])}'
+    assert re.search(link, runs), f"nothing links Debian's libjemalloc.so.2 to {preload[1]}"
+
+
 def test_model_build_args() -> None:
     assert args()["MODEL_ID"] == contract.PRODUCTION_MODEL
     assert re.fullmatch(r"[0-9a-f]{40}", args()["MODEL_REVISION"]), "pin the model to a commit"

@@ -1,4 +1,4 @@
-"""The README's API examples (curl, openai SDK) run against a live server on the bundled MiniLM."""
+"""The README's API examples (curl, each client) run against a live server on the bundled MiniLM."""
 
 from __future__ import annotations
 
@@ -41,12 +41,23 @@ def test_curl_example(minilm_server: LiveServer) -> None:
     assert len(response.json()["data"]) == len(json.loads(body)["input"])
 
 
-def test_openai_sdk_example(minilm_server: LiveServer) -> None:
-    block = re.search(r"```python\n(.*?)```", api_section(), re.S)
-    assert block, "no Python example"
-    code = block.group(1).replace(
+def client_examples() -> dict[str, str]:
+    """Each client's Python example, by the name in bold above it."""
+    blocks = re.findall(
+        r"\*\*(\w+)\*\* \(`pip install [^`]+`\).*?```python\n(.*?)```", api_section(), re.S
+    )
+    return dict(blocks)
+
+
+def test_the_api_section_shows_each_client() -> None:
+    assert set(client_examples()) == {"openai", "LangChain", "Haystack"}
+
+
+@pytest.mark.parametrize("client", ["openai", "LangChain", "Haystack"])
+def test_client_example(minilm_server: LiveServer, offline_tiktoken: Path, client: str) -> None:
+    code = client_examples()[client].replace(
         f"http://127.0.0.1:{contract.SERVICE_PORT}", minilm_server.base_url
     )
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, f"README.md ({client})", "exec"), namespace)
     assert len(namespace["vector"]) == 384
