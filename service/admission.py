@@ -90,11 +90,11 @@ class TextTokens:
         self.per_char = per_char
         """Start: English prose (~4 characters a token); Chinese is ~1."""
 
-    def estimate(self, lengths: list[int]) -> float:
-        """Tokens of inputs of these lengths (characters, or token ids counted as characters
-        at one token each by the caller)."""
-        cap = self.max_tokens
-        return sum(min(cap, n * self.per_char + self.special_tokens) for n in lengths)
+    def estimate(self, lengths: list[int], cap: int | None = None) -> float:
+        """Tokens of texts of these lengths in characters, each at most `cap` (a request's own
+        cut), else the model's maximum."""
+        most = self.max_tokens if cap is None else cap
+        return sum(min(most, n * self.per_char + self.special_tokens) for n in lengths)
 
     def record(self, chars: int, tokens: int) -> None:
         """What tokenising `chars` characters of untruncated text gave (special tokens out)."""

@@ -192,7 +192,7 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory, docs: ApiDocume
         on_device_failure=runtime.device_failed,
     )
     batcher.start()
-    runtime.text_tokens = TextTokens(encoder.info.max_tokens)
+    runtime.text_tokens = TextTokens(encoder.info.max_tokens, encoder.info.special_tokens)
     _freeze_heap()
     runtime.encoder, runtime.batcher = encoder, batcher
     await asyncio.to_thread(docs.describe, accepted_values(runtime))

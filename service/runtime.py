@@ -235,12 +235,14 @@ class Runtime:
         estimator = self.text_tokens
         if estimator is None:
             return None
+        cap = estimator.max_tokens if job.cut.max_tokens is None else job.cut.max_tokens
         prompt_chars = len(job.prompt or "")
         if job.inputs.texts is not None:
-            return estimator.estimate([len(text) + prompt_chars for text in job.inputs.texts])
-        # Token ids are counted exactly; only the prompt's text is estimated.
+            lengths = [len(text) + prompt_chars for text in job.inputs.texts]
+            return estimator.estimate(lengths, cap)
+        # A token id counts as one token: exact for the model's own ids, close for OpenAI's
+        # (cl100k_base ids, decoded and tokenised again); only the prompt's text is estimated.
         prompt = prompt_chars * estimator.per_char
-        cap = estimator.max_tokens
         special = estimator.special_tokens
         return sum(min(cap, len(ids) + prompt + special) for ids in job.inputs.token_ids or ())
 

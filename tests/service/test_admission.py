@@ -7,7 +7,7 @@ import pytest
 
 from service.admission import MAX_PROMISED_S, Promises, TextTokens, Throughput
 from service.metrics import Metrics
-from service.model_types import Tokenized
+from service.model_types import Tokenized, Truncation
 from service.runtime import Job, Runtime
 from service.schemas import Inputs
 from service.settings import Settings
@@ -53,6 +53,9 @@ def test_a_request_is_estimated_from_its_characters_before_it_is_tokenised() -> 
     short = runtime.expected_tokens(Job(Inputs(texts=["hi"] * 48), None))
     assert short == pytest.approx(48 * (2 * 0.3 + 2))
     assert runtime.expected_tokens(Job(Inputs(texts=["x" * 100_000]), None)) == 256
+    cut = Truncation(max_tokens=16)  # the request's own cut caps each input
+    assert runtime.expected_tokens(Job(Inputs(texts=["x" * 100_000]), None, cut)) == 16
+    assert runtime.expected_tokens(Job(Inputs(token_ids=[[7] * 300]), None, cut)) == 16
     ids = runtime.expected_tokens(Job(Inputs(token_ids=[[7] * 10, [7] * 300]), None))
     assert ids == 12 + 256  # token ids are counted, special tokens added, capped
     chinese = ["中文字符测试" * 5] * 20  # one token a character, untruncated
