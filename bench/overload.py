@@ -41,6 +41,7 @@ from pathlib import Path
 from statistics import quantiles
 
 from bench.corpus import make_texts
+from bench.hostile.common import HostileOptions, ScenarioResult
 from bench.httpclient import Connection, HttpError, build_request
 from bench.procs import ServerProcess, free_port, install_signal_handlers
 from bench.scrape import gauge_value, histogram_totals, mean_between
@@ -201,6 +202,25 @@ def run(
     )
     with server:
         return asyncio.run(_scenario(server.base_url, f"python -m service in {source}", scenario))
+
+
+def hostile(options: HostileOptions) -> ScenarioResult:
+    """The scenario as part of the hostile level (bench/hostile/level.py): the level's model,
+    source tree and server settings; the goodput ratio and client timeouts as its figures."""
+    found = run(
+        model=options.model,
+        source_dir=options.server_src,
+        server_env=dict(options.server_env),
+    )
+    result = ScenarioResult("overload")
+    result.add(
+        f"inputs answered within {found.deadline_s:g} s at {found.overload_clients} clients "
+        "/ capacity",
+        f"{found.goodput_ratio:.2f}x (target >= 0.8)",
+    )
+    result.add("client timeouts", f"{found.client_timeouts} (target none)")
+    result.notes += [line.strip() for line in found.lines()[1:]]
+    return result
 
 
 async def _scenario(base_url: str, name: str, scenario: Scenario) -> OverloadResult:

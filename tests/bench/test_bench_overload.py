@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import overload
+from bench.hostile.common import HostileOptions
+from bench.hostile.level import SCENARIO_NAMES, run_level
 from bench.modelfiles import default_model_path
 from bench.overload import OverloadResult, Scenario, _retry_after, run
 from bench.tinymodel import build_tiny_model
@@ -56,3 +59,38 @@ def test_clients_wait_as_the_openai_sdk_reads_retry_after() -> None:
     assert _retry_after({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
     assert _retry_after({"retry-after": "3"}) == 3.0
     assert _retry_after({}) == 1.0
+
+
+def test_the_hostile_level_runs_it_on_the_levels_server_and_reports_the_ratio(
+    result: OverloadResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One entry in bench/hostile/level.py's SCENARIOS: the level's model, source tree (the
+    "before" of a change) and settings reach the scenario; its figures reach the report."""
+    assert "overload" in SCENARIO_NAMES
+    asked: list[dict[str, object]] = []
+
+    def measured(**kwargs: object) -> OverloadResult:
+        asked.append(kwargs)
+        return result
+
+    monkeypatch.setattr(overload, "run", measured)
+    options = HostileOptions(
+        model="model-dir",
+        log_dir=tmp_path,
+        server_src=tmp_path / "old",
+        server_env=(("EMBED_MAX_QUEUE_SECONDS", "2"),),
+    )
+    (report,) = run_level(options, ("overload",))
+    assert asked == [
+        {
+            "model": "model-dir",
+            "source_dir": tmp_path / "old",
+            "server_env": {"EMBED_MAX_QUEUE_SECONDS": "2"},
+        }
+    ]
+    values = [figure.value for figure in report.figures]
+    assert values[:2] == [
+        f"{result.goodput_ratio:.2f}x (target >= 0.8)",
+        f"{result.client_timeouts} (target none)",
+    ]
+    assert any(note.startswith("capacity") for note in report.notes)
