@@ -139,8 +139,9 @@ def alert_rule_groups(
             "warning",
             "{{ $value | humanizePercentage }} of requests in {{ $labels.namespace }} rejected "
             "with 429",
-            "The batch queues are full: the service needs more replicas than it has (check the HPA "
-            f"and GPU capacity alerts). Threshold: {max_throttled_ratio:.0%} for {throttled_for}.",
+            "The pods hold all the work they can finish within their admission target "
+            "(maxQueueMs): the service needs more replicas than it has (check the HPA and GPU "
+            f"capacity alerts). Threshold: {max_throttled_ratio:.0%} for {throttled_for}.",
         ),
         _alert(
             "InferenceHighLatencyP95",

@@ -323,6 +323,8 @@ class InferenceConfig:
     max_batch_tokens: int
     max_batch_size: int
     max_queue_items: int
+    max_queue_ms: int
+    """The server's admission target (EMBED_MAX_QUEUE_SECONDS), in milliseconds."""
     cpu_request: str
     memory_request: str
     internet_facing: bool

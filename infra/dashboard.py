@@ -158,7 +158,9 @@ def _traffic_panels() -> list[dict[str, Any]]:
         ),
         _panel(
             "Rejected with 429",
-            "Requests refused because the batch queue was full: the service needs more replicas.",
+            "Requests refused because the pod held all the work it can finish within its "
+            "admission target (maxQueueMs), or shed when that late: the service needs "
+            "more replicas.",
             "reqps",
             [
                 _target(
@@ -212,6 +214,13 @@ def _batching_panels() -> list[dict[str, Any]]:
                 _target(f"sum by (pod) ({contract.QUEUE_ITEMS}{{{_NS}}})", "{{pod}} inputs"),
                 _target(f"sum by (pod) ({contract.QUEUE_TOKENS}{{{_NS}}})", "{{pod}} tokens"),
             ],
+        ),
+        _panel(
+            "Queued work per pod",
+            "Seconds of GPU work queued, from the measured speed: admission keeps it near the "
+            "target (maxQueueMs) under overload.",
+            "s",
+            [_target(f"sum by (pod) ({contract.QUEUE_SECONDS}{{{_NS}}})", "{{pod}}")],
         ),
         _panel(
             "Batch size",

@@ -135,6 +135,7 @@ def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
         contract.ENV_MAX_BATCH_TOKENS: str(inference.max_batch_tokens),
         contract.ENV_MAX_BATCH_SIZE: str(inference.max_batch_size),
         contract.ENV_MAX_QUEUE_ITEMS: str(inference.max_queue_items),
+        contract.ENV_MAX_QUEUE_SECONDS: f"{inference.max_queue_ms / 1000:g}",
         contract.ENV_METRICS_PORT: str(contract.METRICS_PORT),
         # The preStop hook already kept the pod serving for the drain delay while endpoints and the
         # NLB stopped routing here; repeating it after SIGTERM would only eat into the spot notice.

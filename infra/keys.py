@@ -641,9 +641,19 @@ class StackKeys(BaseModel):
         ge=1,
         le=4096,
     )
+    maxQueueMs: Integer = key(
+        1000,
+        "Server admission target in milliseconds: a request that would wait longer than this for "
+        "queued work (estimated from the GPU's measured speed) is answered 429 with Retry-After, "
+        "so what is admitted is answered in time under overload.",
+        fills="inference.max_queue_ms",
+        ge=50,
+        le=600_000,
+    )
     maxQueueItems: Integer = key(
-        4096,
-        "Inputs waiting for the GPU before the server answers 429.",
+        16384,
+        "Inputs the server holds waiting for the GPU at most (a memory bound; admission is by "
+        "maxQueueMs).",
         fills="inference.max_queue_items",
         ge=1,
         le=1_000_000,

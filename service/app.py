@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service import __version__
+from service.admission import TextTokens
 from service.batcher import Batcher
 from service.errors import (
     ERROR_TABLE,
@@ -183,12 +184,15 @@ async def _load_model(runtime: Runtime, factory: EncoderFactory, docs: ApiDocume
         max_batch_tokens=s.max_batch_tokens,
         max_batch_size=s.max_batch_size,
         max_queue_items=s.max_queue_items,
+        max_queue_seconds=s.max_queue_seconds,
+        seconds_per_token=encoder.seconds_per_token,
         batch_wait_s=s.batch_wait_ms / 1000,
         pass_cost_tokens=runtime.pass_cost_tokens,
         observer=runtime.metrics,
         on_device_failure=runtime.device_failed,
     )
     batcher.start()
+    runtime.text_tokens = TextTokens(encoder.info.max_tokens, encoder.info.special_tokens)
     _freeze_heap()
     runtime.encoder, runtime.batcher = encoder, batcher
     await asyncio.to_thread(docs.describe, accepted_values(runtime))

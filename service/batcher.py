@@ -15,14 +15,24 @@ each an asyncio task that hands its work to one worker thread:
    running (about one batch), never behind the whole bulk request. The window is sorted by length
    and cut into length buckets where that lowers the padded work (`plan_batches`): a paragraph no
    longer pads 63 short queries to its length. Every input of a window runs before any newer
-   input, so sorting cannot starve long inputs.
+   input, so sorting cannot starve long inputs. Only requests about to be answered later than
+   admission estimated (below) go before the round robin, the earliest due first: under
+   sustained load, newcomers would otherwise stretch every admitted request past its estimate.
 
 While a window runs the queue fills, so under load the next window is full without any timer;
 `batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
 
-Admission is bounded by what is queued, the request itself included: a request that would take the
-queue over `max_queue_items` gets Overloaded (429) even when the queue is empty, and one larger
-than the whole queue is refused as too large (it could never be admitted).
+Admission is by time (service.admission): a request is admitted only when the queued work it would
+wait behind, at the device's measured seconds per token, fits `max_queue_seconds`; otherwise
+Overloaded (429) with when to come back (after the work refused before it). So under overload the
+queue holds about that much work and what it admits is answered in time, instead of everything
+being answered late. Each admitted request is due when the estimate says it will be answered;
+requests about to miss that go first (above), and one later than that by more than the
+target without any of its inputs on the device (the device slowed, or the work was
+underestimated) is shed with QueueTimeout (429), as are the queued inputs of a client that went
+away: the device only runs work someone still waits for. `max_queue_items` bounds the inputs held
+(memory) whatever the estimate says; a request larger than that is refused as too large (it could
+never be admitted).
 
 Device faults (service.model_types): a batch that runs out of device memory is retried in halves,
 so only an input that does not fit alone fails; a failed device (DeviceFailedError) fails
@@ -34,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +54,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from service.admission import Promises, Throughput, TokensPerInput, retry_after_s, tokens_ahead
 from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 log = logging.getLogger(__name__)
@@ -60,7 +73,16 @@ Prepare = Callable[[list[R]], list[Tokenized | Exception]]
 
 
 class Overloaded(Exception):  # noqa: N818 (the name the API docs use)
-    """The queue is full: the client should retry later (HTTP 429)."""
+    """The queue holds all the work the server can finish in time: retry later (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """When the queue is expected to have room (the Retry-After header)."""
+
+
+class QueueTimeout(Overloaded):
+    """Admitted, but none of the request's inputs reached the device by its deadline (HTTP 429)."""
 
 
 class TooLargeForQueue(ValueError):  # noqa: N818
@@ -74,7 +96,7 @@ class BatcherStopped(Exception):  # noqa: N818
 
 
 class BatchObserver(Protocol):
-    def queue_changed(self, items: int, tokens: int) -> None: ...
+    def queue_changed(self, items: int, tokens: int, seconds: float) -> None: ...
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None: ...
 
@@ -82,7 +104,7 @@ class BatchObserver(Protocol):
 
 
 class _NullObserver:
-    def queue_changed(self, items: int, tokens: int) -> None:
+    def queue_changed(self, items: int, tokens: int, seconds: float) -> None:
         pass
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None:
@@ -97,6 +119,13 @@ class _Request(Generic[R]):
     future: asyncio.Future[np.ndarray]
     raw: R
     size: int
+    admitted_at: float
+    per_input: float
+    """Tokens per input: estimated until prepared, then counted."""
+    wait_s: float = 0.0
+    """The wait behind queued work estimated at admission."""
+    due: float = math.inf
+    """When it is expected to be answered: admission + wait + its own work (when estimated)."""
     prepared: Tokenized | None = None
     taken: int = 0
     """Inputs already taken into a window (the next one to take)."""
@@ -126,6 +155,10 @@ class _Queue(Generic[R]):
     """Of those, the inputs not prepared yet (stage 1)."""
     live_tokens: int = 0
     """Tokens of prepared inputs not yet taken."""
+    pending_tokens: float = 0.0
+    """Estimated tokens of the inputs not prepared yet."""
+    per_input_sum: float = 0.0
+    """Sum of per_input over the requests with inputs not yet taken (service.admission)."""
 
 
 def _ids_as_prepared(raws: list[list[list[int]]]) -> list[Tokenized | Exception]:
@@ -141,17 +174,28 @@ class Batcher(Generic[R]):
         max_batch_tokens: int,
         max_batch_size: int,
         max_queue_items: int,
+        max_queue_seconds: float | None = None,
+        seconds_per_token: float | None = None,
         batch_wait_s: float = 0.0,
         pass_cost_tokens: int = 0,
         prepare: Prepare[R] | None = None,
         observer: BatchObserver | None = None,
         on_device_failure: Callable[[DeviceFailedError], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`max_queue_seconds`: the latency target admission keeps (None: inputs are admitted up
+        to `max_queue_items` only); `seconds_per_token`: the device's speed before any pass is
+        measured (the warm-up's); `clock`: what deadlines are read from."""
         self._run_batch = run_batch
         self._prepare: Prepare[R] = prepare or _ids_as_prepared  # type: ignore[assignment]
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
         self._max_queue_items = max_queue_items
+        self._max_queue_seconds = max_queue_seconds
+        self._throughput = Throughput(seconds_per_token)
+        self._tokens_per_input = TokensPerInput()
+        self._clock = clock
+        self._promises = Promises(clock())
         self._batch_wait_s = batch_wait_s
         self._pass_cost_tokens = pass_cost_tokens
         self._observer = observer or _NullObserver()
@@ -165,6 +209,7 @@ class Batcher(Generic[R]):
         self._tokenizer: ThreadPoolExecutor | None = None
         self._preparing: list[_Request[R]] = []
         self._window: list[_Item] = []  # taken from the queue, not yet answered
+        self._window_tokens = 0  # of those, the tokens not run yet
         self._on_device_failure = on_device_failure or (lambda _: None)
         self._device_error: DeviceFailedError | None = None
 
@@ -175,6 +220,26 @@ class Batcher(Generic[R]):
     @property
     def queued_tokens(self) -> int:
         return self._queue.live_tokens
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        """The device's measured speed with full windows, what a long queue runs in (None
+        before the first window, without a prior)."""
+        full = min(self._max_batch_tokens, self._max_batch_size * self._tokens_per_input.value)
+        return self._throughput.seconds_per_token(full)
+
+    def wait_s(self, inputs: int) -> float | None:
+        """Estimated seconds a new request of `inputs` inputs waits behind queued work, the
+        pass under way left out (None while the device's speed is unknown): what admission
+        compares with the target. The running pass is committed whatever admission decides, and
+        on a CPU one pass of max_batch_tokens alone can take longer than the target: counting
+        it would refuse even the first request behind one bulk request."""
+        seconds_per_token = self.seconds_per_token
+        if seconds_per_token is None:
+            return None
+        queue = self._queue
+        queued = queue.live_tokens + queue.pending_tokens
+        return tokens_ahead(inputs, queued, queue.per_input_sum) * seconds_per_token
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
@@ -211,12 +276,15 @@ class Batcher(Generic[R]):
                 # After a timeout a thread may be stuck in a call: do not wait for it.
                 executor.shutdown(wait=not timed_out, cancel_futures=True)
 
-    async def embed(self, raw: R, size: int) -> tuple[np.ndarray, Tokenized]:
+    async def embed(
+        self, raw: R, size: int, tokens: float | None = None
+    ) -> tuple[np.ndarray, Tokenized]:
         """Embed one request's `size` inputs: the vectors (rows in input order) and what preparing
-        them found (token ids, truncation). Raises Overloaded, TooLargeForQueue, BatcherStopped,
-        what `prepare` returned for this request, or what the encoder raised for a batch holding
-        one of its inputs."""
-        request = self._enqueue(raw, size)
+        them found (token ids, truncation). `tokens`: what the caller expects them to have, the
+        admission's estimate until they are tokenised (default: the mean of requests so far).
+        Raises Overloaded, TooLargeForQueue, BatcherStopped, what `prepare` returned for this
+        request, or what the encoder raised for a batch holding one of its inputs."""
+        request = self._enqueue(raw, size, tokens)
         try:
             vectors = await request.future
         except asyncio.CancelledError:
@@ -226,7 +294,7 @@ class Batcher(Generic[R]):
         assert request.prepared is not None
         return vectors, request.prepared
 
-    def _enqueue(self, raw: R, size: int) -> _Request[R]:
+    def _enqueue(self, raw: R, size: int, expected_tokens: float | None) -> _Request[R]:
         if self._device_error is not None:
             raise self._device_error
         if self._stopping or self._task is None:
@@ -239,18 +307,76 @@ class Batcher(Generic[R]):
                 "split it into smaller requests"
             )
         if queue.live_items + size > limit:
+            # Until enough inputs have left: that share of the queued work's time.
+            excess = queue.live_items + size - limit
+            share = self._queued_seconds() * excess / max(1, queue.live_items)
             raise Overloaded(
                 f"{queue.live_items} inputs are queued; this request's {size} would exceed the "
-                f"queue limit of {limit}"
+                f"queue limit of {limit}",
+                retry_after_s(share, 0.0),
+            )
+        per_input = expected_tokens / size if expected_tokens else self._tokens_per_input.value
+        target = self._max_queue_seconds
+        wait_s = self.wait_s(size)
+        if target is not None and wait_s is not None and wait_s > target:
+            tokens = size * per_input
+            raise Overloaded(
+                f"the server is at capacity: this request would wait about {wait_s:.1f} s for "
+                f"queued work, over its target of {target:g} s",
+                self._retry_after(wait_s - target, tokens),
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        request = _Request(future, raw, size, remaining=size)
+        request = _Request(future, raw, size, self._clock(), per_input, remaining=size)
+        if wait_s is not None:
+            request.wait_s = wait_s
+            self._schedule(request, size * per_input)
         queue.arrivals.append(request)
         queue.live_items += size
         queue.pending_items += size
-        self._observer.queue_changed(queue.live_items, queue.live_tokens)
+        queue.pending_tokens += size * per_input
+        queue.per_input_sum += per_input
+        self._report()
         self._has_arrivals.set()
         return request
+
+    def _queued_seconds(self) -> float:
+        """The queued work at the measured speed (0 while the speed is unknown)."""
+        queue = self._queue
+        seconds_per_token = self.seconds_per_token or 0.0
+        return (queue.live_tokens + queue.pending_tokens) * seconds_per_token
+
+    def _schedule(self, request: _Request[R], tokens: float) -> None:
+        """When the request is due: admission + the pass under way + its wait + its own work."""
+        seconds_per_token = self.seconds_per_token
+        if seconds_per_token is not None and self._max_queue_seconds is not None:
+            own_s = (self._window_tokens + tokens) * seconds_per_token
+            request.due = request.admitted_at + request.wait_s + own_s
+
+    def _report(self) -> None:
+        queue = self._queue
+        self._observer.queue_changed(queue.live_items, queue.live_tokens, self._queued_seconds())
+
+    def _overdue(self, request: _Request[R], now: float) -> bool:
+        """Untouched, and later than when it was due by more than the target: the estimate that
+        admitted it was wrong (the device slowed), and its answer would come late anyway."""
+        target = self._max_queue_seconds
+        return target is not None and request.taken == 0 and now > request.due + target
+
+    def _shed(self, request: _Request[R], now: float) -> None:
+        waited = now - request.admitted_at
+        message = (
+            f"the request waited {waited:.1f} s in the queue without reaching the device (the "
+            "server is slower than it estimated): retry later"
+        )
+        tokens = request.size * request.per_input
+        excess_s = self._queued_seconds() - (self._max_queue_seconds or 0.0)
+        self._fail(request, QueueTimeout(message, self._retry_after(excess_s, tokens)))
+
+    def _retry_after(self, excess_s: float, tokens: float) -> float:
+        """Retry-After for refused work of `tokens` tokens while the queue is `excess_s` over
+        its target: after the queue and the work refused before it (service.admission)."""
+        own_s = tokens * (self.seconds_per_token or 0.0)
+        return self._promises.refuse(self._clock(), excess_s, own_s)
 
     def _fail(self, request: _Request[R], error: BaseException | None) -> None:
         """Finish a request early (error; cancelled when None) and forget its queued inputs."""
@@ -261,13 +387,25 @@ class Batcher(Generic[R]):
                 request.future.set_exception(error)
         untaken = request.size - request.taken
         if untaken:
+            queue = self._queue
             if request.prepared is None:
-                self._queue.pending_items -= untaken
+                queue.pending_items -= untaken
+                queue.pending_tokens -= untaken * request.per_input
             request.taken = request.size
-            self._queue.live_items -= untaken
-            self._queue.live_tokens -= request.queued_tokens
+            queue.live_items -= untaken
+            queue.live_tokens -= request.queued_tokens
+            queue.per_input_sum -= request.per_input
             request.queued_tokens = 0
-            self._observer.queue_changed(self._queue.live_items, self._queue.live_tokens)
+            self._settle_sums()
+            self._report()
+
+    def _settle_sums(self) -> None:
+        """Float sums drift by rounding: an empty queue resets them to exactly zero."""
+        queue = self._queue
+        if queue.pending_items == 0:
+            queue.pending_tokens = 0.0
+        if queue.live_items == 0:
+            queue.per_input_sum = 0.0
 
     # --- Stage 1: prepare in bulk -----------------------------------------------------------------
     async def _prepare_loop(self) -> None:
@@ -305,16 +443,24 @@ class Batcher(Generic[R]):
                     self._fail(request, result)
                     continue
                 queue.pending_items -= request.size
+                queue.pending_tokens -= request.size * request.per_input
+                queue.per_input_sum -= request.per_input
                 request.prepared = result
                 request.queued_tokens = result.token_count
+                request.per_input = result.token_count / request.size
+                self._schedule(request, result.token_count)
+                queue.per_input_sum += request.per_input
+                self._tokens_per_input.record(result.token_count, request.size)
                 queue.live_tokens += request.queued_tokens
                 queue.ready.append(request)
             self._preparing = []
-            self._observer.queue_changed(queue.live_items, queue.live_tokens)
+            self._settle_sums()
+            self._report()
             self._has_work.set()
 
     def _take_arrivals(self) -> list[_Request[R]]:
-        """The oldest arrivals, up to _PREPARE_MAX_INPUTS inputs (at least one request)."""
+        """The oldest arrivals, up to _PREPARE_MAX_INPUTS inputs (at least one request); those
+        past their deadline are shed before they cost the tokenizer anything."""
         arrivals = self._queue.arrivals
         count = inputs = 0
         for request in arrivals:
@@ -322,22 +468,36 @@ class Batcher(Generic[R]):
                 break
             count += 1
             inputs += request.size
-        taken = [request for request in arrivals[:count] if not request.future.done()]
+        now = self._clock()
+        taken = []
+        for request in arrivals[:count]:
+            if self._overdue(request, now):
+                self._shed(request, now)
+            elif not request.future.done():
+                taken.append(request)
         del arrivals[:count]
         return taken
 
     # --- Stage 2: fair, length-cut batches --------------------------------------------------------
     async def _loop(self) -> None:
         queue = self._queue
+        busy_since: float | None = None
         while True:
             if not queue.ready:
                 if self._stopping and not queue.arrivals and not self._preparing:
                     return
+                busy_since = None
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
+            # The speed admission needs is the device's as the queue sees it: from the end of
+            # the last window (when work was waiting) to the end of this one, so the time spent
+            # between passes (forming windows, the event loop's own work) counts too.
+            start = busy_since if busy_since is not None else time.perf_counter()
             await self._gather_arrivals()
             self._window = self._take_window()
+            self._window_tokens = sum(len(item.ids) for item in self._window)
+            ran = 0
             for batch in plan_batches(
                 self._window,
                 _item_length,
@@ -348,7 +508,13 @@ class Batcher(Generic[R]):
                 live = [item for item in batch if not item.request.future.done()]
                 if live:
                     await self._execute(live)
+                    ran += sum(len(item.ids) for item in live)
+                self._window_tokens -= sum(len(item.ids) for item in batch)
             self._window = []
+            self._window_tokens = 0
+            now = time.perf_counter()
+            self._throughput.record(ran, now - start)
+            busy_since = now if queue.ready else None
 
     async def _gather_arrivals(self) -> None:
         """Before a window that is not full: let the event loop run a few iterations, so requests
@@ -372,30 +538,74 @@ class Batcher(Generic[R]):
         return self._queue.live_items - self._queue.pending_items
 
     def _take_window(self) -> list[_Item]:
-        """At most one batch of inputs, one input per queued request per pass (round robin)."""
+        """At most one batch of inputs: first the remaining inputs of requests that would
+        otherwise be answered after they are due, the earliest due first; then one input per
+        queued request per pass (round robin). A request is due at its admission time plus the
+        wait and the work admission estimated for it: round robin alone stretches every
+        request's time by the others that arrive while it runs, so under sustained load it would
+        miss the target that admitted it."""
         queue = self._queue
         ready = queue.ready
         window: list[_Item] = []
         tokens = 0
+        now = self._clock()
+        for request in self._late(now):
+            while request.taken < request.size and (
+                added := self._take_one(request, window, tokens)
+            ):
+                tokens += added
         while ready and len(window) < self._max_batch_size:
             request = ready.popleft()
-            if request.future.done():
+            if request.future.done() or request.taken == request.size:
                 continue
-            assert request.prepared is not None
-            ids = request.prepared.ids[request.taken]
-            if window and tokens + len(ids) > self._max_batch_tokens:
+            if self._overdue(request, now):
+                self._shed(request, now)
+                continue
+            added = self._take_one(request, window, tokens)
+            if not added:
                 ready.appendleft(request)
                 break
-            window.append(_Item(request, request.taken, ids))
-            tokens += len(ids)
-            request.taken += 1
-            request.queued_tokens -= len(ids)
-            queue.live_items -= 1
-            queue.live_tokens -= len(ids)
+            tokens += added
             if request.taken < request.size:
                 ready.append(request)
-        self._observer.queue_changed(queue.live_items, queue.live_tokens)
+        self._settle_sums()
+        self._report()
         return window
+
+    def _late(self, now: float) -> list[_Request[R]]:
+        """Queued requests whose remaining work, started now, ends after they are due; the
+        earliest due first. Those past their deadline untouched are shed instead."""
+        seconds_per_token = self.seconds_per_token
+        if seconds_per_token is None:
+            return []
+        late = []
+        for request in self._queue.ready:
+            if request.future.done() or request.taken == request.size:
+                continue
+            if self._overdue(request, now):
+                self._shed(request, now)
+            elif now + request.queued_tokens * seconds_per_token >= request.due:
+                late.append(request)
+        return sorted(late, key=lambda request: request.due)
+
+    def _take_one(self, request: _Request[R], window: list[_Item], tokens: int) -> int:
+        """Move the request's next input into the window (holding `tokens`) if it has room for
+        it: the input's tokens, or 0."""
+        if len(window) >= self._max_batch_size:
+            return 0
+        assert request.prepared is not None
+        ids = request.prepared.ids[request.taken]
+        if window and tokens + len(ids) > self._max_batch_tokens:
+            return 0
+        window.append(_Item(request, request.taken, ids))
+        request.taken += 1
+        request.queued_tokens -= len(ids)
+        queue = self._queue
+        queue.live_items -= 1
+        queue.live_tokens -= len(ids)
+        if request.taken == request.size:
+            queue.per_input_sum -= request.per_input
+        return len(ids)
 
     async def _execute(self, batch: list[_Item]) -> None:
         ids = [item.ids for item in batch]

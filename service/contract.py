@@ -64,6 +64,7 @@ ENV_NORMALIZE: Final = "EMBED_NORMALIZE"
 ENV_MAX_BATCH_TOKENS: Final = "EMBED_MAX_BATCH_TOKENS"
 ENV_MAX_BATCH_SIZE: Final = "EMBED_MAX_BATCH_SIZE"
 ENV_MAX_QUEUE_ITEMS: Final = "EMBED_MAX_QUEUE_ITEMS"
+ENV_MAX_QUEUE_SECONDS: Final = "EMBED_MAX_QUEUE_SECONDS"
 ENV_API_KEYS_FILE: Final = "EMBED_API_KEYS_FILE"
 ENV_METRICS_PORT: Final = "EMBED_METRICS_PORT"
 ENV_DRAIN_DELAY_SECONDS: Final = "EMBED_DRAIN_DELAY_SECONDS"
@@ -102,6 +103,9 @@ QUEUE_ITEMS: Final = "inference_queue_items"
 """Gauge: inputs waiting in the batcher queue."""
 QUEUE_TOKENS: Final = "inference_queue_tokens"
 """Gauge: tokens waiting in the batcher queue."""
+QUEUE_SECONDS: Final = "inference_queue_seconds"
+"""Gauge: estimated seconds of device work queued; admission keeps it near EMBED_MAX_QUEUE_SECONDS
+under overload."""
 BATCH_SIZE: Final = "inference_batch_size"
 """Histogram: inputs per forward pass."""
 BATCH_TOKENS: Final = "inference_batch_tokens"
@@ -132,6 +136,7 @@ ALL_METRICS: Final = (
     REQUESTS_IN_FLIGHT,
     QUEUE_ITEMS,
     QUEUE_TOKENS,
+    QUEUE_SECONDS,
     BATCH_SIZE,
     BATCH_TOKENS,
     TOKENS_TOTAL,

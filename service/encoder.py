@@ -40,7 +40,6 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -55,6 +54,7 @@ from service.model_types import (
     Tokenized,
     Truncation,
 )
+from service.textcut import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +371,16 @@ class Encoder:
         self._prefix, self._suffix = _special_token_template(backend)
         self.info = dataclasses.replace(info, special_tokens=len(self._prefix) + len(self._suffix))
         self._content_limit = info.max_tokens - len(self._prefix) - len(self._suffix)
+        self._text = TextTokenizer(
+            backend,
+            max_tokens=info.max_tokens,
+            prefix=self._prefix,
+            suffix=self._suffix,
+            truncate=truncate,
+        )
         self._pool = _POOLERS[info.pooling]
-        self._full_length_backend: Any = None
+        self.seconds_per_token: float | None = None
+        """Device seconds per token of a full-length batch, once warm_up has measured it."""
         self._prompt_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -445,38 +453,26 @@ class Encoder:
     # --- Tokenisation (thread-safe) ---------------------------------------------------------------
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized:
         """Texts -> ids with special tokens; `prompt` goes right before each text (counted in the
-        model's maximum, kept when the text is truncated), as sentence-transformers does."""
+        model's maximum, kept when the text is truncated), as sentence-transformers does. A text
+        of any length costs a bounded amount of tokenizer work (service.textcut)."""
         if prompt:
             texts = [prompt + text for text in texts]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=True)
-        truncated = [bool(encoding.overflowing) for encoding in encodings]
-        if not self._truncate and any(truncated):
-            index = truncated.index(True)
-            full = len(self._untruncated().encode(texts[index], add_special_tokens=True).ids)
-            raise InputTooLongError(index, full, self.info.max_tokens)
-        return Tokenized([encoding.ids for encoding in encodings], truncated)
-
-    def _untruncated(self) -> Any:
-        """A copy of the tokenizer without truncation, to report an input's real length (built
-        on first use: only rejected inputs need it)."""
-        if self._full_length_backend is None:
-            backend = Tokenizer.from_str(self._backend.to_str())
-            backend.no_truncation()
-            self._full_length_backend = backend
-        return self._full_length_backend
+        return self._text.tokenize(texts)
 
     def tokenize_cut(self, texts: list[str], prompt: str | None, cut: Truncation) -> Tokenized:
         """Texts cut the way a request asked (`tokenize` cuts at the model's maximum, from the
-        right): each text tokenised whole without special tokens, then assembled like token ids,
-        so the special tokens and the prompt are kept whatever the side. The prompt is tokenised
-        on its own, as for token-id input."""
+        right): each text's own tokens, without special tokens, then assembled like token ids, so
+        the special tokens and the prompt are kept whatever the side. The prompt is tokenised on
+        its own, as for token-id input. A long text is read only as far as the cut needs, from
+        the side it keeps (service.textcut)."""
         head = self._prompt_ids(prompt) if prompt else []
-        encodings = self._untruncated().encode_batch(texts, add_special_tokens=False)
+        keep = max(self._room(self._prefix, self._suffix, cut) - len(head), 0)
+        contents = self._text.content(texts, keep, cut.side)
         ids: list[list[int]] = []
         truncated: list[bool] = []
-        for index, encoding in enumerate(encodings):
+        for index, content in enumerate(contents):
             sequence, was_cut = self._assemble(
-                index, self._prefix, head, encoding.ids, self._suffix, cut
+                index, self._prefix, head, content.ids, self._suffix, cut, whole=content.whole
             )
             ids.append(sequence)
             truncated.append(was_cut)
@@ -533,17 +529,19 @@ class Encoder:
         content: list[int],
         suffix: list[int],
         cut: Truncation,
+        *,
+        whole: bool = True,
     ) -> tuple[list[int], bool]:
         """prefix + prompt + content + suffix within the limit, and whether content was cut.
         The prompt is kept unless it leaves no room at all (then it is cut with the input, from
-        the right, as one text would be)."""
-        limit = self.info.max_tokens if cut.max_tokens is None else cut.max_tokens
-        room = max(limit - len(prefix) - len(suffix), 0)
+        the right, as one text would be). `whole`: content is all of the input's tokens, not
+        only those a cut text showed (service.textcut.Content)."""
+        room = self._room(prefix, suffix, cut)
         if len(head) + len(content) <= room:
             return [*prefix, *head, *content, *suffix], False
         if not (self._truncate or cut.requested):
             full = len(prefix) + len(head) + len(content) + len(suffix)
-            raise InputTooLongError(index, full, self.info.max_tokens)
+            raise InputTooLongError(index, full, self.info.max_tokens, at_least=not whole)
         if len(head) >= room:
             kept = [*head, *content][:room]
         elif cut.side == "right":
@@ -551,6 +549,11 @@ class Encoder:
         else:
             kept = [*head, *content[len(content) - (room - len(head)) :]]
         return [*prefix, *kept, *suffix], True
+
+    def _room(self, prefix: list[int], suffix: list[int], cut: Truncation) -> int:
+        """Tokens left for the prompt and the input within the cut's limit."""
+        limit = self.info.max_tokens if cut.max_tokens is None else cut.max_tokens
+        return max(limit - len(prefix) - len(suffix), 0)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         cached = self._prompt_cache.get(prompt)
@@ -612,12 +615,20 @@ class Encoder:
 
     def warm_up(self, batch_size: int) -> float:
         """Forward passes at a short and at the full length (on CUDA at the full batch, so an
-        out-of-memory shows at start, not under load). Returns the seconds spent."""
+        out-of-memory shows at start, not under load); a second full-length pass, warm, gives
+        `seconds_per_token`, the speed admission starts from. Returns the seconds spent."""
         start = time.perf_counter()
         self.encode(["warm up"])
         longest = [self._prefix + [self._pad_id + 1] * self._content_limit + self._suffix]
         rows = batch_size if self._device.type == "cuda" else 1
-        self.encode_ids(longest * rows)
+        self._timed_pass(longest * rows)
+        seconds = self._timed_pass(longest * rows)
+        self.seconds_per_token = seconds / (rows * self.info.max_tokens)
+        return time.perf_counter() - start
+
+    def _timed_pass(self, batch: list[list[int]]) -> float:
+        start = time.perf_counter()
+        self.encode_ids(batch)
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         return time.perf_counter() - start

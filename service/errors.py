@@ -6,18 +6,20 @@ exceptions, the batcher's and the encoder's alike, so a status is decided in exa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from service.batcher import BatcherStopped, Overloaded, TooLargeForQueue
+from service.batcher import BatcherStopped, Overloaded, QueueTimeout, TooLargeForQueue
 from service.model_types import (
     DeviceFailedError,
     DeviceOutOfMemoryError,
     InputTooLongError,
     NonFiniteEmbeddingError,
+    SparseTextError,
     TokenIdError,
 )
 
@@ -92,6 +94,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     InvalidRequestError: ErrorKind(400, "invalid_request_error", "invalid_request"),
     InputTooLongError: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     TokenIdError: ErrorKind(400, "invalid_request_error", "invalid_token_id"),
+    SparseTextError: ErrorKind(400, "invalid_request_error", "input_too_sparse"),
     TooLargeForQueue: ErrorKind(400, "invalid_request_error", "too_many_inputs"),
     AuthenticationError: ErrorKind(401, "authentication_error", "invalid_api_key"),
     ModelNotFoundError: ErrorKind(404, "invalid_request_error", "model_not_found"),
@@ -102,6 +105,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     RequestTimeoutError: ErrorKind(408, "invalid_request_error", "request_timeout"),
     HeadersTooLargeError: ErrorKind(431, "invalid_request_error", "headers_too_large"),
     Overloaded: ErrorKind(429, "rate_limit_error", "overloaded"),
+    QueueTimeout: ErrorKind(429, "rate_limit_error", "queue_timeout"),
     # nginx's "client closed request": keeps disconnects apart from our errors in the metrics.
     ClientDisconnectedError: ErrorKind(499, "invalid_request_error", "client_disconnected"),
     # Starlette's: the client went away while its body was still arriving.
@@ -142,8 +146,15 @@ def error_response(
         message = "internal server error"
     param = getattr(exc, "param", None)
     body = error_body(kind, message or str(exc) or kind.type, param)
-    if kind.status == 429:
-        headers = {"Retry-After": "1", **(headers or {})}
+    if isinstance(exc, Overloaded):
+        # Whole seconds (RFC 9110 10.2.3), rounded up: a client back that early finds room. The
+        # openai SDK prefers retry-after-ms (`_parse_retry_after_header`, openai 3.63): the exact
+        # delay spreads its retries instead of bunching them on whole seconds.
+        retry = {
+            "Retry-After": str(max(1, math.ceil(exc.retry_after_s))),
+            "Retry-After-Ms": str(max(1, math.ceil(exc.retry_after_s * 1000))),
+        }
+        headers = {**retry, **(headers or {})}
     if kind.status in CLOSES_CONNECTION:
         # uvicorn closes the connection after an answer that carries this header.
         headers = {"Connection": "close", **(headers or {})}

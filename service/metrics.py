@@ -58,6 +58,11 @@ class Metrics:
         self.queue_tokens = Gauge(
             contract.QUEUE_TOKENS, "Tokens waiting in the batcher queue.", registry=r
         )
+        self.queue_seconds = Gauge(
+            contract.QUEUE_SECONDS,
+            "Estimated seconds of device work queued (queued tokens x measured seconds per token).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             contract.BATCH_SIZE,
             "Inputs per forward pass.",
@@ -111,9 +116,10 @@ class Metrics:
         return generate_latest(self.registry)
 
     # --- BatchObserver ----------------------------------------------------------------------------
-    def queue_changed(self, items: int, tokens: int) -> None:
+    def queue_changed(self, items: int, tokens: int, seconds: float) -> None:
         self.queue_items.set(items)
         self.queue_tokens.set(tokens)
+        self.queue_seconds.set(seconds)
 
     def batch_done(self, items: int, padded_tokens: int, tokens: int) -> None:
         self.batch_size.observe(items)

@@ -84,10 +84,29 @@ class InputTooLongError(ValueError):
 
     param = "input"
 
-    def __init__(self, index: int, tokens: int, max_tokens: int) -> None:
+    def __init__(self, index: int, tokens: int, max_tokens: int, at_least: bool = False) -> None:
+        count = f"at least {tokens} tokens" if at_least else f"{tokens} tokens"
         super().__init__(
-            f"input[{index}] has {tokens} tokens, over the model's maximum of {max_tokens} "
+            f"input[{index}] has {count}, over the model's maximum of {max_tokens} "
             "(truncation is disabled on this server)"
+        )
+        self.index = index
+
+
+class SparseTextError(ValueError):
+    """A text whose first characters (last, for a left-side cut) hold too few words to know the
+    tokens the model would see without tokenising all of it (service.textcut): whitespace or
+    control-character padding, or words thousands of characters long."""
+
+    param = "input"
+
+    def __init__(self, index: int, scanned_chars: int, tokens: int, side: Side = "right") -> None:
+        end = "first" if side == "right" else "last"
+        super().__init__(
+            f"input[{index}]: its {end} {scanned_chars} characters do not hold the {tokens} "
+            "tokens the model reads of it, so the server would have to tokenise all of it (it is "
+            "mostly whitespace or control characters, or words thousands of characters long); "
+            "remove the padding or split the text"
         )
         self.index = index
 

@@ -39,6 +39,7 @@ _HEADERS = {
     "every log line of the request carries it.",
     "X-Truncated-Inputs": "How many inputs were cut to the model's maximum length.",
     "Retry-After": "Seconds to wait before retrying.",
+    "Retry-After-Ms": "The same wait in milliseconds, unrounded (the openai SDK reads it first).",
 }
 
 
@@ -109,7 +110,7 @@ def _operation(endpoint: Endpoint, accepted: Accepted) -> dict[str, Any]:
     success["content"] = {endpoint.media_type: {"schema": schema}}
     responses: dict[str, Any] = {"200": success}
     for status in sorted({*endpoint.errors, INTERNAL.status}):
-        extra = ("Retry-After",) if status == 429 else ()
+        extra = ("Retry-After", "Retry-After-Ms") if status == 429 else ()
         responses[str(status)] = {
             "description": _error_description(status),
             "headers": _headers(extra),

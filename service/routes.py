@@ -350,7 +350,7 @@ async def ready(call: Call) -> Reply:
 
 async def info(call: Call) -> Reply:
     runtime = call.runtime
-    encoder, _ = runtime.serving()
+    encoder, batcher = runtime.serving()
     s = runtime.settings
     model = encoder.info
     return json_reply(
@@ -385,6 +385,8 @@ async def info(call: Call) -> Reply:
                 "max_batch_tokens": s.max_batch_tokens,
                 "max_batch_size": s.max_batch_size,
                 "max_queue_items": s.max_queue_items,
+                "max_queue_seconds": s.max_queue_seconds,
+                "seconds_per_token": batcher.seconds_per_token,
                 "pass_cost_tokens": runtime.pass_cost_tokens,
                 "truncate": s.truncate,
             },

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from service import contract
+from service.admission import TextTokens
 from service.batcher import Batcher
 from service.errors import InvalidRequestError, NotReadyError
 from service.metrics import Metrics
@@ -26,6 +27,7 @@ from service.model_types import (
     InputTooLongError,
     ModelInfo,
     NonFiniteEmbeddingError,
+    SparseTextError,
     TokenIdError,
     Tokenized,
     Truncation,
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 class EncoderLike(Protocol):
     info: ModelInfo
+    seconds_per_token: float | None
+    """The device's speed as the warm-up measured it (None without a warm-up)."""
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
@@ -113,6 +117,8 @@ class Runtime:
         self.device_error: DeviceFailedError | None = None
         self.pass_cost_tokens = 0
         """A forward pass's fixed cost in padded tokens (the setting, or the device's default)."""
+        self.text_tokens: TextTokens | None = None
+        """Tokens a request is expected to have before it is tokenised (set once loaded)."""
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping: asyncio.Task[None] | None = None
@@ -188,8 +194,9 @@ class Runtime:
             texts = [text for i in members for text in texts_of[i]]
             try:
                 everything = encoder.tokenize(texts, prompt)
-            except InputTooLongError:
-                # Only with truncation off: find whose, one request at a time.
+            except (InputTooLongError, SparseTextError):
+                # A text refused (too long with truncation off, or too sparse to cut): find
+                # whose, one request at a time.
                 for i in members:
                     results[i] = _attempt(partial(encoder.tokenize, texts_of[i], prompt))
                 continue
@@ -198,6 +205,7 @@ class Runtime:
                 end = start + len(texts_of[i])
                 results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
                 start = end
+            self._learn_tokens_per_char(texts, prompt, everything)
         limit = self.settings.max_request_tokens
         for i, result in enumerate(results):
             if isinstance(result, Tokenized) and result.token_count > limit:
@@ -207,6 +215,36 @@ class Runtime:
                     param="input",
                 )
         return results
+
+    def _learn_tokens_per_char(
+        self, texts: list[str], prompt: str | None, tokenized: Tokenized
+    ) -> None:
+        estimator = self.text_tokens
+        if estimator is None:
+            return
+        extra = len(prompt or "")
+        chars = tokens = 0
+        for text, ids, cut in zip(texts, tokenized.ids, tokenized.truncated, strict=True):
+            if not cut:
+                chars += len(text) + extra
+                tokens += len(ids) - estimator.special_tokens
+        estimator.record(chars, tokens)
+
+    def expected_tokens(self, job: Job) -> float | None:
+        """The job's tokens as admission estimates them before the tokenizer has seen it."""
+        estimator = self.text_tokens
+        if estimator is None:
+            return None
+        cap = estimator.max_tokens if job.cut.max_tokens is None else job.cut.max_tokens
+        prompt_chars = len(job.prompt or "")
+        if job.inputs.texts is not None:
+            lengths = [len(text) + prompt_chars for text in job.inputs.texts]
+            return estimator.estimate(lengths, cap)
+        # A token id counts as one token: exact for the model's own ids, close for OpenAI's
+        # (cl100k_base ids, decoded and tokenised again); only the prompt's text is estimated.
+        prompt = prompt_chars * estimator.per_char
+        special = estimator.special_tokens
+        return sum(min(cap, len(ids) + prompt + special) for ids in job.inputs.token_ids or ())
 
     def _texts(self, inputs: Inputs) -> list[str] | None:
         """The inputs as texts: OpenAI token ids decoded (cl100k_base); None for the model's own
@@ -232,7 +270,7 @@ class Runtime:
         if inputs.token_ids is not None and self.settings.token_ids == "reject":
             raise InvalidRequestError(REJECTED_TOKEN_IDS, param="input")
         job = Job(inputs, self.prompt(prompt_name), cut)
-        vectors, tokenized = await batcher.embed(job, len(inputs))
+        vectors, tokenized = await batcher.embed(job, len(inputs), self.expected_tokens(job))
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
             # orjson writes NaN as null and base64 carries the bytes: neither may go out as a 200.
@@ -261,7 +299,7 @@ _NOT_PREPARED = RuntimeError("not prepared")
 def _attempt(tokenize: Callable[[], Tokenized]) -> Tokenized | Exception:
     try:
         return tokenize()
-    except (InputTooLongError, TokenIdError) as exc:
+    except (InputTooLongError, SparseTextError, TokenIdError) as exc:
         return exc
 
 

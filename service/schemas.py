@@ -268,6 +268,14 @@ class Limits(BaseModel):
     max_batch_tokens: int
     max_batch_size: int
     max_queue_items: int
+    max_queue_seconds: float = Field(
+        description="Admission's latency target: the longest a request is expected to wait for "
+        "queued work before it is refused with 429."
+    )
+    seconds_per_token: float | None = Field(
+        description="The device's measured seconds per token that admission estimates with "
+        "(null before any forward pass)."
+    )
     pass_cost_tokens: int = Field(
         description="A forward pass's fixed cost in padded tokens: where cutting a window into "
         "length buckets pays off."

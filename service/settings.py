@@ -115,12 +115,32 @@ class Settings(BaseSettings):
         description="Wait this long for more work when a batch is not full. 0: never wait when "
         "the device is free (the default: the queue fills while the device is busy).",
     )
+    # 1 s: what is admitted is then answered in about this plus the pass under way plus its own
+    # work (~2.2 s at 32x overload on the 2-core build machine, where a pass of 128 sentences
+    # takes ~1 s; a GPU pass takes milliseconds). 2 s answered at ~3-4 s there, p99 up to 6 s.
+    max_queue_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Latency target of admission: a request that would wait longer than this "
+        "for queued work (estimated from the device's measured seconds per token) gets 429 with "
+        "Retry-After; one not started this long after it was due is shed (429 queue_timeout).",
+    )
     max_queue_items: int = Field(
-        4096, ge=1, description="Inputs waiting for the device before new requests get 429."
+        16384,
+        ge=1,
+        description="Inputs held waiting for the device at most, whatever the time estimate: "
+        "bounds the queue's memory (admission is by max_queue_seconds).",
     )
     max_request_tokens: int = Field(
         300_000, ge=1, description="Tokens per request (after truncation) before 400."
     )
+    # 16 MiB, kept after weighing it against what a request needs now that every text is cut to
+    # a character budget before tokenising (service.textcut): a 15 MB text costs ~40 ms of JSON
+    # parsing and ~40 MB at peak, not 13.7 s and 2.5 GB. The most a request can have embedded is
+    # far smaller: max_request_tokens (300,000) at ~6 bytes a token (CJK escaped as \uXXXX, the
+    # default of Python's json) is ~1.8 MB, and 2048 inputs of 512 tokens ~6 MB. The rest is for
+    # clients that send whole documents and rely on truncation (2048 inputs of 8 KB: a page
+    # each), which a lower limit would refuse with nothing gained.
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Request body size before 413."
     )

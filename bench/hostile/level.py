@@ -3,9 +3,8 @@ fresh `python -m service` on loopback, and one report (hostile.md, hostile.json)
 
 A scenario is a name and a function of the level's options that returns its result: a
 ScenarioResult (figures rendered as a table), or any dataclass (its fields rendered as a table),
-so a scenario from another module joins the level with one line in SCENARIOS, e.g.
-
-    Scenario("overload", lambda options: overload.run(model=options.model)),
+so a scenario from another module joins the level with one line in SCENARIOS, as the overload
+scenario of bench/overload.py does.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import overload
 from bench.hostile import headers, slowconn, soak, stall, toolarge
 from bench.hostile.common import HostileOptions, ScenarioResult
 
@@ -34,6 +34,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("headers", headers.run),
     Scenario("stall", stall.run),
     Scenario("413", toolarge.run),
+    Scenario("overload", overload.hostile),
 )
 SCENARIO_NAMES = tuple(scenario.name for scenario in SCENARIOS)
 

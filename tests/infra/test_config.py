@@ -319,6 +319,7 @@ RULES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "maxQueueItems",
         ">= maxBatchSize",
     ),
+    ("queue-target", "dev", {"maxQueueMs": 0}, "maxQueueMs", "an integer from 50 to 600000"),
     ("cpu-quantity", "dev", {"podCpuRequest": "lots"}, "podCpuRequest", "CPU quantity"),
     ("cpu-fits-node", "dev", {"podCpuRequest": "3500m"}, "podCpuRequest", "at most 3"),
     ("memory-fits-node", "dev", {"podMemoryRequest": "14Gi"}, "podMemoryRequest", "at most 13Gi"),
@@ -703,6 +704,7 @@ def test_defaults_come_from_pulumi_yaml() -> None:
     assert cfg.model.id == schema["modelId"]["default"] == "thenlper/gte-large-zh"
     assert cfg.model.embedding_dimension == schema["embeddingDimension"]["default"] == 1024
     assert cfg.inference.max_queue_items == schema["maxQueueItems"]["default"]
+    assert cfg.inference.max_queue_ms == schema["maxQueueMs"]["default"]
     assert cfg.inference.client_cidrs == (cfg.network.vpc_cidr,), "empty clientCidrs: the VPC only"
     assert cfg.cluster.name == "gpu-inference-dev"
 

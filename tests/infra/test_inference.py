@@ -179,6 +179,7 @@ def test_settings_reach_the_server_through_contract_env_names(name: str) -> None
     assert values[contract.ENV_MAX_BATCH_TOKENS] == str(cfg.inference.max_batch_tokens)
     assert values[contract.ENV_MAX_BATCH_SIZE] == str(cfg.inference.max_batch_size)
     assert values[contract.ENV_MAX_QUEUE_ITEMS] == str(cfg.inference.max_queue_items)
+    assert float(values[contract.ENV_MAX_QUEUE_SECONDS]) * 1000 == cfg.inference.max_queue_ms
     assert values[contract.ENV_METRICS_PORT] == str(contract.METRICS_PORT)
     assert all(
         key.startswith(contract.ENV_PREFIX) or key in {"HOME", "TMPDIR"} for key in values

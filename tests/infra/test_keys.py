@@ -64,7 +64,7 @@ def test_a_key_in_pulumi_yaml_but_not_declared_is_named() -> None:
 
 def test_a_default_edited_in_pulumi_yaml_alone_is_named() -> None:
     text = keys.PULUMI_YAML.read_text()
-    edited = text.replace("    default: 4096\n", "    default: 8192\n", 1)
+    edited = text.replace("    default: 16384\n", "    default: 8192\n", 1)
     assert edited != text
     (problem,) = keys.drift(edited)
     assert problem.startswith("maxQueueItems: Pulumi.yaml says"), problem

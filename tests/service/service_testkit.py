@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+from tokenizers import Tokenizer
 
 from service.settings import Settings
+from service.textcut import TextTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -90,6 +92,43 @@ def build_tiny_bert(folder: Path, pooling_key: str = "pooling_mode_cls_token") -
         json.dumps({"max_seq_length": TINY_MAX_TOKENS, "do_lower_case": False})
     )
     return folder
+
+
+def whole_text_ids(encoder: Any, text: str, special_tokens: bool = False) -> list[int]:
+    """Every token of `text` as the encoder's tokenizer gives them without truncation: what the
+    server's cuts must agree with (it never tokenises a long text whole itself)."""
+    whole = Tokenizer.from_str(encoder._backend.to_str())
+    whole.no_truncation()
+    return list(whole.encode(text, add_special_tokens=special_tokens).ids)
+
+
+class Spy:
+    """A real tokenizer that records the length of every text it is asked to encode: a test of a
+    cut fails if a long text reaches the tokenizer whole."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.lengths: list[int] = []
+
+    def encode(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        self.lengths.append(len(text))
+        return self.tokenizer.encode(text, *args, **kwargs)
+
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.lengths.extend(map(len, texts))
+        return self.tokenizer.encode_batch(texts, *args, **kwargs)
+
+
+def spied(text_tokenizer: TextTokenizer) -> list[Spy]:
+    """Spies in place of both tokenizers a TextTokenizer (service.textcut) encodes with."""
+    spies = [Spy(text_tokenizer._truncating), Spy(text_tokenizer._full)]
+    text_tokenizer._truncating, text_tokenizer._full = spies  # type: ignore[assignment]
+    return spies
+
+
+def longest_read(spies: list[Spy]) -> int:
+    """The most characters any one encode call was given."""
+    return max((length for spy in spies for length in spy.lengths), default=0)
 
 
 def free_port() -> int:

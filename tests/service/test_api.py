@@ -171,6 +171,14 @@ def test_over_long_text_is_truncated_and_reported(server: LiveServer) -> None:
     assert server.metric(contract.TRUNCATED_INPUTS_TOTAL) == before + 1
 
 
+def test_a_text_over_the_character_budget_is_cut_and_reported_the_same(server: LiveServer) -> None:
+    cut = post(server, contract.EMBEDDINGS_PATH, {"input": "the cat sat on the mat " * 2500})
+    whole = post(server, contract.EMBEDDINGS_PATH, {"input": "the cat sat on the mat " * 10})
+    assert cut.status_code == whole.status_code == 200
+    assert cut.json()["usage"] == whole.json()["usage"]  # 32 tokens, truncated
+    assert cut.json()["data"][0]["embedding"] == whole.json()["data"][0]["embedding"]
+
+
 # --- Every bad input: a 4xx in the envelope, and the server stays ready ---------------------------
 BAD_BODIES = [
     pytest.param({"input": ""}, 400, "input", id="empty-string"),
@@ -185,6 +193,8 @@ BAD_BODIES = [
     pytest.param({"input": [True]}, 400, "input", id="bool-token"),
     pytest.param({"input": [[1], []]}, 400, "input", id="empty-token-list"),
     pytest.param({"input": [[5, 10**9]]}, 400, "input", id="token-outside-vocab"),
+    # The tiny model reads 32 tokens: its first 32 Ki characters must hold them (service.textcut).
+    pytest.param({"input": ["ok", " " * 40_000 + "cat"]}, 400, "input", id="too-sparse-to-cut"),
     pytest.param({}, 400, "input", id="missing-input"),
     pytest.param({"input": "x", "dimensions": 0}, 400, "dimensions", id="dimensions-0"),
     pytest.param({"input": "x", "dimensions": TINY_HIDDEN + 1}, 400, "dimensions", id="dims>dim"),

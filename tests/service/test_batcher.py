@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,11 +15,12 @@ from service.batcher import (
     Batcher,
     BatcherStopped,
     Overloaded,
+    QueueTimeout,
     TooLargeForQueue,
     plan_batches,
 )
 from service.encoder import Encoder
-from service.model_types import DeviceFailedError, DeviceOutOfMemoryError
+from service.model_types import DeviceFailedError, DeviceOutOfMemoryError, Tokenized
 
 POISON = 1_000_000
 pytestmark = pytest.mark.anyio
@@ -435,4 +437,173 @@ async def test_a_failed_device_fails_everything_queued_and_refuses_new_work() ->
     with pytest.raises(DeviceFailedError):
         await vectors(batcher, [[5]])
     assert batcher.queued_items == 0
+    await batcher.stop(5)
+
+
+# --- Admission by estimated time, and shedding ---------------------------------------------------
+class Clock:
+    """The batcher's deadline clock, moved by the test (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed(device: Device, clock: Clock | None = None, **kwargs: Any) -> Batcher:
+    """A batcher with a 1 s latency target on a device known (the prior) to run 100 tokens/s:
+    an input of 10 tokens is 0.1 s of work. The test holds the device, so no measured pass
+    replaces the prior."""
+    options: dict = {
+        "max_batch_tokens": 1000,
+        "max_batch_size": 4,
+        "max_queue_items": 10_000,
+        "max_queue_seconds": 1.0,
+        "seconds_per_token": 0.01,
+    }
+    options.update(kwargs)
+    batcher = Batcher(device, clock=clock or Clock(), **options)
+    batcher.start()
+    return batcher
+
+
+TEN = [7] * 10  # one input of 10 tokens: 0.1 s on the timed device
+
+
+async def test_admission_refuses_by_estimated_wait_not_by_count() -> None:
+    device = Device()
+    device.release.clear()
+    batcher = timed(device)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    # Seven one-input requests: a newcomer waits 0.7 s for them; eleven: 1.1 s. Each is
+    # tokenised before the next comes (until then its tokens are an estimate).
+    queued = []
+    for count in range(1, 12):
+        queued.append(asyncio.create_task(vectors(batcher, [TEN])))
+        await eventually(lambda count=count: batcher.queued_tokens == 10 * count)
+        if count == 7:
+            assert batcher.wait_s(1) == pytest.approx(0.7)
+    # 11 inputs are far from max_queue_items (10,000): the count would admit it; the time does not.
+    with pytest.raises(Overloaded, match=r"wait about 1\.1 s .* target of 1 s") as caught:
+        await vectors(batcher, [TEN])
+    assert caught.value.retry_after_s == 1.0  # at least a second
+    device.release.set()
+    await asyncio.gather(running, *queued)
+    await batcher.stop(5)
+
+
+async def test_a_bulk_request_does_not_block_small_ones_and_a_second_bulk_waits() -> None:
+    """Round robin: a one-input request waits for one input of each queued request, so it is
+    admitted behind 20 s of bulk work; another bulk request would wait for all of it. The pass
+    under way (here 5 s: a CPU pass can outlast the target) is committed, not counted."""
+    device = Device()
+    device.release.clear()
+    batcher = timed(device)
+    running = asyncio.create_task(vectors(batcher, [[1] * 500]))
+    await wait_started(device)
+    assert batcher.wait_s(200) == 0
+    bulk = asyncio.create_task(vectors(batcher, [TEN] * 200))  # 20 s of work
+    await eventually(lambda: batcher.queued_tokens == 2000)
+    small = asyncio.create_task(vectors(batcher, [TEN]))
+    await eventually(lambda: batcher.queued_tokens == 2010)
+    with pytest.raises(Overloaded) as caught:
+        await vectors(batcher, [TEN] * 200)
+    assert caught.value.retry_after_s == pytest.approx(20.1 - 1.0)  # the wait over the target
+    device.release.set()
+    np.testing.assert_array_equal(await small, expected([TEN]))
+    await asyncio.gather(running, bulk)
+    await batcher.stop(5)
+
+
+async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin() -> None:
+    """Round robin alone lets newer requests stretch an admitted one past the time admission
+    estimated for it: once it would end late, its remaining inputs go first."""
+    device = Device()
+    device.release.clear()
+    clock = Clock()
+    batcher = timed(device, clock)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    early = [[8] * 10] * 4  # 0.4 s of work, due 0.41 s after admission
+    first = asyncio.create_task(vectors(batcher, early))
+    await eventually(lambda: batcher.queued_tokens == 40)
+    clock.now += 0.3  # 0.3 s + its 0.4 s of work would end after it is due
+    newer = [asyncio.create_task(vectors(batcher, [[9] * 10])) for _ in range(3)]
+    await eventually(lambda: batcher.queued_tokens == 70)
+    device.release.set()
+    await asyncio.gather(running, first, *newer)
+    assert device.batches[1] == early  # round robin would have taken one of it and the 3 newer
+
+
+async def test_work_past_its_deadline_is_shed_before_the_device() -> None:
+    device = Device()
+    device.release.clear()
+    clock = Clock()
+    batcher = timed(device, clock)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    late = asyncio.create_task(vectors(batcher, [[3, 3, 3]]))
+    await eventually(lambda: batcher.queued_tokens == 3)
+    clock.now += 0.5  # later than it was due (0.04 s), by less than the 1 s target: served
+    device.release.set()
+    await running
+    np.testing.assert_array_equal(await late, expected([[3, 3, 3]]))
+
+    device.release.clear()
+    device.started.clear()
+    blocker = asyncio.create_task(vectors(batcher, [[4]]))
+    await wait_started(device)
+    overdue = asyncio.create_task(vectors(batcher, [[5, 5]]))
+    await eventually(lambda: batcher.queued_tokens == 2)
+    clock.now += 2.5  # late by more than the target, and none of its inputs reached the device
+    device.release.set()
+    with pytest.raises(QueueTimeout, match=r"waited 2\.5 s in the queue") as caught:
+        await overdue
+    assert caught.value.retry_after_s >= 1.0
+    await blocker
+    assert [5, 5] not in [ids for batch in device.batches for ids in batch]
+    assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+    await batcher.stop(5)
+
+
+async def test_a_request_already_on_the_device_is_not_shed() -> None:
+    device = Device()
+    device.release.clear()
+    clock = Clock()
+    batcher = timed(device, clock, max_batch_size=2)
+    bulk = asyncio.create_task(vectors(batcher, [[i] for i in range(1, 7)]))
+    await wait_started(device)  # its first two inputs are on the device
+    clock.now += 10
+    device.release.set()
+    np.testing.assert_array_equal(await bulk, expected([[i] for i in range(1, 7)]))
+    await batcher.stop(5)
+
+
+async def test_arrivals_past_their_deadline_are_shed_before_the_tokenizer() -> None:
+    device = Device()
+    clock = Clock()
+    tokenizing = threading.Event()
+    release = threading.Event()
+    seen: list[list[list[int]]] = []
+
+    def prepare(raws: list[list[list[int]]]) -> list[Tokenized | Exception]:
+        seen.extend(raws)
+        tokenizing.set()
+        release.wait(10)
+        return [Tokenized(ids, [False] * len(ids)) for ids in raws]
+
+    batcher = timed(device, clock, prepare=prepare)
+    first = asyncio.create_task(vectors(batcher, [[1]]))
+    await asyncio.to_thread(tokenizing.wait, 5)
+    overdue = asyncio.create_task(vectors(batcher, [[2]]))
+    await eventually(lambda: batcher.queued_items == 2)
+    clock.now += 2.5
+    release.set()
+    for shed in (overdue, first):  # `first` was tokenised, and shed before the device
+        with pytest.raises(QueueTimeout):
+            await shed
+    assert seen == [[[1]]]  # `overdue` never reached the tokenizer
+    assert device.batches == []
     await batcher.stop(5)

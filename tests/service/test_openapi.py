@@ -123,7 +123,7 @@ def test_each_operation_has_its_schemas_and_every_error_in_the_envelope(
             assert f"{kind.type}/{kind.code}" in described
     request = schemas["EmbeddingsRequest"]
     assert len(request["properties"]["input"]["anyOf"]) == 4
-    assert "Retry-After" in embeddings["responses"]["429"]["headers"]
+    assert {"Retry-After", "Retry-After-Ms"} <= set(embeddings["responses"]["429"]["headers"])
 
 
 def test_the_document_and_the_docs_page_are_serialised_when_built(server: LiveServer) -> None:

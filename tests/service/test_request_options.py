@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from service_testkit import TINY_MAX_TOKENS, LiveServer
+from service_testkit import TINY_MAX_TOKENS, LiveServer, whole_text_ids
 
 from service import contract
 from service.encoder import Encoder, EncoderConfig
@@ -39,10 +39,6 @@ def vector(response: httpx.Response) -> np.ndarray:
     return np.array(response.json()["data"][0]["embedding"], dtype=np.float32)
 
 
-def content_ids(encoder: Encoder, text: str) -> list[int]:
-    return encoder._untruncated().encode(text, add_special_tokens=False).ids
-
-
 def with_specials(encoder: Encoder, ids: list[int]) -> list[int]:
     prefix, suffix = encoder._prefix, encoder._suffix
     return [*prefix, *ids, *suffix]
@@ -51,7 +47,7 @@ def with_specials(encoder: Encoder, ids: list[int]) -> list[int]:
 def test_truncate_prompt_tokens_cuts_each_input_to_that_many_tokens(
     server: LiveServer, encoder: Encoder
 ) -> None:
-    content = content_ids(encoder, LONG)
+    content = whole_text_ids(encoder, LONG)
     assert len(content) > TINY_MAX_TOKENS
     response = post(server, input=[LONG, "hello world"], truncate_prompt_tokens=10)
     expected = encoder.encode_ids([with_specials(encoder, content[:8])])[0]
@@ -88,7 +84,7 @@ def test_minus_one_is_the_models_maximum_even_where_truncation_is_refused(
 def test_left_truncation_keeps_the_last_tokens_and_the_special_ones(
     server: LiveServer, encoder: Encoder, side: dict[str, str]
 ) -> None:
-    content = content_ids(encoder, LONG)
+    content = whole_text_ids(encoder, LONG)
     expected = encoder.encode_ids([with_specials(encoder, content[-(TINY_MAX_TOKENS - 2) :])])
     np.testing.assert_allclose(vector(post(server, input=LONG, **side)), expected[0], atol=1e-5)
     short = post(server, input=LONG, truncate_prompt_tokens=6, **side)
@@ -97,8 +93,8 @@ def test_left_truncation_keeps_the_last_tokens_and_the_special_ones(
 
 
 def test_the_prompt_is_kept_whichever_side_is_cut(server: LiveServer, encoder: Encoder) -> None:
-    content = content_ids(encoder, LONG)
-    prompt = content_ids(encoder, QUERY)
+    content = whole_text_ids(encoder, LONG)
+    prompt = whole_text_ids(encoder, QUERY)
     response = post(server, input=LONG, prompt_name="query", truncation_side="left")
     kept = content[-(TINY_MAX_TOKENS - 2 - len(prompt)) :]
     expected = encoder.encode_ids([with_specials(encoder, [*prompt, *kept])])

@@ -84,6 +84,7 @@ def test_defaults_follow_the_contract() -> None:
         (contract.ENV_MAX_BATCH_SIZE, "0"),
         (contract.ENV_METRICS_PORT, "70000"),
         (contract.ENV_DRAIN_DELAY_SECONDS, "-1"),
+        (contract.ENV_MAX_QUEUE_SECONDS, "0"),
         ("EMBED_MATRYOSHKA_DIMENSIONS", "64,big"),
         ("EMBED_MATRYOSHKA_DIMENSIONS", "0,64"),
         ("EMBED_PROMPTS", '["query: "]'),

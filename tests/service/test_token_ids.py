@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 import tiktoken
-from service_testkit import TINY_MAX_TOKENS, LiveServer
+from service_testkit import TINY_MAX_TOKENS, LiveServer, whole_text_ids
 
 from service import contract, openai_tokens
 from service.encoder import Encoder, EncoderConfig
@@ -156,7 +156,7 @@ def test_long_model_ids_keep_their_closing_special_token(
     model_ids_server: LiveServer, prompted: Encoder
 ) -> None:
     long_text = "the cat sat on the mat " * 20
-    full = prompted._untruncated().encode(long_text, add_special_tokens=True).ids
+    full = whole_text_ids(prompted, long_text, special_tokens=True)
     assert len(full) > TINY_MAX_TOKENS
     response = post(model_ids_server, {"input": [full]})
     np.testing.assert_allclose(vectors(response), prompted.encode([long_text]), atol=1e-5)
