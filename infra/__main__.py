@@ -196,6 +196,7 @@ workload = Inference(
         # reach the ELB and EC2 APIs (cluster DNS here; the NAT path through the subnets) to delete
         # the NLB, its security groups and their interfaces (README "Tear down").
         depends_on=(lb_controller, gpu_stack, addons),
+        scheduled=cfg.capacity.serving_hours is not None,
     ),
     opts=on_cluster,
 )
@@ -219,12 +220,22 @@ warm_gpus = (
 if capacity.serving_hours is not None:
     scaled = [
         ScaledDeployment(
-            cfg.inference.namespace, inference.APP_NAME, cfg.inference.hpa_min_replicas
+            cfg.inference.namespace,
+            inference.APP_NAME,
+            cfg.inference.hpa_min_replicas,
+            exact=False,
+            uid=workload.deployment.metadata.uid,
         )
     ]
     if warm_gpus is not None:
         scaled.append(
-            ScaledDeployment(headroom.NAMESPACE, headroom.APP_NAME, capacity.gpu_headroom)
+            ScaledDeployment(
+                headroom.NAMESPACE,
+                headroom.APP_NAME,
+                capacity.gpu_headroom,
+                exact=True,
+                uid=warm_gpus.deployment.metadata.uid,
+            )
         )
     ServingSchedule(
         f"{name}-schedule",

@@ -144,7 +144,9 @@ class GpuHeadroom(pulumi.ComponentResource):
                 annotations={"pulumi.com/skipAwait": "true"},
             ),
             spec={
-                "replicas": args.replicas,
+                # With servingHours, zero at creation: the schedule's converge Job sets the count
+                # of the current window (infra/schedule.py).
+                "replicas": 0 if args.scheduled else args.replicas,
                 "selector": {"matchLabels": dict(SELECTOR)},
                 # Replace in place: a surge placeholder would ask for one more GPU node.
                 "strategy": {
@@ -161,8 +163,9 @@ class GpuHeadroom(pulumi.ComponentResource):
                 depends_on=[self.namespace, account, self.priority_class],
                 # With servingHours the schedule owns the count (zero at night). Under server-side
                 # apply, pulumi-kubernetes drops an ignored field from its apply once another field
-                # manager owns it (provider/pkg/await/await.go handleSSAIgnoreFields, v4.32.0),
-                # so `pulumi up` neither resets it nor conflicts with the scaler.
+                # manager owns it, and otherwise re-sends the live value (provider/pkg/await/
+                # await.go handleSSAIgnoreFields, v4.32.0 and main of 2026-07), so `pulumi up`
+                # neither resets it nor conflicts with the scaler.
                 ignore_changes=["spec.replicas"] if args.scheduled else None,
             ),
         )

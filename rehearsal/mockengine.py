@@ -439,6 +439,8 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         elif type_.startswith("kubernetes:") and isinstance(inputs.get("metadata"), dict):
             meta = inputs["metadata"]
             resource_id = "/".join(p for p in (meta.get("namespace"), meta.get("name", name)) if p)
+            # The API server gives every object a uid at creation (a replacement gets a new one).
+            outputs["metadata"] = {**meta, "uid": _uuid(seed)}
             if type_ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == (
                 "LoadBalancer"
             ):
