@@ -28,6 +28,9 @@ from infra.charts import CHARTS_DIR, sha256
 TORCH_INDEX: str = "https://download.pytorch.org/whl/cu{}"
 _ARG = re.compile(r"^ARG\s+(\w+)=(\S+)", re.MULTILINE)
 _TORCH_SPEC = re.compile(r"^TORCH_SPEC\s*\?=\s*torch==(\S+)", re.MULTILINE)
+_PYTHON_IMAGE_MENTION = re.compile(r"python:(3\.\d+)")
+PYTHON_IMAGE_TEXTS: tuple[str, ...] = ("README.md", "Dockerfile", "infra/*.py", "checks/*.txt")
+"""Where the image's Python is named in prose and comments (`python:3.11-slim...`)."""
 
 
 def _minor(version: str) -> str:
@@ -157,6 +160,17 @@ def _python_problems(python: str, root: Path) -> Iterator[tuple[str, str]]:
     mypy = str(pyproject.get("tool", {}).get("mypy", {}).get("python_version"))
     if mypy != python:
         yield "pyproject.toml [tool.mypy]", f"python_version {mypy}, the image runs {python}"
+    for pattern in PYTHON_IMAGE_TEXTS:
+        for path in sorted(root.glob(pattern)):
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if line.startswith("ARG PYTHON_IMAGE="):
+                    continue  # checked above, against the table
+                for found in _PYTHON_IMAGE_MENTION.findall(line):
+                    if found != python:
+                        yield (
+                            f"{tools.relative(path)}:{number}",
+                            f"names python:{found}, the image runs Python {python}",
+                        )
 
 
 def check_image(

@@ -130,6 +130,8 @@ metrics = Monitoring(
             namespace=cfg.inference.namespace,
             deployment=inference.APP_NAME,
             hpa=inference.APP_NAME,
+            headroom_namespace=headroom.NAMESPACE,
+            headroom_deployment=headroom.APP_NAME,
         ),
         dashboards={
             DASHBOARD_FILE: dashboard.dashboard(

@@ -125,7 +125,7 @@ class InferenceArgs:
     """The load balancer controller (its webhook injects readiness gates; it owns the NLB), the GPU
     stack, and whatever the controller needs to delete the NLB when the Service is destroyed."""
     scheduled: bool = False
-    """servingHours is set: created at zero replicas, for the schedule to wake (infra/schedule.py)."""
+    """servingHours is set: created at zero replicas, woken by the schedule (infra/schedule.py)."""
 
 
 def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
