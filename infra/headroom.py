@@ -41,8 +41,13 @@ PRIORITY: Final = -10
 inference.SERVING_PRIORITY), and not below the autoscaler's expendable cutoff, so a pending
 placeholder still makes it add a node."""
 DEFAULT_EXPENDABLE_CUTOFF: Final = -10
-"""cluster-autoscaler's `--expendable-pods-priority-cutoff` default (1.34 and 1.35); the program
-does not set the flag (tests/infra/test_headroom.py reads the rendered autoscaler's arguments)."""
+"""cluster-autoscaler's `--expendable-pods-priority-cutoff` default, as read at EXPENDABLE_READ_AT
+(config/flags/flags.go: `flag.Int("expendable-pods-priority-cutoff", -10, ...)`; core/utils/
+expendable.go `IsExpendablePod`: `priority < cutoff`); the program does not set the flag
+(tests/infra/test_headroom.py reads the rendered autoscaler's arguments, and fails when the pinned
+autoscaler moves past the release read here)."""
+EXPENDABLE_READ_AT: Final = "1.35.0"
+"""The cluster-autoscaler release whose source the cutoff and its comparison were read at."""
 GRACE_SECONDS: Final = 0
 """As the FAQ's placeholder: nothing to drain, the replica waiting for the GPU starts sooner."""
 
