@@ -153,6 +153,23 @@ def test_prose_naming_another_python_image_fails(repo: Path, path: str) -> None:
     assert finding.endswith("names python:3.12, the image runs Python 3.11")
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (
+            "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu",
+            "TORCH_INDEX ?= https://pypi.org/simple",
+        ),
+        ("--extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)'", "'$(TORCH_SPEC)'"),
+    ],
+)
+def test_make_setup_without_the_cpu_index_fails(repo: Path, old: str, new: str) -> None:
+    """`torch==2.13.0` from PyPI alone is the CUDA build on Linux (GBs) on a fresh machine."""
+    replace_in(repo / "Makefile", old, new)
+    [finding] = image_findings(repo)
+    assert "a fresh Linux machine gets PyPI's CUDA build of torch" in finding
+
+
 def test_make_setup_installing_another_torch_fails(repo: Path) -> None:
     replace_in(repo / "Makefile", "TORCH_SPEC ?= torch==2.13.0", "TORCH_SPEC ?= torch==2.12.0")
     [finding] = image_findings(repo)
