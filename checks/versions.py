@@ -132,9 +132,9 @@ def image_problems(table: ImageTable, root: Path) -> Iterator[tuple[str, str]]:
     if spec is None or spec.group(1) != table.torch:
         shown = spec.group(1) if spec else "missing"
         yield tools.relative(makefile), f"TORCH_SPEC torch=={shown}, the image has {table.torch}"
-    index = _TORCH_CPU_INDEX.search(text)
-    if index is None or index.group(1) != CPU_TORCH_INDEX or _SETUP_TORCH not in text:
-        shown = index.group(1) if index else "missing"
+    cpu_index = _TORCH_CPU_INDEX.search(text)
+    if cpu_index is None or cpu_index.group(1) != CPU_TORCH_INDEX or _SETUP_TORCH not in text:
+        shown = cpu_index.group(1) if cpu_index else "missing"
         yield (
             tools.relative(makefile),
             (
