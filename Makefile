@@ -5,7 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The CPU wheel of torch is installed first so that nothing pulls a multi-GB CUDA build on a CPU machine.
+# PyPI's Linux torch 2.13.0 is the CUDA build; PyTorch's CPU index publishes 2.13.0+cpu, which pip takes
+# for `torch==2.13.0` (the local label is ignored when matching, and 2.13.0+cpu sorts above 2.13.0:
+# PEP 440), so one spec serves every machine: a fresh Linux machine gets the CPU wheel from that index, a
+# Mac the plain wheel (CPU/MPS), and a machine whose pip already finds 2.13.0+cpu (a wheel directory)
+# keeps using it when the index is unreachable (2 retries, not pip's 5: those cost 78 s against 8 s
+# where the index's host does not resolve). A CUDA build for `make bench-gpu`:
+# make setup TORCH_INDEX=https://download.pytorch.org/whl/cu130 (its 2.13.0+cu130 sorts above too).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STACK ?= dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -26,7 +34,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q '$(TORCH_SPEC)'
+	$(BIN)/pip install -q --retries 2 --extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)'
 	$(BIN)/pip install -q -e '.[serve,minilm,infra,dev]'
 	touch $@
 
@@ -75,7 +83,7 @@ bench: $(STAMP)
 bench-hostile: $(STAMP)
 	$(BIN)/python -m bench --hostile $(BENCH_ARGS)
 
-# tokens/s and MFU of the gte-large-zh architecture on a CUDA GPU (needs a CUDA build of torch: TORCH_SPEC).
+# tokens/s and MFU of the gte-large-zh architecture on a CUDA GPU (needs a CUDA build of torch: TORCH_INDEX).
 bench-gpu: $(STAMP)
 	$(BIN)/python -m bench --gpu $(BENCH_ARGS)
 

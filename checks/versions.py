@@ -28,6 +28,13 @@ from infra.charts import CHARTS_DIR, sha256
 TORCH_INDEX: str = "https://download.pytorch.org/whl/cu{}"
 _ARG = re.compile(r"^ARG\s+(\w+)=(\S+)", re.MULTILINE)
 _TORCH_SPEC = re.compile(r"^TORCH_SPEC\s*\?=\s*torch==(\S+)", re.MULTILINE)
+_TORCH_CPU_INDEX = re.compile(r"^TORCH_INDEX\s*\?=\s*(\S+)", re.MULTILINE)
+CPU_TORCH_INDEX: str = "https://download.pytorch.org/whl/cpu"
+"""Where `make setup` finds torch's CPU build (PyPI's Linux torch is the CUDA one, GBs)."""
+_SETUP_TORCH = "--extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)'"
+_PYTHON_IMAGE_MENTION = re.compile(r"python:(3\.\d+)")
+PYTHON_IMAGE_TEXTS: tuple[str, ...] = ("README.md", "Dockerfile", "infra/*.py", "checks/*.txt")
+"""Where the image's Python is named in prose and comments (`python:3.11-slim...`)."""
 
 
 def _minor(version: str) -> str:
@@ -120,10 +127,21 @@ def image_problems(table: ImageTable, root: Path) -> Iterator[tuple[str, str]]:
     yield from _driver_problems(table)
     yield from _python_problems(table.python, root)
     makefile = root / "Makefile"
-    spec = _TORCH_SPEC.search(makefile.read_text())
+    text = makefile.read_text()
+    spec = _TORCH_SPEC.search(text)
     if spec is None or spec.group(1) != table.torch:
         shown = spec.group(1) if spec else "missing"
         yield tools.relative(makefile), f"TORCH_SPEC torch=={shown}, the image has {table.torch}"
+    cpu_index = _TORCH_CPU_INDEX.search(text)
+    if cpu_index is None or cpu_index.group(1) != CPU_TORCH_INDEX or _SETUP_TORCH not in text:
+        shown = cpu_index.group(1) if cpu_index else "missing"
+        yield (
+            tools.relative(makefile),
+            (
+                f"TORCH_INDEX {shown}: `make setup` must install TORCH_SPEC with --extra-index-url "
+                f"{CPU_TORCH_INDEX}, or a fresh Linux machine gets PyPI's CUDA build of torch"
+            ),
+        )
 
 
 def _driver_problems(table: ImageTable) -> Iterator[tuple[str, str]]:
@@ -157,6 +175,17 @@ def _python_problems(python: str, root: Path) -> Iterator[tuple[str, str]]:
     mypy = str(pyproject.get("tool", {}).get("mypy", {}).get("python_version"))
     if mypy != python:
         yield "pyproject.toml [tool.mypy]", f"python_version {mypy}, the image runs {python}"
+    for pattern in PYTHON_IMAGE_TEXTS:
+        for path in sorted(root.glob(pattern)):
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if line.startswith("ARG PYTHON_IMAGE="):
+                    continue  # checked above, against the table
+                for found in _PYTHON_IMAGE_MENTION.findall(line):
+                    if found != python:
+                        yield (
+                            f"{tools.relative(path)}:{number}",
+                            f"names python:{found}, the image runs Python {python}",
+                        )
 
 
 def check_image(

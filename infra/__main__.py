@@ -63,7 +63,7 @@ charts.check_archives()
 # The account's side of the config (instance type offerings, GPU quotas), before any resource.
 preflight.check(cfg)
 # EKS's version calendar: the pinned Kubernetes minor still supported the way the stack asks.
-kubernetes_support.check(cfg)
+support = kubernetes_support.check(cfg)
 name = cfg.cluster.name
 # EKS grants the cluster's creator nothing (cluster.py): who runs Pulumi must have an access entry.
 check_caller_access(cfg)
@@ -130,6 +130,8 @@ metrics = Monitoring(
             namespace=cfg.inference.namespace,
             deployment=inference.APP_NAME,
             hpa=inference.APP_NAME,
+            headroom_namespace=headroom.NAMESPACE,
+            headroom_deployment=headroom.APP_NAME,
         ),
         dashboards={
             DASHBOARD_FILE: dashboard.dashboard(
@@ -196,6 +198,7 @@ workload = Inference(
         # reach the ELB and EC2 APIs (cluster DNS here; the NAT path through the subnets) to delete
         # the NLB, its security groups and their interfaces (README "Tear down").
         depends_on=(lb_controller, gpu_stack, addons),
+        scheduled=cfg.capacity.serving_hours is not None,
     ),
     opts=on_cluster,
 )
@@ -219,12 +222,22 @@ warm_gpus = (
 if capacity.serving_hours is not None:
     scaled = [
         ScaledDeployment(
-            cfg.inference.namespace, inference.APP_NAME, cfg.inference.hpa_min_replicas
+            cfg.inference.namespace,
+            inference.APP_NAME,
+            cfg.inference.hpa_min_replicas,
+            exact=False,
+            uid=workload.deployment.metadata.uid,
         )
     ]
     if warm_gpus is not None:
         scaled.append(
-            ScaledDeployment(headroom.NAMESPACE, headroom.APP_NAME, capacity.gpu_headroom)
+            ScaledDeployment(
+                headroom.NAMESPACE,
+                headroom.APP_NAME,
+                capacity.gpu_headroom,
+                exact=True,
+                uid=warm_gpus.deployment.metadata.uid,
+            )
         )
     ServingSchedule(
         f"{name}-schedule",
@@ -250,7 +263,7 @@ if cfg.inference.route53_zone_id is not None and cfg.inference.endpoint_hostname
     )
 
 # --- Cost: what the stack is billed per hour, at AWS prices read at preview ----------------------
-cost = CostEstimate(f"{name}-cost", CostEstimateArgs(config=cfg))
+cost = CostEstimate(f"{name}-cost", CostEstimateArgs(config=cfg, eks_version=support.pinned))
 
 # --- Stack outputs --------------------------------------------------------------------------------
 pulumi.export("clusterName", name)
@@ -287,13 +300,16 @@ if grafana is not None:
     pulumi.export("grafanaAdminPassword", grafana.admin_password)
 pulumi.export("imageRef", model_image.image_ref)
 pulumi.export("ecrRepositoryUrl", model_image.repository_url)
-# USD (CNY in China) per hour, spot nodes at today's spot prices; None when a price was unreadable
-# (README "Cost"). hourlyCost holds both bounds with spot billed on-demand, and every line.
-pulumi.export("hourlyCostFloor", cost.floor.with_spot)
-pulumi.export("hourlyCostCeiling", cost.ceiling.with_spot)
+# USD (CNY in China) per hour, spot nodes billed at the on-demand price (the most EC2 bills them),
+# so that a preview's output diff shows what a change costs, not how spot prices moved; None when
+# a price was unreadable (README "Cost at preview"). hourlyCost holds every line; today's spot
+# figures are in the preview message and hourlyCostAtSpotPrices, the one output that moves alone.
+pulumi.export("hourlyCostFloor", cost.floor.all_on_demand)
+pulumi.export("hourlyCostCeiling", cost.ceiling.all_on_demand)
 if cost.idle_floor is not None:
     # Outside servingHours: no inference replica or placeholder keeps a GPU node up.
-    pulumi.export("hourlyCostIdleFloor", cost.idle_floor.with_spot)
+    pulumi.export("hourlyCostIdleFloor", cost.idle_floor.all_on_demand)
+pulumi.export("hourlyCostAtSpotPrices", cost.spot_summary)
 pulumi.export("hourlyCost", cost.summary)
 if cfg.inference.api_keys:
     pulumi.export("apiKey", pulumi.Output.secret(cfg.inference.api_keys.values[0]))

@@ -79,6 +79,8 @@ def inhibit_rules() -> list[dict[str, Any]]:
     - Pods pending with no free GPU (InferenceGPUCapacityUnavailable): that is why pods are not
       ready, and why the HPA sits at its maximum wanted size.
     - An XID error on a GPU: its memory warning is noise until the node is replaced.
+    - Inference pods pending with no free GPU: the warm-GPU placeholders, in their own namespace,
+      are pending for the same reason (and are preempted first), so their warning says nothing new.
     """
     return [
         {
@@ -94,6 +96,12 @@ def inhibit_rules() -> list[dict[str, Any]]:
             "source_matchers": ['alertname="InferenceGPUCapacityUnavailable"'],
             "target_matchers": ['alertname=~"InferencePodsNotReady|InferenceHPAAtMaxReplicas"'],
             "equal": ["namespace"],
+        },
+        {
+            "source_matchers": ['alertname="InferenceGPUCapacityUnavailable"'],
+            "target_matchers": ['alertname="GPUHeadroomPending"'],
+            # Across namespaces: the placeholders have their own.
+            "equal": [],
         },
         {
             "source_matchers": ['alertname="GPUXidError"'],

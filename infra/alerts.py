@@ -47,6 +47,9 @@ def alert_rule_groups(
     p95_latency_seconds: float = 1.0,
     latency_for: str = "10m",
     gpu_pending_for: str = "10m",
+    headroom_namespace: str = "gpu-headroom",
+    headroom_deployment: str = "embeddings-headroom",
+    headroom_pending_for: str = "15m",
     gpu_memory_used_ratio: float = 0.95,
     gpu_memory_for: str = "10m",
     rate_window: str = "5m",
@@ -55,11 +58,18 @@ def alert_rule_groups(
 
     Durations are Prometheus durations ("15m"); ratios are fractions in (0, 1]. `not_ready_for` is
     long by default because a new pod waits for a spot GPU node, pulls a multi-GB image and loads
-    the model. A Deployment at zero replicas (servingHours, infra/schedule.py) pages nobody, and
+    the model. The warm-GPU placeholders (infra/headroom.py) live in `headroom_namespace`. A
+    Deployment at zero replicas (servingHours, infra/schedule.py) pages nobody, and
     for `wake_allowance` after it is scaled up from zero neither does its first cold start: a wake
     waits for a GPU node like any first pod (README "Scale-up time budget").
     """
-    for key, value in (("namespace", namespace), ("deployment", deployment), ("hpa", hpa)):
+    for key, value in (
+        ("namespace", namespace),
+        ("deployment", deployment),
+        ("hpa", hpa),
+        ("headroom_namespace", headroom_namespace),
+        ("headroom_deployment", headroom_deployment),
+    ):
         _require(bool(_K8S_NAME.match(value)), key, value, "a Kubernetes object name ([a-z0-9.-])")
     durations = {
         "not_ready_for": not_ready_for,
@@ -69,6 +79,7 @@ def alert_rule_groups(
         "throttled_for": throttled_for,
         "latency_for": latency_for,
         "gpu_pending_for": gpu_pending_for,
+        "headroom_pending_for": headroom_pending_for,
         "gpu_memory_for": gpu_memory_for,
         "rate_window": rate_window,
     }
@@ -207,6 +218,25 @@ def alert_rule_groups(
             "next large batch may fail with CUDA out of memory. Lower the batch token budget or "
             "use a "
             "GPU with more memory.",
+        ),
+        _alert(
+            "GPUHeadroomPending",
+            # Wanted placeholders only: at zero (servingHours at night) there is nothing to keep.
+            "sum by (namespace) (\n"
+            f'  kube_pod_status_phase{{namespace="{headroom_namespace}", phase="Pending"}} == 1\n'
+            ") > 0\n"
+            "and on (namespace)\n"
+            f'kube_deployment_spec_replicas{{namespace="{headroom_namespace}", '
+            f'deployment="{headroom_deployment}"}} > 0',
+            headroom_pending_for,
+            "warning",
+            "{{ $value }} warm-GPU placeholder(s) in {{ $labels.namespace }} pending",
+            f"Placeholders of gpuHeadroom have been pending for {headroom_pending_for}: the GPU "
+            "capacity they should keep warm is not there, so the next replica waits for a new node "
+            '(README "Scale-up time budget", without headroom), while the cost floor still '
+            "counts it. cluster-autoscaler cannot add their nodes: a GPU quota (the preview warns "
+            "when gpuHeadroom does not fit), spot capacity, or the groups' maxSize. Check `kubectl "
+            f"-n {headroom_namespace} get events` and the cluster-autoscaler logs.",
         ),
     ]
     return {

@@ -309,10 +309,28 @@ class Cluster(pulumi.ComponentResource):
         # repair can react to more conditions"). The agent learns of XIDs from DCGM policies
         # (aws/eks-node-monitoring-agent v1.7.0 monitors/nvidia/dcgm), served by the add-on's
         # dcgm-server DaemonSet, which tolerates no taint by default (its chart's values.yaml,
-        # `dcgmAgent.tolerations: []`; the add-on's configuration schema accepts them): without
-        # the GPU taint's toleration it would never run on a GPU node. The agent's own DaemonSet
-        # tolerates every taint. DaemonSets only, like the networking add-ons: ACTIVE before any
-        # node, and every node starts watched.
+        # `dcgmAgent.tolerations: []`): without the GPU taint's toleration it would never run on a
+        # GPU node. The add-on takes the key: "The EKS add-on accepts the subset of chart values in
+        # its configuration schema and rejects any others" (EKS User Guide, "Configure the Amazon
+        # EKS node monitoring agent"), and that schema (charts/configuration.schema.json at v1.7.0,
+        # the default add-on version for 1.35, v1.7.0-eksbuild.1) has `dcgmAgent.tolerations`;
+        # tests/infra/test_cluster.py validates these values against a copy of it. The agent's own
+        # DaemonSet tolerates every taint. DaemonSets only, like the networking add-ons: ACTIVE
+        # before any node, and every node starts watched.
+        #
+        # Each GPU node then runs two DCGM host engines, on purpose: this nv-hostengine (hostPort
+        # 5555; the agent is a DCGM client of localhost:5555, chart README "DCGM host engine") and
+        # the one embedded in dcgm-exporter (infra/gpu.py). No port clash: the exporter's pod has
+        # its own network namespace (no hostNetwork, no hostPort; tests/infra/test_gpu.py). Both
+        # work: what one process holds for the whole machine is DCGM profiling (the DCP fields,
+        # DCGM_FI_PROF_*: "the profiling module uses hardware subsystems that cannot be shared
+        # between multiple processes", NVIDIA/dcgm-exporter#7; a driver-wide lock, NVIDIA/DCGM#56),
+        # which the exporter collects and the agent never asks for: it registers policies (XID,
+        # DBE, NVLink, ...), health watches and five non-profiling fields (dcgm_client.go at
+        # v1.7.0), and runs active diagnostics only with DCGM_DIAG_LEVEL set
+        # (dcgm_activediagnostic.go), which nothing here sets. Pointing the exporter at this engine
+        # (`-r <node IP>:5555`) would tie the GPU metrics, and the HPA's GPU signal, to another
+        # add-on's DaemonSet and to its DCGM version matching the exporter's.
         node_monitoring = managed_addon(
             name,
             self,

@@ -44,6 +44,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import PROJECT, NodeGroupConfig, StackConfig
+from infra.kubernetes_support import EXTENDED, EksVersion
 from infra.preflight import pods_per_node
 
 PRICE_LIST_ENDPOINTS: Final = {
@@ -277,19 +278,6 @@ class PriceBook:
     def on_demand(self, instance_type: str) -> float:
         return self.product(instance_product(self.region, instance_type))
 
-    def in_extended_support(self, version: str) -> bool:
-        """Whether EKS reports a Kubernetes minor in extended support (DescribeClusterVersions)."""
-
-        def read() -> bool:
-            found = aws.eks.get_cluster_versions(cluster_versions_onlies=[version])
-            statuses = [v.version_status for v in found.cluster_versions or []]
-            if not statuses:
-                raise PriceError(f"EKS reports no Kubernetes version {version}")
-            return statuses[0] == "EXTENDED_SUPPORT"
-
-        extended: bool = self._memo(("extended", version), read)
-        return extended
-
 
 # --- What is counted --------------------------------------------------------------------------
 
@@ -308,6 +296,7 @@ class Line:
     """The config key (or concern) the line comes from, e.g. `gpuNodeGroups[gpu-spot]`."""
     what: str
     floor_count: int
+    """At the floor as billed: the warm pods' nodes placed at today's spot prices."""
     ceiling_count: int
     idle_count: int
     """Outside servingHours (the floor's count when the stack has no schedule)."""
@@ -317,6 +306,22 @@ class Line:
     """Spot nodes at on-demand prices, the most they are billed; the same as rate otherwise."""
     spot: bool = False
     problem: str | None = None
+    warm: tuple[int, int] = (0, 0)
+    """GPU nodes above minSize that the warm pods keep up at the floor, placed in the cheapest
+    group per pod at today's spot prices, and at on-demand prices (the stable bound's)."""
+
+    def floor(self, on_demand: bool) -> int:
+        """The floor's count with the warm nodes placed by on-demand or by spot prices."""
+        return self.floor_count - self.warm[0] + self.warm[on_demand]
+
+    def described(self, on_demand: bool) -> str:
+        nodes = self.warm[on_demand]
+        if not nodes:
+            return self.what
+        return (
+            f"{self.what} (minSize {self.floor_count - self.warm[0]} + {nodes} for the "
+            "hpaMinReplicas and gpuHeadroom pods)"
+        )
 
 
 def _priced(
@@ -359,21 +364,23 @@ def warm_pods(cfg: StackConfig) -> int:
 
 
 def warm_nodes(
-    cfg: StackConfig, group_lines: dict[str, tuple[NodeGroupConfig, Line]]
+    cfg: StackConfig, group_lines: dict[str, tuple[NodeGroupConfig, Line]], on_demand: bool
 ) -> dict[str, int]:
     """GPU nodes above `minSize`, by line key, that the warm pods keep up at the floor.
 
     The `minSize` nodes hold what they can; cluster-autoscaler adds nodes for the rest, in a spot
     group while one has room (the priority expander, infra/autoscaler.py), else in an on-demand
     group. It picks among groups of one priority at random, so the floor, a lower bound, takes the
-    cheapest node per pod at the floor's rate (an unpriced group last: the totals are empty then
-    anyway), as many nodes as `maxSize` allows, then the next."""
+    cheapest node per pod (at today's spot prices, or at on-demand prices for the bound with spot
+    billed on-demand, which then does not move with spot prices; an unpriced group last: the
+    totals are empty then anyway), as many nodes as `maxSize` allows, then the next."""
     holds = {key: pods_per_node(cfg, group) for key, (group, _) in group_lines.items()}
     missing = warm_pods(cfg) - sum(g.min_size * holds[k] for k, (g, _) in group_lines.items())
 
     def order(key: str) -> tuple[bool, float]:
         group, line = group_lines[key]
-        per_pod = line.rate.low / holds[key] if line.rate is not None else math.inf
+        rate = line.on_demand_rate if on_demand else line.rate
+        per_pod = rate.low / holds[key] if rate is not None else math.inf
         return (not group.is_spot, per_pod)
 
     added: dict[str, int] = {}
@@ -388,21 +395,23 @@ def warm_nodes(
     return added
 
 
-def _with_warm_nodes(line: Line, group: NodeGroupConfig, nodes: int, scheduled: bool) -> Line:
-    """A GPU group's line with the warm pods' nodes in its floor; outside servingHours (when the
-    stack has a schedule) the group is back at minSize."""
+def _with_warm_nodes(
+    line: Line, group: NodeGroupConfig, warm: tuple[int, int], scheduled: bool
+) -> Line:
+    """A GPU group's line with the warm pods' nodes in its floor (placed by spot, and by on-demand
+    prices); outside servingHours (when the stack has a schedule) the group is back at minSize."""
     return dataclasses.replace(
         line,
-        what=f"{line.what} (minSize {group.min_size} + {nodes} for the hpaMinReplicas and "
-        "gpuHeadroom pods)",
-        floor_count=line.floor_count + nodes,
-        idle_count=group.min_size if scheduled else line.floor_count + nodes,
+        floor_count=line.floor_count + warm[0],
+        idle_count=group.min_size if scheduled else line.floor_count + warm[0],
+        warm=warm,
     )
 
 
-def control_plane_line(cfg: StackConfig, book: PriceBook) -> Line:
+def control_plane_line(cfg: StackConfig, book: PriceBook, pinned: EksVersion | None) -> Line:
     """The cluster hour, with the extended-support surcharge when kubernetesSupportType is EXTENDED
-    (the cluster's upgradePolicy: EKS bills it once the minor leaves standard support)."""
+    (the cluster's upgradePolicy: EKS bills it once the minor leaves standard support, which the
+    pinned minor's row of EKS's calendar says, as infra/kubernetes_support.py read it)."""
     version = cfg.cluster.kubernetes_version
     extended_support = cfg.cluster.support_type == "EXTENDED"
     what = (
@@ -415,7 +424,12 @@ def control_plane_line(cfg: StackConfig, book: PriceBook) -> Line:
             rate = Rate(cluster, cluster)
             return rate, rate
         surcharge = book.product(eks_product(cfg.region, extended_support=True))
-        low = cluster + (surcharge if book.in_extended_support(version) else 0.0)
+        if pinned is None:
+            raise PriceError(
+                f"EKS's version calendar was unreadable, so whether Kubernetes {version} is "
+                "billed the extended-support surcharge is unknown"
+            )
+        low = cluster + (surcharge if pinned.status == EXTENDED else 0.0)
         rate = Rate(low, cluster + surcharge)
         return rate, rate
 
@@ -438,7 +452,7 @@ def nat_gateway_count(cfg: StackConfig) -> int:
     return len(net.availability_zones) if net.nat_per_az else 1
 
 
-def lines(cfg: StackConfig, book: PriceBook) -> Iterator[Line]:
+def lines(cfg: StackConfig, book: PriceBook, pinned: EksVersion | None) -> Iterator[Line]:
     """Every line the stack is billed for by the hour, in a stable order."""
     zones = cfg.network.availability_zones
     groups = cfg.node_groups
@@ -447,11 +461,13 @@ def lines(cfg: StackConfig, book: PriceBook) -> Iterator[Line]:
         key: (group, node_group_line(key, group, zones, book))
         for key, group in ((f"gpuNodeGroups[{g.name}]", g) for g in groups.gpu)
     }
-    added = warm_nodes(cfg, gpu_lines)
+    at_spot = warm_nodes(cfg, gpu_lines, on_demand=False)
+    at_on_demand = warm_nodes(cfg, gpu_lines, on_demand=True)
     scheduled = cfg.capacity.serving_hours is not None
     for key, (group, line) in gpu_lines.items():
-        yield _with_warm_nodes(line, group, added[key], scheduled) if key in added else line
-    yield control_plane_line(cfg, book)
+        warm = (at_spot.get(key, 0), at_on_demand.get(key, 0))
+        yield _with_warm_nodes(line, group, warm, scheduled) if any(warm) else line
+    yield control_plane_line(cfg, book, pinned)
     nats = nat_gateway_count(cfg)
     if nats:
         mode = "one per zone" if cfg.network.nat_per_az else "single"
@@ -499,7 +515,7 @@ def _total(items: tuple[Line, ...], bound: Bounds, on_demand: bool) -> float | N
         if bound == "ceiling":
             total += line.ceiling_count * rate.high
         else:
-            total += (line.idle_count if bound == "idle" else line.floor_count) * rate.low
+            total += (line.idle_count if bound == "idle" else line.floor(on_demand)) * rate.low
     return round(total, 4)
 
 
@@ -522,27 +538,29 @@ def _amount(value: float | None) -> str:
 
 
 def report(items: tuple[Line, ...], currency: str, sources: str, scheduled: bool) -> str:
-    """The preview's message: the bounds (the idle floor too with a schedule), then every line,
-    then what is left out."""
+    """The preview's message: the bounds (the idle floor too with a schedule), the stable ones (the
+    stack outputs) first, then every line as billed at today's spot prices, then what is left
+    out. Spot prices live here rather than in the outputs, which would change with them."""
     floor, ceiling = bounds(items)
     head = (
-        f"Hourly cost, {currency} ({sources}): floor {_amount(floor.with_spot)}, ceiling "
-        f"{_amount(ceiling.with_spot)} at today's spot prices; floor "
-        f"{_amount(floor.all_on_demand)}, ceiling {_amount(ceiling.all_on_demand)} with spot "
-        "nodes billed on-demand"
+        f"Hourly cost, {currency} ({sources}): floor {_amount(floor.all_on_demand)}, ceiling "
+        f"{_amount(ceiling.all_on_demand)} with spot nodes billed on-demand (the stack "
+        f"outputs); at today's spot prices floor {_amount(floor.with_spot)}, ceiling "
+        f"{_amount(ceiling.with_spot)}"
     )
     if scheduled:
         idle = bound(items, "idle")
         head += (
-            f"; outside servingHours floor {_amount(idle.with_spot)} "
-            f"({_amount(idle.all_on_demand)} with spot nodes billed on-demand)"
+            f"; outside servingHours floor {_amount(idle.all_on_demand)} "
+            f"({_amount(idle.with_spot)} at spot prices)"
         )
     out = [head]
     for line in items:
         low, high = line.floor_count, line.ceiling_count
         counts = f"{low}" if low == high else f"{low}-{high}"
+        what = line.described(on_demand=False)
         if line.rate is None or line.on_demand_rate is None:
-            out.append(f"  {line.key}: {line.what}: {counts} x unpriced ({line.problem})")
+            out.append(f"  {line.key}: {what}: {counts} x unpriced ({line.problem})")
             continue
         unit = _range(line.rate.low, line.rate.high)
         if line.spot:
@@ -550,45 +568,62 @@ def report(items: tuple[Line, ...], currency: str, sources: str, scheduled: bool
         cost = _range(line.floor_count * line.rate.low, line.ceiling_count * line.rate.high)
         asleep = line.idle_count != line.floor_count
         outside = f"; outside servingHours {line.idle_count}" * asleep
-        out.append(f"  {line.key}: {line.what}: {counts} x {unit} = {cost}{outside}")
+        out.append(f"  {line.key}: {what}: {counts} x {unit} = {cost}{outside}")
     out.append(f"  not counted: {'; '.join(NOT_COUNTED)}")
     return "\n".join(out)
 
 
-def _bound_output(value: Bound) -> dict[str, float | None]:
-    return {"withSpot": value.with_spot, "allOnDemand": value.all_on_demand}
-
-
-def _line_output(line: Line, scheduled: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "what": line.what,
-        "count": [line.floor_count, line.ceiling_count],
-        "rate": None if line.rate is None else [line.rate.low, line.rate.high],
-        "onDemandRate": None
-        if line.on_demand_rate is None
-        else [line.on_demand_rate.low, line.on_demand_rate.high],
-    }
-    if scheduled:
-        out["idleCount"] = line.idle_count
-    return out
+def _rate(rate: Rate | None) -> list[float] | None:
+    return None if rate is None else [rate.low, rate.high]
 
 
 def summary(items: tuple[Line, ...], currency: str, scheduled: bool) -> dict[str, Any]:
-    """The `hourlyCost` stack output; with a schedule, `idleFloor` and each line's `idleCount`
-    say what runs outside servingHours."""
+    """The `hourlyCost` stack output: what a pull request's preview should diff. Spot nodes count
+    at the on-demand price (the most they are billed), so it moves with the config and AWS's list
+    prices, never with spot prices; with a schedule, `idleFloor` and each line's `idleCount` say
+    what runs outside servingHours."""
     floor, ceiling = bounds(items)
     out: dict[str, Any] = {
         "currency": currency,
-        "floor": _bound_output(floor),
-        "ceiling": _bound_output(ceiling),
+        "floor": floor.all_on_demand,
+        "ceiling": ceiling.all_on_demand,
     }
     if scheduled:
-        out["idleFloor"] = _bound_output(bound(items, "idle"))
-    out["lines"] = {line.key: _line_output(line, scheduled) for line in items}
+        out["idleFloor"] = bound(items, "idle").all_on_demand
+    lines: dict[str, Any] = {}
+    for line in items:
+        entry: dict[str, Any] = {
+            "what": line.described(on_demand=True),
+            "count": [line.floor(on_demand=True), line.ceiling_count],
+        }
+        if scheduled:
+            entry["idleCount"] = line.idle_count
+        entry["onDemandRate"] = _rate(line.on_demand_rate)
+        lines[line.key] = entry
+    out["lines"] = lines
     out["notCounted"] = list(NOT_COUNTED)
     unpriced = {line.key: line.problem for line in items if line.problem is not None}
     if unpriced:
         out["unpriced"] = unpriced
+    return out
+
+
+def at_spot_prices(items: tuple[Line, ...], currency: str, scheduled: bool) -> dict[str, Any]:
+    """The `hourlyCostAtSpotPrices` stack output: the bounds as billed today, and the spot lines'
+    counts and rates. Volatile by nature: it changes between previews of an unchanged stack."""
+    floor, ceiling = bounds(items)
+    out: dict[str, Any] = {
+        "currency": currency,
+        "floor": floor.with_spot,
+        "ceiling": ceiling.with_spot,
+    }
+    if scheduled:
+        out["idleFloor"] = bound(items, "idle").with_spot
+    out["spotLines"] = {
+        line.key: {"count": [line.floor_count, line.ceiling_count], "rate": _rate(line.rate)}
+        for line in items
+        if line.spot
+    }
     return out
 
 
@@ -598,6 +633,9 @@ def summary(items: tuple[Line, ...], currency: str, scheduled: bool) -> dict[str
 @dataclass(frozen=True)
 class CostEstimateArgs:
     config: StackConfig
+    eks_version: EksVersion | None
+    """The pinned Kubernetes minor's row of EKS's calendar (infra/kubernetes_support.py read it;
+    None: unreadable): whether EKS bills the extended-support surcharge now."""
 
 
 class CostEstimate(pulumi.ComponentResource):
@@ -608,10 +646,15 @@ class CostEstimate(pulumi.ComponentResource):
     provider)."""
 
     summary: dict[str, Any]
+    """Stable: spot nodes at on-demand prices (the `hourlyCost` output)."""
+    spot_summary: dict[str, Any]
+    """Volatile: at today's spot prices (the `hourlyCostAtSpotPrices` output)."""
     floor: Bound
     ceiling: Bound
     idle_floor: Bound | None
     """Outside servingHours; None without a schedule (the floor holds around the clock)."""
+    message: str
+    """What the preview shows (README "Cost at preview" is rehearsal/costdoc.py's render of it)."""
 
     def __init__(
         self, name: str, args: CostEstimateArgs, opts: pulumi.ResourceOptions | None = None
@@ -627,13 +670,15 @@ class CostEstimate(pulumi.ComponentResource):
             else None
         )
         book = PriceBook(cfg.region, cfg.partition, provider, endpoint)
-        items = tuple(lines(cfg, book))
+        items = tuple(lines(cfg, book, args.eks_version))
         scheduled = cfg.capacity.serving_hours is not None
         self.floor, self.ceiling = bounds(items)
         self.idle_floor = bound(items, "idle") if scheduled else None
         self.summary = summary(items, book.currency, scheduled)
+        self.spot_summary = at_spot_prices(items, book.currency, scheduled)
         sources = f"Price List via {endpoint or 'no endpoint'}, spot prices of {cfg.region}"
-        pulumi.log.info(report(items, book.currency, sources, scheduled), resource=self)
+        self.message = report(items, book.currency, sources, scheduled)
+        pulumi.log.info(self.message, resource=self)
         for line in items:
             if line.problem is not None:
                 pulumi.log.warn(

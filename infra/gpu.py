@@ -115,6 +115,8 @@ goes."""
 
 
 def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
+    """The exporter runs its own embedded DCGM host engine (the chart's arguments, no `-r`), next
+    to the node monitoring agent's: infra/cluster.py says why both work."""
     env = []
     if args.time_slicing_replicas > 1:
         # Shared GPUs appear to the kubelet as replicas ("<uuid>::<n>"); without this the exporter

@@ -41,8 +41,13 @@ PRIORITY: Final = -10
 inference.SERVING_PRIORITY), and not below the autoscaler's expendable cutoff, so a pending
 placeholder still makes it add a node."""
 DEFAULT_EXPENDABLE_CUTOFF: Final = -10
-"""cluster-autoscaler's `--expendable-pods-priority-cutoff` default (1.34 and 1.35); the program
-does not set the flag (tests/infra/test_headroom.py reads the rendered autoscaler's arguments)."""
+"""cluster-autoscaler's `--expendable-pods-priority-cutoff` default, as read at EXPENDABLE_READ_AT
+(config/flags/flags.go: `flag.Int("expendable-pods-priority-cutoff", -10, ...)`; core/utils/
+expendable.go `IsExpendablePod`: `priority < cutoff`); the program does not set the flag
+(tests/infra/test_headroom.py reads the rendered autoscaler's arguments, and fails when the pinned
+autoscaler moves past the release read here)."""
+EXPENDABLE_READ_AT: Final = "1.35.0"
+"""The cluster-autoscaler release whose source the cutoff and its comparison were read at."""
 GRACE_SECONDS: Final = 0
 """As the FAQ's placeholder: nothing to drain, the replica waiting for the GPU starts sooner."""
 
@@ -144,7 +149,9 @@ class GpuHeadroom(pulumi.ComponentResource):
                 annotations={"pulumi.com/skipAwait": "true"},
             ),
             spec={
-                "replicas": args.replicas,
+                # With servingHours, zero at creation: the schedule's converge Job sets the count
+                # of the current window (infra/schedule.py).
+                "replicas": 0 if args.scheduled else args.replicas,
                 "selector": {"matchLabels": dict(SELECTOR)},
                 # Replace in place: a surge placeholder would ask for one more GPU node.
                 "strategy": {
@@ -161,8 +168,9 @@ class GpuHeadroom(pulumi.ComponentResource):
                 depends_on=[self.namespace, account, self.priority_class],
                 # With servingHours the schedule owns the count (zero at night). Under server-side
                 # apply, pulumi-kubernetes drops an ignored field from its apply once another field
-                # manager owns it (provider/pkg/await/await.go handleSSAIgnoreFields, v4.32.0),
-                # so `pulumi up` neither resets it nor conflicts with the scaler.
+                # manager owns it, and otherwise re-sends the live value (provider/pkg/await/
+                # await.go handleSSAIgnoreFields, v4.32.0 and main of 2026-07), so `pulumi up`
+                # neither resets it nor conflicts with the scaler.
                 ignore_changes=["spec.replicas"] if args.scheduled else None,
             ),
         )

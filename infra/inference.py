@@ -124,6 +124,8 @@ class InferenceArgs:
     depends_on: tuple[pulumi.Resource, ...] = ()
     """The load balancer controller (its webhook injects readiness gates; it owns the NLB), the GPU
     stack, and whatever the controller needs to delete the NLB when the Service is destroyed."""
+    scheduled: bool = False
+    """servingHours is set: created at zero replicas, woken by the schedule (infra/schedule.py)."""
 
 
 def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
@@ -465,8 +467,11 @@ class Inference(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=meta(),
             spec={
-                # No `replicas`: the HPA owns the count; a value here would reset it on every
-                # update.
+                # No `replicas` after creation: the HPA (and the schedule) own the count; a value
+                # here would reset it on every update. With servingHours it is created at zero,
+                # not at the API's default of one, so an `up` outside the windows starts no GPU
+                # node; the schedule's converge Job wakes it inside them (infra/schedule.py).
+                **({"replicas": 0} if args.scheduled else {}),
                 "selector": {"matchLabels": dict(SELECTOR)},
                 "strategy": {
                     "type": "RollingUpdate",
@@ -495,6 +500,8 @@ class Inference(pulumi.ComponentResource):
                 # Pulumi waits for the rollout; a first pod may need a new spot GPU node, a
                 # multi-GB image pull and a model load (the default wait is 10 minutes).
                 custom_timeouts=pulumi.CustomTimeouts(create="30m", update="30m"),
+                # As the placeholders' count (infra/headroom.py cites the provider's handling).
+                ignore_changes=["spec.replicas"] if args.scheduled else None,
             ),
         )
         port = {

@@ -339,6 +339,51 @@ def quota_rooms(
     ]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where `wanted` GPU pods would run: on the minSize nodes, then on new nodes the quotas
+    allow, spot first (the priority expander, infra/autoscaler.py), then on-demand."""
+
+    wanted: int
+    hosted: int
+    """Pods the GPU groups' minSize nodes hold."""
+    on_spot: int
+    """Of the rest, pods new spot nodes can hold within their quotas."""
+    in_all: int
+    """Of the rest, pods new spot and on-demand nodes can hold within their quotas."""
+    unreadable: bool
+    details: str
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.wanted - self.hosted)
+
+
+def placement(
+    cfg: StackConfig,
+    needs: Sequence[QuotaNeed],
+    values: Mapping[str, float | None],
+    vcpus_of: Callable[[str], int],
+    wanted: int,
+) -> Placement:
+    rooms = quota_rooms(cfg, needs, values, vcpus_of)
+    hosted = sum(r.group.min_size * r.pods_per_node for q in rooms for r in q.rooms)
+    missing = max(0, wanted - hosted)
+    on_spot = sum(q.pods(missing) for q in rooms if q.kind.capacity_type == "SPOT")
+    on_demand = [q for q in rooms if q.kind.capacity_type == "ON_DEMAND"]
+    details = "; ".join(q.describe(missing, cfg.region) for q in rooms)
+    if not on_demand:
+        details += "; no ON_DEMAND GPU group to fall back on"
+    return Placement(
+        wanted,
+        hosted,
+        on_spot,
+        on_spot + sum(q.pods(missing) for q in on_demand),
+        any(q.value is None for q in rooms),
+        details,
+    )
+
+
 def check_replicas(
     cfg: StackConfig,
     needs: Sequence[QuotaNeed],
@@ -350,29 +395,21 @@ def check_replicas(
     the report line and a warning (the fallback is needed, or an unreadable quota left it
     unproven)."""
     wanted = cfg.inference.hpa_min_replicas
-    rooms = quota_rooms(cfg, needs, values, vcpus_of)
-    hosted = sum(r.group.min_size * r.pods_per_node for q in rooms for r in q.rooms)
-    missing = max(0, wanted - hosted)
+    room = placement(cfg, needs, values, vcpus_of, wanted)
+    hosted, missing, in_all = room.hosted, room.missing, room.in_all
     head = f"hpaMinReplicas = {wanted}: the GPU groups' minSize nodes hold {hosted} inference pods"
     if missing == 0:
         return head, None
-    spot = [q for q in rooms if q.kind.capacity_type == "SPOT"]
-    on_demand = [q for q in rooms if q.kind.capacity_type == "ON_DEMAND"]
-    on_spot = sum(q.pods(missing) for q in spot)
-    in_all = on_spot + sum(q.pods(missing) for q in on_demand)
-    details = "; ".join(q.describe(missing, cfg.region) for q in rooms)
-    if not on_demand:
-        details += "; no ON_DEMAND GPU group to fall back on"
-    line = f"{head}, new nodes must hold {missing} more; {details}"
-    if on_spot >= missing:
+    line = f"{head}, new nodes must hold {missing} more; {room.details}"
+    if room.on_spot >= missing:
         return line, None
     if in_all >= missing:
         return line, (
-            f"the spot GPU quota leaves room for {on_spot} of the {missing} inference pods "
+            f"the spot GPU quota leaves room for {room.on_spot} of the {missing} inference pods "
             f"hpaMinReplicas = {wanted} needs beyond minSize: the rest start on on-demand nodes "
             f"(the fallback, at the on-demand price) until the spot quota is raised"
         )
-    if any(q.value is None for q in rooms):
+    if room.unreadable:
         return line, (
             f"could not prove that the GPU quotas leave room for the {missing} inference pods "
             f"hpaMinReplicas = {wanted} needs beyond minSize (a quota was unreadable: grant "
@@ -384,8 +421,57 @@ def check_replicas(
         wanted,
         f"as many replicas as the GPU quotas can start, on spot or on the on-demand fallback: "
         f"{hosted} fit on the groups' minSize nodes, {missing} more need new nodes and the "
-        f"quotas leave room for {in_all}: {details}; request an increase in the Service Quotas "
-        f"console, add a group the quota allows, or lower hpaMinReplicas",
+        f"quotas leave room for {in_all}: {room.details}; request an increase in the Service "
+        f"Quotas console, add a group the quota allows, or lower hpaMinReplicas",
+    )
+
+
+def check_headroom(
+    cfg: StackConfig,
+    needs: Sequence[QuotaNeed],
+    values: Mapping[str, float | None],
+    vcpus_of: Callable[[str], int],
+) -> tuple[str, str | None] | None:
+    """Whether the quotas also hold the gpuHeadroom placeholders (infra/headroom.py) next to the
+    hpaMinReplicas pods. Never a stop: a placeholder that cannot start only keeps no GPU warm, and
+    nothing else waits for it (`pulumi up` skips awaiting them). The warning says how many stay
+    Pending (and alert as GPUHeadroomPending, infra/alerts.py) while the cost still counts them.
+    None without headroom."""
+    headroom = cfg.capacity.gpu_headroom
+    if headroom == 0:
+        return None
+    replicas = cfg.inference.hpa_min_replicas
+    room = placement(cfg, needs, values, vcpus_of, replicas + headroom)
+    missing = room.missing
+    head = (
+        f"gpuHeadroom = {headroom}: with hpaMinReplicas = {replicas}, {room.wanted} GPU pods; "
+        f"the GPU groups' minSize nodes hold {room.hosted}"
+    )
+    if missing == 0:
+        return head, None
+    line = f"{head}, new nodes must hold {missing} more; {room.details}"
+    if room.on_spot >= missing:
+        return line, None
+    if room.in_all >= missing:
+        return line, (
+            f"the spot GPU quota leaves room for {room.on_spot} of the {missing} pods that "
+            f"hpaMinReplicas = {replicas} and gpuHeadroom = {headroom} need beyond minSize: the "
+            f"rest of the warm placeholders run on on-demand nodes (the fallback, at the "
+            f"on-demand price) until the spot quota is raised"
+        )
+    if room.unreadable:
+        return line, (
+            f"could not prove that the GPU quotas leave room for the gpuHeadroom = {headroom} "
+            f"placeholders (a quota was unreadable: grant servicequotas:GetServiceQuota to see "
+            f"it checked here)"
+        )
+    pending = min(headroom, missing - room.in_all)
+    return line, (
+        f"gpuHeadroom = {headroom} does not fit the GPU quotas: beside the hpaMinReplicas = "
+        f"{replicas} pods they leave room for {room.in_all} of the {missing} pods that need new "
+        f"nodes, so {pending} placeholder(s) stay Pending (alert GPUHeadroomPending), keep no GPU "
+        f"warm, and are still counted in the cost floor; request an increase in the Service "
+        f"Quotas console or lower gpuHeadroom ({room.details})"
     )
 
 
@@ -427,9 +513,15 @@ def check(cfg: StackConfig) -> list[str]:
         pulumi.log.info(line)
         if warning is not None:
             warn(warning)
-    line, warning = check_replicas(cfg, needs, values, lookup_vcpus)
-    report.append(line)
-    pulumi.log.info(line)
-    if warning is not None:
-        warn(warning)
+    for checked in (
+        check_replicas(cfg, needs, values, lookup_vcpus),
+        check_headroom(cfg, needs, values, lookup_vcpus),
+    ):
+        if checked is None:
+            continue
+        line, warning = checked
+        report.append(line)
+        pulumi.log.info(line)
+        if warning is not None:
+            warn(warning)
     return report

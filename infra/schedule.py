@@ -1,19 +1,32 @@
 """Idle to zero on a schedule: CronJobs that scale the inference Deployment (and the warm-GPU
-placeholders) to zero outside `servingHours` and back when a window opens.
+placeholders) to zero outside `servingHours` and back when a window opens, and a one-shot Job that
+puts a newly created Deployment into the state of the current window.
 
 With no pod asking for a GPU, cluster-autoscaler removes the GPU nodes after
 `autoscalerScaleDownUnneededTime`. The HPA does nothing while its target is at zero (infra/scaler.py
-cites the controller), so the schedule and the HPA never fight; nor does `pulumi up`: the
-Deployment declares no `replicas` (infra/inference.py), so under server-side apply Pulumi's field
-manager never owns the count that the HPA and the scaler set (Kubernetes docs, "Server-Side Apply",
-"Transferring ownership": leave `replicas` out of the applied configuration when a controller
-manages it).
+cites the controller), so the schedule and the HPA never fight; nor does `pulumi up`: Pulumi sets
+neither Deployment's count after creating it (infra/inference.py, infra/headroom.py: `replicas` 0
+at creation, then `ignoreChanges`, which under server-side apply leaves the field to whoever set it
+since).
 
 Each edge of the merged windows (infra/config.py `awake_spans`) is one scale event; events at the
 same time of day share one CronJob, whose `spec.timeZone` is the configured IANA zone (stable since
 Kubernetes 1.27; the API server and the controller load the zone database, or the copy built into
 the binary when the host has none: Kubernetes docs, "CronJob", "Time zones"). Around daylight-saving
 changes the controller follows the zone's clock: a time that does not exist that day is skipped.
+A wake raises the inference Deployment to hpaMinReplicas when it has fewer (its HPA owns the count
+above) and sets the placeholders to gpuHeadroom exactly.
+
+Between the edges, the state converges once, when Pulumi makes it wrong: the edges alone would
+leave a Deployment created after the closing time (by an `up` on Friday evening) at its creation
+count until the next edge, and a gpuHeadroom changed during a window would wait for the next
+morning. So a Job named after the scaled Deployments' uids and the schedule's arguments
+(`embeddings-converge-<hash>`) runs the scaler's `converge` (wake inside the windows, sleep
+outside): once per creation or replacement of a scaled Deployment and per change of servingHours,
+hpaMinReplicas or gpuHeadroom, since only those change its name. A wake by hand (README) changes
+none of them, so it is never undone before the next closing edge. The Job is kept after it
+finishes (no ttlSecondsAfterFinished): deleted, a `pulumi refresh` would see it gone and the next
+`up` would run it again, ending a wake by hand.
 
 Least privilege: the scaler's service account may only get and patch `deployments/scale` of the
 named Deployments (resourceNames), one Role per namespace; its token is projected for ten minutes
@@ -22,6 +35,8 @@ into the only pods that use it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +69,17 @@ class ScaledDeployment:
     namespace: str
     name: str
     replicas: int
-    """What a wake scales it to from zero (hpaMinReplicas; gpuHeadroom for the placeholders)."""
+    """What a wake scales it to (hpaMinReplicas; gpuHeadroom for the placeholders)."""
+    exact: bool
+    """No HPA scales it (the placeholders): a wake sets `replicas` whatever the count, rather than
+    raising it to `replicas`."""
+    uid: pulumi.Input[str]
+    """The Deployment's `metadata.uid`: a new one (creation, replacement) runs the converge Job."""
+
+    @property
+    def spec(self) -> str:
+        """The scaler's wake argument: `ns/name=N` (exact) or `ns/name>=N` (at least)."""
+        return f"{self.namespace}/{self.name}{'=' if self.exact else '>='}{self.replicas}"
 
 
 @dataclass(frozen=True)
@@ -90,15 +115,24 @@ def scale_events(hours: ServingHours) -> list[ScaleEvent]:
     ]
 
 
-def command(action: str, targets: tuple[ScaledDeployment, ...]) -> list[str]:
-    specs = [
-        f"{t.namespace}/{t.name}={t.replicas}" if action == "wake" else f"{t.namespace}/{t.name}"
-        for t in targets
-    ]
-    return ["python", f"{SCRIPT_DIR}/{SCRIPT.name}", action, *specs]
+def command(
+    action: str, targets: tuple[ScaledDeployment, ...], hours: ServingHours | None = None
+) -> list[str]:
+    """The scaler's command line; `converge` needs the hours (the windows as the program merged
+    them, so the Job and the CronJobs agree on every edge)."""
+    if action == "sleep":
+        specs = [f"{t.namespace}/{t.name}" for t in targets]
+    else:
+        specs = [t.spec for t in targets]
+    options: list[str] = []
+    if action == "converge":
+        assert hours is not None
+        spans = ",".join(f"{opened}-{closed}" for opened, closed in awake_spans(hours.windows))
+        options = ["--timezone", hours.timezone, "--awake", spans]
+    return ["python", f"{SCRIPT_DIR}/{SCRIPT.name}", action, *options, *specs]
 
 
-def pod_spec(action: str, targets: tuple[ScaledDeployment, ...]) -> dict[str, Any]:
+def pod_spec(command_line: list[str]) -> dict[str, Any]:
     return {
         "serviceAccountName": APP_NAME,
         # The token is projected below, short-lived, into these pods only.
@@ -116,7 +150,7 @@ def pod_spec(action: str, targets: tuple[ScaledDeployment, ...]) -> dict[str, An
                 "name": "scaler",
                 "image": versions.PYTHON_IMAGE,
                 "imagePullPolicy": "IfNotPresent",
-                "command": command(action, targets),
+                "command": command_line,
                 "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
                 "resources": {
                     "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -162,6 +196,14 @@ def pod_spec(action: str, targets: tuple[ScaledDeployment, ...]) -> dict[str, An
     }
 
 
+def job_spec(command_line: list[str]) -> dict[str, Any]:
+    return {
+        "backoffLimit": 4,
+        "activeDeadlineSeconds": 600,
+        "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod_spec(command_line)},
+    }
+
+
 def cron_job_spec(
     event: ScaleEvent, hours: ServingHours, targets: tuple[ScaledDeployment, ...]
 ) -> dict[str, Any]:
@@ -172,17 +214,14 @@ def cron_job_spec(
         "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
         "successfulJobsHistoryLimit": 1,
         "failedJobsHistoryLimit": 3,
-        "jobTemplate": {
-            "spec": {
-                "backoffLimit": 4,
-                "activeDeadlineSeconds": 600,
-                "template": {
-                    "metadata": {"labels": dict(LABELS)},
-                    "spec": pod_spec(event.action, targets),
-                },
-            }
-        },
+        "jobTemplate": {"spec": job_spec(command(event.action, targets))},
     }
+
+
+def converge_job_name(uids: list[str], command_line: list[str]) -> str:
+    """`embeddings-converge-<10 hex>`: new for new Deployments (uids) or new arguments."""
+    digest = hashlib.sha256(json.dumps([uids, command_line]).encode()).hexdigest()[:10]
+    return f"{inference.APP_NAME}-converge-{digest}"
 
 
 def role_rules(names: list[str]) -> list[dict[str, Any]]:
@@ -209,6 +248,7 @@ class ScheduleArgs:
 
 class ServingSchedule(pulumi.ComponentResource):
     cron_jobs: list[k8s.batch.v1.CronJob]
+    converge_job: k8s.batch.v1.Job
 
     def __init__(
         self, name: str, args: ScheduleArgs, opts: pulumi.ResourceOptions | None = None
@@ -269,6 +309,20 @@ class ServingSchedule(pulumi.ComponentResource):
                 "egress": [{"ports": [{"port": 443, "protocol": "TCP"}]}],
             },
             opts=deps,
+        )
+        converge = command("converge", args.targets, args.hours)
+        self.converge_job = k8s.batch.v1.Job(
+            f"{name}-converge",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=pulumi.Output.all(*(t.uid for t in args.targets)).apply(
+                    lambda uids: converge_job_name([str(u) for u in uids], converge)
+                ),
+                namespace=ns,
+                labels=dict(LABELS),
+            ),
+            spec=job_spec(converge),
+            # A new name is a new Job: the old one is deleted once the new one has run.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[script, *bindings]),
         )
         self.cron_jobs = [
             k8s.batch.v1.CronJob(

@@ -24,6 +24,7 @@ import hashlib
 import json
 import runpy
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,8 @@ class Inventory:
     """Every chart resource's render, in URN order."""
     invokes: tuple[str, ...] = ()
     """The token of every invoke (data source) the program made, sorted."""
+    invoke_counts: Mapping[str, int] = field(default_factory=dict)
+    """How many times the program made each invoke."""
     config: dict[str, Any] = field(default_factory=dict)
     """The config the program ran with (full keys, values as the CLI hands them; secret ones as
     `Secret`)."""
@@ -339,6 +342,9 @@ class MockAccount:
     refuses them."""
     s3_gateway_vpcs: frozenset[str] = frozenset()
     """Existing VPCs that route S3 through a gateway endpoint."""
+    spot_factors: Mapping[str, float] = field(default_factory=dict)
+    """Spot prices of some instance types against the fixture's (they move between any two
+    previews); 1 for the others."""
 
 
 PRICE_LIST_ENDPOINTS: Final = frozenset(
@@ -365,6 +371,7 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         """Region of every explicit AWS provider, by the id its references carry."""
         self.invokes: set[str] = set()
         """Tokens of the invokes answered (rehearsal/permissions.py maps them to IAM actions)."""
+        self.invoke_counts: Counter[str] = Counter()
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         inputs = dict(args.inputs)
@@ -439,6 +446,8 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         elif type_.startswith("kubernetes:") and isinstance(inputs.get("metadata"), dict):
             meta = inputs["metadata"]
             resource_id = "/".join(p for p in (meta.get("namespace"), meta.get("name", name)) if p)
+            # The API server gives every object a uid at creation (a replacement gets a new one).
+            outputs["metadata"] = {**meta, "uid": _uuid(seed)}
             if type_ == "kubernetes:core/v1:Service" and inputs.get("spec", {}).get("type") == (
                 "LoadBalancer"
             ):
@@ -482,6 +491,7 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
     ) -> dict | tuple[dict, list[tuple[str, str]]]:
         token, a = args.token, dict(args.args)
         self.invokes.add(token)
+        self.invoke_counts[token] += 1
         if threading.current_thread() is not threading.main_thread():
             # The mock monitor has just made (or reused) this worker thread's loop
             # (pulumi.runtime.mocks MockMonitor.Invoke calls _ensure_event_loop).
@@ -566,11 +576,15 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
         return {**a, "id": addon, "version": version}
 
     def _cluster_versions(self, a: dict) -> dict[str, Any] | tuple[dict, list[tuple[str, str]]]:
+        """DescribeClusterVersions through the aws_eks_cluster_versions data source, with the
+        arguments it passes on (infra/kubernetes_support.py cites its source): `clusterType`
+        filters by type, `defaultOnly` keeps the default minor, `versionStatus` one status, and
+        without `includeAll` EKS leaves out the minors it no longer supports. The data source
+        never passes `cluster_versions_only` on, so neither is it applied here."""
         refused = self._refused("eks:DescribeClusterVersions", "clusterType")
         if refused is not None:
             return refused
-        only = set(a.get("clusterVersionsOnlies") or [])
-        status = a.get("versionStatus")
+        wanted_type, status = a.get("clusterType"), a.get("versionStatus")
         rows = [
             {
                 "clusterType": "eks",
@@ -579,7 +593,13 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
                 **row,
             }
             for row in self.account.cluster_versions
-            if (not only or row["clusterVersion"] in only)
+        ]
+        rows = [
+            row
+            for row in rows
+            if (wanted_type is None or row["clusterType"] == wanted_type)
+            and (a.get("includeAll") or row["versionStatus"] != "UNSUPPORTED")
+            and (not a.get("defaultOnly") or row.get("defaultVersion"))
             and (status is None or row["versionStatus"] == status)
         ]
         return {**a, "id": self.region, "region": self.region, "clusterVersions": rows}
@@ -616,6 +636,8 @@ class AwsLikeMocks(pulumi.runtime.Mocks):
             reason = "multiple EC2 Spot Price History results found matching criteria"
             return {}, [("instanceType", reason)]
         price = pricelist.spot_price(str(instance_type), str(zone))
+        if price is not None:
+            price = round(price * self.account.spot_factors.get(str(instance_type), 1.0), 4)
         if (
             price is None
             or descriptions[0] != pricelist.PRODUCT_DESCRIPTION
@@ -1043,6 +1065,7 @@ def _run(
         outputs=dict(sorted(outputs.items())),
         rendered=rendered,
         invokes=tuple(sorted(mocks.invokes)),
+        invoke_counts=dict(mocks.invoke_counts),
         config=config,
     )
 

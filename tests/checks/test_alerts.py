@@ -19,6 +19,7 @@ EXPECTED_ALERTS = {
     "InferenceHighThrottleRate",
     "InferenceHighLatencyP95",
     "InferenceGPUCapacityUnavailable",
+    "GPUHeadroomPending",
     "GPUXidError",
     "GPUMemoryNearlyFull",
 }

@@ -83,9 +83,12 @@ def test_an_app_version_or_bytes_other_than_the_tables_fail(tmp_path: Path) -> N
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """The files the image check reads, copied so a test can change them."""
-    for name in ("Dockerfile", "Makefile", "pyproject.toml"):
+    for name in ("Dockerfile", "Makefile", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / ".github", tmp_path / ".github")
+    for tree in (".github", "infra"):
+        shutil.copytree(ROOT / tree, tmp_path / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "checks").mkdir()
+    shutil.copy(ROOT / "checks" / "checkov-skips.txt", tmp_path / "checks")
     return tmp_path
 
 
@@ -136,6 +139,35 @@ def test_a_ci_job_on_another_python_fails(repo: Path) -> None:
     replace_in(repo / ".github" / "workflows" / "test.yml", '"3.11"', '"3.12"')
     [finding] = image_findings(repo)
     assert "/.github/workflows/test.yml job make-test: setup-python 3.12, the image runs" in finding
+
+
+@pytest.mark.parametrize(
+    "path", ["README.md", "infra/scaler.py", "checks/checkov-skips.txt", "Dockerfile"]
+)
+def test_prose_naming_another_python_image_fails(repo: Path, path: str) -> None:
+    """The base image moved to 3.11 while three places still said python:3.12."""
+    with (repo / path).open("a") as handle:
+        handle.write("\n# runs on python:3.12-slim\n")
+    [finding] = image_findings(repo)
+    assert f"{path}:" in finding
+    assert finding.endswith("names python:3.12, the image runs Python 3.11")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (
+            "TORCH_INDEX ?= https://download.pytorch.org/whl/cpu",
+            "TORCH_INDEX ?= https://pypi.org/simple",
+        ),
+        ("--extra-index-url '$(TORCH_INDEX)' '$(TORCH_SPEC)'", "'$(TORCH_SPEC)'"),
+    ],
+)
+def test_make_setup_without_the_cpu_index_fails(repo: Path, old: str, new: str) -> None:
+    """`torch==2.13.0` from PyPI alone is the CUDA build on Linux (GBs) on a fresh machine."""
+    replace_in(repo / "Makefile", old, new)
+    [finding] = image_findings(repo)
+    assert "a fresh Linux machine gets PyPI's CUDA build of torch" in finding
 
 
 def test_make_setup_installing_another_torch_fails(repo: Path) -> None:

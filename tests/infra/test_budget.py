@@ -94,3 +94,32 @@ def test_the_readme_command_prints_the_table(
     assert budget.main([]) == 0
     budgets = [budget.budget(name, inv.cluster_objects()) for name, inv in inventories.items()]
     assert capsys.readouterr().out == budget.table(budgets)
+
+
+def test_the_weak_steps_are_labelled_estimates(prod: Inventory) -> None:
+    """Node boot (a GCE figure), pull throughput (another image's) and model load (on a CPU) read
+    like this stack's own numbers before; the table now says they are estimates."""
+    b = budget.budget("prod", prod.cluster_objects())
+    estimated = {s.name for s in b.steps if s.estimate}
+    assert estimated == {
+        "spot GPU node: launch, boot, join, GPU allocatable",
+        "image pull (5.6 GB compressed)",
+        "container start, model load and warm-up",
+    }
+    rows = budget.table([b]).splitlines()
+    for name in estimated:
+        (row,) = [r for r in rows if r.startswith(f"| {name}")]
+        assert "| **estimate** (" in row, row
+    (total,) = [r for r in rows if r.startswith("| **total, without headroom")]
+    assert total.endswith("| estimates: 3 of its steps, 88% of the prod total |")
+
+
+def test_a_scheduled_stack_counts_the_headroom_the_schedule_wakes() -> None:
+    """With servingHours the placeholders are created at zero; the budget reads the count the
+    converge Job (and the morning's wake) gives them."""
+    hours = {
+        "timezone": "UTC",
+        "windows": [{"days": ["mon-fri"], "start": "08:00", "end": "18:00"}],
+    }
+    scheduled = run_stack("prod", {"servingHours": hours}).cluster_objects()
+    assert budget.budget("prod", scheduled).headroom == 1

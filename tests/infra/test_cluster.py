@@ -5,7 +5,9 @@ the Kubernetes provider and the kubeconfig."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -122,8 +124,40 @@ def test_gpu_faults_reach_node_repair_through_the_node_monitoring_agent(
     ]
     values = json.loads(agent.inputs["configurationValues"])
     assert values == {"dcgmAgent": {"tolerations": [gpu_spec.toleration()]}}
+    # The version the add-on runs at is the one whose schema is checked below.
+    assert agent.inputs["addonVersion"].startswith(f"{NODE_MONITORING_SCHEMA_VERSION}-eksbuild.")
+    jsonschema.validate(values, node_monitoring_schema())
     for group in inventory.of_type("aws:eks/nodeGroup:NodeGroup"):
         assert group.inputs["nodeRepairConfig"] == {"enabled": True}, group.name
+
+
+NODE_MONITORING_SCHEMA_VERSION = "v1.7.0"
+NODE_MONITORING_SCHEMA = (
+    ROOT
+    / "rehearsal"
+    / "fixtures"
+    / f"eks-node-monitoring-agent-{NODE_MONITORING_SCHEMA_VERSION}.schema.json"
+)
+"""aws/eks-node-monitoring-agent charts/configuration.schema.json at the v1.7.0 tag (commit
+c399089d), copied: the keys the add-on's configurationValues may hold (EKS rejects any others)."""
+
+
+def node_monitoring_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(NODE_MONITORING_SCHEMA.read_text())
+    return schema
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"dcgmAgent": {"toleration": [{"operator": "Exists"}]}},  # misspelt key
+        {"dcgmServer": {"tolerations": []}},  # no such component
+        {"dcgmAgent": {"tolerations": {"key": "nvidia.com/gpu"}}},  # not a list
+    ],
+)
+def test_the_schema_refuses_what_eks_would(values: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(values, node_monitoring_schema())
 
 
 def test_vpc_cni_enforces_network_policies(inventory: Inventory) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -21,29 +23,40 @@ from rehearsal.mockengine import (
     run_stack,
 )
 
-Expected = dict[str, tuple[tuple[int, int, int], tuple[float, float], tuple[float, float]]]
-"""Line key -> ((floor count, ceiling count, count outside servingHours), (rate low, high),
-(on-demand rate low, high))."""
+Expected = dict[str, tuple[tuple[int, int, int, int], tuple[float, float], tuple[float, float]]]
+"""Line key -> ((floor count at spot placement, floor count at on-demand placement, ceiling count,
+count outside servingHours), (rate low, high), (on-demand rate low, high))."""
 
 
 def _spread(values: list[float]) -> tuple[float, float]:
     return (min(values), max(values))
 
 
-def _spot_rate(group: config.NodeGroupConfig, zones: tuple[str, ...]) -> tuple[float, float]:
+def _spot_rate(
+    group: config.NodeGroupConfig,
+    zones: tuple[str, ...],
+    factors: Mapping[str, float] = MappingProxyType({}),
+) -> tuple[float, float]:
     return _spread(
         [
-            round(pricelist.SPOT[t] * pricelist.ZONE_FACTOR[z[-1]], 4)
+            round(round(pricelist.SPOT[t] * pricelist.ZONE_FACTOR[z[-1]], 4) * factors.get(t, 1), 4)
             for t in group.instance_types
             for z in zones
         ]
     )
 
 
-def warm_nodes(cfg: StackConfig) -> dict[str, int]:
+def _on_demand_rate(group: config.NodeGroupConfig) -> tuple[float, float]:
+    return _spread([pricelist.ON_DEMAND[t] for t in group.instance_types])
+
+
+def warm_nodes(
+    cfg: StackConfig, on_demand: bool, factors: Mapping[str, float] = MappingProxyType({})
+) -> dict[str, int]:
     """GPU nodes above minSize kept up by the hpaMinReplicas pods and the gpuHeadroom
     placeholders, for the configs tested here: the minSize nodes hold what they can, the spot group
-    whose node is cheapest per pod at the fixture's spot prices has room for the rest."""
+    whose node is cheapest per pod (at the fixture's spot prices times `factors`, or at on-demand
+    prices for the bound with spot billed on-demand) has room for the rest."""
     gpu = cfg.node_groups.gpu
     holds = {g.name: pods_per_node(cfg, g) for g in gpu}
     missing = cfg.inference.hpa_min_replicas + cfg.capacity.gpu_headroom
@@ -51,32 +64,42 @@ def warm_nodes(cfg: StackConfig) -> dict[str, int]:
     if missing <= 0:
         return {}
     zones = cfg.network.availability_zones
-    cheapest = min(
-        (g for g in gpu if g.is_spot), key=lambda g: _spot_rate(g, zones)[0] / holds[g.name]
-    )
+
+    def per_pod(g: config.NodeGroupConfig) -> float:
+        rate = _on_demand_rate(g) if on_demand else _spot_rate(g, zones, factors)
+        return rate[0] / holds[g.name]
+
+    cheapest = min((g for g in gpu if g.is_spot), key=per_pod)
     nodes = -(-missing // holds[cheapest.name])
     assert nodes <= cheapest.max_size - cheapest.min_size, "a config this helper does not cover"
     return {f"gpuNodeGroups[{cheapest.name}]": nodes}
 
 
-def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expected:
+def expected(
+    cfg: StackConfig,
+    minor_in_extended_support: bool = False,
+    spot_factors: Mapping[str, float] = MappingProxyType({}),
+) -> Expected:
     """What the stack is billed for by the hour, written out from the fixture's tables (whose EKS
     calendar has the pinned minor in standard support: tests/infra/test_kubernetes_support.py)."""
     zones = cfg.network.availability_zones
     lines: Expected = {}
     groups = [(f"systemNodeGroup[{cfg.node_groups.system.name}]", cfg.node_groups.system)]
     groups += [(f"gpuNodeGroups[{g.name}]", g) for g in cfg.node_groups.gpu]
-    warm = warm_nodes(cfg)
+    warm = warm_nodes(cfg, on_demand=False, factors=spot_factors)
+    warm_od = warm_nodes(cfg, on_demand=True)
     scheduled = cfg.capacity.serving_hours is not None
     for key, group in groups:
-        on_demand = _spread([pricelist.ON_DEMAND[t] for t in group.instance_types])
-        rate = _spot_rate(group, zones) if group.capacity_type == "SPOT" else on_demand
+        on_demand = _on_demand_rate(group)
+        is_spot = group.capacity_type == "SPOT"
+        rate = _spot_rate(group, zones, spot_factors) if is_spot else on_demand
         floor = group.min_size + warm.get(key, 0)
+        floor_od = group.min_size + warm_od.get(key, 0)
         idle = group.min_size if scheduled else floor
-        lines[key] = ((floor, group.max_size, idle), rate, on_demand)
+        lines[key] = ((floor, floor_od, group.max_size, idle), rate, on_demand)
 
     def fixed(key: str, count: int, price: float) -> None:
-        lines[key] = ((count, count, count), (price, price), (price, price))
+        lines[key] = ((count, count, count, count), (price, price), (price, price))
 
     fixed("controlPlane", 1, pricelist.EKS_CLUSTER)
     if cfg.cluster.support_type == "EXTENDED":
@@ -84,7 +107,7 @@ def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expec
         # standard support).
         extended = pricelist.EKS_CLUSTER + pricelist.EKS_EXTENDED_SUPPORT
         low = extended if minor_in_extended_support else pricelist.EKS_CLUSTER
-        lines["controlPlane"] = ((1, 1, 1), (low, extended), (low, extended))
+        lines["controlPlane"] = ((1, 1, 1, 1), (low, extended), (low, extended))
     nats = 0 if cfg.network.existing else (len(zones) if cfg.network.nat_per_az else 1)
     if nats:
         fixed("natGateways", nats, pricelist.NAT_GATEWAY)
@@ -96,10 +119,12 @@ def expected(cfg: StackConfig, minor_in_extended_support: bool = False) -> Expec
 
 
 def totals(lines: Expected) -> dict[str, dict[str, float]]:
-    """floor, ceiling and idleFloor (the floor outside servingHours), each with both bounds."""
+    """floor, ceiling and idleFloor (the floor outside servingHours), at spot prices
+    (`withSpot`) and with spot billed on-demand (`allOnDemand`)."""
 
-    def total(count: int, on_demand: bool) -> float:
-        high = count == 1  # the ceiling takes the dearest rate, the floors the cheapest
+    def total(bound: str, on_demand: bool) -> float:
+        count = {"floor": 1 if on_demand else 0, "ceiling": 2, "idleFloor": 3}[bound]
+        high = bound == "ceiling"  # the ceiling takes the dearest rate, the floors the cheapest
         return round(
             sum(
                 counts[count] * (od if on_demand else rate)[high]
@@ -109,8 +134,8 @@ def totals(lines: Expected) -> dict[str, dict[str, float]]:
         )
 
     return {
-        bound: {"withSpot": total(count, False), "allOnDemand": total(count, True)}
-        for count, bound in enumerate(("floor", "ceiling", "idleFloor"))
+        bound: {"withSpot": total(bound, False), "allOnDemand": total(bound, True)}
+        for bound in ("floor", "ceiling", "idleFloor")
     }
 
 
@@ -120,15 +145,30 @@ def flat(lines: Expected) -> dict[str, tuple[float, ...]]:
 
 
 def reported(inventory: Inventory) -> Expected:
-    """The lines of the hourlyCost output; without servingHours the floor holds outside it."""
+    """The lines of the hourlyCost output (stable) with the spot lines of hourlyCostAtSpotPrices;
+    without servingHours the floor holds outside it."""
     lines = inventory.outputs["hourlyCost"]["lines"]
-    return {
-        key: (
-            (*line["count"], line.get("idleCount", line["count"][0])),
-            tuple(line["rate"]),
+    spot = inventory.outputs["hourlyCostAtSpotPrices"]["spotLines"]
+    out: Expected = {}
+    for key, line in lines.items():
+        floor_od, ceiling = line["count"]
+        at_spot = spot.get(key, {"count": line["count"], "rate": line["onDemandRate"]})
+        floor = at_spot["count"][0]
+        out[key] = (
+            (floor, floor_od, ceiling, line.get("idleCount", floor)),
+            tuple(at_spot["rate"]),
             tuple(line["onDemandRate"]),
         )
-        for key, line in lines.items()
+    return out
+
+
+def bounds_of(inventory: Inventory) -> dict[str, dict[str, float]]:
+    """Each bound of the two cost outputs, as totals() gives them."""
+    stable, spot = inventory.outputs["hourlyCost"], inventory.outputs["hourlyCostAtSpotPrices"]
+    return {
+        bound: {"withSpot": spot[bound], "allOnDemand": stable[bound]}
+        for bound in ("floor", "ceiling", "idleFloor")
+        if bound in stable
     }
 
 
@@ -143,9 +183,9 @@ def test_every_billed_component_is_counted_at_the_fixture_prices(
         assert flat(got)[key] == pytest.approx(line), key
     outputs = inventory.outputs
     bounds = ("floor", "ceiling", "idleFloor") if outputs["servingHours"] else ("floor", "ceiling")
-    assert {k: outputs["hourlyCost"].get(k) for k in bounds} == {k: totals(want)[k] for k in bounds}
-    assert outputs["hourlyCostFloor"] == totals(want)["floor"]["withSpot"]
-    assert outputs["hourlyCostCeiling"] == totals(want)["ceiling"]["withSpot"]
+    assert bounds_of(inventory) == {k: totals(want)[k] for k in bounds}
+    assert outputs["hourlyCostFloor"] == totals(want)["floor"]["allOnDemand"]
+    assert outputs["hourlyCostCeiling"] == totals(want)["ceiling"]["allOnDemand"]
     assert outputs["hourlyCost"]["currency"] == "USD"
     assert "unpriced" not in outputs["hourlyCost"]
 
@@ -157,13 +197,16 @@ def test_dev_pays_for_its_replica_in_serving_hours_and_the_platform_outside(
     # and its address, the internal NLB.
     platform = 0.0752 + 0.10 + 0.045 + 0.005 + 0.0225
     gpu = dev.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot]"]
+    spot = dev.outputs["hourlyCostAtSpotPrices"]
     # In serving hours the one replica (hpaMinReplicas) keeps a spot GPU node up; outside them
     # servingHours scales it to zero and the group goes back to minSize 0.
     assert (gpu["count"], gpu["idleCount"]) == ([1, 2], 0)
-    assert dev.outputs["hourlyCostFloor"] == pytest.approx(platform + gpu["rate"][0])
+    assert dev.outputs["hourlyCostFloor"] == pytest.approx(platform + gpu["onDemandRate"][0])
+    assert spot["floor"] == pytest.approx(
+        platform + spot["spotLines"]["gpuNodeGroups[gpu-spot]"]["rate"][0]
+    )
     assert dev.outputs["hourlyCostIdleFloor"] == pytest.approx(platform)
-    idle = dev.outputs["hourlyCost"]["idleFloor"]
-    assert idle["withSpot"] == idle["allOnDemand"]  # nothing on spot outside the hours
+    assert spot["idleFloor"] == dev.outputs["hourlyCostIdleFloor"]  # nothing on spot outside
     # Spot is billed at most the on-demand price: the bound with spot billed on-demand.
     assert gpu["onDemandRate"] == [
         pricelist.ON_DEMAND["g4dn.xlarge"],
@@ -187,9 +230,14 @@ def test_prod_keeps_its_on_demand_gpu_and_three_nat_gateways_in_the_floor(prod: 
 
 def test_each_headroom_gpu_keeps_one_more_spot_node_in_the_floor(prod: Inventory) -> None:
     more = run_stack("prod", {"gpuHeadroom": 2})
-    node = prod.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot-xl]"]["rate"][0]
+    key = "gpuNodeGroups[gpu-spot-xl]"
+    node = prod.outputs["hourlyCost"]["lines"][key]["onDemandRate"][0]
     assert more.outputs["hourlyCostFloor"] == pytest.approx(prod.outputs["hourlyCostFloor"] + node)
-    assert more.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot-xl]"]["count"] == [3, 8]
+    assert more.outputs["hourlyCost"]["lines"][key]["count"] == [3, 8]
+    spot_node = prod.outputs["hourlyCostAtSpotPrices"]["spotLines"][key]["rate"][0]
+    assert more.outputs["hourlyCostAtSpotPrices"]["floor"] == pytest.approx(
+        prod.outputs["hourlyCostAtSpotPrices"]["floor"] + spot_node
+    )
 
 
 def test_outside_serving_hours_only_the_minimum_sizes_run() -> None:
@@ -209,8 +257,8 @@ def test_outside_serving_hours_only_the_minimum_sizes_run() -> None:
     assert lines["gpuNodeGroups[gpu-ondemand]"]["idleCount"] == 1
     assert lines["gpuNodeGroups[gpu-spot-xl]"]["idleCount"] == 0
     idle = totals(want)["idleFloor"]
-    assert inventory.outputs["hourlyCost"]["idleFloor"] == idle
-    assert inventory.outputs["hourlyCostIdleFloor"] == idle["withSpot"]
+    assert bounds_of(inventory)["idleFloor"] == idle
+    assert inventory.outputs["hourlyCostIdleFloor"] == idle["allOnDemand"]
 
 
 def test_a_bigger_group_shows_as_a_higher_ceiling_in_the_preview() -> None:
@@ -228,9 +276,9 @@ def test_a_bigger_group_shows_as_a_higher_ceiling_in_the_preview() -> None:
     }
     bigger = run_stack("dev", {"gpuNodeGroups": [raised], "hpaMaxReplicas": group.max_size + 1})
     before = expected(cfg)["gpuNodeGroups[gpu-spot]"]
-    dearest_spot = before[1][1]
+    dearest_on_demand = before[2][1]
     assert bigger.outputs["hourlyCostCeiling"] == pytest.approx(
-        totals(expected(cfg))["ceiling"]["withSpot"] + dearest_spot
+        totals(expected(cfg))["ceiling"]["allOnDemand"] + dearest_on_demand
     )
 
 
@@ -264,7 +312,11 @@ def test_the_preview_message_gives_floor_and_ceiling(caplog: pytest.LogCaptureFi
     assert len(messages) == 1, [r.getMessage()[:80] for r in caplog.records]
     message = messages[0]
     floor, ceiling = inventory.outputs["hourlyCostFloor"], inventory.outputs["hourlyCostCeiling"]
-    assert f"floor {floor:.4f}, ceiling {ceiling:.4f} at today's spot prices" in message
+    assert f"floor {floor:.4f}, ceiling {ceiling:.4f} with spot nodes billed on-demand" in message
+    spot = inventory.outputs["hourlyCostAtSpotPrices"]
+    assert f"at today's spot prices floor {spot['floor']:.4f}, ceiling {spot['ceiling']:.4f}" in (
+        message
+    )
     for key in inventory.outputs["hourlyCost"]["lines"]:
         assert f"\n  {key}: " in message, key
     assert "not counted: data transfer" in message
@@ -320,7 +372,8 @@ def test_an_unreadable_price_empties_the_totals_but_never_stops_the_preview(
     inventory = run_stack("dev", account=MockAccount(denied=frozenset({denied})))
     summary: dict[str, Any] = inventory.outputs["hourlyCost"]
     assert inventory.outputs["hourlyCostFloor"] is None
-    assert summary["floor"] == {"withSpot": None, "allOnDemand": None}
+    assert summary["floor"] is None
+    assert inventory.outputs["hourlyCostAtSpotPrices"]["floor"] is None
     missing = set(summary["unpriced"])
     assert missing == (unpriced or set(summary["lines"]))
     assert all(denied in reason for reason in summary["unpriced"].values())
@@ -384,3 +437,34 @@ def test_no_launch_template_caps_spot_below_the_on_demand_bound(inventory: Inven
     assert templates
     for template in templates:
         assert "instanceMarketOptions" not in template.inputs, template.name
+
+
+# --- Stable outputs: what a pull request's preview diffs ----------------------------------------
+
+XL_UP = {"g6.xlarge": 1.3, "g5.xlarge": 1.3}
+"""Spot prices of the xlarge types up 30% since the fixture: a new day, the same stack."""
+
+
+def test_spot_prices_moving_change_only_the_volatile_output(prod: Inventory) -> None:
+    """Before, every cost output followed spot prices, so each preview of an unchanged stack showed
+    output changes and hid the ones a change makes. Now only hourlyCostAtSpotPrices moves, and the
+    warm nodes' placement in the stable bound follows on-demand prices (at these spot prices the
+    2xlarge group is the cheapest per pod, which moves the spot floor's node there)."""
+    later = run_stack("prod", account=MockAccount(spot_factors=XL_UP))
+    volatile = {"hourlyCostAtSpotPrices"}
+    for key in set(prod.outputs) - volatile:
+        assert later.outputs[key] == prod.outputs[key], key
+    assert later.outputs["hourlyCostAtSpotPrices"] != prod.outputs["hourlyCostAtSpotPrices"]
+    want = expected(load_stack_config("prod"), spot_factors=XL_UP)
+    for key, line in flat(want).items():
+        assert flat(reported(later))[key] == pytest.approx(line), key
+    spot_lines = later.outputs["hourlyCostAtSpotPrices"]["spotLines"]
+    assert spot_lines["gpuNodeGroups[gpu-spot-2xl]"]["count"] == [2, 8]
+    assert later.outputs["hourlyCost"]["lines"]["gpuNodeGroups[gpu-spot-xl]"]["count"] == [2, 8]
+
+
+def test_the_stable_outputs_hold_no_spot_price(inventory: Inventory) -> None:
+    stable = json.dumps(inventory.outputs["hourlyCost"])
+    for line in inventory.outputs["hourlyCostAtSpotPrices"]["spotLines"].values():
+        for price in line["rate"]:
+            assert str(price) not in stable

@@ -97,6 +97,21 @@ def test_dcgm_exporter_attributes_gpus_to_pods_and_is_scraped_by_our_job(plain: 
     assert scrape.DCGM_METRICS_PORT_NAME in ports
 
 
+def test_the_exporters_dcgm_is_its_own_and_binds_nothing_on_the_node(plain: Inventory) -> None:
+    """The node monitoring agent's nv-hostengine holds hostPort 5555 on every GPU node
+    (infra/cluster.py): the exporter's embedded engine must stay in its pod's network namespace,
+    and connects to no other engine."""
+    [daemonset] = [
+        o for o in plain.render_of("dcgm-exporter").rendered.objects if o["kind"] == "DaemonSet"
+    ]
+    pod = daemonset["spec"]["template"]["spec"]
+    assert not pod.get("hostNetwork")
+    for container in pod["containers"]:
+        assert not [p for p in container.get("ports", []) if "hostPort" in p], container["name"]
+        arguments = [*container.get("command", []), *container.get("args", [])]
+        assert not {"-r", "--remote-hostengine-info"} & set(arguments), arguments
+
+
 def test_no_time_slicing_config_with_one_replica(plain: Inventory) -> None:
     assert "config" not in values(plain, "device-plugin")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra import gpu_spec, headroom, inference
+from infra import gpu_spec, headroom, inference, versions
 from infra.config import ConfigError
 from rehearsal.budget import find, flags, only_container, pod_template
 from rehearsal.mockengine import Inventory, Resource, load_stack_config, run_stack
@@ -44,6 +44,17 @@ def expendable_cutoff(objects: Objects) -> int:
     container = only_container(find(objects, "Deployment", "cluster-autoscaler"))
     return int(
         flags(container).get("expendable-pods-priority-cutoff", headroom.DEFAULT_EXPENDABLE_CUTOFF)
+    )
+
+
+def test_the_cutoff_was_read_at_the_pinned_autoscaler() -> None:
+    """The -10 default and its strict `<` are cluster-autoscaler source, not this program's: a pin
+    that moves past the release they were read at must be re-read before the placeholders' priority
+    can be trusted to trigger scale-ups."""
+    assert versions.CLUSTER_AUTOSCALER.app_version == headroom.EXPENDABLE_READ_AT, (
+        f"cluster-autoscaler is pinned at {versions.CLUSTER_AUTOSCALER.app_version}; "
+        f"infra/headroom.py read the expendable cutoff at {headroom.EXPENDABLE_READ_AT}: re-read "
+        "config/flags/flags.go and core/utils/expendable.go at the new tag"
     )
 
 
@@ -142,7 +153,9 @@ def test_placeholder_count_follows_the_schedule_when_there_is_one(prod: Inventor
     }
     scheduled = placeholder_resource(run_stack("prod", {"servingHours": hours}))
     assert scheduled.ignore_changes == ("spec.replicas",)
-    assert scheduled.inputs["spec"]["replicas"] == 1  # the count at creation
+    # Zero at creation: the schedule's converge Job sets the current window's count
+    # (tests/infra/test_schedule.py).
+    assert scheduled.inputs["spec"]["replicas"] == 0
 
 
 def placeholder_resource(inventory: Inventory) -> Resource:

@@ -3,6 +3,7 @@ past the support it asks for (infra/kubernetes_support.py), before anything is r
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -85,7 +86,7 @@ def test_without_eks_describe_cluster_versions_the_preview_warns_and_goes_on() -
     cfg = load_stack_config("dev")
     lines: list[str] = []
     run_function(
-        lambda: lines.extend(kubernetes_support.check(cfg)),
+        lambda: lines.extend(kubernetes_support.check(cfg).lines),
         account=MockAccount(denied=frozenset({"eks:DescribeClusterVersions"})),
     )
     [line] = lines
@@ -125,3 +126,93 @@ def test_the_mock_account_answers_add_on_versions_per_minor_and_refuses_others()
     assert ask("1.34")["version"].startswith("v1.34.")
     _, [(_, reason)] = ask("1.99")
     assert reason == "ResourceNotFoundException: no kube-proxy version for Kubernetes 1.99"
+
+
+# --- One read, with the arguments the data source passes on ---------------------------------------
+
+VERSIONS = "aws:eks/getClusterVersions:getClusterVersions"
+
+
+def test_the_calendar_is_read_once_and_the_cost_gets_the_pinned_row() -> None:
+    """Before, the cost asked again with `cluster_versions_only`, which the data source never
+    passes on: it took the first row of the whole calendar (1.36, in standard support) as the
+    pinned minor's, and left the extended-support surcharge out of the floor. The cost test of
+    extended support (tests/infra/test_cost.py) checks the surcharge; here, the single read."""
+    inventory = run_stack(
+        "dev", {"kubernetesSupportType": "EXTENDED"}, account=account(kubernetes_support.EXTENDED)
+    )
+    assert inventory.invoke_counts[VERSIONS] == 1
+    line = inventory.outputs["hourlyCost"]["lines"]["controlPlane"]
+    assert line["onDemandRate"][0] == line["onDemandRate"][1]  # billed in the floor too
+
+
+def ask_versions(**args: Any) -> list[str]:
+    mocks = AwsLikeMocks("us-west-2")
+    answer = mocks.call(MockCallArgs(VERSIONS, args, ""))
+    return [row["clusterVersion"] for row in answer["clusterVersions"]]
+
+
+def test_the_mock_calendar_answers_as_the_data_source_does() -> None:
+    every = [row["clusterVersion"] for row in eks_fixture()["clusterVersions"]]
+    supported = [
+        row["clusterVersion"]
+        for row in eks_fixture()["clusterVersions"]
+        if row["versionStatus"] != "UNSUPPORTED"
+    ]
+    assert ask_versions(clusterType="eks", includeAll=True) == every
+    assert ask_versions(clusterType="eks") == supported  # EKS leaves out what it dropped
+    assert ask_versions(defaultOnly=True) == [MINOR]
+    assert ask_versions(versionStatus="STANDARD_SUPPORT") == ["1.36", MINOR]
+    assert ask_versions(clusterType="eks-local-outposts", includeAll=True) == []
+    # Never passed on by the data source: every supported minor comes back.
+    assert ask_versions(clusterVersionsOnlies=["1.34"]) == supported
+
+
+# --- Warned ahead of the end of support ----------------------------------------------------------
+
+
+def calendar(status: str = kubernetes_support.STANDARD) -> list[kubernetes_support.EksVersion]:
+    return [
+        kubernetes_support.EksVersion(
+            "1.36", kubernetes_support.STANDARD, "2027-08-18", "2028-08-18"
+        ),
+        kubernetes_support.EksVersion(MINOR, status, "2027-03-27", "2028-03-27"),
+    ]
+
+
+def test_fewer_than_90_days_of_standard_support_warn_naming_the_date_and_the_move() -> None:
+    warning = kubernetes_support.ending_soon(calendar(), "STANDARD", MINOR, date(2027, 1, 1))
+    assert warning is not None
+    assert warning.startswith(
+        f"Kubernetes {MINOR} (pinned in infra/versions.py) leaves EKS standard support on "
+        "2027-03-27, in 85 days: then EKS upgrades the cluster under the stack"
+    )
+    assert "move infra/versions.py KUBERNETES_VERSION and the cluster-autoscaler chart" in warning
+    assert "newer minors in EKS standard support: 1.36;" in warning
+    assert "kubernetesSupportType: EXTENDED" in warning
+    assert kubernetes_support.ending_soon(calendar(), "STANDARD", MINOR, date(2026, 12, 27)) is None
+
+
+def test_the_warning_says_what_each_support_type_faces() -> None:
+    billed = kubernetes_support.ending_soon(calendar(), "EXTENDED", MINOR, date(2027, 3, 1))
+    assert billed is not None
+    assert "billed at the extended-support rate" in billed
+    extended = calendar(kubernetes_support.EXTENDED)
+    late = kubernetes_support.ending_soon(extended, "EXTENDED", MINOR, date(2028, 1, 1))
+    assert late is not None
+    assert "leaves EKS extended support on 2028-03-27, in 86 days" in late
+    assert kubernetes_support.ending_soon(extended, "EXTENDED", MINOR, date(2027, 6, 1)) is None
+
+
+def test_the_preview_warns_with_the_accounts_calendar() -> None:
+    cfg = load_stack_config("dev")
+    found: list[kubernetes_support.Support] = []
+    run_function(lambda: found.append(kubernetes_support.check(cfg, today=date(2027, 2, 1))))
+    (support,) = found
+    assert support.pinned is not None
+    assert support.pinned.version == MINOR
+    assert len(support.lines) == 2
+    assert "in 54 days" in support.lines[1]
+    found.clear()
+    run_function(lambda: found.append(kubernetes_support.check(cfg, today=date(2026, 12, 7))))
+    assert len(found[0].lines) == 1

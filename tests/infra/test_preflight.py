@@ -175,6 +175,38 @@ def test_spot_room_needs_no_on_demand_room() -> None:
     assert not any("on-demand nodes" in line for line in lines)
 
 
+def test_headroom_the_quota_cannot_hold_is_a_warning_not_a_stop() -> None:
+    """prod: 2 replicas and 1 placeholder, 1 pod per 4-vCPU node; the on-demand minSize node holds
+    one replica. A spot quota of one node starts the other replica, and leaves the placeholder
+    Pending: before, nothing said so (the check counted hpaMinReplicas only)."""
+    lines = report("prod", quotas(**{SPOT: 4.0, ON_DEMAND: 4.0}))
+    (line,) = [line for line in lines if line.startswith("gpuHeadroom = 1: ")]
+    assert "3 GPU pods; the GPU groups' minSize nodes hold 1, new nodes must hold 2 more" in line
+    (warning,) = [line for line in lines if "does not fit the GPU quotas" in line]
+    assert warning.startswith("gpuHeadroom = 1 does not fit the GPU quotas")
+    assert "room for 1 of the 2 pods that need new nodes, so 1 placeholder(s) stay Pending" in (
+        warning
+    )
+    assert "GPUHeadroomPending" in warning
+    assert "L-3819A6DF (All G and VT Spot Instance Requests) = 4 vCPUs in us-east-1" in warning
+
+
+def test_headroom_on_the_on_demand_fallback_is_named() -> None:
+    lines = report("prod", quotas(**{SPOT: 4.0, ON_DEMAND: 8.0}))
+    assert any(
+        line.startswith("the spot GPU quota leaves room for 1 of the 2 pods")
+        and "warm placeholders run on on-demand nodes" in line
+        for line in lines
+    ), lines
+
+
+def test_headroom_that_fits_is_reported_without_a_warning() -> None:
+    lines = report("prod", quotas(**{SPOT: 16.0}))
+    assert any(line.startswith("gpuHeadroom = 1: with hpaMinReplicas = 2") for line in lines)
+    assert not any("placeholder" in line for line in lines)
+    assert not any(line.startswith("gpuHeadroom") for line in report("dev", quotas()))
+
+
 TIME_SLICED = {"timeSlicingReplicas": 2, "hpaMinReplicas": 2, "hpaMaxReplicas": 4}
 
 

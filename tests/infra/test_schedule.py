@@ -11,16 +11,19 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from infra import headroom, inference, scaler, schedule, versions
 from infra.config import ConfigError, ServingHours, ServingWindow
+from infra.config import awake_spans as config_awake_spans
 from rehearsal.budget import find
-from rehearsal.mockengine import Inventory, load_stack_config, run_stack
+from rehearsal.mockengine import Inventory, Resource, load_stack_config, run_stack
 
 Objects = Sequence[Mapping[str, Any]]
 SCALER = f"system:serviceaccount:inference:{schedule.APP_NAME}"
@@ -65,20 +68,38 @@ def test_wake_restores_the_hpa_minimum_and_sleep_zero(dev: Inventory) -> None:
     hpa_min = find(objects, "HorizontalPodAutoscaler", inference.APP_NAME)["spec"]["minReplicas"]
     (wake,) = job_pod(jobs["embeddings-wake-0700"])["containers"]
     (sleep,) = job_pod(jobs["embeddings-sleep-1900"])["containers"]
-    assert wake["command"][2:] == ["wake", f"inference/{inference.APP_NAME}={hpa_min}"]
+    # At least the minimum: a Deployment its HPA (or a person) scaled up keeps its count.
+    assert wake["command"][2:] == ["wake", f"inference/{inference.APP_NAME}>={hpa_min}"]
     assert sleep["command"][2:] == ["sleep", f"inference/{inference.APP_NAME}"]
 
 
-def test_pulumi_never_sets_the_replica_count(inventory: Inventory) -> None:
-    """The HPA and the schedule own `replicas`; a value in the applied config would reset it."""
-    (deployment,) = [
+def deployment_resource(inventory: Inventory, name: str) -> Resource:
+    (found,) = [
         r
         for r in inventory.k8s_resources()
-        if r.type == "kubernetes:apps/v1:Deployment"
-        and r.inputs["metadata"]["name"] == inference.APP_NAME
+        if r.type == "kubernetes:apps/v1:Deployment" and r.inputs["metadata"]["name"] == name
     ]
+    return found
+
+
+def test_pulumi_never_sets_the_replica_count(prod: Inventory) -> None:
+    """Without a schedule the HPA owns `replicas`; a value in the applied config would reset it."""
+    deployment = deployment_resource(prod, inference.APP_NAME)
     assert "replicas" not in deployment.inputs["spec"]
     assert "spec.replicas" not in deployment.ignore_changes
+
+
+def test_with_a_schedule_nothing_starts_a_gpu_node_at_creation(
+    scheduled_prod_stack: Inventory,
+) -> None:
+    """Created with no `replicas`, a Deployment gets the API's default of one, and the
+    placeholders got gpuHeadroom: an `up` after the closing time kept a GPU node until the next
+    edge. Now both start at zero, Pulumi ignores the count after creation, and the converge Job
+    sets the current window's."""
+    for name in (inference.APP_NAME, headroom.APP_NAME):
+        deployment = deployment_resource(scheduled_prod_stack, name)
+        assert deployment.inputs["spec"]["replicas"] == 0, name
+        assert "spec.replicas" in deployment.ignore_changes, name
 
 
 def test_scaler_pods_are_pinned_locked_down_and_off_the_gpu_nodes(dev: Inventory) -> None:
@@ -284,10 +305,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("patch")
 
 
-@pytest.fixture
-def scheduled_prod() -> Objects:
+@pytest.fixture(scope="module")
+def scheduled_prod_stack() -> Inventory:
     """prod with servingHours: the inference Deployment and the placeholders are both scaled."""
-    return run_stack("prod", {"servingHours": HOURS}).cluster_objects()
+    return run_stack("prod", {"servingHours": HOURS})
+
+
+@pytest.fixture
+def scheduled_prod(scheduled_prod_stack: Inventory) -> Objects:
+    return scheduled_prod_stack.cluster_objects()
 
 
 @pytest.fixture
@@ -366,3 +392,136 @@ def test_in_cluster_address_and_bad_arguments() -> None:
     assert scaler.main(["wake", "inference/embeddings"]) == 2
     assert scaler.main(["nap", "inference/embeddings"]) == 2
     assert scaler.main(["sleep"]) == 2
+
+
+# --- Converging on the current window -------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+FRIDAY_EVENING = datetime(2026, 12, 11, 19, 1, tzinfo=BERLIN)
+"""After Friday's closing (18:00) and before Monday's opening: the `up` of the finding."""
+MONDAY_MORNING = datetime(2026, 12, 14, 9, 30, tzinfo=BERLIN)
+SERVER = ("inference", inference.APP_NAME)
+SPARE = (headroom.NAMESPACE, headroom.APP_NAME)
+
+
+def converge_job(objects: Objects) -> Mapping[str, Any]:
+    (job,) = [o for o in objects if o["kind"] == "Job"]
+    return job
+
+
+def run_converge(objects: Objects, api: scaler.KubeApi, now: datetime) -> int:
+    (container,) = converge_job(objects)["spec"]["template"]["spec"]["containers"]
+    action, *args = container["command"][2:]
+    assert action == "converge"
+    awake, specs = scaler.parse_awake(args)
+    return scaler.converge(api, awake, scaler.parse_targets(action, specs), now)
+
+
+def test_an_up_after_closing_time_leaves_no_gpu_asked_for(
+    scheduled_prod: Objects, api_factory: Any
+) -> None:
+    """Whatever the Deployments hold when they are created (one replica from an older program, or
+    a count set by someone), the converge Job of their creation puts them to sleep outside the
+    windows: no pod asks for a GPU, so the autoscaler removes the node."""
+    replicas = {SERVER: 1, SPARE: 1}
+    _, api = api_factory(scheduled_prod, replicas)
+    assert run_converge(scheduled_prod, api, FRIDAY_EVENING) == 0
+    assert replicas == {SERVER: 0, SPARE: 0}
+
+
+def test_an_up_inside_a_window_wakes_what_it_created(
+    scheduled_prod: Objects, api_factory: Any
+) -> None:
+    replicas = {SERVER: 0, SPARE: 0}
+    _, api = api_factory(scheduled_prod, replicas)
+    assert run_converge(scheduled_prod, api, MONDAY_MORNING) == 0
+    assert replicas == {SERVER: 2, SPARE: 1}  # prod: hpaMinReplicas 2, gpuHeadroom 1
+
+
+def test_a_changed_headroom_holds_from_the_up_not_the_next_morning(api_factory: Any) -> None:
+    """Finding 11: placeholders running at the old gpuHeadroom were left alone by every wake until
+    a night had put them to zero. A new gpuHeadroom renames the converge Job (so `up` runs it),
+    and a wake sets the placeholders to the target whatever they run at."""
+    before = run_stack("prod", {"servingHours": HOURS}).cluster_objects()
+    after = run_stack("prod", {"servingHours": HOURS, "gpuHeadroom": 2}).cluster_objects()
+    assert converge_job(after)["metadata"]["name"] != converge_job(before)["metadata"]["name"]
+    replicas = {SERVER: 5, SPARE: 1}
+    _, api = api_factory(after, replicas)
+    assert run_converge(after, api, MONDAY_MORNING) == 0
+    assert replicas == {SERVER: 5, SPARE: 2}  # the HPA's count stays
+    replicas[SPARE] = 1
+    assert run_job(after, "embeddings-wake-0800", api) == 0
+    assert replicas == {SERVER: 5, SPARE: 2}
+
+
+def test_a_wake_by_hand_is_not_undone_by_the_next_up(scheduled_prod: Objects) -> None:
+    """The Job runs again only with a new name: a new Deployment uid (creation, replacement) or new
+    schedule arguments. An `up` that changes anything else, or nothing, leaves a Deployment woken
+    by hand (README) running until the next closing edge."""
+    job = converge_job(scheduled_prod)
+    assert job["metadata"]["name"].startswith(f"{inference.APP_NAME}-converge-")
+    again = run_stack("prod", {"servingHours": HOURS, "podCpuRequest": "2"}).cluster_objects()
+    assert converge_job(again)["metadata"]["name"] == job["metadata"]["name"]
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def test_the_job_name_follows_the_deployments_identity() -> None:
+    command = schedule.command("sleep", ())
+    same = schedule.converge_job_name(["uid-a", "uid-b"], command)
+    assert schedule.converge_job_name(["uid-a", "uid-b"], command) == same
+    assert schedule.converge_job_name(["uid-a", "uid-c"], command) != same  # a replacement
+    assert len(same) <= 63  # a label value (the Job's pods carry it as job-name)
+
+
+def test_the_converge_job_runs_as_the_cron_jobs_do(scheduled_prod: Objects) -> None:
+    (cron,) = [j for j in cron_jobs(scheduled_prod).values() if "sleep" in j["metadata"]["name"]]
+    job_spec = converge_job(scheduled_prod)["spec"]
+    pod, cron_pod = job_spec["template"]["spec"], job_pod(cron)
+    assert {k: v for k, v in pod.items() if k != "containers"} == {
+        k: v for k, v in cron_pod.items() if k != "containers"
+    }
+    (container,), (cron_container,) = pod["containers"], cron_pod["containers"]
+    assert {k: v for k, v in container.items() if k != "command"} == {
+        k: v for k, v in cron_container.items() if k != "command"
+    }
+    assert job_spec["template"]["metadata"]["labels"] == dict(schedule.LABELS)
+
+
+@pytest.mark.parametrize(
+    ("now", "awake"),
+    [
+        (datetime(2026, 12, 14, 5, 59, tzinfo=UTC), True),  # Sunday 22:00 to Monday 06:00 (UTC)
+        (datetime(2026, 12, 14, 6, 0, tzinfo=UTC), False),
+        (datetime(2026, 12, 13, 21, 59, tzinfo=UTC), False),
+        (datetime(2026, 12, 13, 22, 0, tzinfo=UTC), True),
+    ],
+)
+def test_a_span_past_the_week_end_wraps(now: datetime, awake: bool) -> None:
+    hours = ServingHours("UTC", (ServingWindow((6,), 22 * 60, 6 * 60),))
+    spans = tuple(config_awake_spans(hours.windows))
+    assert scaler.Awake("UTC", spans).at(now) is awake
+
+
+def test_the_window_is_read_on_the_zones_clock() -> None:
+    """08:00-18:00 in Berlin is 07:00-17:00 UTC in winter: 07:30 UTC is inside."""
+    spans = tuple(
+        config_awake_spans(ServingHours("Europe/Berlin", (ServingWindow((0,), 480, 1080),)).windows)
+    )
+    awake = scaler.Awake("Europe/Berlin", spans)
+    assert awake.at(datetime(2026, 12, 14, 7, 30, tzinfo=UTC))
+    assert not awake.at(datetime(2026, 12, 14, 6, 30, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["converge", "inference/embeddings>=1"],
+        ["converge", "--timezone", "Mars/Olympus", "--awake", "0-60", "inference/embeddings>=1"],
+        ["converge", "--timezone", "UTC", "--awake", "60-30", "inference/embeddings>=1"],
+        ["converge", "--timezone", "UTC", "--awake", "0-60"],
+        ["wake", "inference/embeddings>=0"],
+        ["wake", "inference/embeddings=x"],
+    ],
+)
+def test_bad_converge_arguments_are_refused(argv: list[str]) -> None:
+    assert scaler.main(argv) == 2
