@@ -143,8 +143,8 @@ def _operation(endpoint: Endpoint, accepted: Accepted) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": success}
     for status in sorted({*endpoint.errors, *ANY_ROUTE_ERRORS, INTERNAL.status}):
         extra: tuple[str, ...] = ("Retry-After", "Retry-After-Ms") if status == 429 else ()
-        if status == 503 and status not in endpoint.errors:
-            extra = ("Retry-After",)  # too_many_connections
+        if status == 503:
+            extra = ("Retry-After",)  # too_many_connections, from the HTTP layer
         own = status in endpoint.errors or status == INTERNAL.status
         responses[str(status)] = {
             "description": _error_description(status, None if own else ANY_ROUTE_ERRORS[status]),

@@ -141,18 +141,28 @@ INPUT_SCHEMA = input_schema()
 
 _SIDE_NAMES: dict[str, JsonValue] = {"left": ["left", "Left"], "right": ["right", "Right"]}
 # truncation_side (vLLM) and truncation_direction (TEI) name the same thing: both may be sent,
-# not with different values.
-_SIDES_AGREE: JsonDict = {
+# not with different values; and truncate=false (refuse) with truncate_prompt_tokens (cut) asks
+# for two things at once.
+_OPTIONS_AGREE: JsonDict = {
     "not": {
         "anyOf": [
+            *(
+                {
+                    "required": ["truncation_side", "truncation_direction"],
+                    "properties": {
+                        "truncation_side": {"const": side},
+                        "truncation_direction": {"enum": _SIDE_NAMES[other]},
+                    },
+                }
+                for side, other in (("left", "right"), ("right", "left"))
+            ),
             {
-                "required": ["truncation_side", "truncation_direction"],
+                "required": ["truncate", "truncate_prompt_tokens"],
                 "properties": {
-                    "truncation_side": {"const": side},
-                    "truncation_direction": {"enum": _SIDE_NAMES[other]},
+                    "truncate": {"const": False},
+                    "truncate_prompt_tokens": {"type": "integer"},
                 },
-            }
-            for side, other in (("left", "right"), ("right", "left"))
+            },
         ]
     }
 }
@@ -163,7 +173,7 @@ class EmbeddingsRequest(BaseModel):
     with the options of vLLM and TEI that change the vectors: honoured, never ignored."""
 
     model_config = ConfigDict(
-        extra="ignore", protected_namespaces=(), json_schema_extra=_SIDES_AGREE
+        extra="ignore", protected_namespaces=(), json_schema_extra=_OPTIONS_AGREE
     )
 
     input: Annotated[Inputs, WithJsonSchema(INPUT_SCHEMA)]

@@ -113,6 +113,30 @@ def test_haystack_text_and_document_embedders(server: LiveServer, plain: np.ndar
     assert_same_vectors([d.embedding for d in documents], plain)
 
 
+def cosine(a: list[float], b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_an_empty_document_is_embedded_not_a_failed_batch(
+    server: LiveServer, plain: np.ndarray, minilm_encoder: Encoder, offline_tiktoken: Path
+) -> None:
+    """LangChain embeds an empty document by sending input="" (its empty_embedding fallback,
+    langchain_openai/embeddings/base.py); Haystack sends "" in the batch. Both failed with a 400
+    for the whole call: "" is now embedded as the model's special tokens alone, which is what
+    sentence-transformers gives for it."""
+    empty = minilm_encoder.encode([""])[0]
+    texts = [*TEXTS[:3], ""]
+    vectors = langchain(server.base_url).embed_documents(texts)
+    assert_same_vectors(vectors[:3], plain[:3])
+    assert cosine(vectors[3], empty) >= 0.999
+    options = {"api_key": Secret.from_token("unused"), "model": MODEL}
+    documents = OpenAIDocumentEmbedder(api_base_url=f"{server.base_url}/v1", **options).run(
+        documents=[Document(content=t) for t in texts]
+    )["documents"]
+    assert_same_vectors([d.embedding for d in documents[:3]], plain[:3])
+    assert cosine(documents[3].embedding, empty) >= 0.999
+
+
 def test_openai_sdk_with_its_defaults(server: LiveServer, plain: np.ndarray) -> None:
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
     response = client.embeddings.create(model=MODEL, input=TEXTS)  # base64, as the SDK asks
