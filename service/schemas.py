@@ -143,29 +143,24 @@ _SIDE_NAMES: dict[str, JsonValue] = {"left": ["left", "Left"], "right": ["right"
 # truncation_side (vLLM) and truncation_direction (TEI) name the same thing: both may be sent,
 # not with different values; and truncate=false (refuse) with truncate_prompt_tokens (cut) asks
 # for two things at once.
-_OPTIONS_AGREE: JsonDict = {
-    "not": {
-        "anyOf": [
-            *(
-                {
-                    "required": ["truncation_side", "truncation_direction"],
-                    "properties": {
-                        "truncation_side": {"const": side},
-                        "truncation_direction": {"enum": _SIDE_NAMES[other]},
-                    },
-                }
-                for side, other in (("left", "right"), ("right", "left"))
-            ),
-            {
-                "required": ["truncate", "truncate_prompt_tokens"],
-                "properties": {
-                    "truncate": {"const": False},
-                    "truncate_prompt_tokens": {"type": "integer"},
-                },
-            },
-        ]
+_SIDES_DISAGREE: list[JsonValue] = [
+    {
+        "required": ["truncation_side", "truncation_direction"],
+        "properties": {
+            "truncation_side": {"const": side},
+            "truncation_direction": {"enum": _SIDE_NAMES[other]},
+        },
     }
+    for side, other in (("left", "right"), ("right", "left"))
+]
+_REFUSE_AND_CUT: JsonDict = {
+    "required": ["truncate", "truncate_prompt_tokens"],
+    "properties": {
+        "truncate": {"const": False},
+        "truncate_prompt_tokens": {"type": "integer"},
+    },
 }
+_OPTIONS_AGREE: JsonDict = {"not": {"anyOf": [*_SIDES_DISAGREE, _REFUSE_AND_CUT]}}
 
 
 class EmbeddingsRequest(BaseModel):

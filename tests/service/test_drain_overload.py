@@ -143,7 +143,11 @@ async def _load_through_sigterm(
         # large requests.
         assert await asyncio.gather(*(ready(probe) for _ in range(4))) == [200] * 4
         workers = [asyncio.create_task(steady(client)) for _ in range(6)]
-        await asyncio.sleep(0.5)
+        for _ in range(1200):  # until the load is flowing (a bound for a stuck server, 60 s)
+            if len(statuses) >= len(workers):
+                break
+            await asyncio.sleep(0.05)
+        assert statuses, "no request completed before SIGTERM"
         process.send_signal(signal.SIGTERM)
         for _ in range(50):
             ready_during_drain.append(await ready(probe))
@@ -212,6 +216,16 @@ async def gauge(client: httpx.AsyncClient, name: str) -> float:
     text = (await client.get(contract.METRICS_PATH)).text
     line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.split()[1])
+
+
+async def until_gauge(
+    client: httpx.AsyncClient, name: str, reached: Callable[[float], bool]
+) -> None:
+    for _ in range(1200):  # a bound for a stuck server (60 s), not a speed budget
+        if reached(await gauge(client, name)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} is {await gauge(client, name)}, never the value waited for")
 
 
 async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> None:
@@ -287,11 +301,9 @@ async def test_requests_still_arriving_at_the_end_of_the_drain_get_503_in_the_en
         await head_writer.drain()
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             # Wait until the server is reading the body, and holds the head.
-            while await gauge(client, contract.REQUESTS_IN_FLIGHT) == 0:
-                assert not reader.at_eof(), "the server answered before the body was complete"
-                await asyncio.sleep(0.05)
-            while await gauge(client, contract.CONNECTIONS_OPEN) < 3:
-                await asyncio.sleep(0.05)
+            await until_gauge(client, contract.REQUESTS_IN_FLIGHT, lambda value: value > 0)
+            assert not reader.at_eof(), "the server answered before the body was complete"
+            await until_gauge(client, contract.CONNECTIONS_OPEN, lambda value: value >= 3)
         process.send_signal(signal.SIGTERM)
         answer = await asyncio.wait_for(reader.read(), 60)
         head_answer = await asyncio.wait_for(head_reader.read(), 60)

@@ -526,7 +526,7 @@ def test_the_connection_limit_fits_the_open_file_limit(tiny_model_dir: Path) -> 
         [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=env,
-        preexec_fn=low_file_limit,  # noqa: PLW1509 (no threads in between: the child's limit)
+        preexec_fn=low_file_limit,  # no threads in between: the child's own limit
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
