@@ -213,8 +213,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=65535,
-        description="Also serve /metrics on this port (0: off) so a NetworkPolicy can admit "
-        "only Prometheus to it; /metrics on the main port stays for local use.",
+        description="Also serve /metrics and the probes (/health, /ready) on this port (0: "
+        "off): a NetworkPolicy can admit only Prometheus (and the node's kubelet) to it, and no "
+        "busy API connection can lock the probes out; they stay on the main port too.",
     )
     drain_delay_seconds: float = Field(
         contract.DRAIN_DELAY_SECONDS,
