@@ -130,17 +130,25 @@ async def test_a_slowloris_head_is_answered_408_and_closed(limited: LiveServer) 
     late. uvicorn alone kept such a connection open for as long as the bytes kept coming."""
     reader, writer = await connect(limited)
     writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+    assert_envelope(await trickle_until_answered(reader, writer, b"X"), 408, "request_timeout")
+    writer.close()
+    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
+
+
+async def trickle_until_answered(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, piece: bytes
+) -> bytes:
+    """Send `piece` every 50 ms, each well within any per-read timeout, until the server answers
+    and closes (or PATIENCE_S runs out: until_closed's bound); the answer."""
     answer = asyncio.create_task(until_closed(reader))
     while not answer.done():
         try:
-            writer.write(b"X")
+            writer.write(piece)
             await writer.drain()
         except ConnectionError:
             break
         await asyncio.sleep(0.05)
-    assert_envelope(await answer, 408, "request_timeout")
-    writer.close()
-    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
+    return await answer
 
 
 async def header_timeout_passed(server: LiveServer) -> None:
@@ -175,15 +183,7 @@ async def test_empty_lines_after_a_request_do_not_keep_the_connection_open(
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     status, _, _ = await read_one(reader)
     assert status == 200
-    answer = asyncio.create_task(until_closed(reader))
-    while not answer.done():
-        try:
-            writer.write(b"\r\n")
-            await writer.drain()
-        except ConnectionError:
-            break
-        await asyncio.sleep(0.05)
-    assert_envelope(await answer, 408, "request_timeout")
+    assert_envelope(await trickle_until_answered(reader, writer, b"\r\n"), 408, "request_timeout")
     writer.close()
     assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
 
