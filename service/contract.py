@@ -11,7 +11,7 @@ from typing import Final
 
 # --- Network --------------------------------------------------------------------------------------
 SERVICE_PORT: Final = 8000
-"""The HTTP API (clients, probes)."""
+"""The HTTP API (clients, and the NLB's health check of /ready; the kubelet probes METRICS_PORT)."""
 METRICS_PORT: Final = 9464
 """A separate listener for /metrics and the probes (/health, /ready): a NetworkPolicy admits only
 Prometheus (and the node's kubelet, which NetworkPolicy cannot refuse) to it, and however busy the
