@@ -158,8 +158,15 @@ def container_env(args: InferenceArgs) -> list[dict[str, Any]]:
 
 
 def _http_probe(path: str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    # On the metrics listener, not the API port: however many API connections slow bodies or
+    # queued requests hold (EMBED_MAX_CONNECTIONS), the kubelet gets a connection there
+    # (service.httpserver.MetricsListener), so a busy pod is never restarted for it. The
+    # NetworkPolicy admitting only Prometheus to that port does not refuse the kubelet: policies
+    # cannot block a pod's own node (kubernetes.io, "Network Policies", "What you can't do with
+    # network policies"), and the VPC CNI's policy agent allows all traffic from the node's IP
+    # (aws/aws-network-policy-agent#65, "Ignore policy restrictions against Node IP").
     return {
-        "httpGet": {"path": path, "port": contract.PORT_NAME},
+        "httpGet": {"path": path, "port": contract.METRICS_PORT_NAME},
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": timeout,
@@ -372,7 +379,8 @@ def network_policy_spec(args: InferenceArgs) -> dict[str, Any]:
         "policyTypes": ["Ingress"],
         "ingress": [
             # Clients (through the NLB, whose source ranges and security group do the admission,
-            # or in-cluster) and kubelet probes reach the API port; API keys guard the routes.
+            # or in-cluster) reach the API port; API keys guard the routes. The kubelet's probes
+            # go to the metrics port, which no policy can close to the node (_http_probe).
             {"ports": [{"port": contract.PORT_NAME, "protocol": "TCP"}]},
             {
                 "from": [

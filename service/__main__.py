@@ -4,7 +4,8 @@ Graceful drain on SIGTERM (what Kubernetes sends before killing a pod):
 1. /ready turns 503 at once, so endpoints controllers and load balancers stop routing here;
 2. requests keep being served for drain_delay_seconds while they do (routing updates take seconds);
 3. the listener closes; everything queued and in flight finishes within drain_timeout_seconds,
-   and what could not is answered 503 `shutting_down` in the error envelope;
+   and what could not is answered 503 `shutting_down` in the error envelope, as is every request
+   still arriving (its head or body) once that drain is over;
 4. the process exits 0. A second SIGTERM, or SIGINT (Ctrl+C), skips the delay.
 """
 
@@ -23,7 +24,7 @@ import uvicorn
 
 from service import logs
 from service.app import create_app
-from service.httpserver import server_config
+from service.httpserver import cut_off, server_config
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -77,8 +78,16 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: Any = None) -> None:
         """The batcher's drain starts as the listener closes, not in the lifespan (which uvicorn
         runs only after it has waited for, or cancelled, every handler): so the drain timeout
-        ends with each unfinished request answered 503 in the envelope."""
-        self._runtime.stop_batcher()
+        ends with each unfinished request answered 503 in the envelope. Requests still arriving
+        then (a slow client's body) are answered 503 too (service.httpserver.cut_off), instead
+        of holding the shutdown until uvicorn's timeout cancels them with an ERROR line: the
+        batcher takes no new work once draining, so they could not have been served."""
+        draining = self._runtime.stop_batcher()
+        connections = self.server_state.connections
+        if draining is None:  # no model (yet): nothing to finish first
+            asyncio.get_running_loop().call_soon(cut_off, connections)
+        else:
+            draining.add_done_callback(lambda _: cut_off(connections))
         await super().shutdown(sockets)
 
 
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
-    config = server_config(app, settings, runtime.metrics)
+    config = server_config(app, runtime)
     server = DrainingServer(config, runtime, settings.drain_delay_seconds)
 
     def stop_on_load_failure() -> None:

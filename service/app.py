@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -36,10 +35,11 @@ from service.errors import (
     error_response,
 )
 from service.front import FrontDoor, allow_header
+from service.httpserver import MetricsListener
 from service.metrics import Metrics
 from service.openai_tokens import OpenAITokens
 from service.openapi import ApiDocument
-from service.routes import ENDPOINTS, accepted_values
+from service.routes import ENDPOINTS, METRICS_PORT_PATHS, accepted_values
 from service.runtime import EncoderLike, Phase, Runtime
 from service.settings import Settings
 
@@ -88,11 +88,10 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics_server = None
+        listener = None
         if settings.metrics_port:
-            metrics_server, _ = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=metrics.registry
-            )
+            # Before the model loads: the kubelet's startup probe reads /ready there.
+            listener = await MetricsListener.start(metrics_door, settings, metrics)
         loading = asyncio.create_task(_load_model(runtime, factory, docs), name="load-model")
         try:
             yield
@@ -103,9 +102,8 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
             draining = runtime.stop_batcher()
             if draining is not None:
                 await draining
-            if metrics_server is not None:
-                metrics_server.shutdown()
-                metrics_server.server_close()
+            if listener is not None:
+                listener.close()
 
     app = EmbeddingApp(
         title=TITLE,
@@ -125,6 +123,9 @@ def create_app(settings: Settings, encoder_factory: EncoderFactory | None = None
     _install_error_handlers(app)
     endpoints = (*ENDPOINTS, *docs.endpoints())
     app.front = FrontDoor(endpoints, app.framework_stack, runtime, error_reply)
+    # EMBED_METRICS_PORT: the probes and /metrics only, counted and logged like on the API port.
+    on_metrics_port = [e for e in ENDPOINTS if e.path in METRICS_PORT_PATHS]
+    metrics_door = FrontDoor(on_metrics_port, app.framework_stack, runtime, error_reply)
     return app
 
 

@@ -11,9 +11,11 @@ from typing import Final
 
 # --- Network --------------------------------------------------------------------------------------
 SERVICE_PORT: Final = 8000
-"""The HTTP API (clients, probes)."""
+"""The HTTP API (clients, and the NLB's health check of /ready; the kubelet probes METRICS_PORT)."""
 METRICS_PORT: Final = 9464
-"""A separate listener for /metrics, so a NetworkPolicy can admit only Prometheus to it."""
+"""A separate listener for /metrics and the probes (/health, /ready): a NetworkPolicy admits only
+Prometheus (and the node's kubelet, which NetworkPolicy cannot refuse) to it, and however busy the
+API port's connections are, the probes get one here (service.httpserver.MetricsListener)."""
 PORT_NAME: Final = "http"
 METRICS_PORT_NAME: Final = "metrics"
 
@@ -125,10 +127,14 @@ restart)."""
 HTTP_REJECTIONS_TOTAL: Final = "inference_http_rejections_total"
 """Counter, label reason: requests and connections the HTTP layer cut off before any route
 (service.httpserver): malformed, headers_too_large, too_many_headers, header_timeout,
-body_timeout, connection_limit (refused: every connection busy), evicted (an idle or slow
-connection closed to admit a new one)."""
+body_timeout, connection_limit (refused: no connection could make room), evicted (an idle or slow
+connection closed to admit a new one), shutdown (a request still arriving when the server
+stopped)."""
 CONNECTIONS_OPEN: Final = "inference_connections_open"
 """Gauge: open HTTP connections on the API port."""
+MAX_CONNECTIONS: Final = "inference_max_connections"
+"""Gauge: the API port's connection limit in effect (EMBED_MAX_CONNECTIONS, or fewer when the
+process may not open that many files)."""
 
 ALL_METRICS: Final = (
     REQUESTS_TOTAL,
@@ -146,6 +152,7 @@ ALL_METRICS: Final = (
     DEVICE_ERRORS_TOTAL,
     HTTP_REJECTIONS_TOTAL,
     CONNECTIONS_OPEN,
+    MAX_CONNECTIONS,
 )
 
 

@@ -48,6 +48,7 @@ from service.model_types import (
     MODEL_DEFAULT,
     DeviceFailedError,
     DeviceOutOfMemoryError,
+    EmptyInputError,
     InputTooLongError,
     ModelInfo,
     TokenIdError,
@@ -378,6 +379,9 @@ class Encoder:
             suffix=self._suffix,
             truncate=truncate,
         )
+        self.text_chars = self._text.scan_chars
+        """The most characters of one text the tokenizer is ever given (service.textcut): the
+        rest of a longer text cannot change what the model sees."""
         self._pool = _POOLERS[info.pooling]
         self.seconds_per_token: float | None = None
         """Device seconds per token of a full-length batch, once warm_up has measured it."""
@@ -462,17 +466,19 @@ class Encoder:
     def tokenize_cut(self, texts: list[str], prompt: str | None, cut: Truncation) -> Tokenized:
         """Texts cut the way a request asked (`tokenize` cuts at the model's maximum, from the
         right): each text's own tokens, without special tokens, then assembled like token ids, so
-        the special tokens and the prompt are kept whatever the side. The prompt is tokenised on
-        its own, as for token-id input. A long text is read only as far as the cut needs, from
-        the side it keeps (service.textcut)."""
+        the special tokens and the prompt are kept whatever the side (the special tokens only
+        where `cut.special_tokens`). The prompt is tokenised on its own, as for token-id input.
+        A long text is read only as far as the cut needs, from the side it keeps
+        (service.textcut)."""
         head = self._prompt_ids(prompt) if prompt else []
-        keep = max(self._room(self._prefix, self._suffix, cut) - len(head), 0)
+        prefix, suffix = (self._prefix, self._suffix) if cut.special_tokens else ([], [])
+        keep = max(self._room(prefix, suffix, cut) - len(head), 0)
         contents = self._text.content(texts, keep, cut.side)
         ids: list[list[int]] = []
         truncated: list[bool] = []
         for index, content in enumerate(contents):
             sequence, was_cut = self._assemble(
-                index, self._prefix, head, content.ids, self._suffix, cut, whole=content.whole
+                index, prefix, head, content.ids, suffix, cut, whole=content.whole
             )
             ids.append(sequence)
             truncated.append(was_cut)
@@ -538,8 +544,10 @@ class Encoder:
         only those a cut text showed (service.textcut.Content)."""
         room = self._room(prefix, suffix, cut)
         if len(head) + len(content) <= room:
+            if not (prefix or head or content or suffix):
+                raise EmptyInputError(index)
             return [*prefix, *head, *content, *suffix], False
-        if not (self._truncate or cut.requested):
+        if not cut.may_cut(self._truncate):
             full = len(prefix) + len(head) + len(content) + len(suffix)
             raise InputTooLongError(index, full, self.info.max_tokens, at_least=not whole)
         if len(head) >= room:

@@ -17,6 +17,7 @@ from service.batcher import BatcherStopped, Overloaded, QueueTimeout, TooLargeFo
 from service.model_types import (
     DeviceFailedError,
     DeviceOutOfMemoryError,
+    EmptyInputError,
     InputTooLongError,
     NonFiniteEmbeddingError,
     SparseTextError,
@@ -95,6 +96,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     InputTooLongError: ErrorKind(400, "invalid_request_error", "context_length_exceeded"),
     TokenIdError: ErrorKind(400, "invalid_request_error", "invalid_token_id"),
     SparseTextError: ErrorKind(400, "invalid_request_error", "input_too_sparse"),
+    EmptyInputError: ErrorKind(400, "invalid_request_error", "empty_input"),
     TooLargeForQueue: ErrorKind(400, "invalid_request_error", "too_many_inputs"),
     AuthenticationError: ErrorKind(401, "authentication_error", "invalid_api_key"),
     ModelNotFoundError: ErrorKind(404, "invalid_request_error", "model_not_found"),

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,11 +38,10 @@ from service.errors import (
     AuthenticationError,
     ClientDisconnectedError,
     MethodNotAllowedError,
-    RequestTimeoutError,
     RequestTooLargeError,
     kind_of,
 )
-from service.httpserver import BODY_TIMED_OUT
+from service.httpserver import BODY_REFUSED
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -54,7 +51,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("service.access")
 
 _QUIET_ROUTES = frozenset({contract.HEALTH_PATH, contract.READY_PATH, contract.METRICS_PATH})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The status recorded when the client went away before an answer (nginx's convention).
 CLIENT_CLOSED = ERROR_TABLE[ClientDisconnectedError].status
 """What a request whose client left is counted as (nobody reads it)."""
@@ -171,7 +167,6 @@ class FrontDoor:
         self.error_reply = error_reply
         settings = runtime.settings
         self.max_bytes = settings.max_request_bytes
-        self.body_timeout = settings.body_timeout_seconds
         self.keys = tuple(key.encode() for key in sorted(runtime.api_keys))
         self.log_access = settings.access_log
         metrics: Metrics = runtime.metrics
@@ -196,7 +191,7 @@ class FrontDoor:
             # HEAD is GET without the body (RFC 9110 9.3.2), as the framework's routes answered it.
             endpoint = route.methods.get("GET" if scope["method"] == "HEAD" else scope["method"])
         label = route.label if route is not None else "other"
-        rid = _request_id(scope["headers"])
+        rid = logs.request_id_of(scope["headers"])
         token = logs.request_id.set(rid)
         # In-flight counts model work only: probes, scrapes and the model list would distort the
         # HPA signal.
@@ -303,15 +298,19 @@ class FrontDoor:
         return None if matched else AuthenticationError("invalid API key")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The whole body, within the limit also when it is streamed (chunked), and in time: the
-        HTTP layer flags the scope and wakes this loop when the body is late (service.httpserver).
-        Both errors close the connection (errors.CLOSES_CONNECTION): the rest is never read."""
+        """The whole body, within the limit also when it is streamed (chunked). When the HTTP
+        layer stops reading it (late: 408, malformed: 400, shutdown: 503) it flags the scope
+        with the error and wakes this loop, so the error is this request's answer
+        (service.httpserver). Each closes the connection: the rest is never read."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnectedError("the client closed the connection while sending")
+            refused = scope.get(BODY_REFUSED)
+            if refused is not None:
+                raise refused
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
@@ -321,10 +320,6 @@ class FrontDoor:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if scope.get(BODY_TIMED_OUT):
-                raise RequestTimeoutError(
-                    f"the request body did not arrive within {self.body_timeout:g} s"
-                )
 
     async def _fall_back(self, scope: Scope, receive: Receive, send: Send, rid: bytes) -> int:
         """Paths outside the table: the framework's stack, with the request id and the limit."""
@@ -335,6 +330,9 @@ class FrontDoor:
         async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
+            refused = scope.get(BODY_REFUSED)
+            if refused is not None and message["type"] == "http.request":
+                raise refused
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -374,13 +372,3 @@ def allow_header(exc: BaseException) -> dict[str, str] | None:
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    for name, value in headers:
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _REQUEST_ID.match(candidate):
-                return candidate
-    # 128 random bits like uuid4, without a urandom syscall per request (~40 us here).
-    return f"{random.getrandbits(128):032x}"

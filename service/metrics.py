@@ -5,6 +5,7 @@ metrics from the same names). Each Metrics owns its registry: two apps in one pr
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from service import contract
 
@@ -22,6 +23,7 @@ HTTP_REJECTION_REASONS = (
     "body_timeout",
     "connection_limit",
     "evicted",
+    "shutdown",
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -111,9 +113,21 @@ class Metrics:
         self.connections_open = Gauge(
             contract.CONNECTIONS_OPEN, "Open HTTP connections on the API port.", registry=r
         )
+        self.max_connections = Gauge(
+            contract.MAX_CONNECTIONS,
+            "The API port's connection limit in effect (EMBED_MAX_CONNECTIONS, or fewer when "
+            "the process may not open that many files).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def render_for(self, accept: str) -> tuple[bytes, str]:
+        """The exposition an Accept header asks for (OpenMetrics or the text format), and its
+        content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     # --- BatchObserver ----------------------------------------------------------------------------
     def queue_changed(self, items: int, tokens: int, seconds: float) -> None:

@@ -44,21 +44,29 @@ Side = Literal["left", "right"]
 
 @dataclass(frozen=True, slots=True)
 class Truncation:
-    """How a request wants over-long inputs cut (vLLM's `truncate_prompt_tokens` and
-    `truncation_side`, TEI's `truncation_direction`). The special tokens and the prompt are always
-    kept; the input's own tokens are cut from `side`."""
+    """How a request wants its inputs cut and framed (vLLM's `truncate_prompt_tokens`,
+    `truncation_side` and `add_special_tokens`, TEI's `truncation_direction` and `truncate`). The
+    special tokens and the prompt are always kept; the input's own tokens are cut from `side`."""
 
     max_tokens: int | None = None
     """Tokens per input at most, special tokens and prompt included; None: the model's maximum,
     with over-long inputs refused instead when the server does not truncate."""
     side: Side = "right"
     """right keeps the input's first tokens, left its last."""
+    truncate: bool | None = None
+    """TEI's `truncate`: True cuts an over-long input even where the server refuses them, False
+    refuses it (400 context_length_exceeded) even where the server cuts them; None: as the
+    server does."""
+    special_tokens: bool = True
+    """vLLM's `add_special_tokens`: False embeds a text's tokens (after the prompt's) without the
+    model's special tokens ([CLS], [SEP]), each input then holding up to max_tokens of its own."""
 
-    @property
-    def requested(self) -> bool:
-        """The client asked for a cut: it happens even where the server refuses over-long
-        inputs by default."""
-        return self.max_tokens is not None
+    def may_cut(self, server_truncates: bool) -> bool:
+        """Whether an over-long input is cut (else refused): as the request says, else as the
+        server does; a request's own limit is always a request to cut."""
+        if self.truncate is not None:
+            return self.truncate
+        return server_truncates or self.max_tokens is not None
 
 
 MODEL_DEFAULT = Truncation()
@@ -115,6 +123,21 @@ class TokenIdError(ValueError):
     """A client-supplied token id is outside this model's vocabulary."""
 
     param = "input"
+
+
+class EmptyInputError(ValueError):
+    """An input that leaves the model nothing to read: an empty text without special tokens
+    (add_special_tokens=false) or a prompt."""
+
+    param = "input"
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"input[{index}] is empty and add_special_tokens is false: the model would read no "
+            "token at all; send text, or leave add_special_tokens at true (an empty text is then "
+            "embedded as the model's special tokens alone)"
+        )
+        self.index = index
 
 
 class DeviceOutOfMemoryError(RuntimeError):

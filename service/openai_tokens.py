@@ -21,7 +21,7 @@ from typing import Final
 
 import tiktoken
 
-from service.model_types import TokenIdError
+from service.model_types import Side, TokenIdError
 
 ENCODING: Final = "cl100k_base"
 SHA256: Final = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -98,9 +98,16 @@ class OpenAITokens:
         )
         return cls(encoding, len(ranks))
 
-    def decode(self, token_ids: list[list[int]]) -> list[str]:
+    def decode(
+        self, token_ids: list[list[int]], chars: int | None = None, side: Side = "right"
+    ) -> list[str]:
         """Each sequence's text. A sequence cut inside a character (LangChain cuts long texts
-        every 8191 tokens) decodes that character to U+FFFD, as tiktoken's own decode does."""
+        every 8191 tokens) decodes that character to U+FFFD, as tiktoken's own decode does.
+
+        `chars`: the most characters of a text the tokenizer will read, from `side` (the scan
+        budget of service.textcut): a longer sequence is decoded only as far as that needs, so a
+        16 MB body of ids costs what its first (or last) characters cost. Each id is checked
+        whatever is decoded."""
         texts = []
         for index, seq in enumerate(token_ids):
             if min(seq) < 0 or max(seq) >= self.regular_tokens:
@@ -110,5 +117,33 @@ class OpenAITokens:
                     f"{ENCODING} (0 to {self.regular_tokens - 1}): this server reads token ids "
                     f"as OpenAI's tokenizer {ENCODING} does"
                 )
-            texts.append(self._encoding.decode(seq))
+            texts.append(self._decode_within(seq, chars, side))
         return texts
+
+    def _decode_within(self, seq: list[int], chars: int | None, side: Side) -> str:
+        """The text of `seq`, or of its first (right) or last (left) ids once their text holds
+        more than `chars` characters that are certainly the whole text's own.
+
+        Which characters of a part's text are the whole text's: the ids decode to a prefix
+        (suffix) of the whole text's bytes, and tiktoken turns bytes into text with Python's UTF-8
+        decoder, errors="replace" (tiktoken/core.py, `Encoding.decode`, 0.14.0). That decoder
+        reads each character, or one U+FFFD per maximal invalid subpart (Unicode 15.0, 3.9,
+        "U+FFFD Substitution of Maximal Subparts"), from its first byte and at most the 3 after
+        it, and a continuation byte (0x80-0xBF) is never read as a character's first byte while
+        a first byte within the 3 before it is still reading. So from a prefix, every character
+        that starts before its last 3 bytes is decoded exactly as in the whole text, and at most
+        3 characters start within them: all of its text but the last 3 characters is the whole
+        text's. From a suffix, every character that starts 3 bytes or more after its first byte
+        is, and at most 3 start before: all but the first 3 are the whole text's. A character is
+        at most 4 bytes and an id at least one byte, so 4 x chars + 7 ids always hold chars + 1
+        such characters: the doubling below stops there at the latest."""
+        if chars is None:
+            return self._encoding.decode(seq)
+        size, enough = chars + 4, 4 * chars + 7
+        while size < len(seq):
+            part = seq[:size] if side == "right" else seq[-size:]
+            text = self._encoding.decode(part)
+            if len(text) - 3 > chars or size >= enough:
+                return text
+            size = min(2 * size, enough)
+        return self._encoding.decode(seq)

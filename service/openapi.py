@@ -26,7 +26,16 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service import contract
-from service.errors import ERROR_TABLE, INTERNAL
+from service.batcher import BatcherStopped
+from service.errors import (
+    ERROR_TABLE,
+    INTERNAL,
+    HeadersTooLargeError,
+    MalformedRequestError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    TooManyConnectionsError,
+)
 from service.front import Call, Endpoint, Reply
 from service.schemas import ErrorEnvelope
 
@@ -41,6 +50,25 @@ _HEADERS = {
     "Retry-After": "Seconds to wait before retrying.",
     "Retry-After-Ms": "The same wait in milliseconds, unrounded (the openai SDK reads it first).",
 }
+
+
+ANY_ROUTE_ERRORS: dict[int, tuple[type[BaseException], ...]] = {
+    400: (MalformedRequestError,),
+    408: (RequestTimeoutError,),
+    413: (RequestTooLargeError,),
+    431: (HeadersTooLargeError,),
+    503: (TooManyConnectionsError, BatcherStopped),
+}
+"""What any operation can be answered whatever its route: the HTTP layer's refusals before a route
+is reached (service.httpserver: a malformed request, a late head, an oversized head, no
+connection to spare, a head or body still arriving at shutdown) and the body limit, checked on
+Content-Length for every route (service.front)."""
+ANY_ROUTE_NOTE = (
+    "Any operation may also be answered, before its route is reached, 400 malformed_request, "
+    "408 request_timeout (the request line and headers were late), 413 request_too_large, 431 "
+    "headers_too_large, or 503 too_many_connections (with Retry-After) or shutting_down; these "
+    "say `Connection: close`."
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +112,11 @@ def build_document(
         paths[endpoint.path][endpoint.method.lower()] = _operation(endpoint, accepted)
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version, "description": description},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": f"{description} {ANY_ROUTE_NOTE}".strip(),
+        },
         "paths": dict(paths),
         "components": {
             "schemas": definitions,
@@ -109,10 +141,13 @@ def _operation(endpoint: Endpoint, accepted: Accepted) -> dict[str, Any]:
         schema = {"type": "string"}
     success["content"] = {endpoint.media_type: {"schema": schema}}
     responses: dict[str, Any] = {"200": success}
-    for status in sorted({*endpoint.errors, INTERNAL.status}):
-        extra = ("Retry-After", "Retry-After-Ms") if status == 429 else ()
+    for status in sorted({*endpoint.errors, *ANY_ROUTE_ERRORS, INTERNAL.status}):
+        extra: tuple[str, ...] = ("Retry-After", "Retry-After-Ms") if status == 429 else ()
+        if status == 503:
+            extra = ("Retry-After",)  # too_many_connections, from the HTTP layer
+        own = status in endpoint.errors or status == INTERNAL.status
         responses[str(status)] = {
-            "description": _error_description(status),
+            "description": _error_description(status, None if own else ANY_ROUTE_ERRORS[status]),
             "headers": _headers(extra),
             "content": {"application/json": {"schema": _ERROR_REF}},
         }
@@ -155,9 +190,13 @@ def _headers(names: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _error_description(status: int) -> str:
-    """The status's phrase and the error codes the error table answers with it."""
-    kinds = [kind for kind in ERROR_TABLE.values() if kind.status == status]
+def _error_description(status: int, only: tuple[type[BaseException], ...] | None = None) -> str:
+    """The status's phrase and the error codes the error table answers with it (`only` those
+    of these exception classes, for a status only the HTTP layer answers on the route)."""
+    if only is not None:
+        kinds = [ERROR_TABLE[cls] for cls in only]
+    else:
+        kinds = [kind for kind in ERROR_TABLE.values() if kind.status == status]
     if status == INTERNAL.status:
         kinds.append(INTERNAL)
     codes = sorted({f"{kind.type}/{kind.code}" for kind in kinds})

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from prometheus_client.exposition import gzip_accepted
 from pydantic import BaseModel, ValidationError
 
 from service import __version__, contract
@@ -161,13 +163,16 @@ def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.
     return unit_rows(head) if normalize else np.ascontiguousarray(head)
 
 
-def request_truncation(body: EmbeddingsRequest, model: ModelInfo) -> Truncation:
-    """The cut a request asks for with vLLM's `truncate_prompt_tokens` and `truncation_side`
-    (vllm-project/vllm: vllm/entrypoints/pooling/base/protocol.py, PoolingBasicRequestMixin, at
-    020638a6; vllm/renderers/params.py, TokenizeParams: -1 maps to the model's maximum, a limit
-    over it is refused, the limit counts special tokens as HF's max_length does, at 1aa021e8), or
-    TEI's `truncation_direction` (huggingface/text-embeddings-inference v1.9.3,
-    router/src/http/types.rs, TruncationDirection: left or right, either case)."""
+def request_truncation(body: EmbeddingsRequest, model: ModelInfo, truncates: bool) -> Truncation:
+    """How the request wants its inputs cut and framed: vLLM's `truncate_prompt_tokens`,
+    `truncation_side` and `add_special_tokens` (vllm-project/vllm: vllm/entrypoints/pooling/base/
+    protocol.py, PoolingBasicRequestMixin and CompletionRequestMixin, at 020638a6;
+    vllm/renderers/params.py, TokenizeParams: -1 maps to the model's maximum, a limit over it is
+    refused, the limit counts special tokens as HF's max_length does, at 1aa021e8), TEI's
+    `truncation_direction` and `truncate` (huggingface/text-embeddings-inference v1.9.3,
+    router/src/http/types.rs, TruncationDirection: left or right, either case; EmbedRequest's
+    truncate). `truncates`: what the server does with over-long inputs by default; an option
+    that asks for just that is no option (the request is then tokenised with the others)."""
     side = body.truncation_side
     direction = body.truncation_direction.lower() if body.truncation_direction else None
     if side is not None and direction is not None and side != direction:
@@ -177,6 +182,12 @@ def request_truncation(body: EmbeddingsRequest, model: ModelInfo) -> Truncation:
             param="truncation_side",
         )
     limit = body.truncate_prompt_tokens
+    if limit is not None and body.truncate is False:
+        raise InvalidRequestError(
+            "truncate is false (refuse over-long inputs) but truncate_prompt_tokens asks for "
+            "each input to be cut: send one of them",
+            param="truncate",
+        )
     if limit == -1:
         limit = model.max_tokens
     elif limit is not None and not model.special_tokens < limit <= model.max_tokens:
@@ -188,7 +199,12 @@ def request_truncation(body: EmbeddingsRequest, model: ModelInfo) -> Truncation:
             param="truncate_prompt_tokens",
         )
     chosen = side or direction or "right"
-    return Truncation(limit, "left" if chosen == "left" else "right")
+    return Truncation(
+        limit,
+        "left" if chosen == "left" else "right",
+        truncate=None if body.truncate == truncates else body.truncate,
+        special_tokens=body.add_special_tokens is not False,
+    )
 
 
 def accepted_values(runtime: Runtime) -> Accepted:
@@ -259,7 +275,7 @@ async def create_embeddings(call: Call) -> Reply:
     encoder, _ = runtime.serving()
     model = encoder.info
     check_dimensions(body.dimensions, model)  # before spending compute
-    cut = request_truncation(body, model)
+    cut = request_truncation(body, model, runtime.settings.truncate)
     normalize = model.normalize if body.normalize is None else body.normalize
     result = await embed_inputs(call, body.input, body.prompt_name, cut, normalize)
     vectors = shorten(result.vectors, body.dimensions, normalize)
@@ -326,6 +342,8 @@ async def list_models(call: Call) -> Reply:
 
 
 MODEL_PATH = contract.MODELS_PATH + "/{model}"
+METRICS_PORT_PATHS = (contract.HEALTH_PATH, contract.READY_PATH, contract.METRICS_PATH)
+"""What the metrics listener (EMBED_METRICS_PORT) serves: the kubelet's probes and Prometheus."""
 
 
 async def retrieve_model(call: Call) -> Reply:
@@ -380,7 +398,7 @@ async def info(call: Call) -> Reply:
             "phase": runtime.phase.value,
             "limits": {
                 "max_inputs": MAX_INPUTS_PER_REQUEST,
-                "max_request_tokens": s.max_request_tokens,
+                "max_request_tokens": runtime.request_token_limit(),
                 "max_request_bytes": s.max_request_bytes,
                 "max_batch_tokens": s.max_batch_tokens,
                 "max_batch_size": s.max_batch_size,
@@ -390,18 +408,45 @@ async def info(call: Call) -> Reply:
                 "pass_cost_tokens": runtime.pass_cost_tokens,
                 "truncate": s.truncate,
             },
+            "http": {
+                "header_timeout_seconds": s.header_timeout_seconds,
+                "body_timeout_seconds": s.body_timeout_seconds,
+                "keep_alive_timeout_seconds": s.keep_alive_timeout_seconds,
+                "max_header_bytes": s.max_header_bytes,
+                "max_headers": s.max_headers,
+                "max_connections": runtime.max_connections,
+                "max_connections_configured": s.max_connections,
+                "metrics_port": s.metrics_port,
+            },
             "version": __version__,
         }
     )
 
 
 async def metrics(call: Call) -> Reply:
-    return Reply(call.runtime.metrics.render(), media_type=CONTENT_TYPE.encode())
+    """The exposition format the scraper asks for (Prometheus prefers OpenMetrics), gzipped when
+    it accepts that: what prometheus_client's own server did (exposition.py, _bake_output), the
+    one EMBED_METRICS_PORT ran before the probes joined it."""
+    accept = accept_encoding = ""
+    for name, value in call.scope["headers"]:
+        if name == b"accept":
+            accept = value.decode("latin-1")
+        elif name == b"accept-encoding":
+            accept_encoding = value.decode("latin-1")
+    body, media_type = call.runtime.metrics.render_for(accept)
+    if gzip_accepted(accept_encoding):
+        return Reply(gzip.compress(body), media_type=media_type.encode(), headers=_GZIP)
+    return Reply(body, media_type=media_type.encode())
+
+
+_GZIP = ((b"content-encoding", b"gzip"),)
 
 
 # Error statuses (the OpenAI envelope) by kind of route, besides 500.
-_EMBED_ERRORS = (400, 401, 404, 413, 429, 503)
-_TEXT_ERRORS = (400, 401, 413, 429, 503)
+# 408: the body did not arrive in time (service.httpserver); the HTTP layer's refusals of any
+# route are added to every operation by service.openapi.
+_EMBED_ERRORS = (400, 401, 404, 408, 413, 429, 503)
+_TEXT_ERRORS = (400, 401, 408, 413, 429, 503)
 _TRUNCATED_DOC = (TRUNCATED_HEADER,)
 
 

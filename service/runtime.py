@@ -24,9 +24,11 @@ from service.metrics import Metrics
 from service.model_types import (
     MODEL_DEFAULT,
     DeviceFailedError,
+    EmptyInputError,
     InputTooLongError,
     ModelInfo,
     NonFiniteEmbeddingError,
+    Side,
     SparseTextError,
     TokenIdError,
     Tokenized,
@@ -34,7 +36,7 @@ from service.model_types import (
 )
 from service.openai_tokens import OpenAITokens
 from service.schemas import Inputs
-from service.settings import Settings
+from service.settings import MAX_INPUTS_PER_REQUEST, Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class EncoderLike(Protocol):
     info: ModelInfo
     seconds_per_token: float | None
     """The device's speed as the warm-up measured it (None without a warm-up)."""
+    text_chars: int
+    """The most characters of one text its tokenizer reads (service.textcut's scan budget)."""
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 
@@ -119,6 +123,9 @@ class Runtime:
         """A forward pass's fixed cost in padded tokens (the setting, or the device's default)."""
         self.text_tokens: TextTokens | None = None
         """Tokens a request is expected to have before it is tokenised (set once loaded)."""
+        self.max_connections: int | None = None
+        """The HTTP layer's connection limit in effect (service.httpserver.server_config); None
+        when the app is not served by it (in-process test clients)."""
         # Called when the model cannot load; `python -m service` makes it stop the server (exit 1).
         self.on_fatal: Callable[[], None] = lambda: None
         self._stopping: asyncio.Task[None] | None = None
@@ -137,6 +144,11 @@ class Runtime:
         """SIGTERM: /ready turns 503 at once; requests are still served until the process stops."""
         if self.phase is not Phase.FAILED:
             self.set_phase(Phase.DRAINING)
+
+    def connection_limit_set(self, limit: int) -> None:
+        """The HTTP layer settled on `limit` connections (/info, inference_max_connections)."""
+        self.max_connections = limit
+        self.metrics.max_connections.set(limit)
 
     def device_failed(self, error: DeviceFailedError) -> None:
         """The batcher's report of a dead device: not ready, not alive."""
@@ -177,7 +189,7 @@ class Runtime:
         by_prompt: dict[str | None, list[int]] = {}
         for i, job in enumerate(jobs):
             try:
-                texts = self._texts(job.inputs)
+                texts = self._texts(job.inputs, job.cut.side, encoder.text_chars)
             except TokenIdError as exc:
                 results[i] = exc
                 continue
@@ -206,7 +218,7 @@ class Runtime:
                 results[i] = Tokenized(everything.ids[start:end], everything.truncated[start:end])
                 start = end
             self._learn_tokens_per_char(texts, prompt, everything)
-        limit = self.settings.max_request_tokens
+        limit = self.request_token_limit()
         for i, result in enumerate(results):
             if isinstance(result, Tokenized) and result.token_count > limit:
                 results[i] = InvalidRequestError(
@@ -215,6 +227,15 @@ class Runtime:
                     param="input",
                 )
         return results
+
+    def request_token_limit(self) -> int:
+        """EMBED_MAX_REQUEST_TOKENS, or unset the most a request can hold: every input at the
+        model's maximum (settings.py says why)."""
+        configured = self.settings.max_request_tokens
+        if configured is not None:
+            return configured
+        encoder, _ = self.serving()
+        return MAX_INPUTS_PER_REQUEST * encoder.info.max_tokens
 
     def _learn_tokens_per_char(
         self, texts: list[str], prompt: str | None, tokenized: Tokenized
@@ -246,15 +267,16 @@ class Runtime:
         special = estimator.special_tokens
         return sum(min(cap, len(ids) + prompt + special) for ids in job.inputs.token_ids or ())
 
-    def _texts(self, inputs: Inputs) -> list[str] | None:
-        """The inputs as texts: OpenAI token ids decoded (cl100k_base); None for the model's own
-        ids, which the encoder takes as they are."""
+    def _texts(self, inputs: Inputs, side: Side, chars: int) -> list[str] | None:
+        """The inputs as texts: OpenAI token ids decoded (cl100k_base), each only as far as the
+        tokenizer will read it from `side` (`chars` characters); None for the model's own ids,
+        which the encoder takes as they are."""
         if inputs.texts is not None:
             return inputs.texts
         if self.settings.token_ids != "cl100k_base":
             return None
         assert self.openai_tokens is not None  # loaded with the model in this mode
-        return self.openai_tokens.decode(inputs.token_ids or [])
+        return self.openai_tokens.decode(inputs.token_ids or [], chars, side)
 
     async def embed(
         self,
@@ -299,7 +321,7 @@ _NOT_PREPARED = RuntimeError("not prepared")
 def _attempt(tokenize: Callable[[], Tokenized]) -> Tokenized | Exception:
     try:
         return tokenize()
-    except (InputTooLongError, SparseTextError, TokenIdError) as exc:
+    except (InputTooLongError, SparseTextError, TokenIdError, EmptyInputError) as exc:
         return exc
 
 

@@ -26,7 +26,9 @@ from pydantic.config import JsonDict
 from service.model_types import Side
 from service.settings import MAX_INPUTS_PER_REQUEST, TokenIds
 
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, strict=True)]
+Text = Annotated[str, StringConstraints(strict=True)]
+"""A text to embed; "" is one too (the model's special tokens alone, as sentence-transformers and
+vLLM embed it), so a client's empty document does not fail its whole batch."""
 
 
 def json_integer(value: object) -> object:
@@ -66,10 +68,10 @@ def _ints(values: list[Any]) -> list[int]:
 
 
 def parse_input(value: Any) -> Inputs:
-    """OpenAI's `input`: a string, a list of strings, a list of token ids, or a list of those."""
+    """OpenAI's `input`: a string, a list of strings, a list of token ids, or a list of those.
+    An empty string is a text (OpenAI refuses it; sentence-transformers and vLLM embed it, and
+    LangChain sends one for an empty document); an empty list of token ids is not."""
     if isinstance(value, str):
-        if not value:
-            raise ValueError("input must not be an empty string")
         return Inputs(texts=[value])
     if not isinstance(value, list):
         raise ValueError(
@@ -87,9 +89,6 @@ def parse_input(value: Any) -> Inputs:
             f"input has {len(value)} items; at most {MAX_INPUTS_PER_REQUEST} are allowed"
         )
     if all(isinstance(item, str) for item in value):
-        for index, item in enumerate(value):
-            if not item:
-                raise ValueError(f"input[{index}] must not be an empty string")
         return Inputs(texts=value)
     if all(isinstance(item, list) for item in value):
         for index, item in enumerate(value):
@@ -112,10 +111,10 @@ def input_schema(token_ids: bool = True, max_token_id: int | None = None) -> dic
         token_id["maximum"] = max_token_id
     ids = {"type": "array", "items": token_id, "minItems": 1}
     forms: list[dict[str, Any]] = [
-        {"type": "string", "minLength": 1},
+        {"type": "string"},
         {
             "type": "array",
-            "items": {"type": "string", "minLength": 1},
+            "items": {"type": "string"},
             "minItems": 1,
             "maxItems": MAX_INPUTS_PER_REQUEST,
         },
@@ -128,7 +127,10 @@ def input_schema(token_ids: bool = True, max_token_id: int | None = None) -> dic
     return {
         "description": "Text to embed: a string, a list of strings, a list of token ids, or a "
         f"list of those (at most {MAX_INPUTS_PER_REQUEST} inputs). Token ids are OpenAI's "
-        "(cl100k_base) or this model's own, as /info's token_ids says.",
+        "(cl100k_base) or this model's own, as /info's token_ids says. An empty string is "
+        "embedded as the model's special tokens alone (and the prompt), as sentence-transformers "
+        "and vLLM do (OpenAI refuses it); with add_special_tokens false it is a 400 "
+        "empty_input.",
         "anyOf": forms,
     }
 
@@ -139,21 +141,26 @@ INPUT_SCHEMA = input_schema()
 
 _SIDE_NAMES: dict[str, JsonValue] = {"left": ["left", "Left"], "right": ["right", "Right"]}
 # truncation_side (vLLM) and truncation_direction (TEI) name the same thing: both may be sent,
-# not with different values.
-_SIDES_AGREE: JsonDict = {
-    "not": {
-        "anyOf": [
-            {
-                "required": ["truncation_side", "truncation_direction"],
-                "properties": {
-                    "truncation_side": {"const": side},
-                    "truncation_direction": {"enum": _SIDE_NAMES[other]},
-                },
-            }
-            for side, other in (("left", "right"), ("right", "left"))
-        ]
+# not with different values; and truncate=false (refuse) with truncate_prompt_tokens (cut) asks
+# for two things at once.
+_SIDES_DISAGREE: list[JsonValue] = [
+    {
+        "required": ["truncation_side", "truncation_direction"],
+        "properties": {
+            "truncation_side": {"const": side},
+            "truncation_direction": {"enum": _SIDE_NAMES[other]},
+        },
     }
+    for side, other in (("left", "right"), ("right", "left"))
+]
+_REFUSE_AND_CUT: JsonDict = {
+    "required": ["truncate", "truncate_prompt_tokens"],
+    "properties": {
+        "truncate": {"const": False},
+        "truncate_prompt_tokens": {"type": "integer"},
+    },
 }
+_OPTIONS_AGREE: JsonDict = {"not": {"anyOf": [*_SIDES_DISAGREE, _REFUSE_AND_CUT]}}
 
 
 class EmbeddingsRequest(BaseModel):
@@ -161,7 +168,7 @@ class EmbeddingsRequest(BaseModel):
     with the options of vLLM and TEI that change the vectors: honoured, never ignored."""
 
     model_config = ConfigDict(
-        extra="ignore", protected_namespaces=(), json_schema_extra=_SIDES_AGREE
+        extra="ignore", protected_namespaces=(), json_schema_extra=_OPTIONS_AGREE
     )
 
     input: Annotated[Inputs, WithJsonSchema(INPUT_SCHEMA)]
@@ -196,6 +203,29 @@ class EmbeddingsRequest(BaseModel):
         description="TEI's option: true returns unit-length vectors, false the pooled vectors "
         "as they are. Unset: as the model's own files say (/info's normalize).",
     )
+    # TEI's /embed `truncate` (v1.9.3 router/src/http/types.rs, EmbedRequest: Option<bool>;
+    # router/src/http/server.rs, embed: `req.truncate.unwrap_or(info.auto_truncate)`; an
+    # over-long input without it is a validation error, core/src/tokenization.rs, encode_input).
+    # TEI's own /v1/embeddings takes no `truncate`; clients that send it to an OpenAI route
+    # (TEI's /embed clients pointed here) mean TEI's.
+    truncate: StrictBool | None = Field(
+        None,
+        description="TEI's option: true cuts over-long inputs to the model's maximum even on a "
+        "server that refuses them; false refuses them (400 context_length_exceeded) even on a "
+        "server that cuts them. Unset: as the server does (/info's limits.truncate). May not "
+        "be false with truncate_prompt_tokens.",
+    )
+    # vLLM's `add_special_tokens` for completion-style input (vllm/entrypoints/pooling/base/
+    # protocol.py, CompletionRequestMixin, default True, at 020638a6): False tokenises text
+    # without the tokenizer's special tokens. Token ids are sequences as they are (vLLM adds
+    # nothing to them either), so it changes text only, including cl100k_base ids decoded to text.
+    add_special_tokens: StrictBool | None = Field(
+        None,
+        description="vLLM's option: false embeds each text's tokens (after the prompt's) without "
+        "the model's special tokens ([CLS], [SEP]), up to the model's maximum of its own; "
+        "usage counts what was embedded. Unset or true: with them. Token ids of this model "
+        "(EMBED_TOKEN_IDS=model) are taken as they are either way.",
+    )
 
     @field_validator("input", mode="plain")
     @classmethod
@@ -208,7 +238,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    text: NonEmptyText
+    text: Text
     prompt_name: str | None = None
 
 
@@ -217,8 +247,8 @@ class SimilarityRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    source_text: NonEmptyText
-    candidates: list[NonEmptyText] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)
+    source_text: Text
+    candidates: list[Text] = Field(min_length=1, max_length=MAX_INPUTS_PER_REQUEST - 1)
     prompt_name: str | None = None
     """Applies to the source and every candidate alike."""
 
@@ -283,6 +313,26 @@ class Limits(BaseModel):
     truncate: bool
 
 
+class HttpLimitsInfo(BaseModel):
+    """The HTTP layer's limits (service.httpserver), as configured and as in effect."""
+
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    keep_alive_timeout_seconds: int
+    max_header_bytes: int
+    max_headers: int
+    max_connections: int | None = Field(
+        description="The API port's connection limit in effect: EMBED_MAX_CONNECTIONS, or fewer "
+        "when the process may not open that many files (also inference_max_connections); null "
+        "when the app is not served by this server's HTTP layer (an in-process test client)."
+    )
+    max_connections_configured: int
+    metrics_port: int = Field(
+        description="The port of /metrics and the probes for the kubelet (0: none; they are "
+        "served on the API port too)."
+    )
+
+
 class ServerInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -314,6 +364,7 @@ class ServerInfo(BaseModel):
     token_ids_meaning: str
     phase: str
     limits: Limits
+    http: HttpLimitsInfo
     version: str
 
 

@@ -131,16 +131,29 @@ class Settings(BaseSettings):
         description="Inputs held waiting for the device at most, whatever the time estimate: "
         "bounds the queue's memory (admission is by max_queue_seconds).",
     )
-    max_request_tokens: int = Field(
-        300_000, ge=1, description="Tokens per request (after truncation) before 400."
+    # Unset by default: 2048 inputs x the model's maximum, the most a request can reach, so no
+    # request is refused for its total. What a total once protected is bounded per input now:
+    # each text is cut to a character budget before tokenising (service.textcut) and to
+    # max_tokens after, so a request's memory and tokenizer time are at most 2048 inputs' worth;
+    # admission is by estimated queued seconds, which do not count the request's own work, and
+    # round robin keeps a bulk request from delaying small ones by more than a pass (service.
+    # batcher). A fixed 300,000 (OpenAI's limit, in cl100k tokens) refused LangChain's default
+    # batches, which it packs up to 300,000 cl100k tokens: 1,000 Russian texts of 299 cl100k
+    # tokens are 512,000 tokens of a 512-token model. Set it to cap one request's work (a tenant's
+    # share), knowing that clients packing to OpenAI's limit will then get 400s.
+    max_request_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per request (after truncation) before 400. Unset: 2048 x the "
+        "model's maximum, the most a request can hold, i.e. no limit beyond the per-input one.",
     )
     # 16 MiB, kept after weighing it against what a request needs now that every text is cut to
     # a character budget before tokenising (service.textcut): a 15 MB text costs ~40 ms of JSON
     # parsing and ~40 MB at peak, not 13.7 s and 2.5 GB. The most a request can have embedded is
-    # far smaller: max_request_tokens (300,000) at ~6 bytes a token (CJK escaped as \uXXXX, the
-    # default of Python's json) is ~1.8 MB, and 2048 inputs of 512 tokens ~6 MB. The rest is for
-    # clients that send whole documents and rely on truncation (2048 inputs of 8 KB: a page
-    # each), which a lower limit would refuse with nothing gained.
+    # far smaller: 2048 inputs of 512 tokens at ~6 bytes a token (CJK escaped as \uXXXX, the
+    # default of Python's json) is ~6 MB. The rest is for clients that send whole documents and
+    # rely on truncation (2048 inputs of 8 KB: a page each), which a lower limit would refuse
+    # with nothing gained.
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Request body size before 413."
     )
@@ -200,8 +213,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=65535,
-        description="Also serve /metrics on this port (0: off) so a NetworkPolicy can admit "
-        "only Prometheus to it; /metrics on the main port stays for local use.",
+        description="Also serve /metrics and the probes (/health, /ready) on this port (0: "
+        "off): a NetworkPolicy can admit only Prometheus (and the node's kubelet) to it, and no "
+        "busy API connection can lock the probes out; they stay on the main port too.",
     )
     drain_delay_seconds: float = Field(
         contract.DRAIN_DELAY_SECONDS,

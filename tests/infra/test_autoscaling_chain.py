@@ -249,7 +249,8 @@ def test_probes_and_ports_follow_the_contract(inventory: Inventory) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == contract.HEALTH_PATH
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     for probe in ("readinessProbe", "startupProbe", "livenessProbe"):
-        assert ports[container[probe]["httpGet"]["port"]] == contract.SERVICE_PORT, probe
+        # The metrics listener: no API connection can lock the kubelet out there.
+        assert ports[container[probe]["httpGet"]["port"]] == contract.METRICS_PORT, probe
 
 
 def test_services_pdb_and_policy_select_the_deployment_pods(inventory: Inventory) -> None:

@@ -109,19 +109,26 @@ def test_spread_across_zones_and_nodes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STACKS)
-def test_probes_use_the_contract_paths_and_port(name: str) -> None:
-    container = server(build(name))
+def test_probes_use_the_contract_paths_on_the_metrics_listener(name: str) -> None:
+    """The probes go to the metrics listener, which the server opens on EMBED_METRICS_PORT: on
+    the API port, slow bodies or queued requests holding every connection got them 503
+    too_many_connections, and the liveness probe restarted a working pod
+    (tests/service/test_http_limits.py shows the server's side)."""
+    inventory = build(name)
+    container = server(inventory)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {
         contract.PORT_NAME: contract.SERVICE_PORT,
         contract.METRICS_PORT_NAME: contract.METRICS_PORT,
     }
+    assert env(inventory)[contract.ENV_METRICS_PORT] == str(contract.METRICS_PORT)
     for probe, path in (
         ("startupProbe", contract.READY_PATH),
         ("readinessProbe", contract.READY_PATH),
         ("livenessProbe", contract.HEALTH_PATH),
     ):
-        assert container[probe]["httpGet"] == {"path": path, "port": contract.PORT_NAME}, probe
+        expected = {"path": path, "port": contract.METRICS_PORT_NAME}
+        assert container[probe]["httpGet"] == expected, probe
     startup = container["startupProbe"]
     # A model load may take minutes before liveness takes over.
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300

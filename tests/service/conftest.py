@@ -61,7 +61,7 @@ def start_server() -> Iterator[Callable[..., LiveServer]]:
         factory = encoder if callable(encoder) else lambda: encoder
         app = create_app(config_settings, encoder_factory=factory)
         # The HTTP layer `python -m service` runs (limits included), in a thread.
-        config = server_config(app, config_settings, app.state.runtime.metrics)
+        config = server_config(app, app.state.runtime)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
         thread.start()

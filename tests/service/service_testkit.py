@@ -36,8 +36,13 @@ _VOCAB_TEXT = (
 _WORDS = _VOCAB_TEXT.split()
 
 
-def build_tiny_bert(folder: Path, pooling_key: str = "pooling_mode_cls_token") -> Path:
-    """A 2-layer random BERT with a word-level vocabulary, saved like a sentence-transformers model.
+def build_tiny_bert(
+    folder: Path,
+    pooling_key: str = "pooling_mode_cls_token",
+    max_tokens: int = TINY_MAX_TOKENS,
+) -> Path:
+    """A 2-layer random BERT with a word-level vocabulary, saved like a sentence-transformers model
+    that reads `max_tokens` tokens.
 
     CLS pooling on purpose: it differs from the mean default, so a test can tell that the pooling
     really came from 1_Pooling/config.json.
@@ -54,11 +59,13 @@ def build_tiny_bert(folder: Path, pooling_key: str = "pooling_mode_cls_token") -
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=max(64, max_tokens),
     )
     BertModel(config).eval().save_pretrained(folder)
     # transformers 5.x: `vocab=` (a vocab_file= argument is silently ignored: every token [UNK]).
-    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
+    tokenizer = BertTokenizerFast(
+        vocab=vocab, do_lower_case=True, model_max_length=max(64, max_tokens)
+    )
     tokenizer.save_pretrained(folder)
     (folder / "modules.json").write_text(
         json.dumps(
@@ -89,7 +96,7 @@ def build_tiny_bert(folder: Path, pooling_key: str = "pooling_mode_cls_token") -
         json.dumps({"word_embedding_dimension": TINY_HIDDEN, pooling_key: True})
     )
     (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": TINY_MAX_TOKENS, "do_lower_case": False})
+        json.dumps({"max_seq_length": max_tokens, "do_lower_case": False})
     )
     return folder
 

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, free_port
+from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, build_tiny_bert, free_port
 
 from service import contract
 from service.encoder import Encoder, EncoderConfig
@@ -179,11 +179,30 @@ def test_a_text_over_the_character_budget_is_cut_and_reported_the_same(server: L
     assert cut.json()["data"][0]["embedding"] == whole.json()["data"][0]["embedding"]
 
 
+def test_an_empty_text_is_the_models_special_tokens_alone(
+    server: LiveServer, tiny_encoder: Encoder
+) -> None:
+    """ "" is embedded, as sentence-transformers and vLLM do (OpenAI refuses it), on every route:
+    a client's empty document no longer fails its whole batch."""
+    empty = tiny_encoder.encode_ids([[*tiny_encoder._prefix, *tiny_encoder._suffix]])[0]
+    response = post(server, contract.EMBEDDINGS_PATH, {"input": ["hello world", ""]})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    np.testing.assert_allclose(data[1]["embedding"], empty, atol=1e-5)
+    np.testing.assert_allclose(
+        data[0]["embedding"], tiny_encoder.encode(["hello world"])[0], atol=1e-5
+    )
+    assert response.json()["usage"]["prompt_tokens"] == 4 + 2
+    single = post(server, contract.EMBEDDING_PATH, {"text": ""})
+    np.testing.assert_allclose(single.json()["embedding"], empty, atol=1e-5)
+    scores = post(server, contract.SIMILARITY_PATH, {"source_text": "", "candidates": ["", "x"]})
+    assert scores.json()["similarities"][0] == pytest.approx(1.0, abs=1e-5)
+
+
 # --- Every bad input: a 4xx in the envelope, and the server stays ready ---------------------------
 BAD_BODIES = [
-    pytest.param({"input": ""}, 400, "input", id="empty-string"),
     pytest.param({"input": []}, 400, "input", id="empty-list"),
-    pytest.param({"input": ["a", ""]}, 400, "input", id="empty-string-in-list"),
+    pytest.param({"input": "", "add_special_tokens": False}, 400, "input", id="nothing-to-read"),
     pytest.param({"input": ["hello"] * 2049}, 400, "input", id="2049-items"),
     pytest.param({"input": 42}, 400, "input", id="number"),
     pytest.param({"input": None}, 400, "input", id="null"),
@@ -244,6 +263,23 @@ def test_per_request_token_cap(server: LiveServer) -> None:
     assert "4096" in error["message"]
 
 
+def test_a_request_is_not_refused_for_its_total_by_default(
+    start_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """LangChain packs up to 300,000 cl100k tokens per request (its MAX_TOKENS_PER_REQUEST): with
+    a 512-token model that is far more of the model's tokens (each Russian text of 299 cl100k
+    tokens is cut to 512), and the old default of 300,000 refused such a batch whole. Unset, the
+    limit is what 2048 inputs at the model's maximum hold: no request reaches it."""
+    model = build_tiny_bert(tmp_path / "bert-512", max_tokens=512)
+    server = start_server(Encoder.load(EncoderConfig(model=str(model))))
+    texts = ["the cat sat on the mat " * 100] * 600  # 600 tokens each, cut to 512
+    response = post(server, contract.EMBEDDINGS_PATH, {"input": texts})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == 600 * 512  # over 300,000
+    limits = httpx.get(f"{server.base_url}{contract.INFO_PATH}").json()["limits"]
+    assert limits["max_request_tokens"] == 2048 * 512
+
+
 def test_unknown_route_and_method(server: LiveServer) -> None:
     assert_envelope(httpx.get(f"{server.base_url}/v1/nothing"), 404)
     assert_envelope(httpx.get(f"{server.base_url}{contract.EMBEDDINGS_PATH}"), 405)
@@ -261,7 +297,6 @@ def test_embedding_route(server: LiveServer, tiny_encoder: Encoder) -> None:
     np.testing.assert_allclose(
         body["embedding"], tiny_encoder.encode(["hello world"])[0], atol=1e-5
     )
-    assert_envelope(post(server, contract.EMBEDDING_PATH, {"text": ""}), 400, "text")
     assert_envelope(post(server, contract.EMBEDDING_PATH, {"txt": "x"}), 400, "text")
 
 
@@ -372,7 +407,7 @@ def test_log_lines_carry_the_request_id(
     caplog.handler.addFilter(RequestIdFilter())
     with caplog.at_level(logging.INFO, logger="service.access"):
         post(logged, contract.EMBEDDINGS_PATH, {"input": "hi"}, headers={"x-request-id": "trace-7"})
-        post(logged, contract.EMBEDDINGS_PATH, {"input": ""}, headers={"x-request-id": "trace-8"})
+        post(logged, contract.EMBEDDINGS_PATH, {"input": []}, headers={"x-request-id": "trace-8"})
         # The access line is written after the response went out: give the server thread a moment.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -113,6 +113,59 @@ def test_haystack_text_and_document_embedders(server: LiveServer, plain: np.ndar
     assert_same_vectors([d.embedding for d in documents], plain)
 
 
+def test_langchain_past_8191_tokens_averages_chunks_unless_told_to_send_the_text(
+    server: LiveServer, offline_tiktoken: Path
+) -> None:
+    """The README's limit: LangChain's defaults split a text of over embedding_ctx_length (8191)
+    cl100k_base tokens into chunks, embed each and return their token-weighted average
+    (langchain_openai/embeddings/base.py, _process_batched_chunked_embeddings), which is not the
+    text's vector; either workaround the README gives sends the whole text as one input."""
+    import tiktoken
+
+    food, stocks = "A man is eating food. " * 1000, "Stocks fell sharply on Tuesday. " * 1000
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    # The first chunk holds all of the food and the start of the stocks, the second only stocks.
+    assert (
+        len(cl100k.encode_ordinary(food)) + 256 < 8191 < len(cl100k.encode_ordinary(food + stocks))
+    )
+    text = food + stocks
+    response = httpx.post(
+        f"{server.base_url}{contract.EMBEDDINGS_PATH}", json={"input": text}, timeout=60
+    )
+    whole = np.array([response.json()["data"][0]["embedding"]])
+    averaged = langchain(server.base_url).embed_query(text)
+    assert cosine(averaged, whole[0]) < 0.99
+    for workaround in ({"check_embedding_ctx_length": False}, {"embedding_ctx_length": 10**9}):
+        client = OpenAIEmbeddings(
+            base_url=f"{server.base_url}/v1", model=MODEL, api_key="unused", **workaround
+        )
+        assert_same_vectors([client.embed_query(text)], whole)
+
+
+def cosine(a: list[float], b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_an_empty_document_is_embedded_not_a_failed_batch(
+    server: LiveServer, plain: np.ndarray, minilm_encoder: Encoder, offline_tiktoken: Path
+) -> None:
+    """LangChain embeds an empty document by sending input="" (its empty_embedding fallback,
+    langchain_openai/embeddings/base.py); Haystack sends "" in the batch. Both failed with a 400
+    for the whole call: "" is now embedded as the model's special tokens alone, which is what
+    sentence-transformers gives for it."""
+    empty = minilm_encoder.encode([""])[0]
+    texts = [*TEXTS[:3], ""]
+    vectors = langchain(server.base_url).embed_documents(texts)
+    assert_same_vectors(vectors[:3], plain[:3])
+    assert cosine(vectors[3], empty) >= 0.999
+    options = {"api_key": Secret.from_token("unused"), "model": MODEL}
+    documents = OpenAIDocumentEmbedder(api_base_url=f"{server.base_url}/v1", **options).run(
+        documents=[Document(content=t) for t in texts]
+    )["documents"]
+    assert_same_vectors([d.embedding for d in documents[:3]], plain[:3])
+    assert cosine(documents[3].embedding, empty) >= 0.999
+
+
 def test_openai_sdk_with_its_defaults(server: LiveServer, plain: np.ndarray) -> None:
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
     response = client.embeddings.create(model=MODEL, input=TEXTS)  # base64, as the SDK asks

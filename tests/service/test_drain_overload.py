@@ -143,7 +143,11 @@ async def _load_through_sigterm(
         # large requests.
         assert await asyncio.gather(*(ready(probe) for _ in range(4))) == [200] * 4
         workers = [asyncio.create_task(steady(client)) for _ in range(6)]
-        await asyncio.sleep(0.5)
+        for _ in range(1200):  # until the load is flowing (a bound for a stuck server, 60 s)
+            if len(statuses) >= len(workers):
+                break
+            await asyncio.sleep(0.05)
+        assert statuses, "no request completed before SIGTERM"
         process.send_signal(signal.SIGTERM)
         for _ in range(50):
             ready_during_drain.append(await ready(probe))
@@ -214,6 +218,16 @@ async def gauge(client: httpx.AsyncClient, name: str) -> float:
     return float(line.split()[1])
 
 
+async def until_gauge(
+    client: httpx.AsyncClient, name: str, reached: Callable[[float], bool]
+) -> None:
+    for _ in range(1200):  # a bound for a stuck server (60 s), not a speed budget
+        if reached(await gauge(client, name)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} is {await gauge(client, name)}, never the value waited for")
+
+
 async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> None:
     """uvicorn's graceful-shutdown timeout used to cancel the handler first: a plain-text 500 and
     a CancelledError traceback."""
@@ -260,12 +274,13 @@ async def test_the_drain_timeout_answers_what_is_left_503_in_the_envelope() -> N
     assert not [line for line in output.splitlines() if "[bulk-1]" in line and "drain" in line]
 
 
-async def test_a_client_still_sending_at_the_end_of_the_drain_gets_503_in_the_envelope(
+async def test_requests_still_arriving_at_the_end_of_the_drain_get_503_in_the_envelope(
     tiny_model_dir: Path,
 ) -> None:
-    """Past the drain timeout (plus the answer margin) uvicorn cancels the handlers that are still
-    running; one still reading a slow client's body used to answer uvicorn's plain-text 500 and
-    log a CancelledError traceback."""
+    """A slow client's body still arriving once the drain is over is answered 503 under its own
+    request id, and the shutdown does not wait for it: uvicorn used to wait out its graceful
+    timeout, log "ERROR ... Cancel 1 running task(s)" and cancel the handler. A head still
+    arriving is answered 503 too (uvicorn closed it without a word)."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = await start_process(
@@ -280,24 +295,33 @@ async def test_a_client_still_sending_at_the_end_of_the_drain_gets_503_in_the_en
         await asyncio.to_thread(wait_ready, base_url, 90)
         headers = "Content-Length: 100\r\nX-Request-ID: slow-1\r\n"
         reader, writer = await raw_post(base_url, contract.EMBEDDINGS_PATH, headers, b'{"input"')
+        host, _, port_text = base_url.removeprefix("http://").partition(":")
+        head_reader, head_writer = await asyncio.open_connection(host, int(port_text))
+        head_writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the rest never comes
+        await head_writer.drain()
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            # Wait until the server is reading the body.
-            while await gauge(client, contract.REQUESTS_IN_FLIGHT) == 0:
-                assert not reader.at_eof(), "the server answered before the body was complete"
-                await asyncio.sleep(0.05)
+            # Wait until the server is reading the body, and holds the head.
+            await until_gauge(client, contract.REQUESTS_IN_FLIGHT, lambda value: value > 0)
+            assert not reader.at_eof(), "the server answered before the body was complete"
+            await until_gauge(client, contract.CONNECTIONS_OPEN, lambda value: value >= 3)
         process.send_signal(signal.SIGTERM)
         answer = await asyncio.wait_for(reader.read(), 60)
+        head_answer = await asyncio.wait_for(head_reader.read(), 60)
         writer.close()
+        head_writer.close()
         output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
     finally:
         if process.returncode is None:
             process.kill()
-    head, _, body = answer.decode().partition("\r\n\r\n")
-    assert head.startswith("HTTP/1.1 503"), answer
-    assert "content-type: application/json" in head.lower()
-    assert json.loads(body)["error"]["code"] == "shutting_down"
+    for got in (answer, head_answer):
+        head, _, body = got.decode().partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 503"), got
+        assert "content-type: application/json" in head.lower()
+        assert json.loads(body)["error"]["code"] == "shutting_down"
+    assert "x-request-id: slow-1" in answer.decode().lower()
     assert process.returncode == 0, output
     assert "Traceback" not in output, output[-3000:]
+    assert not [line for line in output.splitlines() if " ERROR " in line], output[-3000:]
 
 
 async def test_drain_log_lines_carry_no_request_id(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,6 +1,7 @@
 """The HTTP layer's limits (service.httpserver) on a live server: slow and silent connections are
-closed, oversized heads get 431, connections past the limit replace idle ones or are refused,
-413 and 408 close the connection, protocol errors are answered in the envelope and counted.
+closed, oversized heads get 431, connections past the limit replace idle or slow ones or are
+refused, 413 and 408 close the connection, protocol errors are answered in the envelope and
+counted, and the probes have a listener of their own.
 
 Each test waits for the condition (an answer, the server closing the connection) under a generous
 timeout; none measures how fast it happens."""
@@ -9,18 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import resource
 import select
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from service_testkit import LiveServer
+from service_testkit import LiveServer, free_port, wait_ready
 
 from service import contract, httpserver
 from service.encoder import Encoder
 from service.httpserver import RESERVED_FILES
+from service.logs import RequestIdFilter
 
 pytestmark = pytest.mark.anyio
 PATIENCE_S = 60.0
@@ -122,17 +130,33 @@ async def test_a_slowloris_head_is_answered_408_and_closed(limited: LiveServer) 
     late. uvicorn alone kept such a connection open for as long as the bytes kept coming."""
     reader, writer = await connect(limited)
     writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+    assert_envelope(await trickle_until_answered(reader, writer, b"X"), 408, "request_timeout")
+    writer.close()
+    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
+
+
+async def trickle_until_answered(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, piece: bytes
+) -> bytes:
+    """Send `piece` every 50 ms, each well within any per-read timeout, until the server answers
+    and closes (or PATIENCE_S runs out: until_closed's bound); the answer."""
     answer = asyncio.create_task(until_closed(reader))
     while not answer.done():
         try:
-            writer.write(b"X")
+            writer.write(piece)
             await writer.drain()
         except ConnectionError:
             break
         await asyncio.sleep(0.05)
-    assert_envelope(await answer, 408, "request_timeout")
+    return await answer
+
+
+async def header_timeout_passed(server: LiveServer) -> None:
+    """Returns once a header timeout has run out since the call: a connection opened now, silent,
+    is closed by it (so every head timer armed before the call has fired too)."""
+    reader, writer = await connect(server)
+    assert await until_closed(reader) == b""
     writer.close()
-    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
 
 
 async def test_a_keep_alive_connection_then_gets_a_fresh_header_timeout(
@@ -142,9 +166,26 @@ async def test_a_keep_alive_connection_then_gets_a_fresh_header_timeout(
     start: a client that keeps a connection for longer than the header timeout is served."""
     async with httpx.AsyncClient(base_url=limited.base_url) as client:
         assert (await client.get(contract.HEALTH_PATH)).status_code == 200
-        await asyncio.sleep(1.0)  # longer than the header timeout, shorter than the keep-alive
+        await header_timeout_passed(limited)  # shorter than the keep-alive
         assert (await client.get(contract.HEALTH_PATH)).status_code == 200
-    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 0
+    # The one silent connection of header_timeout_passed, nothing else.
+    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
+
+
+async def test_empty_lines_after_a_request_do_not_keep_the_connection_open(
+    limited: LiveServer,
+) -> None:
+    """A CRLF every so often after a first request never starts a request for the parser (RFC
+    9112 2.2 lets a server skip empty lines before a request line), and each byte cancelled
+    uvicorn's keep-alive timer: the connection stayed open for as long as the CRLFs came. Any
+    byte now starts a head, timed like any other."""
+    reader, writer = await connect(limited)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, _ = await read_one(reader)
+    assert status == 200
+    assert_envelope(await trickle_until_answered(reader, writer, b"\r\n"), 408, "request_timeout")
+    writer.close()
+    assert limited.metric(REJECTIONS, {"reason": "header_timeout"}) == 1
 
 
 async def test_a_late_body_is_answered_408_and_counted_on_its_route(limited: LiveServer) -> None:
@@ -181,12 +222,20 @@ async def test_a_body_sent_after_an_early_answer_is_not_timed_out(
     status, _, _ = await read_one(reader)
     assert status == 401
     writer.write(b'"input": "hello"}  ')  # the rest of the 20 bytes
-    await asyncio.sleep(1.0)  # over three body timeouts: a timer left running would have fired
+    # A body timer armed later than this one's (same timeout) fires after it: once a late body
+    # on another connection has been answered 408, a timer left running here would have fired.
+    late_reader, late_writer = await connect(server)
+    late_writer.write(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-1\r\n"
+        b"Content-Length: 20\r\n\r\n{"
+    )
+    assert parse(await until_closed(late_reader))[0] == 408
+    late_writer.close()
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     status, _, _ = await read_one(reader)
     writer.close()
     assert status == 200
-    assert server.metric(REJECTIONS, {"reason": "body_timeout"}) == 0
+    assert server.metric(REJECTIONS, {"reason": "body_timeout"}) == 1  # the other one's
 
 
 async def test_an_idle_keep_alive_connection_is_closed(
@@ -263,6 +312,45 @@ async def test_a_protocol_error_is_answered_in_the_envelope_and_counted(
     assert limited.metric(REJECTIONS, {"reason": "malformed"}) == 1
 
 
+async def test_a_protocol_error_in_a_body_is_that_requests_answer_counted_once(
+    start_server: Callable[..., LiveServer],
+    tiny_encoder: Encoder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bad chunk size arrives while the route reads the body: the request is answered 400
+    `malformed_request` under its own X-Request-ID, counted once on its route and logged once.
+    Before, the HTTP layer answered under a new id and the route counted and logged a 499 too."""
+    server = start_server(tiny_encoder, access_log=True)
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        reader, writer = await connect(server)
+        writer.write(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b'X-Request-ID: bad-chunk-1\r\n\r\n5\r\n{"inp\r\n'
+        )
+        await writer.drain()
+        await wait_for_metric(server, contract.REQUESTS_IN_FLIGHT, {}, 1)  # reading the body
+        writer.write(b"ZZ\r\n")  # not a chunk size
+        headers = assert_envelope(await until_closed(reader), 400, "malformed_request")
+        writer.close()
+        route = {"route": contract.EMBEDDINGS_PATH}
+        await wait_for_metric(server, contract.REQUESTS_TOTAL, {**route, "status": "400"}, 1)
+    assert headers["x-request-id"] == "bad-chunk-1"
+    assert server.metric(contract.REQUESTS_TOTAL, {**route, "status": "499"}) == 0
+    assert server.metric(REJECTIONS, {"reason": "malformed"}) == 1
+    lines = [(r.request_id, r.getMessage()) for r in caplog.records if r.name == "service.access"]
+    assert len(lines) == 1, lines
+    assert lines[0][0] == "bad-chunk-1"
+    assert lines[0][1].startswith(f"POST {contract.EMBEDDINGS_PATH} 400 ")
+
+
+async def test_a_refused_head_echoes_the_clients_request_id(limited: LiveServer) -> None:
+    headers = {"X-Request-ID": "many-1", **{f"X-H{i}": "1" for i in range(50)}}
+    response = await request("GET", limited.base_url + contract.HEALTH_PATH, headers=headers)
+    assert response.status_code == 431
+    assert response.headers["x-request-id"] == "many-1"
+
+
 # --- 413 --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_413_closes_the_connection_instead_of_reading_the_rest(
@@ -286,11 +374,13 @@ async def test_413_by_content_length_closes_the_connection(limited: LiveServer) 
 
 
 # --- connections ----------------------------------------------------------------------------
-async def test_past_the_connection_limit_an_idle_connection_makes_room(
-    start_server: Callable[..., LiveServer], tiny_encoder: Encoder
+async def test_past_the_connection_limit_a_slow_head_makes_room(
+    start_server: Callable[..., LiveServer], tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A flood of connections that send nothing cannot lock clients out (the kubelet's probes
-    included): each new one closes the one that has waited longest."""
+    """A flood of connections that send nothing (or too slowly) cannot lock clients out: once a
+    head has taken longer than any client's (SLOW_HEAD_SECONDS, 0 here so that every waiting
+    head has), each new connection closes the one that has waited longest."""
+    monkeypatch.setattr(httpserver, "SLOW_HEAD_SECONDS", 0.0)
     server = start_server(tiny_encoder, max_connections=4, header_timeout_seconds=600)
     silent = [await connect(server) for _ in range(4)]
     await wait_for_metric(server, contract.CONNECTIONS_OPEN, {}, 4)
@@ -303,18 +393,70 @@ async def test_past_the_connection_limit_an_idle_connection_makes_room(
     await wait_for_metric(server, contract.CONNECTIONS_OPEN, {}, 0)
 
 
+async def test_past_the_connection_limit_an_idle_connection_makes_room(
+    start_server: Callable[..., LiveServer], tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive connection between requests is closed for a newcomer, however recent."""
+    monkeypatch.setattr(httpserver, "SLOW_HEAD_SECONDS", 600.0)
+    server = start_server(tiny_encoder, max_connections=2, header_timeout_seconds=600)
+    idle = []
+    for _ in range(2):
+        reader, writer = await connect(server)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_one(reader))[0] == 200
+        idle.append((reader, writer))
+    response = await request("GET", server.base_url + contract.HEALTH_PATH)
+    assert response.status_code == 200
+    assert await until_closed(idle[0][0]) == b""  # the one idle longest made room
+    assert server.metric(REJECTIONS, {"reason": "evicted"}) == 1
+    for _, writer in idle:
+        writer.close()
+
+
+async def test_past_the_connection_limit_heads_still_arriving_are_not_evicted(
+    start_server: Callable[..., LiveServer], tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst every connection is a client's head still on its way: closing one for the
+    newcomer traded one client for another (the oldest was evicted however young). The
+    newcomer is refused at once instead, with Retry-After, and the others are served."""
+    monkeypatch.setattr(httpserver, "SLOW_HEAD_SECONDS", 600.0)
+    server = start_server(tiny_encoder, max_connections=3, header_timeout_seconds=600)
+    arriving = []
+    for _ in range(3):
+        reader, writer = await connect(server)
+        writer.write(b"GET /health HTTP/1.1\r\n")  # the rest of the head is on its way
+        arriving.append((reader, writer))
+    await wait_for_metric(server, contract.CONNECTIONS_OPEN, {}, 3)
+    reader, writer = await connect(server)
+    headers = assert_envelope(await until_closed(reader), 503, "too_many_connections")
+    assert headers["retry-after"] == "1"
+    writer.close()
+    for reader, writer in arriving:  # every head that was arriving is served
+        writer.write(b"Host: x\r\n\r\n")
+        assert (await read_one(reader))[0] == 200
+        writer.close()
+    assert server.metric(REJECTIONS, {"reason": "evicted"}) == 0
+    assert server.metric(REJECTIONS, {"reason": "connection_limit"}) == 1
+
+
+async def busy_connections(server: LiveServer, count: int) -> list[Any]:
+    """`count` connections each busy with a request whose body is still on its way."""
+    busy = []
+    for _ in range(count):
+        reader, writer = await connect(server)
+        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        busy.append((reader, writer))
+    await wait_for_metric(server, contract.REQUESTS_IN_FLIGHT, {}, count)
+    return busy
+
+
 async def test_past_the_connection_limit_with_every_connection_busy_refuses_at_once(
     start_server: Callable[..., LiveServer], tiny_encoder: Encoder
 ) -> None:
     server = start_server(
         tiny_encoder, max_connections=3, header_timeout_seconds=600, body_timeout_seconds=600
     )
-    busy = []
-    for _ in range(3):  # each one's body is still on its way: busy with a request
-        reader, writer = await connect(server)
-        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        busy.append((reader, writer))
-    await wait_for_metric(server, contract.REQUESTS_IN_FLIGHT, {}, 3)
+    busy = await busy_connections(server, 3)
     reader, writer = await connect(server)
     headers = assert_envelope(await until_closed(reader), 503, "too_many_connections")
     assert headers["retry-after"] == "1"
@@ -326,26 +468,86 @@ async def test_past_the_connection_limit_with_every_connection_busy_refuses_at_o
     assert (await request("GET", server.base_url + contract.HEALTH_PATH)).status_code == 200
 
 
-# --- file descriptors -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("soft", "hard", "raised_to", "usable"),
-    [
-        (1024, 1_048_576, 4096 + RESERVED_FILES, 4096),  # a container's usual start: raised
-        (1024, 2048, 2048, 2048 - RESERVED_FILES),  # cannot be raised enough: fewer, and said so
-        (1_048_576, 1_048_576, None, 4096),  # already enough: untouched
-    ],
-)
-def test_the_connection_limit_fits_the_open_file_limit(
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    soft: int,
-    hard: int,
-    raised_to: int | None,
-    usable: int,
+async def test_the_probes_answer_on_the_metrics_port_while_every_api_connection_is_busy(
+    start_server: Callable[..., LiveServer], tiny_encoder: Encoder
 ) -> None:
-    calls = []
-    monkeypatch.setattr(httpserver.resource, "getrlimit", lambda _: (soft, hard))
-    monkeypatch.setattr(httpserver.resource, "setrlimit", lambda _, limits: calls.append(limits))
-    assert httpserver.usable_connections(4096) == usable
-    assert calls == ([] if raised_to is None else [(raised_to, hard)])
-    assert ("lowered to" in caplog.text) == (usable < 4096)
+    """Slow bodies (or legitimate queued requests) on every API connection got the kubelet's
+    probes 503 too_many_connections on the API port, and its liveness probe would restart a
+    working pod. The metrics listener serves the probes (the Deployment's probes point there,
+    tests/infra/test_inference.py) on connections of its own."""
+    metrics_port = free_port()
+    server = start_server(
+        tiny_encoder,
+        max_connections=2,
+        header_timeout_seconds=600,
+        body_timeout_seconds=600,
+        metrics_port=metrics_port,
+    )
+    busy = await busy_connections(server, 2)
+    refused = await request("GET", server.base_url + contract.HEALTH_PATH)
+    assert refused.json()["error"]["code"] == "too_many_connections"
+    side = f"http://127.0.0.1:{metrics_port}"
+    health = await request("GET", side + contract.HEALTH_PATH)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    ready = await request("GET", side + contract.READY_PATH)
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    scrape = await request("GET", side + contract.METRICS_PATH)
+    assert f"{contract.MAX_CONNECTIONS} 2.0" in scrape.text
+    assert (await request("GET", side + contract.EMBEDDINGS_PATH)).status_code == 404
+    info = (await request("GET", side + contract.INFO_PATH)).status_code
+    assert info == 404  # only the probes and /metrics there
+    server.app.state.runtime.start_draining()  # SIGTERM: readiness fails there too
+    assert (await request("GET", side + contract.READY_PATH)).status_code == 503
+    for _, writer in busy:
+        writer.close()
+
+
+# --- file descriptors -------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_connection_limit_fits_the_open_file_limit(tiny_model_dir: Path) -> None:
+    """A process started with a soft limit of 256 files and a hard one of 1024 (a container's
+    usual start is 1024 and far more) raises its soft limit to the hard one, and serves as many
+    connections as that leaves, saying so (/info, the gauge, a warning)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        contract.ENV_MODEL: str(tiny_model_dir),
+        "EMBED_MAX_CONNECTIONS": "4096",
+    }
+
+    def low_file_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        preexec_fn=low_file_limit,  # no threads in between: the child's own limit
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(base_url, 90)
+        http = httpx.get(base_url + contract.INFO_PATH, timeout=30).json()["http"]
+        scrape = httpx.get(base_url + contract.METRICS_PATH, timeout=30).text
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=60)[0].decode()
+    soft = int(next(line for line in limits.splitlines() if "open files" in line).split()[3])
+    assert soft == 1024
+    assert http["max_connections"] == 1024 - RESERVED_FILES
+    assert http["max_connections_configured"] == 4096
+    assert f"{contract.MAX_CONNECTIONS} {1024 - RESERVED_FILES}.0" in scrape
+    assert f"max_connections 4096 lowered to {1024 - RESERVED_FILES}" in output
+
+
+def test_a_sufficient_open_file_limit_is_left_as_it_is() -> None:
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(1, before[0] - RESERVED_FILES)
+    assert httpserver.usable_connections(wanted) == wanted
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before

@@ -26,6 +26,7 @@ from schemathesis.checks import (
 from schemathesis.specs.openapi.checks import (
     ignored_auth,
     missing_required_header,
+    positive_data_acceptance,
     unsupported_method,
 )
 from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer
@@ -126,6 +127,37 @@ def test_each_operation_has_its_schemas_and_every_error_in_the_envelope(
     assert {"Retry-After", "Retry-After-Ms"} <= set(embeddings["responses"]["429"]["headers"])
 
 
+# What the HTTP layer answers any route with (service.httpserver, and the body limit of
+# service.front), each status with the codes it uses there.
+HTTP_LAYER = {
+    "400": "invalid_request_error/malformed_request",
+    "408": "invalid_request_error/request_timeout",
+    "413": "invalid_request_error/request_too_large",
+    "431": "invalid_request_error/headers_too_large",
+    "503": "server_error/too_many_connections",
+}
+
+
+def test_every_operation_documents_what_the_http_layer_may_answer_it(
+    document: dict[str, Any],
+) -> None:
+    """The server sends 408 (a late head or body), 431, 503 too_many_connections and 400
+    malformed_request on any route; the document used to leave them out."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status, code in HTTP_LAYER.items():
+                assert code in responses[status]["description"], (method, path, status)
+    health = document["paths"][contract.HEALTH_PATH]["get"]["responses"]
+    # Only the codes that reach this route: /health has no input to be invalid.
+    assert "context_length_exceeded" not in health["400"]["description"]
+    assert "shutting_down" in health["503"]["description"]
+    assert "Retry-After" in health["503"]["headers"]
+    embeddings = document["paths"][contract.EMBEDDINGS_PATH]["post"]["responses"]
+    assert "context_length_exceeded" in embeddings["400"]["description"]
+    assert "malformed_request" in document["info"]["description"]
+
+
 def test_the_document_and_the_docs_page_are_serialised_when_built(server: LiveServer) -> None:
     routes = server.app.front.routes
 
@@ -165,9 +197,31 @@ def test_the_document_enumerates_what_the_loaded_model_accepts(
     assert "security" not in document["paths"][contract.INFO_PATH]["get"]
 
 
+# What a request's own options ask the server to refuse, which no schema can describe (it counts
+# no tokens): truncate=false refuses an over-long input, add_special_tokens=false an input that
+# leaves no token at all.
+_REFUSALS_ASKED_FOR = {
+    "truncate": "context_length_exceeded",
+    "add_special_tokens": "empty_input",
+}
+
+
+def positive_data_acceptance_but_asked_refusals(ctx: Any, response: Any, case: Any) -> Any:
+    """schemathesis' positive_data_acceptance, except for the refusals the request's own
+    options asked for (_REFUSALS_ASKED_FOR)."""
+    body = case.body if isinstance(case.body, dict) else {}
+    if response.status_code == 400:
+        code = response.json()["error"]["code"]
+        if any(body.get(name) is False and code == c for name, c in _REFUSALS_ASKED_FOR.items()):
+            return None
+    return positive_data_acceptance(ctx, response, case)
+
+
 # Every check but these three: unsupported_method and missing_required_header probe HTTP details
-# no client relies on, and ignored_auth needs a server with keys (test_api covers them).
-_EXCLUDED = [unsupported_method, missing_required_header, ignored_auth]
+# no client relies on, and ignored_auth needs a server with keys (test_api covers them); positive
+# data acceptance allows the refusals a request's options ask for.
+_EXCLUDED = [unsupported_method, missing_required_header, ignored_auth, positive_data_acceptance]
+_ADDED = [positive_data_acceptance_but_asked_refusals]
 
 
 def generated_cases(api_schema: Any, method: str, path: str) -> Any:
@@ -203,7 +257,11 @@ def api_schema(server: LiveServer) -> Any:
 def test_generated_requests_get_documented_answers(api_schema: Any, method: str, path: str) -> None:
     """Valid and invalid requests generated from the document (a bounded number per operation):
     every check, positive-data acceptance and negative-data rejection included."""
-    run_generated(generated_cases(api_schema, method, path), excluded_checks=_EXCLUDED)
+    run_generated(
+        generated_cases(api_schema, method, path),
+        excluded_checks=_EXCLUDED,
+        additional_checks=_ADDED,
+    )
 
 
 @pytest.mark.parametrize("token_ids", ["model", "reject"])
@@ -213,7 +271,7 @@ def test_each_token_id_meaning_is_described_exactly(
     served = start_server(encoder, token_ids=token_ids)
     schema = schemathesis.openapi.from_url(f"{served.base_url}{OPENAPI_PATH}")
     strategy = generated_cases(schema, "POST", contract.EMBEDDINGS_PATH)
-    run_generated(strategy, examples=20, excluded_checks=_EXCLUDED)
+    run_generated(strategy, examples=20, excluded_checks=_EXCLUDED, additional_checks=_ADDED)
 
 
 _LIMIT_CHECKS = [

@@ -1,6 +1,6 @@
 """The options peers' clients send with an embeddings request, honoured or refused by name, never
-ignored: vLLM's truncate_prompt_tokens (and its -1) and truncation_side, TEI's
-truncation_direction and normalize. On the tiny model through the HTTP API."""
+ignored: vLLM's truncate_prompt_tokens (and its -1), truncation_side and add_special_tokens, TEI's
+truncation_direction, normalize and truncate. On the tiny model through the HTTP API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from service_testkit import TINY_MAX_TOKENS, LiveServer, whole_text_ids
+from service_testkit import TINY_HIDDEN, TINY_MAX_TOKENS, LiveServer, whole_text_ids
 
 from service import contract
 from service.encoder import Encoder, EncoderConfig
@@ -127,6 +127,8 @@ def test_openai_token_ids_are_cut_like_their_text(
             "disagree",
         ),
         ({"normalize": "false"}, "normalize", "boolean"),
+        ({"truncate": "yes"}, "truncate", "boolean"),
+        ({"add_special_tokens": 0}, "add_special_tokens", "boolean"),
     ],
 )
 def test_options_the_server_cannot_honour_are_a_400_naming_them(
@@ -174,5 +176,76 @@ def test_normalize_true_on_a_model_that_does_not(
 
 
 def test_an_unknown_option_keeps_todays_behaviour(server: LiveServer, encoder: Encoder) -> None:
-    response = post(server, input="hello world", add_special_tokens=False, priority=3)
+    response = post(server, input="hello world", priority=3, cache_salt="x" * 43)
     np.testing.assert_allclose(vector(response), encoder.encode(["hello world"])[0], atol=1e-5)
+
+
+def test_add_special_tokens_false_embeds_the_text_without_them(
+    server: LiveServer, encoder: Encoder, offline_tiktoken: Path
+) -> None:
+    """vLLM's add_special_tokens (it used to be ignored: [CLS] and [SEP] were added anyway)."""
+    import tiktoken
+
+    content = whole_text_ids(encoder, "the cat sat on the mat")
+    bare = encoder.encode_ids([content])[0]
+    response = post(server, input="the cat sat on the mat", add_special_tokens=False)
+    np.testing.assert_allclose(vector(response), bare, atol=1e-5)
+    assert response.json()["usage"]["prompt_tokens"] == len(content)
+    assert not np.allclose(bare, encoder.encode(["the cat sat on the mat"])[0], atol=1e-3)
+    # OpenAI token ids are decoded to text: the same text, the same vector.
+    ids = tiktoken.get_encoding("cl100k_base").encode_ordinary("the cat sat on the mat")
+    np.testing.assert_allclose(
+        vector(post(server, input=ids, add_special_tokens=False)), bare, atol=1e-5
+    )
+    # An input longer than the model's maximum keeps that many of its own tokens.
+    long_content = whole_text_ids(encoder, LONG)
+    cut = post(server, input=LONG, add_special_tokens=False)
+    expected = encoder.encode_ids([long_content[:TINY_MAX_TOKENS]])[0]
+    np.testing.assert_allclose(vector(cut), expected, atol=1e-5)
+    assert cut.json()["usage"] == {
+        "prompt_tokens": TINY_MAX_TOKENS,
+        "total_tokens": TINY_MAX_TOKENS,
+        "truncated_inputs": 1,
+    }
+    with_them = post(server, input="the cat sat on the mat", add_special_tokens=True)
+    np.testing.assert_allclose(
+        vector(with_them), encoder.encode(["the cat sat on the mat"])[0], atol=1e-5
+    )
+
+
+def test_an_empty_text_without_special_tokens_is_refused_by_name(server: LiveServer) -> None:
+    response = post(server, input=["hello", ""], add_special_tokens=False)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("empty_input", "input")
+    assert "input[1]" in error["message"]
+
+
+def test_truncate_false_refuses_an_over_long_input_on_a_truncating_server(
+    server: LiveServer,
+) -> None:
+    """TEI's truncate (it used to be ignored: the input was cut and answered 200)."""
+    refused = post(server, input=["hello world", LONG], truncate=False)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "input")
+    assert "input[1]" in error["message"]
+    assert vector(post(server, input="hello world", truncate=False)).shape == (TINY_HIDDEN,)
+
+
+def test_truncate_true_cuts_an_over_long_input_on_a_refusing_server(
+    start_server: Callable[..., LiveServer], encoder: Encoder, tiny_model_dir: Path
+) -> None:
+    strict = start_server(
+        Encoder.load(EncoderConfig(model=str(tiny_model_dir), truncate=False)), truncate=False
+    )
+    assert post(strict, input=LONG).status_code == 400
+    response = post(strict, input=LONG, truncate=True)
+    np.testing.assert_allclose(vector(response), encoder.encode([LONG])[0], atol=1e-5)
+    assert response.json()["usage"]["truncated_inputs"] == 1
+
+
+def test_truncate_false_with_a_truncation_limit_is_a_400_naming_it(server: LiveServer) -> None:
+    response = post(server, input=LONG, truncate=False, truncate_prompt_tokens=8)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "truncate"

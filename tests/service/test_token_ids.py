@@ -192,3 +192,71 @@ def test_refused_token_ids_name_the_langchain_setting(
     assert vectors(post(server, {"input": TEXTS})).shape == (3, tiny_encoder.info.dimension)
     info = httpx.get(f"{server.base_url}{contract.INFO_PATH}").json()
     assert info["token_ids"] == "reject"
+
+
+# --- a long sequence is decoded only as far as the tokenizer reads -------------------------------
+def test_a_part_of_the_ids_decodes_to_the_whole_texts_characters(
+    cl100k: tiktoken.Encoding,
+) -> None:
+    """The bound openai_tokens relies on, against tiktoken's own decode: the text of the first
+    (last) ids, but its last (first) 3 characters, is the whole text's, and once it holds more
+    than `chars` of those it is used instead of the whole text. Cuts fall inside multi-byte
+    characters, invalid UTF-8 included: single-byte ids of lead and continuation bytes."""
+    decoder = OpenAITokens.load()
+    rng = np.random.default_rng(7)
+    words = cl100k.encode_ordinary("naïve café 🎉 今天天气很好 Привет مرحبا the cat sat ")
+    raw_bytes = [cl100k.encode_single_token(bytes([b])) for b in (0xE4, 0xBB, 0x8A, 0xF0, 0x9F)]
+    for _ in range(300):
+        seq = [int(t) for t in rng.choice(words + raw_bytes, size=int(rng.integers(1, 400)))]
+        whole = cl100k.decode(seq)
+        for chars in (1, 5, 40):
+            for side in ("right", "left"):
+                got = decoder._decode_within(seq, chars, side)  # type: ignore[arg-type]
+                if got == whole:
+                    continue
+                assert len(got) > chars
+                if side == "right":
+                    assert got[: len(got) - 3] == whole[: len(got) - 3]
+                    assert got[: chars + 1] == whole[: chars + 1]
+                else:
+                    assert got[3:] == whole[len(whole) - len(got) + 3 :]
+                    assert got[-(chars + 1) :] == whole[-(chars + 1) :]
+
+
+class DecodeSpy:
+    """tiktoken's encoding, recording how many ids each decode call was given."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.encoding = encoding
+        self.lengths: list[int] = []
+
+    def decode(self, tokens: list[int]) -> str:
+        self.lengths.append(len(tokens))
+        return self.encoding.decode(tokens)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_ids_beyond_what_the_tokenizer_reads_never_reach_the_decoder(
+    start_server: Callable[..., LiveServer],
+    tiny_encoder: Encoder,
+    cl100k: tiktoken.Encoding,
+    side: str,
+) -> None:
+    """A 16 MB body holds ~3.3 M ids, all of which were decoded (~0.3 s) to keep a few hundred
+    characters; now at most 4 x the tokenizer's scan budget + 7 ids are, and the vectors and the
+    usage are those of the text."""
+    server = start_server(tiny_encoder)
+    runtime = server.app.state.runtime
+    spy = DecodeSpy(runtime.openai_tokens._encoding)
+    runtime.openai_tokens._encoding = spy
+    text = "the cat sat on the mat, and a quick brown fox " * 30_000  # 360 k ids
+    ids = cl100k.encode_ordinary(text)
+    bound = 4 * tiny_encoder.text_chars + 7
+    assert len(ids) > 2 * bound
+    options = {"truncation_side": side}
+    as_ids = post(server, {"input": ids, **options})
+    as_text = post(server, {"input": text, **options})
+    np.testing.assert_allclose(vectors(as_ids), vectors(as_text), atol=1e-6)
+    assert as_ids.json()["usage"] == as_text.json()["usage"]
+    assert spy.lengths
+    assert max(spy.lengths) <= bound
