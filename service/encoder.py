@@ -382,6 +382,16 @@ class Encoder:
         self.text_chars = self._text.scan_chars
         """The most characters of one text the tokenizer is ever given (service.textcut): the
         rest of a longer text cannot change what the model sees."""
+        self.read_whole = self._text.uncovered
+        """Why every text is tokenised whole (a tokenizer service.textcut's argument does not
+        cover), or None: texts are cut to `text_chars`."""
+        if self.read_whole is not None:
+            log.warning(
+                "the tokenizer of %s is outside what the text cut is proven for (%s): every text "
+                "is tokenised whole, bounded only by the request body limit",
+                info.model_id,
+                self.read_whole,
+            )
         self._pool = _POOLERS[info.pooling]
         self.seconds_per_token: float | None = None
         """Device seconds per token of a full-length batch, once warm_up has measured it."""

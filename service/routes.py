@@ -407,6 +407,8 @@ async def info(call: Call) -> Reply:
                 "seconds_per_token": batcher.seconds_per_token,
                 "pass_cost_tokens": runtime.pass_cost_tokens,
                 "truncate": s.truncate,
+                "text_chars": None if encoder.read_whole else encoder.text_chars,
+                "text_read_whole": encoder.read_whole,
             },
             "http": {
                 "header_timeout_seconds": s.header_timeout_seconds,

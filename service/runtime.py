@@ -47,6 +47,8 @@ class EncoderLike(Protocol):
     """The device's speed as the warm-up measured it (None without a warm-up)."""
     text_chars: int
     """The most characters of one text its tokenizer reads (service.textcut's scan budget)."""
+    read_whole: str | None
+    """Why every text is read whole (service.textcut.uncovered), or None."""
 
     def tokenize(self, texts: list[str], prompt: str | None = None) -> Tokenized: ...
 

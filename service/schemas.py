@@ -311,6 +311,14 @@ class Limits(BaseModel):
         "length buckets pays off."
     )
     truncate: bool
+    text_chars: int | None = Field(
+        description="The most characters of one text the tokenizer reads: a longer text is cut "
+        "where that provably changes none of the tokens the model sees (null: read whole)."
+    )
+    text_read_whole: str | None = Field(
+        description="Why every text is tokenised whole: the model's tokenizer is outside the "
+        "families the cut is proven for (null: texts are cut to text_chars)."
+    )
 
 
 class HttpLimitsInfo(BaseModel):

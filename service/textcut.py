@@ -51,6 +51,25 @@ word on every word is one of the whole text's, in the same place, with the same 
 of the text is in the suffix, so if its settled words hold more than `keep` tokens, the last `keep`
 tokens of the whole text are exactly those of the suffix, and the whole text is cut.
 
+Added tokens (special tokens such as `<mask>`, and any token added to a vocabulary) are matched
+in the raw text before the normalizer and pre-tokenizer run (`extract_and_normalize` in
+tokenizers/src/tokenizer/added_vocabulary.rs at v0.23.1), so a cut inside one splits it into
+ordinary words, as many as its characters make: the settled part also stops before the last
+`reach` characters of a right cut (the first of a left cut), twice the longest added token
+(normalizers may compose characters). One with `lstrip` (RoBERTa's and XLM-R's `<mask>`) takes the
+whitespace before it into its match, a run of any length, so with such a token the settled part
+also stops before the whitespace that runs up to that point; `rstrip` is the mirror image for a
+left cut.
+
+The argument holds only for the families named above, so `uncovered` reads the tokenizer's own
+description when the model loads (the normalizer, the pre-tokenizer, the model) and, for anything
+else, the encoder tokenises every text whole: exactly the old cost, bounded by the request body
+limit, said in /info (`limits.text_cut`) and logged at startup. Llama-3 and cl100k style regexes
+are such a case: `\\p{N}{1,3}` groups a run of digits from its start, so a suffix that starts
+inside the run groups all of it differently (`12 3 45 67 8 90` in the whole text, `3 4 5 67 8 90`
+in its last ten characters). So is a tokenizer that does not split text into words at all (no
+pre-tokenizer, or Metaspace with `split: false`): no cut of it ever settles.
+
 The budget: `first_cut_chars` per text (16 characters per model token: ~4x what English prose and
 ~16x what Chinese needs, so a real text is settled at the first try) and at most `scan_chars`
 (1024 per model token, at most 1 Mi characters) for a text that is mostly whitespace, control
@@ -61,6 +80,7 @@ it is refused (SparseTextError, a 400) rather than silently changed.
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Final
@@ -74,6 +94,75 @@ SCAN_CHARS_PER_TOKEN: Final = 1024
 MAX_SCAN_CHARS: Final = 1 << 20
 _UNSETTLED_WORDS: Final = 2
 """Words at the cut end of a cut that the rest of the text may still change (see the module doc)."""
+UNCUT: Final = 1 << 62
+"""The character budget of a tokenizer the argument does not cover: every text is read whole."""
+
+# The families the module doc argues for, as tokenizers' JSON descriptions name them (tokenizers
+# v0.23.1, bindings/python: `Tokenizer.to_str`). Normalizers that act on a character or a combining
+# sequence at a time; Precompiled is SentencePiece's character map (XLM-R, multilingual e5).
+_NORMALIZERS: Final = frozenset(
+    {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Precompiled"}
+)
+# Pre-tokenizers whose words run to the end of a run of one kind of character or to a fixed
+# delimiter, with at most a one-character lookahead.
+_SPLITTERS: Final = frozenset(
+    {
+        "BertPreTokenizer",
+        "Whitespace",
+        "WhitespaceSplit",
+        "Punctuation",
+        "Digits",
+        "CharDelimiterSplit",
+    }
+)
+GPT2_REGEX: Final = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+QWEN2_REGEX: Final = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+"""The regexes of a Split pre-tokenizer the argument covers (Qwen2's: tokenizer.json of
+Qwen/Qwen2-7B; GPT-2's, which ByteLevel uses with use_regex)."""
+_MODELS: Final = frozenset({"WordPiece", "BPE", "Unigram", "WordLevel"})
+
+
+def uncovered(tokenizer: Tokenizer) -> str | None:
+    """Why the cut argument (module doc) does not cover this tokenizer, or None when it does."""
+    spec = json.loads(tokenizer.to_str())
+    model = spec["model"]["type"]
+    if model not in _MODELS:
+        return f"model {model}"
+    for normalizer in _flatten(spec.get("normalizer"), "normalizers"):
+        kind = normalizer["type"]
+        literal = kind == "Replace" and "String" in normalizer["pattern"]
+        if kind not in _NORMALIZERS and not literal:
+            return f"normalizer {kind}" + (" with a regex" if kind == "Replace" else "")
+    splits = False
+    for pre in _flatten(spec.get("pre_tokenizer"), "pretokenizers"):
+        kind = pre["type"]
+        if kind == "Split":
+            pattern = pre["pattern"]
+            if "Regex" in pattern and pattern["Regex"] not in (GPT2_REGEX, QWEN2_REGEX):
+                return f"pre-tokenizer Split with the regex {pattern['Regex']!r}"
+            splits = True
+        elif kind == "ByteLevel":
+            splits = splits or bool(pre.get("use_regex", True))
+        elif kind == "Metaspace":
+            splits = splits or bool(pre.get("split", True))
+        elif kind in _SPLITTERS:
+            splits = True
+        else:
+            return f"pre-tokenizer {kind}"
+    if not splits:
+        return "no pre-tokenizer splits the text into words"
+    return None
+
+
+def _flatten(node: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    if node is None:
+        return []
+    if node["type"] == "Sequence":
+        return [leaf for child in node[key] for leaf in _flatten(child, key)]
+    return [node]
 
 
 @dataclass(frozen=True)
@@ -113,10 +202,19 @@ class TextTokenizer:
         self._suffix = suffix
         self._content_limit = max_tokens - len(prefix) - len(suffix)
         self._truncate = truncate
-        self.first_cut_chars = FIRST_CUT_CHARS_PER_TOKEN * max_tokens
-        self.scan_chars = max(
-            self.first_cut_chars, min(SCAN_CHARS_PER_TOKEN * max_tokens, MAX_SCAN_CHARS)
-        )
+        self.uncovered = uncovered(truncating)
+        """Why texts are read whole (module doc), or None: they are cut."""
+        added = json.loads(truncating.to_str()).get("added_tokens") or []
+        self._reach = 2 * max((len(token["content"]) for token in added), default=0)
+        self._lstrip = any(token.get("lstrip") for token in added)
+        self._rstrip = any(token.get("rstrip") for token in added)
+        if self.uncovered is None:
+            self.first_cut_chars = FIRST_CUT_CHARS_PER_TOKEN * max_tokens
+            self.scan_chars = max(
+                self.first_cut_chars, min(SCAN_CHARS_PER_TOKEN * max_tokens, MAX_SCAN_CHARS)
+            )
+        else:
+            self.first_cut_chars = self.scan_chars = UNCUT
 
     def tokenize(self, texts: list[str]) -> Tokenized:
         """The model's own truncation (its first tokens). Raises InputTooLongError (truncation
@@ -177,7 +275,7 @@ class TextTokenizer:
         even `scan_chars` characters settle it."""
         size = self.first_cut_chars
         while True:
-            settled = _settled(encoding.ids, encoding.word_ids, keep, side)
+            settled = self._settled(_cut(text, size, side), encoding, keep, side)
             if settled is not None:
                 return Content(settled, whole=False)
             if size >= self.scan_chars:
@@ -187,19 +285,47 @@ class TextTokenizer:
                 return Content(self._full.encode(text, add_special_tokens=False).ids, whole=True)
             encoding = self._full.encode(_cut(text, size, side), add_special_tokens=False)
 
+    def _settled(self, cut: str, encoding: Any, keep: int, side: Side) -> list[int] | None:
+        """The tokens of a cut's settled words, when they are more than `keep`; else None. The
+        settled words are all but the two at the cut end, and none within `reach` characters of
+        it or of the whitespace before (after) those, which an added token may still take
+        (module doc)."""
+        content, word_ids, offsets = encoding.ids, encoding.word_ids, encoding.offsets
+        bound = _settled_words(word_ids, keep, side)
+        if bound is None:
+            return None
+        if side == "right":
+            limit = len(cut) - self._reach
+            while self._lstrip and limit > 0 and cut[limit - 1].isspace():
+                limit -= 1
+            # The tokens that reach past the limit: their words and the rest are unsettled.
+            first = bound
+            while first > 0 and offsets[first - 1][1] > limit:
+                first -= 1
+            end = bisect_left(word_ids, word_ids[first]) if first < bound else bound
+            return content[:end] if end > keep else None
+        limit = self._reach
+        while self._rstrip and limit < len(cut) and cut[limit].isspace():
+            limit += 1
+        after = bound
+        while after < len(content) and offsets[after][0] < limit:
+            after += 1
+        start = bisect_left(word_ids, word_ids[after - 1] + 1) if after > bound else bound
+        return content[start:] if len(content) - start > keep else None
+
 
 def _cut(text: str, size: int, side: Side) -> str:
     return text[:size] if side == "right" else text[-size:]
 
 
-def _settled(content: list[int], word_ids: list[int], keep: int, side: Side) -> list[int] | None:
-    """The tokens of a cut's settled words (all but the two at its cut end), when they are more
-    than `keep`; else None. Content tokens (no special tokens) all come from words, in order, so
-    `word_ids` holds no None and never decreases."""
-    if len(content) <= keep:
+def _settled_words(word_ids: list[int], keep: int, side: Side) -> int | None:
+    """Where the settled words of a cut's content end (right) or start (left), all but the two at
+    its cut end; None when they do not hold more than `keep` tokens. Content tokens (no special
+    tokens) all come from words, in order, so `word_ids` holds no None and never decreases."""
+    if len(word_ids) <= keep:
         return None
     if side == "right":
         end = bisect_left(word_ids, word_ids[-1] - _UNSETTLED_WORDS + 1)
-        return content[:end] if end > keep else None
+        return end if end > keep else None
     start = bisect_left(word_ids, word_ids[0] + _UNSETTLED_WORDS)
-    return content[start:] if len(content) - start > keep else None
+    return start if len(word_ids) - start > keep else None

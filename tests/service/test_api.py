@@ -331,6 +331,9 @@ def test_health_ready_info(server: LiveServer, tiny_encoder: Encoder) -> None:
         None,
     )
     assert info["limits"]["max_inputs"] == 2048
+    # The tiny BERT's WordPiece is one of the families the cut is proven for (service.textcut).
+    assert info["limits"]["text_read_whole"] is None
+    assert info["limits"]["text_chars"] == 1024 * TINY_MAX_TOKENS
     assert info["version"]
 
 

