@@ -68,6 +68,14 @@ class Throughput:
         # Windows all of one size, or a fit that noise made meaningless: the plain ratio.
         return 0.0, self._y / self._x
 
+    def tokens_within(self, seconds: float) -> int | None:
+        """The most tokens one window runs in `seconds` (None before any window or prior)."""
+        fit = self.fit()
+        if fit is None:
+            return None
+        fixed, per_token = fit
+        return max(0, int((seconds - fixed) / per_token))
+
     def seconds_per_token(self, window_tokens: float) -> float | None:
         """Seconds per token of windows of `window_tokens` tokens (the fixed part shared)."""
         fit = self.fit()

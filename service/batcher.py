@@ -16,8 +16,9 @@ each an asyncio task that hands its work to one worker thread:
    and cut into length buckets where that lowers the padded work (`plan_batches`): a paragraph no
    longer pads 63 short queries to its length. Every input of a window runs before any newer
    input, so sorting cannot starve long inputs. Only requests about to be answered later than
-   admission estimated (below) go before the round robin, the earliest due first: under
-   sustained load, newcomers would otherwise stretch every admitted request past its estimate.
+   admission estimated (below) go before the round robin, in at most half of the window, one input
+   each in turn, the earliest due first: under sustained load, newcomers would otherwise stretch
+   every admitted request past its estimate.
 
 While a window runs the queue fills, so under load the next window is full without any timer;
 `batch_wait_s` adds a short wait only when less than one batch is queued (off by default).
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 # Event-loop iterations a request needs from "bytes received" to "inputs handed over" (parse,
 # validate, enqueue), with one to spare.
 _ARRIVAL_YIELDS = 3
+WINDOW_SHARE = 0.5
+"""The part of max_queue_seconds one window may take at the measured speed (_window_token_cap)."""
 # Inputs prepared in one tokenizer call at most: bounds how long a call holds the thread while
 # small requests queue behind it.
 _PREPARE_MAX_INPUTS = 4096
@@ -538,22 +541,30 @@ class Batcher(Generic[R]):
         return self._queue.live_items - self._queue.pending_items
 
     def _take_window(self) -> list[_Item]:
-        """At most one batch of inputs: first the remaining inputs of requests that would
-        otherwise be answered after they are due, the earliest due first; then one input per
-        queued request per pass (round robin). A request is due at its admission time plus the
-        wait and the work admission estimated for it: round robin alone stretches every
-        request's time by the others that arrive while it runs, so under sustained load it would
-        miss the target that admitted it."""
+        """At most one batch of inputs: first, in up to half of it, the inputs of requests that
+        would otherwise be answered after they are due, one each in turn, the earliest due first;
+        then one input per queued request per pass (round robin). A request is due at its
+        admission time plus the wait and the work admission estimated for it: round robin alone
+        stretches every request's time by the others that arrive while it runs, so under
+        sustained load it would miss the target that admitted it. Half, and in turn: a late bulk
+        request given whole windows held every small request admitted behind it (admission
+        counts one input of each request ahead, round robin's order) until they were shed."""
         queue = self._queue
         ready = queue.ready
         window: list[_Item] = []
         tokens = 0
         now = self._clock()
-        for request in self._late(now):
-            while request.taken < request.size and (
-                added := self._take_one(request, window, tokens)
-            ):
-                tokens += added
+        cap = self._window_token_cap()
+        late = deque(self._late(now))
+        late_rows, late_tokens = max(1, self._max_batch_size // 2), cap // 2
+        while late and len(window) < late_rows and tokens < late_tokens:
+            request = late.popleft()
+            added = self._take_one(request, window, tokens, cap)
+            if not added:
+                break
+            tokens += added
+            if request.taken < request.size:
+                late.append(request)
         while ready and len(window) < self._max_batch_size:
             request = ready.popleft()
             if request.future.done() or request.taken == request.size:
@@ -561,7 +572,7 @@ class Batcher(Generic[R]):
             if self._overdue(request, now):
                 self._shed(request, now)
                 continue
-            added = self._take_one(request, window, tokens)
+            added = self._take_one(request, window, tokens, cap)
             if not added:
                 ready.appendleft(request)
                 break
@@ -588,14 +599,26 @@ class Batcher(Generic[R]):
                 late.append(request)
         return sorted(late, key=lambda request: request.due)
 
-    def _take_one(self, request: _Request[R], window: list[_Item], tokens: int) -> int:
-        """Move the request's next input into the window (holding `tokens`) if it has room for
-        it: the input's tokens, or 0."""
+    def _window_token_cap(self) -> int:
+        """max_batch_tokens, or fewer: what the device runs in WINDOW_SHARE of
+        max_queue_seconds at its measured speed. The window under way is committed and admission
+        does not count it, so on a CPU a full window (32768 tokens: 11 s for 109 long texts on
+        2 cores) held a request admitted for a 1 s wait for all of it. A GPU runs a full window
+        well within the share, and keeps it."""
+        target = self._max_queue_seconds
+        within = None if target is None else self._throughput.tokens_within(target * WINDOW_SHARE)
+        if within is None:
+            return self._max_batch_tokens
+        return max(1, min(self._max_batch_tokens, within))
+
+    def _take_one(self, request: _Request[R], window: list[_Item], tokens: int, cap: int) -> int:
+        """Move the request's next input into the window (holding `tokens` of at most `cap`) if
+        it has room for it: the input's tokens, or 0. A first input always has room."""
         if len(window) >= self._max_batch_size:
             return 0
         assert request.prepared is not None
         ids = request.prepared.ids[request.taken]
-        if window and tokens + len(ids) > self._max_batch_tokens:
+        if window and tokens + len(ids) > cap:
             return 0
         window.append(_Item(request, request.taken, ids))
         request.taken += 1

@@ -534,7 +534,54 @@ async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin() ->
     await eventually(lambda: batcher.queued_tokens == 70)
     device.release.set()
     await asyncio.gather(running, first, *newer)
-    assert device.batches[1] == early  # round robin would have taken one of it and the 3 newer
+    # Half of the window first (2 of 4), then its round-robin turn: round robin alone would have
+    # taken one of it and the 3 newer.
+    assert device.batches[1] == [*early[:3], [9] * 10]
+
+
+async def test_a_late_bulk_request_does_not_hold_small_ones_admitted_behind_it() -> None:
+    """Admission estimates a one-input request's wait as one input of each request ahead (round
+    robin). A bulk request running late used to take whole windows until it ended, so small
+    requests admitted behind it waited for all of it and, under load, were shed (11% of admitted
+    queries with three bulk clients). Late work now gets half of each window."""
+    device = Device()
+    device.release.clear()
+    clock = Clock()
+    batcher = timed(device, clock)
+    running = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    bulk = asyncio.create_task(vectors(batcher, [[8] * 10] * 40))  # 4 s of work
+    await eventually(lambda: batcher.queued_tokens == 400)
+    clock.now += 3.9  # the bulk request now ends after it is due: late
+    small = asyncio.create_task(vectors(batcher, [[9] * 10]))  # due in 0.2 s: not late yet
+    await eventually(lambda: batcher.queued_tokens == 410)
+    device.release.set()
+    np.testing.assert_array_equal(await small, expected([[9] * 10]))
+    await asyncio.gather(running, bulk)
+    assert [9] * 10 in device.batches[1]  # whole late windows: the 11th
+    await batcher.stop(5)
+
+
+@pytest.mark.parametrize(
+    ("seconds_per_token", "rows"),
+    [
+        pytest.param(0.01, 5, id="slow-device"),  # half the 1 s target: 50 tokens, 5 inputs
+        pytest.param(1e-5, 20, id="fast-device"),  # 20 inputs run in 2 ms: max_batch_tokens
+    ],
+)
+async def test_one_window_takes_at_most_half_the_target_at_the_devices_speed(
+    seconds_per_token: float, rows: int
+) -> None:
+    """The window under way is committed (admission does not count it): on a CPU a window of
+    max_batch_tokens held a small request admitted behind it for 11 s against a 1 s target."""
+    device = Device()
+    batcher = timed(
+        device, max_batch_size=100, max_batch_tokens=1000, seconds_per_token=seconds_per_token
+    )
+    bulk = [[8] * 10] * 20
+    np.testing.assert_array_equal(await vectors(batcher, bulk), expected(bulk))
+    assert len(device.batches[0]) == rows  # the first window, sized by the prior speed
+    await batcher.stop(5)
 
 
 async def test_work_past_its_deadline_is_shed_before_the_device() -> None:
