@@ -495,9 +495,12 @@ class Batcher(Generic[R]):
                 continue
             # The speed admission needs is the device's as the queue sees it: from the end of
             # the last window (when work was waiting) to the end of this one, so the time spent
-            # between passes (forming windows, the event loop's own work) counts too.
+            # between passes (forming windows, the event loop's own work) counts too; but not the
+            # time spent waiting for the tokenizer or the batch timer, which is no device's: one
+            # 11 s tokenizer call read as an 11 s window made the device look 9.5x slower, and
+            # admission held a tenth of its target until the estimate decayed.
             start = busy_since if busy_since is not None else time.perf_counter()
-            await self._gather_arrivals()
+            waited = await self._gather_arrivals()
             self._window = self._take_window()
             self._window_tokens = sum(len(item.ids) for item in self._window)
             ran = 0
@@ -516,23 +519,25 @@ class Batcher(Generic[R]):
             self._window = []
             self._window_tokens = 0
             now = time.perf_counter()
-            self._throughput.record(ran, now - start)
+            self._throughput.record(ran, now - start - waited)
             busy_since = now if queue.ready else None
 
-    async def _gather_arrivals(self) -> None:
+    async def _gather_arrivals(self) -> float:
         """Before a window that is not full: let the event loop run a few iterations, so requests
         whose bytes have already arrived are handed over, and let the tokenizer call under way
         finish (a burst of clients is then one batch, not one input and the rest). Then the
-        optional timed wait."""
+        optional timed wait. Returns the seconds spent waiting for the tokenizer and the timer."""
         for _ in range(_ARRIVAL_YIELDS):
             if self._ready_items() >= self._max_batch_size:
-                return
+                return 0.0
             await asyncio.sleep(0)
+        began = time.perf_counter()
         if self._queue.arrivals or self._preparing:
             self._has_work.clear()
             await self._has_work.wait()  # set when the tokenizer call under way returns
         if self._batch_wait_s and self._ready_items() < self._max_batch_size:
             await asyncio.sleep(self._batch_wait_s)
+        return time.perf_counter() - began
 
     def _pending_inputs(self) -> int:
         return sum(request.size for request in self._queue.arrivals)

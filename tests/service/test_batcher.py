@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service import batcher as batcher_module
 from service.batcher import (
     Batcher,
     BatcherStopped,
@@ -653,4 +654,60 @@ async def test_arrivals_past_their_deadline_are_shed_before_the_tokenizer() -> N
             await shed
     assert seen == [[[1]]]  # `overdue` never reached the tokenizer
     assert device.batches == []
+    await batcher.stop(5)
+
+
+class FakePerfCounter:
+    """The batcher's `time.perf_counter`, moved only by the test's device and tokenizer."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+async def test_waiting_for_the_tokenizer_is_not_read_as_device_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window's time used to include the wait for a tokenizer call under way: one 10 s call
+    read as a 10 s pass made the device look 50x slower to admission."""
+    clock = FakePerfCounter()
+    monkeypatch.setattr(batcher_module, "time", clock)
+    tokenizing, stall = threading.Event(), threading.Event()
+
+    def prepare(raws: list[list[list[int]]]) -> list[Tokenized | Exception]:
+        if [3] in [ids for raw in raws for ids in raw]:
+            tokenizing.set()
+            stall.wait(10)
+            clock.now += 10.0  # a 10 s tokenizer call
+        return [Tokenized(ids, [False] * len(ids)) for ids in raws]
+
+    class TimedDevice(Device):
+        def __call__(self, batch: list[list[int]]) -> np.ndarray:
+            result = super().__call__(batch)
+            clock.now += 0.1  # every pass takes 0.1 s
+            return result
+
+    device = TimedDevice()
+    device.release.clear()
+    batcher = make(device, prepare=prepare)
+    first = asyncio.create_task(vectors(batcher, [[1]]))
+    await wait_started(device)
+    second = asyncio.create_task(vectors(batcher, [[2]]))
+    await eventually(lambda: batcher.queued_tokens == 1)
+    third = asyncio.create_task(vectors(batcher, [[3]]))
+    await asyncio.to_thread(tokenizing.wait, 5)
+    device.release.set()
+    # The loop has run the first pass and waits for the tokenizer before the next window.
+    await eventually(
+        lambda: len(device.batches) == 1 and not batcher._window and not batcher._has_work.is_set()
+    )
+    stall.set()
+    await asyncio.gather(first, second, third)
+    assert device.batches == [[[1]], [[2], [3]]]
+    # Two passes of 0.1 s for 3 tokens, ~0.07 s a token; with the 10 s wait counted, ~3.4 s.
+    speed = batcher.seconds_per_token
+    assert speed is not None
+    assert speed < 0.1
     await batcher.stop(5)
