@@ -127,7 +127,11 @@ _MODELS: Final = frozenset({"WordPiece", "BPE", "Unigram", "WordLevel"})
 
 def uncovered(tokenizer: Tokenizer) -> str | None:
     """Why the cut argument (module doc) does not cover this tokenizer, or None when it does."""
-    spec = json.loads(tokenizer.to_str())
+    return _uncovered(json.loads(tokenizer.to_str()))
+
+
+def _uncovered(spec: dict[str, Any]) -> str | None:
+    """`uncovered`, from the tokenizer's JSON description."""
     model = spec["model"]["type"]
     if model not in _MODELS:
         return f"model {model}"
@@ -193,7 +197,8 @@ class TextTokenizer:
         truncate: bool,
     ) -> None:
         self._truncating = truncating
-        full = Tokenizer.from_str(truncating.to_str())
+        description = truncating.to_str()
+        full = Tokenizer.from_str(description)
         full.no_truncation()
         full.no_padding()
         self._full = full
@@ -202,9 +207,10 @@ class TextTokenizer:
         self._suffix = suffix
         self._content_limit = max_tokens - len(prefix) - len(suffix)
         self._truncate = truncate
-        self.uncovered = uncovered(truncating)
+        spec = json.loads(description)  # a vocabulary of 250k tokens is ~17 MB: read it once
+        self.uncovered = _uncovered(spec)
         """Why texts are read whole (module doc), or None: they are cut."""
-        added = json.loads(truncating.to_str()).get("added_tokens") or []
+        added = spec.get("added_tokens") or []
         self._reach = 2 * max((len(token["content"]) for token in added), default=0)
         self._lstrip = any(token.get("lstrip") for token in added)
         self._rstrip = any(token.get("rstrip") for token in added)
