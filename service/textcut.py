@@ -99,7 +99,9 @@ UNCUT: Final = 1 << 62
 
 # The families the module doc argues for, as tokenizers' JSON descriptions name them (tokenizers
 # v0.23.1, bindings/python: `Tokenizer.to_str`). Normalizers that act on a character or a combining
-# sequence at a time; Precompiled is SentencePiece's character map (XLM-R, multilingual e5).
+# sequence at a time; Precompiled is SentencePiece's character map (XLM-R, multilingual e5), which
+# also maps one grapheme at a time (tokenizers/src/normalizers/precompiled.rs, `normalize` walks
+# the string grapheme by grapheme, with unicode_segmentation).
 _NORMALIZERS: Final = frozenset(
     {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Precompiled"}
 )
