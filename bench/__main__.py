@@ -74,13 +74,7 @@ def _allocators(text: str) -> tuple[str, ...]:
 
 
 def _systems(text: str) -> tuple[str, ...]:
-    values = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(set(values) - set(SYSTEMS))
-    if unknown or not values:
-        raise argparse.ArgumentTypeError(
-            f"unknown system(s) {unknown or text!r}; choose from {', '.join(SYSTEMS)}"
-        )
-    return values
+    return _names(text, SYSTEMS, "system(s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
