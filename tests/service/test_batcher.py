@@ -452,6 +452,15 @@ class Clock:
         return self.now
 
 
+@pytest.fixture
+def frozen_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batcher's pass timer stands still: a measured pass takes 0 s, which the speed fit
+    ignores, so the prior stays the speed however long the test held its device (a pass held for
+    real wall time read as a device several times slower, and the windows that followed were
+    shaped by this machine's speed)."""
+    monkeypatch.setattr(batcher_module, "time", FakePerfCounter())
+
+
 def timed(device: Device, clock: Clock | None = None, **kwargs: Any) -> Batcher:
     """A batcher with a 1 s latency target on a device known (the prior) to run 100 tokens/s:
     an input of 10 tokens is 0.1 s of work. The test holds the device, so no measured pass
@@ -518,7 +527,9 @@ async def test_a_bulk_request_does_not_block_small_ones_and_a_second_bulk_waits(
     await batcher.stop(5)
 
 
-async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin() -> None:
+async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin(
+    frozen_timer: None,
+) -> None:
     """Round robin alone lets newer requests stretch an admitted one past the time admission
     estimated for it: once it would end late, its remaining inputs go first."""
     device = Device()
@@ -540,7 +551,9 @@ async def test_a_request_about_to_miss_its_estimate_goes_before_round_robin() ->
     assert device.batches[1] == [*early[:3], [9] * 10]
 
 
-async def test_a_late_bulk_request_does_not_hold_small_ones_admitted_behind_it() -> None:
+async def test_a_late_bulk_request_does_not_hold_small_ones_admitted_behind_it(
+    frozen_timer: None,
+) -> None:
     """Admission estimates a one-input request's wait as one input of each request ahead (round
     robin). A bulk request running late used to take whole windows until it ended, so small
     requests admitted behind it waited for all of it and, under load, were shed (11% of admitted
